@@ -1,0 +1,47 @@
+# qstep: two commands do everything on a fresh Debian 12 machine:
+#   make demo   - install what is missing, fetch the kernel, build the guest, run the example
+#   make test   - the test suite (unit tests and real-VM tests); CI runs exactly this
+SHELL := /bin/bash
+QSTEP_CACHE ?= $(HOME)/.cache/qstep
+export QSTEP_CACHE
+VENV := $(QSTEP_CACHE)/venv
+PY := $(VENV)/bin/python
+QSTEP := $(VENV)/bin/qstep
+BUILD := $(QSTEP_CACHE)/build
+KERNEL ?= 6.1
+EXAMPLE := $(BUILD)/examples/l4lb.bpf.o
+PACKETS := examples/l4lb/packets
+
+.PHONY: deps demo test test-unit lint bench examples progs debug clean-build
+
+deps:
+	@scripts/install-deps.sh
+
+examples: deps
+	@$(MAKE) -s -C examples/l4lb OUT=$(BUILD)/examples
+
+progs: deps
+	@$(MAKE) -s -C tests/progs OUT=$(BUILD)/progs
+
+demo: examples
+	$(QSTEP) images fetch $(KERNEL)
+	$(QSTEP) disasm $(EXAMPLE) --prog l4lb_ingress --kernel $(KERNEL) | head -60
+	$(QSTEP) run $(EXAMPLE) --prog l4lb_ingress --kernel $(KERNEL) --maps examples/l4lb/maps.txt \
+	  --packet $(PACKETS)/ipv4_to_v4real.hex --packet $(PACKETS)/ipv6_to_v6real.hex \
+	  --packet $(PACKETS)/ipv4_novip.hex --packet $(PACKETS)/ctl_lookup_fail.hex
+
+test: deps examples progs
+	$(PY) -m pytest -q tests
+
+test-unit: deps
+	$(PY) -m pytest -q tests/unit
+
+lint: deps
+	$(VENV)/bin/ruff check qstep tests bench
+	$(VENV)/bin/mypy
+
+bench: examples
+	$(PY) bench/boot_and_run.py
+
+clean-build:
+	rm -rf $(BUILD)

@@ -1,0 +1,939 @@
+/*
+ * qstep-agent: the in-guest agent of qstep, protocol v1 (docs/agent-protocol.md).
+ *
+ * Build (fully static, see also the Makefile next to this file):
+ *   gcc -static -O2 -Wall -Wextra -o qstep-agent qstep-agent.c \
+ *       -Wl,--wrap=syscall -lbpf -lelf -lz -lzstd
+ *
+ * Usage: qstep-agent [DEVICE]
+ *   DEVICE (e.g. /dev/ttyS1) is opened read/write and put in raw mode; without
+ *   it the agent talks over stdin/stdout (host tests).
+ *
+ * The BPF_PROG_LOAD of the requested program is intercepted through
+ * --wrap=syscall (libbpf calls syscall(__NR_bpf, ...)): libbpf's relocated
+ * insns/line_info/func_info are saved and the line_info is replaced by a
+ * synthetic table with one record per instruction whose line_col is the
+ * instruction index. The kernel's jited_line_info then gives the JIT address
+ * of every instruction that survives verification.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <linux/bpf.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#define PROTOCOL_VERSION 1
+#define LOG_BUF_SIZE (16u << 20)     /* verifier log buffer per load */
+#define DUMP_MAX_ENTRIES 100000
+#define RUN_MAX_OUT (64u << 20)
+#define MAX_ARGS 8
+#define FLUSH_THRESHOLD (1u << 20)
+
+#define offsetofend(T, m) (offsetof(T, m) + sizeof(((T *)0)->m))
+#define MIN(x, y) ((x) < (y) ? (x) : (y))
+
+/* ------------------------------------------------------------ buffers */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+	size_t cap = b->cap ? b->cap : 256;
+
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->p = realloc(b->p, cap);
+	if (!b->p) {
+		fputs("qstep-agent: out of memory\n", stderr);
+		abort();
+	}
+	b->cap = cap;
+}
+
+static void buf_add(struct buf *b, const void *data, size_t n)
+{
+	buf_reserve(b, n);
+	if (n)
+		memcpy(b->p + b->len, data, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return;
+	buf_reserve(b, (size_t)n);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	b->len += (size_t)n;
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(b, fmt, ap);
+	va_end(ap);
+}
+
+static void buf_free(struct buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ------------------------------------------------------------ reply writer */
+
+struct reply {
+	int fd;
+	const char *seq;
+	struct buf out;
+};
+
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {  /* the host is gone: nothing left to serve */
+			fprintf(stderr, "qstep-agent: write: %s\n", strerror(errno));
+			exit(1);
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void reply_flush(struct reply *r)
+{
+	write_all(r->fd, r->out.p, r->out.len);
+	r->out.len = 0;
+}
+
+static void reply_end_line(struct reply *r)
+{
+	buf_add(&r->out, "\n", 1);
+	if (r->out.len >= FLUSH_THRESHOLD)
+		reply_flush(r);
+}
+
+static void reply_head(struct reply *r, const char *key)
+{
+	buf_printf(&r->out, "%s %s", r->seq, key);
+}
+
+/* Appends " x:<hex>" to the current line. */
+static void reply_hex(struct reply *r, const void *data, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = data;
+	size_t i;
+
+	buf_add(&r->out, " x:", 3);
+	for (i = 0; i < n; i++) {
+		if (r->out.len + 2 >= r->out.cap)
+			buf_reserve(&r->out, MIN(2 * (n - i), FLUSH_THRESHOLD));
+		r->out.p[r->out.len++] = hex[p[i] >> 4];
+		r->out.p[r->out.len++] = hex[p[i] & 15];
+		if (r->out.len >= FLUSH_THRESHOLD)
+			reply_flush(r);
+	}
+	r->out.p[r->out.len] = '\0';
+}
+
+static void reply_line(struct reply *r, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+
+	reply_head(r, key);
+	buf_add(&r->out, " ", 1);
+	va_start(ap, fmt);
+	buf_vprintf(&r->out, fmt, ap);
+	va_end(ap);
+	reply_end_line(r);
+}
+
+static void reply_int(struct reply *r, const char *key, long long v)
+{
+	reply_line(r, key, "%lld", v);
+}
+
+static void reply_word(struct reply *r, const char *key, const char *w)
+{
+	reply_line(r, key, "%s", w);
+}
+
+static void reply_blob(struct reply *r, const char *key, const void *data, size_t n)
+{
+	reply_head(r, key);
+	reply_hex(r, data, n);
+	reply_end_line(r);
+}
+
+static void reply_ok(struct reply *r)
+{
+	buf_printf(&r->out, "%s ok\n", r->seq);
+	reply_flush(r);
+}
+
+/* Always returns -1, so verbs can `return reply_err(...)`. */
+static int reply_err(struct reply *r, const char *fmt, ...)
+{
+	struct buf msg = {0};
+	va_list ap;
+	size_t i;
+
+	va_start(ap, fmt);
+	buf_vprintf(&msg, fmt, ap);
+	va_end(ap);
+	for (i = 0; i < msg.len; i++)  /* the message must stay on one line */
+		if (msg.p[i] == '\n' || msg.p[i] == '\r')
+			msg.p[i] = ' ';
+	buf_printf(&r->out, "%s err %s\n", r->seq, msg.len ? msg.p : "error");
+	buf_free(&msg);
+	reply_flush(r);
+	return -1;
+}
+
+/* ------------------------------------------------------------ request tokens */
+
+struct arg {
+	const char *s;     /* word */
+	long long i;       /* integer */
+	unsigned char *b;  /* blob (decoded in place) */
+	size_t n;
+};
+
+static int parse_int(const char *t, long long *v)
+{
+	const char *digits = t + (*t == '-');
+
+	if (!*digits || strspn(digits, "0123456789") != strlen(digits))
+		return -1;
+	errno = 0;
+	*v = strtoll(t, NULL, 10);
+	return errno ? -1 : 0;
+}
+
+static int is_word(const char *t)
+{
+	return *t && strncmp(t, "x:", 2) != 0 &&
+	       strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-") == strlen(t);
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int parse_blob(char *t, struct arg *a)
+{
+	size_t len, i;
+
+	if (strncmp(t, "x:", 2) != 0)
+		return -1;
+	t += 2;
+	len = strlen(t);
+	if (len % 2)
+		return -1;
+	for (i = 0; i < len / 2; i++) {
+		int hi = hexval(t[2 * i]), lo = hexval(t[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		t[i] = (char)(hi << 4 | lo);
+	}
+	a->b = (unsigned char *)t;
+	a->n = len / 2;
+	return 0;
+}
+
+/* spec: one char per argument, 'i' integer, 'w' word, 'b' blob */
+static int parse_args(struct reply *r, const char *verb, const char *spec,
+		      char **tok, int ntok, struct arg *a)
+{
+	static const char *kind[] = {['i'] = "an integer", ['w'] = "a word", ['b'] = "a blob"};
+	int i;
+
+	if (ntok != (int)strlen(spec))
+		return reply_err(r, "bad request: '%s' takes %zu arguments, got %d", verb, strlen(spec), ntok);
+	for (i = 0; i < ntok; i++) {
+		int bad = spec[i] == 'i' ? parse_int(tok[i], &a[i].i)
+			: spec[i] == 'w' ? !is_word(tok[i]) : parse_blob(tok[i], &a[i]);
+
+		if (bad)
+			return reply_err(r, "bad request: argument %d of '%s' must be %s", i + 1, verb,
+					 kind[(int)spec[i]]);
+		a[i].s = tok[i];
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ BPF_PROG_LOAD interception */
+
+/* What __wrap_syscall saw of the target program's load (global: a wrapped
+ * syscall has no context argument). */
+struct capture {
+	char target[BPF_OBJ_NAME_LEN];  /* program name as libbpf sends it; "" = off */
+	int seen, no_line_info;
+	struct buf insns, line_info, func_info;
+	__u32 line_info_rec_size, func_info_rec_size;
+};
+
+static struct capture g_cap;
+static struct buf g_libbpf_log;  /* libbpf warnings of the current load */
+
+long __real_syscall(long nr, ...);
+
+static void capture_copy(struct buf *b, __u64 ptr, size_t n)
+{
+	b->len = 0;
+	buf_add(b, (const void *)(uintptr_t)ptr, ptr ? n : 0);
+}
+
+static int is_target_load(const union bpf_attr *attr, unsigned long size)
+{
+	return g_cap.target[0] && size >= offsetofend(union bpf_attr, line_info_cnt) &&
+	       strncmp(attr->prog_name, g_cap.target, BPF_OBJ_NAME_LEN) == 0;
+}
+
+/* One record per instruction (not the 2nd slot of ld_imm64), line_col = index. */
+static struct bpf_line_info *synthetic_lines(const struct bpf_insn *insns, __u32 cnt,
+					     const struct bpf_line_info *first, __u32 *n)
+{
+	struct bpf_line_info *lines = calloc(cnt ? cnt : 1, sizeof(*lines));
+	__u32 i;
+
+	*n = 0;
+	for (i = 0; lines && i < cnt; i++) {
+		lines[*n].insn_off = i;
+		lines[*n].file_name_off = first->file_name_off;
+		lines[*n].line_off = first->line_off;
+		lines[*n].line_col = i;
+		(*n)++;
+		if (insns[i].code == (BPF_LD | BPF_IMM | BPF_DW))
+			i++;
+	}
+	return lines;
+}
+
+static long load_with_synthetic_lines(union bpf_attr *attr, const long *a)
+{
+	__u64 line_info = attr->line_info;
+	__u32 line_info_cnt = attr->line_info_cnt, rec_size = attr->line_info_rec_size, n;
+	struct bpf_line_info first, *lines;
+	long ret;
+	int saved_errno;
+
+	g_cap.seen = 1;
+	if (!line_info_cnt || !line_info || rec_size < sizeof(first)) {
+		g_cap.no_line_info = 1;
+		errno = EINVAL;
+		return -1;
+	}
+	capture_copy(&g_cap.insns, attr->insns, (size_t)attr->insn_cnt * sizeof(struct bpf_insn));
+	capture_copy(&g_cap.line_info, line_info, (size_t)line_info_cnt * rec_size);
+	g_cap.line_info_rec_size = rec_size;
+	capture_copy(&g_cap.func_info, attr->func_info, (size_t)attr->func_info_cnt * attr->func_info_rec_size);
+	g_cap.func_info_rec_size = attr->func_info_rec_size;
+
+	memcpy(&first, (const void *)(uintptr_t)line_info, sizeof(first));
+	lines = synthetic_lines((const void *)(uintptr_t)attr->insns, attr->insn_cnt, &first, &n);
+	if (!lines) {
+		errno = ENOMEM;
+		return -1;
+	}
+	attr->line_info = (uintptr_t)lines;
+	attr->line_info_cnt = n;
+	attr->line_info_rec_size = sizeof(*lines);
+	ret = __real_syscall(__NR_bpf, a[0], a[1], a[2], a[3], a[4], a[5]);
+	saved_errno = errno;
+	attr->line_info = line_info;  /* libbpf may retry with the same attr */
+	attr->line_info_cnt = line_info_cnt;
+	attr->line_info_rec_size = rec_size;
+	free(lines);
+	errno = saved_errno;
+	return ret;
+}
+
+long __wrap_syscall(long nr, ...)
+{
+	va_list ap;
+	long a[6];
+	int i;
+
+	va_start(ap, nr);
+	for (i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (nr == __NR_bpf && a[0] == BPF_PROG_LOAD &&
+	    is_target_load((union bpf_attr *)a[1], (unsigned long)a[2]))
+		return load_with_synthetic_lines((union bpf_attr *)a[1], a);
+	return __real_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_WARN)
+		buf_vprintf(&g_libbpf_log, fmt, ap);
+	return 0;
+}
+
+/* ------------------------------------------------------------ handles */
+
+struct handle {
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	void *elf;  /* libbpf keeps pointing into the bytes given to open_mem */
+	struct capture cap;
+};
+
+struct agent {
+	struct handle **h;  /* handle N is h[N - 1]; ids are never reused */
+	size_t n;
+};
+
+static void handle_free(struct handle *h)
+{
+	if (!h)
+		return;
+	bpf_object__close(h->obj);
+	free(h->elf);
+	buf_free(&h->cap.insns);
+	buf_free(&h->cap.line_info);
+	buf_free(&h->cap.func_info);
+	free(h);
+}
+
+static struct handle *get_handle(struct agent *ag, struct reply *r, long long id)
+{
+	if (id < 1 || (size_t)id > ag->n || !ag->h[id - 1]) {
+		reply_err(r, "unknown handle %lld", id);
+		return NULL;
+	}
+	return ag->h[id - 1];
+}
+
+static struct bpf_map *get_map(struct handle *h, struct reply *r, const char *name)
+{
+	struct bpf_map *m = bpf_object__find_map_by_name(h->obj, name);
+
+	if (!m || bpf_map__fd(m) < 0)
+		reply_err(r, "unknown map '%s'", name);
+	return m && bpf_map__fd(m) >= 0 ? m : NULL;
+}
+
+/* Open a private copy of the object and enable autoload for `name` only. */
+static struct handle *handle_open(struct reply *r, const struct arg *elf, const char *name)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "qstep");
+	struct handle *h = calloc(1, sizeof(*h));
+	struct bpf_program *p;
+	struct buf names = {0};
+
+	if (!h || !(h->elf = malloc(elf->n ? elf->n : 1))) {
+		free(h);
+		reply_err(r, "out of memory");
+		return NULL;
+	}
+	memcpy(h->elf, elf->b, elf->n);
+	h->obj = bpf_object__open_mem(h->elf, elf->n, &opts);
+	if (!h->obj) {
+		int err = errno;
+
+		if (g_libbpf_log.len)
+			reply_blob(r, "libbpf_log", g_libbpf_log.p, g_libbpf_log.len);
+		reply_err(r, "cannot open BPF object: %s", strerror(err));
+		handle_free(h);
+		return NULL;
+	}
+	bpf_object__for_each_program(p, h->obj) {
+		int match = strcmp(bpf_program__name(p), name) == 0;
+
+		bpf_program__set_autoload(p, match);
+		if (match)
+			h->prog = p;
+		buf_printf(&names, "%s%s", names.len ? ", " : "", bpf_program__name(p));
+	}
+	if (!h->prog) {
+		reply_err(r, "unknown program '%s'; available: %s", name, names.len ? names.p : "(none)");
+		handle_free(h);
+		h = NULL;
+	}
+	buf_free(&names);
+	return h;
+}
+
+/* Load with the interception armed; returns 0 or a negative errno. */
+static int handle_load(struct handle *h, char *log, __u32 log_level)
+{
+	int err;
+
+	log[0] = '\0';
+	bpf_program__set_log_buf(h->prog, log, LOG_BUF_SIZE);
+	bpf_program__set_log_level(h->prog, log_level);
+	g_libbpf_log.len = 0;
+	memset(&g_cap, 0, sizeof(g_cap));
+	snprintf(g_cap.target, sizeof(g_cap.target), "%s", bpf_program__name(h->prog));
+	err = bpf_object__load(h->obj);
+	if (!err && !g_cap.seen)
+		err = -ENOTSUP;  /* e.g. libbpf did not send prog_name */
+	g_cap.target[0] = '\0';
+	h->cap = g_cap;      /* the handle owns the captured buffers now */
+	memset(&g_cap, 0, sizeof(g_cap));
+	return err;
+}
+
+/* ------------------------------------------------------------ verbs */
+
+static int do_hello(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct utsname u;
+
+	(void)ag, (void)a;
+	uname(&u);
+	reply_int(r, "version", PROTOCOL_VERSION);
+	reply_word(r, "kernel", u.release);
+	return 0;
+}
+
+static int report_load_error(struct reply *r, struct handle *h, int err, const char *log)
+{
+	if (h->cap.no_line_info)
+		return reply_err(r, "object has no BTF line info; build it with clang -g");
+	if (log[0])
+		reply_blob(r, "log", log, strlen(log));
+	if (g_libbpf_log.len)
+		reply_blob(r, "libbpf_log", g_libbpf_log.p, g_libbpf_log.len);
+	if (err == -ENOTSUP && !h->cap.seen)
+		return reply_err(r, "internal: the BPF_PROG_LOAD of '%s' was not intercepted",
+				 bpf_program__name(h->prog));
+	return reply_err(r, "loading program '%s' failed: %s%s", bpf_program__name(h->prog),
+			 strerror(-err), log[0] ? " (see verifier log)" : "");
+}
+
+static void report_map(struct reply *r, struct bpf_map *m)
+{
+	struct bpf_map_info info = {0};
+	__u32 len = sizeof(info);
+	const char *name = bpf_map__name(m), *dot = strchr(name, '.');
+
+	if (bpf_map__fd(m) < 0 || bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len))
+		return;
+	if (bpf_map__is_internal(m) && dot)  /* "qstep.bss" -> ".bss", the ELF section */
+		name = dot;
+	reply_line(r, "map", "%s %u %u %u %u %u %u %u", name, info.id, info.type, info.key_size,
+		   info.value_size, info.max_entries, info.btf_key_type_id, info.btf_value_type_id);
+}
+
+static int report_load(struct agent *ag, struct reply *r, struct handle *h)
+{
+	struct bpf_prog_info info = {0};
+	__u32 len = sizeof(info);
+	struct bpf_map *m;
+
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(h->prog), &info, &len))
+		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
+	reply_int(r, "handle", (long long)ag->n);
+	reply_int(r, "prog_id", info.id);
+	reply_int(r, "prog_type", bpf_program__type(h->prog));
+	reply_blob(r, "insns", h->cap.insns.p, h->cap.insns.len);
+	reply_int(r, "line_info_rec_size", h->cap.line_info_rec_size);
+	reply_blob(r, "line_info", h->cap.line_info.p, h->cap.line_info.len);
+	reply_int(r, "func_info_rec_size", h->cap.func_info_rec_size);
+	reply_blob(r, "func_info", h->cap.func_info.p, h->cap.func_info.len);
+	bpf_object__for_each_map(m, h->obj)
+		report_map(r, m);
+	return 0;
+}
+
+static int do_load(struct agent *ag, struct reply *r, struct arg *a)
+{
+	char *log = malloc(LOG_BUF_SIZE);
+	struct handle *h = NULL, **handles;
+	int err = -ENOSPC, level;
+
+	if (!log)
+		return reply_err(r, "out of memory");
+	/* Level 1 first. If the log overflows (ENOSPC; on kernels < 6.4 even a
+	 * correct program fails that way), retry with level 0: libbpf then
+	 * repeats a failed load with level 1 to fill our buffer. */
+	for (level = 1; level >= 0 && err == -ENOSPC; level--) {
+		handle_free(h);
+		h = handle_open(r, &a[0], a[1].s);
+		if (!h) {
+			free(log);
+			return -1;
+		}
+		err = handle_load(h, log, (__u32)level);
+	}
+	if (err) {
+		report_load_error(r, h, err, log);
+		handle_free(h);
+		free(log);
+		return -1;
+	}
+	free(log);
+	handles = realloc(ag->h, (ag->n + 1) * sizeof(*ag->h));
+	if (!handles) {
+		handle_free(h);
+		return reply_err(r, "out of memory");
+	}
+	ag->h = handles;
+	ag->h[ag->n++] = h;
+	return report_load(ag, r, h);
+}
+
+/* Allocates `cnt` records of `size` bytes and points the info field at them. */
+static void *info_alloc(__u64 *field, __u32 cnt, size_t size)
+{
+	void *p = calloc(cnt ? cnt : 1, size);
+
+	*field = (uintptr_t)p;
+	return p;
+}
+
+static int do_info(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+	struct bpf_prog_info cnt = {0}, info = {0};
+	__u32 len = sizeof(cnt);
+	void *xlated, *jited, *ksyms, *lens, *linfo, *jlinfo, *maps;
+	int fd, err;
+
+	if (!h)
+		return -1;
+	fd = bpf_program__fd(h->prog);
+	if (bpf_obj_get_info_by_fd(fd, &cnt, &len))
+		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
+	info.xlated_prog_len = cnt.xlated_prog_len;
+	xlated = info_alloc(&info.xlated_prog_insns, cnt.xlated_prog_len, 1);
+	info.jited_prog_len = cnt.jited_prog_len;
+	jited = info_alloc(&info.jited_prog_insns, cnt.jited_prog_len, 1);
+	info.nr_jited_ksyms = cnt.nr_jited_ksyms;
+	ksyms = info_alloc(&info.jited_ksyms, cnt.nr_jited_ksyms, sizeof(__u64));
+	info.nr_jited_func_lens = cnt.nr_jited_func_lens;
+	lens = info_alloc(&info.jited_func_lens, cnt.nr_jited_func_lens, sizeof(__u32));
+	info.nr_line_info = cnt.nr_line_info;
+	info.line_info_rec_size = sizeof(struct bpf_line_info);
+	linfo = info_alloc(&info.line_info, cnt.nr_line_info, sizeof(struct bpf_line_info));
+	info.nr_jited_line_info = cnt.nr_jited_line_info;
+	info.jited_line_info_rec_size = sizeof(__u64);
+	jlinfo = info_alloc(&info.jited_line_info, cnt.nr_jited_line_info, sizeof(__u64));
+	info.nr_map_ids = cnt.nr_map_ids;
+	maps = info_alloc(&info.map_ids, cnt.nr_map_ids, sizeof(__u32));
+
+	len = sizeof(info);
+	err = bpf_obj_get_info_by_fd(fd, &info, &len) ? errno : 0;
+	if (!err) {
+		reply_int(r, "id", info.id);
+		reply_int(r, "type", info.type);
+		reply_word(r, "name", info.name[0] ? info.name : bpf_program__name(h->prog));
+		reply_blob(r, "tag", info.tag, sizeof(info.tag));
+		reply_blob(r, "xlated", xlated, MIN(info.xlated_prog_len, cnt.xlated_prog_len));
+		reply_blob(r, "jited", jited, MIN(info.jited_prog_len, cnt.jited_prog_len));
+		reply_blob(r, "jited_ksyms", ksyms, 8 * MIN(info.nr_jited_ksyms, cnt.nr_jited_ksyms));
+		reply_blob(r, "jited_func_lens", lens, 4 * MIN(info.nr_jited_func_lens, cnt.nr_jited_func_lens));
+		reply_int(r, "kline_info_rec_size", info.line_info_rec_size);
+		reply_blob(r, "kline_info", linfo,
+			   (size_t)info.line_info_rec_size * MIN(info.nr_line_info, cnt.nr_line_info));
+		reply_blob(r, "jited_line_info", jlinfo, 8 * MIN(info.nr_jited_line_info, cnt.nr_jited_line_info));
+		reply_blob(r, "map_ids", maps, 4 * MIN(info.nr_map_ids, cnt.nr_map_ids));
+	}
+	free(xlated), free(jited), free(ksyms), free(lens), free(linfo), free(jlinfo), free(maps);
+	return err ? reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(err)) : 0;
+}
+
+static int is_percpu(enum bpf_map_type t)
+{
+	return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+/* Size of a value buffer as the map syscalls want it (per-CPU: all CPUs). */
+static size_t value_buf_size(const struct bpf_map *m)
+{
+	size_t size = bpf_map__value_size(m);
+	int ncpus;
+
+	if (!is_percpu(bpf_map__type(m)))
+		return size;
+	ncpus = libbpf_num_possible_cpus();
+	return ((size + 7) & ~(size_t)7) * (size_t)(ncpus > 0 ? ncpus : 1);
+}
+
+static int do_update(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+	struct bpf_map *m = h ? get_map(h, r, a[1].s) : NULL;
+	size_t vsize;
+
+	if (!m)
+		return -1;
+	vsize = value_buf_size(m);
+	if (a[2].n != bpf_map__key_size(m) || a[3].n != vsize)
+		return reply_err(r, "map '%s' takes %u-byte keys and %zu-byte values, got %zu and %zu",
+				 a[1].s, bpf_map__key_size(m), vsize, a[2].n, a[3].n);
+	if (bpf_map_update_elem(bpf_map__fd(m), a[2].b, a[3].b, BPF_ANY))
+		return reply_err(r, "update of map '%s': %s", a[1].s, strerror(errno));
+	return 0;
+}
+
+/* Emits `entry` for `key` unless it vanished; returns 0 or -1 after err. */
+static int dump_entry(struct reply *r, struct bpf_map *m, const void *key, void *val, size_t vsize)
+{
+	if (!bpf_map_lookup_elem(bpf_map__fd(m), key, val)) {
+		reply_head(r, "entry");
+		reply_hex(r, key, bpf_map__key_size(m));
+		reply_hex(r, val, vsize);
+		reply_end_line(r);
+		return 0;
+	}
+	if (errno == ENOENT)
+		return 0;
+	return reply_err(r, "lookup in map '%s': %s", bpf_map__name(m), strerror(errno));
+}
+
+static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+	struct bpf_map *m = h ? get_map(h, r, a[1].s) : NULL;
+	enum bpf_map_type type;
+	size_t vsize, ksize, count = 0;
+	unsigned char *key, *next, *val;
+	int err = 0, array;
+
+	if (!m)
+		return -1;
+	type = bpf_map__type(m);
+	array = type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	vsize = value_buf_size(m);
+	ksize = bpf_map__key_size(m);
+	key = calloc(1, ksize + 4), next = calloc(1, ksize + 4), val = calloc(1, vsize + 1);
+	reply_int(r, "value_size", (long long)vsize);
+	if (array) {
+		__u32 i;
+
+		for (i = 0; !err && i < bpf_map__max_entries(m) && count < DUMP_MAX_ENTRIES; i++, count++)
+			err = dump_entry(r, m, &i, val, vsize);
+		if (!err && i < bpf_map__max_entries(m))
+			reply_int(r, "truncated", 1);
+	} else {
+		void *prev = NULL;
+
+		while (!err && !bpf_map_get_next_key(bpf_map__fd(m), prev, next)) {
+			if (count++ == DUMP_MAX_ENTRIES) {
+				reply_int(r, "truncated", 1);
+				break;
+			}
+			memcpy(key, next, ksize);
+			prev = key;
+			err = dump_entry(r, m, key, val, vsize);
+		}
+		if (!err && errno != ENOENT && count <= DUMP_MAX_ENTRIES)
+			err = reply_err(r, "iterating map '%s': %s", a[1].s, strerror(errno));
+	}
+	free(key), free(next), free(val);
+	return err;
+}
+
+static int do_run(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+	void *data_out, *ctx_out;
+	int err;
+
+	if (!h)
+		return -1;
+	if (a[1].i < 0 || a[1].i > UINT32_MAX || a[4].i < 0 || a[4].i > RUN_MAX_OUT)
+		return reply_err(r, "bad request: repeat or data_out_size out of range");
+	data_out = calloc(1, (size_t)a[4].i + 1);
+	ctx_out = calloc(1, a[3].n + 1);
+	opts.repeat = (int)a[1].i;
+	opts.data_in = a[2].b;
+	opts.data_size_in = (__u32)a[2].n;
+	if (a[4].i) {
+		opts.data_out = data_out;
+		opts.data_size_out = (__u32)a[4].i;
+	}
+	if (a[3].n) {
+		opts.ctx_in = a[3].b;
+		opts.ctx_size_in = (__u32)a[3].n;
+		opts.ctx_out = ctx_out;
+		opts.ctx_size_out = (__u32)a[3].n;
+	}
+	err = bpf_prog_test_run_opts(bpf_program__fd(h->prog), &opts);
+	if (!err) {
+		reply_int(r, "retval", opts.retval);
+		reply_int(r, "duration", opts.duration);
+		reply_blob(r, "data_out", data_out, a[4].i ? MIN(opts.data_size_out, (__u32)a[4].i) : 0);
+		reply_blob(r, "ctx_out", ctx_out, a[3].n ? MIN(opts.ctx_size_out, (__u32)a[3].n) : 0);
+	}
+	free(data_out), free(ctx_out);
+	return err ? reply_err(r, "test_run: %s", strerror(-err)) : 0;
+}
+
+static int do_unload(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+
+	if (!h)
+		return -1;
+	handle_free(h);
+	ag->h[a[0].i - 1] = NULL;
+	return 0;
+}
+
+static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
+{
+	FILE *f = fopen("/proc/kallsyms", "r");
+	char *line = NULL, name[512], type;
+	size_t cap = 0;
+	unsigned long long addr;
+	int found = 0;
+
+	(void)ag;
+	if (!f)
+		return reply_err(r, "/proc/kallsyms: %s", strerror(errno));
+	while (!found && getline(&line, &cap, f) > 0)
+		found = sscanf(line, "%llx %c %511s", &addr, &type, name) == 3 && !strcmp(name, a[0].s);
+	free(line);
+	fclose(f);
+	if (!found)
+		return reply_err(r, "symbol '%s' not found in /proc/kallsyms", a[0].s);
+	if (!addr)
+		return reply_err(r, "address of '%s' is hidden (kptr_restrict; run as root)", a[0].s);
+	reply_line(r, "addr", "%016llx", addr);
+	return 0;
+}
+
+/* ------------------------------------------------------------ main loop */
+
+static const struct verb {
+	const char *name, *spec;
+	int (*fn)(struct agent *, struct reply *, struct arg *);
+} verbs[] = {
+	{"hello", "", do_hello},
+	{"load", "bw", do_load},
+	{"info", "i", do_info},
+	{"update", "iwbb", do_update},
+	{"dump", "iw", do_dump},
+	{"run", "iibbi", do_run},
+	{"unload", "i", do_unload},
+	{"kallsyms", "w", do_kallsyms},
+};
+
+static void serve_line(struct agent *ag, struct reply *r, char *line)
+{
+	char *tok[MAX_ARGS + 2], *save = NULL, *t;
+	struct arg args[MAX_ARGS] = {{0}};
+	long long seq;
+	int ntok = 0, too_many = 0;
+	size_t i;
+
+	line[strcspn(line, "\r\n")] = '\0';
+	for (t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+		if (ntok < MAX_ARGS + 2)
+			tok[ntok++] = t;
+		else
+			too_many = 1;
+	}
+	if (ntok == 0)
+		return;  /* blank line */
+	r->seq = parse_int(tok[0], &seq) == 0 && seq >= 0 ? tok[0] : "0";
+	if (r->seq != tok[0] || ntok < 2) {
+		reply_err(r, "bad request: expected '<seq> <verb> [args]'");
+		return;
+	}
+	if (too_many) {
+		reply_err(r, "bad request: too many arguments");
+		return;
+	}
+	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(tok[1], verbs[i].name) != 0)
+			continue;
+		if (parse_args(r, verbs[i].name, verbs[i].spec, tok + 2, ntok - 2, args) == 0 &&
+		    verbs[i].fn(ag, r, args) == 0)
+			reply_ok(r);
+		return;
+	}
+	reply_err(r, "unknown verb '%.64s'", tok[1]);
+}
+
+/* Raw mode: no echo, no CR/LF translation, 8 bits. */
+static int open_device(const char *path)
+{
+	struct termios tio;
+	int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (tcgetattr(fd, &tio) == 0) {
+		cfmakeraw(&tio);
+		tio.c_cflag |= CLOCAL | CREAD;
+		tio.c_cc[VMIN] = 1;
+		tio.c_cc[VTIME] = 0;
+		cfsetispeed(&tio, B115200);
+		cfsetospeed(&tio, B115200);
+		if (tcsetattr(fd, TCSANOW, &tio) != 0)
+			return -1;
+	}
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	struct agent ag = {0};
+	struct reply r = {.fd = 1};
+	struct utsname u;
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *in = stdin;
+
+	if (argc > 2) {
+		fprintf(stderr, "usage: %s [DEVICE]\n", argv[0]);
+		return 2;
+	}
+	if (argc == 2) {
+		r.fd = open_device(argv[1]);
+		if (r.fd < 0 || !(in = fdopen(r.fd, "r"))) {
+			fprintf(stderr, "qstep-agent: %s: %s\n", argv[1], strerror(errno));
+			return 1;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	libbpf_set_print(libbpf_print);
+	uname(&u);
+	buf_printf(&r.out, "QSTEP-AGENT %d READY %s\n", PROTOCOL_VERSION, u.release);
+	reply_flush(&r);
+	while (getline(&line, &cap, in) >= 0)
+		serve_line(&ag, &r, line);
+	return 0;
+}

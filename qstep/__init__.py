@@ -1,0 +1,3 @@
+"""qstep: a QEMU-backed debugger for eBPF programs."""
+
+__version__ = "0.1.0"

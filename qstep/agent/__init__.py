@@ -1,0 +1,1 @@
+"""qstep.agent package."""

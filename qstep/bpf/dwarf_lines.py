@@ -1,0 +1,112 @@
+"""Per-section DWARF line table of a BPF object file (via pyelftools).
+
+In a BPF `.o` every program section and `.text` start at address 0, so a line
+table address alone does not say which section it is in. Each line sequence
+starts with DW_LNE_set_address, and each of those carries one R_BPF_64_ABS64
+relocation in `.rel.debug_line` against the section (or a symbol in it). The
+k-th set_address of a line program takes the k-th such relocation inside that
+program's byte range.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from elftools.dwarf.constants import DW_LNE_set_address
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+
+from qstep.errors import ObjectError
+
+R_BPF_64_ABS64 = 2
+INSN_SIZE = 8
+UNKNOWN_SECTION = ""
+
+
+@dataclass(frozen=True)
+class LineRow:
+    """One DWARF line row mapped to an instruction slot of its section."""
+
+    insn_index: int
+    file: str
+    line: int
+    col: int
+    is_stmt: bool
+
+
+def _set_address_sections(elffile: ELFFile) -> list[tuple[int, str]]:
+    """(offset in .debug_line, section name) for each ABS64 relocation, by offset."""
+    rel = elffile.get_section_by_name(".rel.debug_line")
+    if not isinstance(rel, RelocationSection):
+        return []
+    symtab = elffile.get_section(rel["sh_link"])
+    out = []
+    for r in rel.iter_relocations():
+        if r["r_info_type"] != R_BPF_64_ABS64:
+            continue
+        sym = symtab.get_symbol(r["r_info_sym"])
+        shndx = sym["st_shndx"]
+        name = elffile.get_section(shndx).name if isinstance(shndx, int) else UNKNOWN_SECTION
+        out.append((r["r_offset"], name))
+    out.sort()
+    return out
+
+
+def _file_name(lineprog: Any, file_index: int) -> str:
+    """Path of a line-table file index (DWARF 5 is 0-based, older is 1-based)."""
+    header = lineprog.header
+    version = header["version"]
+    entries = header["file_entry"]
+    idx = file_index if version >= 5 else file_index - 1
+    if not 0 <= idx < len(entries):
+        return ""
+    entry = entries[idx]
+    name = _text(entry.name)
+    dirs = header["include_directory"]
+    didx = entry.dir_index if version >= 5 else entry.dir_index - 1
+    if 0 <= didx < len(dirs):
+        return os.path.join(_text(dirs[didx]), name)
+    return name
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _program_rows(lineprog: Any, relocs: list[tuple[int, str]],
+                  out: dict[str, list[LineRow]]) -> None:
+    start, end = lineprog.program_start_offset, lineprog.program_end_offset
+    sections = iter([name for off, name in relocs if start <= off < end])
+    current = UNKNOWN_SECTION
+    for entry in lineprog.get_entries():
+        if entry.is_extended and entry.command == DW_LNE_set_address:
+            current = next(sections, UNKNOWN_SECTION)
+        state = entry.state
+        if state is None or state.end_sequence:
+            continue
+        row = LineRow(state.address // INSN_SIZE, _file_name(lineprog, state.file), state.line,
+                      state.column, bool(state.is_stmt))
+        out.setdefault(current, []).append(row)
+
+
+def section_lines(elffile: ELFFile) -> dict[str, list[LineRow]]:
+    """DWARF line rows per ELF section name, in line-program order.
+
+    Rows of sequences whose section cannot be found are under the key "".
+    Returns {} when the object has no DWARF line table.
+    """
+    if not elffile.has_dwarf_info() or elffile.get_section_by_name(".debug_line") is None:
+        return {}
+    try:
+        dwarf = elffile.get_dwarf_info()
+        relocs = _set_address_sections(elffile)
+        out: dict[str, list[LineRow]] = {}
+        for cu in dwarf.iter_CUs():
+            lineprog = dwarf.line_program_for_CU(cu)
+            if lineprog is not None:
+                _program_rows(lineprog, relocs, out)
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ObjectError(f"DWARF line table: cannot decode ({exc})") from exc
+    return out

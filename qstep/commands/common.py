@@ -1,0 +1,44 @@
+"""Options and steps shared by the subcommands that boot a guest."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qstep.bpf.elf import BpfObject
+from qstep.errors import UsageError
+from qstep.session import Session
+from qstep.vm.qemu_cmd import printable, qemu_argv
+
+
+def add_vm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", help="kernel: 6.1 (default), 6.12, a package name "
+                        "or a path to a bzImage")
+    parser.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
+                        help="QEMU accelerator (default tcg)")
+    parser.add_argument("--print-cmd", action="store_true",
+                        help="print the QEMU command line and exit")
+
+
+def add_object_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("object", type=Path, help="BPF ELF object (clang -target bpf -g)")
+    parser.add_argument("--prog", help="program name or section (default: the only one)")
+
+
+def make_session(args: argparse.Namespace) -> Session:
+    return Session(kernel=args.kernel, accel=args.accel)
+
+
+def print_cmd(session: Session) -> None:
+    """Print the QEMU command line (sockets under a placeholder directory)."""
+    machine = session.prepare()
+    print(printable(qemu_argv(machine.make_config(Path("$QSTEP_VM_DIR")))))
+
+
+def open_program(args: argparse.Namespace) -> tuple[BpfObject, str]:
+    """Open the object and pick the program (by name or section)."""
+    obj = BpfObject.open(args.object)
+    prog = obj.find_program(args.prog)
+    if prog is None:
+        raise UsageError(f"{args.object}: no program to run")
+    return obj, prog.name

@@ -1,0 +1,38 @@
+"""``qstep images``: list, fetch and build kernels and the guest image."""
+
+from __future__ import annotations
+
+import argparse
+
+from qstep.images.guest import build_initramfs
+from qstep.images.kernels import catalog_rows, resolve_kernel
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("images", help="test kernels and the guest image")
+    isub = p.add_subparsers(dest="images_cmd", required=True)
+    isub.add_parser("list", help="kernels cached and fetchable").set_defaults(func=list_main)
+    f = isub.add_parser("fetch", help="fetch a kernel into the cache")
+    f.add_argument("kernel", nargs="?", help="6.1 (default), 6.12 or a package name")
+    f.set_defaults(func=fetch_main)
+    b = isub.add_parser("build", help="build the agent and initramfs")
+    b.set_defaults(func=build_main)
+
+
+def list_main(args: argparse.Namespace) -> int:
+    rows = [("KERNEL", "PACKAGE", "STATE", "DESCRIPTION"), *catalog_rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    return 0
+
+
+def fetch_main(args: argparse.Namespace) -> int:
+    kernel = resolve_kernel(args.kernel)
+    print(f"{kernel.name}: {kernel.bzimage}")
+    return 0
+
+
+def build_main(args: argparse.Namespace) -> int:
+    print(build_initramfs())
+    return 0

@@ -1,0 +1,122 @@
+"""``qstep run``: load a program, fill its maps, run it on a packet, show the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qstep.bpf.progtypes import PACKET_PROG_TYPES, retval_name
+from qstep.commands.common import (
+    add_object_options,
+    add_vm_options,
+    make_session,
+    open_program,
+    print_cmd,
+)
+from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
+from qstep.render import format_map_value, map_entries_text, packet_diff
+from qstep.session import RunResult, Session
+from qstep.userinput import MapEntry, encode_entry, read_map_file, read_packet
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a program once (BPF_PROG_TEST_RUN) and show the result")
+    add_object_options(p)
+    p.add_argument("--packet", required=True, action="append",
+                   help="packet: a file (hex text or raw) or hex; repeat to run several "
+                   "packets in turn (maps persist between them)")
+    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"),
+                   help="write a map entry before the run (typed: ints, IPs, {field: v})")
+    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    p.add_argument("--repeat", type=int, default=1, help="run N times (duration is the mean)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_vm_options(p)
+    p.set_defaults(func=main)
+
+
+def map_entries(args: argparse.Namespace) -> list[MapEntry]:
+    entries = read_map_file(args.maps) if args.maps else []
+    entries += [MapEntry(n, t, f"--map {n}") for n, t in args.map]
+    return entries
+
+
+def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) -> None:
+    for entry in entries:
+        info = prog.maps.get(entry.map_name)
+        if info is None:
+            raise UsageError(f"{entry.origin}: unknown map '{entry.map_name}'; maps: "
+                             f"{', '.join(sorted(prog.maps))}")
+        key, value = encode_entry(entry, info, prog.btf)
+        session.update_map(prog, entry.map_name, key, value)
+
+
+def dump_maps(session: Session, prog: LoadedProgram) -> dict[str, list[tuple[bytes, bytes]]]:
+    return {name: session.dump_map(prog, name) for name in sorted(prog.maps)}
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    packets = [(arg, read_packet(arg)) for arg in args.packet]
+    entries = map_entries(args)
+    obj, prog_name = open_program(args)
+    session = make_session(args)
+    if args.print_cmd:
+        print_cmd(session)
+        return 0
+    with session:
+        prog = session.load(obj, prog_name)
+        if prog.prog_type not in PACKET_PROG_TYPES:
+            raise UsageError(f"{prog_name} is a {prog.type_name} program; run takes packet "
+                             "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt)")
+        fill_maps(session, prog, entries)
+        results = [session.test_run(prog, data, repeat=args.repeat) for _, data in packets]
+        maps = dump_maps(session, prog)
+    if args.json:
+        print(json.dumps(run_json(session, prog, packets, results, maps), indent=2))
+    else:
+        print("\n".join(run_text(session, prog, args.repeat, packets, results, maps)))
+    return 0
+
+
+def run_text(session: Session, prog: LoadedProgram, repeat: int,
+             packets: list[tuple[str, bytes]], results: list[RunResult],
+             maps: dict[str, list[tuple[bytes, bytes]]]) -> list[str]:
+    lines = [f"program   {prog.name} ({prog.type_name}, id {prog.prog_id}) on {session.release}"]
+    for (origin, packet), result in zip(packets, results, strict=True):
+        name = retval_name(prog.prog_type, result.retval)
+        lines += [
+            "",
+            f"packet    {len(packet)} bytes from {origin}",
+            f"retval    {result.retval}" + (f" ({name})" if name else ""),
+            f"duration  {result.duration_ns} ns per run (repeat {repeat})",
+            "packet out: " + "\n  ".join(packet_diff(packet, result.data_out)),
+        ]
+    lines += ["", "maps after the run" + ("s:" if len(results) > 1 else ":")]
+    for map_name, entries in maps.items():
+        lines.append(f"  {map_name}:")
+        lines.extend(map_entries_text(prog.maps[map_name], entries, prog.btf))
+    return lines
+
+
+def run_json(session: Session, prog: LoadedProgram, packets: list[tuple[str, bytes]],
+             results: list[RunResult],
+             maps: dict[str, list[tuple[bytes, bytes]]]) -> dict[str, Any]:
+    def entry(map_name: str, key: bytes, value: bytes) -> dict[str, str]:
+        info = prog.maps[map_name]
+        return {"key": format_map_value(key, info.btf_key_type_id, prog.btf),
+                "value": format_map_value(value, info.btf_value_type_id, prog.btf),
+                "key_hex": key.hex(), "value_hex": value.hex()}
+    return {
+        "program": prog.name, "type": prog.type_name, "id": prog.prog_id,
+        "kernel": session.release,
+        "runs": [{"packet": origin, "retval": r.retval,
+                  "retval_name": retval_name(prog.prog_type, r.retval),
+                  "duration_ns": r.duration_ns, "packet_in": data.hex(),
+                  "packet_out": r.data_out.hex()}
+                 for (origin, data), r in zip(packets, results, strict=True)],
+        "maps": {n: [entry(n, k, v) for k, v in e] for n, e in maps.items()},
+    }

@@ -1,0 +1,1 @@
+"""Test kernels and the guest image (initramfs with the agent)."""

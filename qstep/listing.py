@@ -1,0 +1,164 @@
+"""Three-way listing: each source line, its BPF instructions, and their x86 code.
+
+The x86 instructions shown under a BPF instruction are exactly the bytes of its
+JIT range as the kernel reported it; capstone only turns them into text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import capstone
+
+from qstep.bpf import insn as bpf_insn
+from qstep.loaded import InsnSite, JitFunction, LoadedProgram, SourceLoc
+
+_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+
+@dataclass(frozen=True)
+class X86Line:
+    addr: int
+    text: str
+    hex: str
+
+
+@dataclass
+class BpfLine:
+    index: int
+    text: str
+    xlated_index: int | None
+    removed: bool
+    jit_start: int | None
+    jit_end: int | None
+    patched: list[str] = field(default_factory=list)
+    x86: list[X86Line] = field(default_factory=list)
+
+
+@dataclass
+class SourceBlock:
+    source: SourceLoc | None
+    insns: list[BpfLine] = field(default_factory=list)
+
+
+@dataclass
+class FunctionListing:
+    function: JitFunction
+    blocks: list[SourceBlock] = field(default_factory=list)
+
+
+def disassemble_x86(code: bytes, addr: int) -> list[X86Line]:
+    """capstone text of ``code`` placed at ``addr``."""
+    return [X86Line(i.address, f"{i.mnemonic} {i.op_str}".strip(), i.bytes.hex())
+            for i in _CS.disasm(code, addr)]
+
+
+def map_namer(prog: LoadedProgram, site: InsnSite) -> bpf_insn.MapNamer:
+    """Name maps in ld_imm64 through the map id the kernel put in the xlated copy."""
+    by_id = {m.id: m.name for m in prog.maps.values()}
+
+    def name(_insn: bpf_insn.Insn) -> str | None:
+        if site.xlated_index is None:
+            return None
+        xl = _xlated_at(prog, site.xlated_index)
+        return by_id.get(xl.imm & 0xFFFFFFFF) if xl is not None and xl.is_ldimm64 else None
+    return name
+
+
+def _xlated_at(prog: LoadedProgram, index: int) -> bpf_insn.Insn | None:
+    return next((x for x in prog.xlated if x.index == index), None)
+
+
+def bpf_text(prog: LoadedProgram, site: InsnSite) -> str:
+    """bpftool-style text with call targets and maps named."""
+    ins = site.insn
+    text = bpf_insn.format_insn(ins, map_name=map_namer(prog, site))
+    target = ins.call_target
+    if ins.is_pseudo_call and target is not None:
+        callee = next((f for f in prog.functions if f.start_insn == target), None)
+        if callee is not None:
+            text += f"  <{callee.name}>"
+    return text
+
+
+def xlated_span(prog: LoadedProgram, site: InsnSite) -> list[bpf_insn.Insn]:
+    """The xlated instructions that stand for this original instruction."""
+    if site.xlated_index is None:
+        return []
+    later = [s.xlated_index for s in prog.sites.values()
+             if s.xlated_index is not None and s.xlated_index > site.xlated_index]
+    end = min(later) if later else site.xlated_index + 1 + 10**6
+    return [x for x in prog.xlated if site.xlated_index <= x.index < end]
+
+
+def patched_text(prog: LoadedProgram, site: InsnSite) -> list[str]:
+    """The verifier's replacement, when it changed this instruction's shape."""
+    span = xlated_span(prog, site)
+    if not span:
+        return []
+    same = (len(span) == 1 and span[0].code == site.insn.code
+            and span[0].dst == site.insn.dst and span[0].src == site.insn.src
+            and span[0].off == site.insn.off
+            and (span[0].imm == site.insn.imm or site.insn.is_call or site.insn.is_ldimm64))
+    if same:
+        return []
+    return [bpf_insn.format_insn(x) for x in span]
+
+
+def bpf_line(prog: LoadedProgram, site: InsnSite) -> BpfLine:
+    line = BpfLine(site.index, bpf_text(prog, site), site.xlated_index, site.removed,
+                   site.jit_start, site.jit_end)
+    if site.removed:
+        return line
+    line.patched = patched_text(prog, site)
+    assert site.jit_start is not None and site.jit_end is not None
+    line.x86 = disassemble_x86(prog.jit_bytes(site.jit_start, site.jit_end), site.jit_start)
+    return line
+
+
+def build_listing(prog: LoadedProgram) -> list[FunctionListing]:
+    """Group every instruction by function, then by consecutive source line."""
+    result = []
+    for func in prog.functions:
+        fl = FunctionListing(func)
+        for index in range(func.start_insn, func.end_insn):
+            site = prog.sites.get(index)
+            if site is None:
+                continue  # second slot of ld_imm64
+            if not fl.blocks or fl.blocks[-1].source != site.source:
+                fl.blocks.append(SourceBlock(site.source))
+            fl.blocks[-1].insns.append(bpf_line(prog, site))
+        result.append(fl)
+    return result
+
+
+def format_listing(listing: list[FunctionListing], marker: int | None = None) -> str:
+    """Human text; ``marker`` is an instruction index to flag with ``=>``."""
+    out: list[str] = []
+    for fl in listing:
+        f = fl.function
+        out.append(f"{f.name}:  insns {f.start_insn}..{f.end_insn - 1}, "
+                   f"JIT {f.addr:#x}..{f.addr + f.length:#x} ({f.length} bytes)")
+        for block in fl.blocks:
+            src = block.source
+            out.append(f"  {src.short():<18} {src.text}" if src else "  <no source line>")
+            for ins in block.insns:
+                out.extend(_format_bpf_line(ins, marker))
+        out.append("")
+    return "\n".join(out)
+
+
+def _format_bpf_line(ins: BpfLine, marker: int | None) -> list[str]:
+    mark = "=>" if ins.index == marker else "  "
+    state = "   ; removed by the verifier" if ins.removed else ""
+    lines = [f"  {mark} {ins.index:4}: {ins.text}{state}"]
+    if ins.patched:
+        lines.append("            ; patched by the verifier into:")
+        lines.extend(f"            ;   {t}" for t in ins.patched)
+    lines.extend(f"              {x.addr:#x}:  {x.text}" for x in ins.x86)
+    return lines
+
+
+def listing_json(listing: list[FunctionListing]) -> list[dict[str, Any]]:
+    return [asdict(fl) for fl in listing]

@@ -1,0 +1,1 @@
+"""qstep.probe package."""

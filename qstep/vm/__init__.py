@@ -1,0 +1,1 @@
+"""qstep.vm package."""

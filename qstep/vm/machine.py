@@ -1,0 +1,215 @@
+"""One object owns one QEMU process: launch, channels, crash detection, shutdown.
+
+``Machine`` is a context manager. Whatever happens (an exception, Ctrl-C, the
+parent dying: QEMU gets a parent-death SIGKILL), QEMU does not outlive it.
+Shutdown asks QMP to ``quit``, waits briefly, then kills.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from qstep.errors import GuestError, HostError
+from qstep.vm.console import ConsoleMonitor
+from qstep.vm.qemu_cmd import VmConfig, qemu_argv
+
+PR_SET_PDEATHSIG = 1
+CONNECT_TIMEOUT = 30.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the parent goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Machine:
+    """A running QEMU guest with console, agent channel, QMP and gdbstub."""
+
+    def __init__(self, kernel: Path, initrd: Path, *, accel: str = "tcg",
+                 memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
+                 append_extra: tuple[str, ...] = ()) -> None:
+        self._params = dict(kernel=kernel, initrd=initrd, accel=accel, memory_mb=memory_mb,
+                            qemu=qemu, append_extra=append_extra)
+        self.workdir: Path | None = None
+        self.config: VmConfig | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.console: ConsoleMonitor | None = None
+        self.agent_sock: socket.socket | None = None
+        self.qmp: QEMUMonitorProtocol | None = None
+
+    # -- configuration -------------------------------------------------
+    def make_config(self, workdir: Path) -> VmConfig:
+        p = self._params
+        return VmConfig(kernel=Path(str(p["kernel"])), initrd=Path(str(p["initrd"])),
+                        workdir=workdir, qemu=str(p["qemu"]), accel=str(p["accel"]),
+                        memory_mb=int(str(p["memory_mb"])),
+                        append_extra=tuple(p["append_extra"]))  # type: ignore[arg-type]
+
+    @property
+    def argv(self) -> list[str]:
+        assert self.config is not None
+        return qemu_argv(self.config)
+
+    # -- lifecycle -----------------------------------------------------
+    def __enter__(self) -> Machine:
+        self.launch()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    def launch(self) -> None:
+        """Start QEMU and connect the agent and QMP channels; clean up on failure."""
+        qemu = str(self._params["qemu"])
+        if shutil.which(qemu) is None:
+            raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
+                            "(or run: make deps)")
+        self.workdir = Path(tempfile.mkdtemp(prefix="qstep-vm-"))
+        self.config = self.make_config(self.workdir)
+        try:
+            self._spawn()
+            self.agent_sock = self._connect_unix(self.config.agent_socket)
+            self.qmp = self._connect_qmp()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _spawn(self) -> None:
+        assert self.workdir is not None
+        stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115 - closed below
+        try:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                preexec_fn=_die_with_parent, start_new_session=True)
+        finally:
+            stderr.close()
+        assert self.process.stdout is not None
+        self.console = ConsoleMonitor(self.process.stdout, self.workdir / "console.log")
+        self.console.start()
+
+    def _connect_unix(self, path: Path) -> socket.socket:
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            self._check_process_running()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise self._launch_error(f"QEMU did not create {path.name}") from None
+                time.sleep(0.02)
+
+    def _connect_qmp(self) -> QEMUMonitorProtocol:
+        assert self.config is not None
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while not self.config.qmp_socket.exists():
+            self._check_process_running()
+            if time.monotonic() > deadline:
+                raise self._launch_error("QEMU did not create its QMP socket")
+            time.sleep(0.02)
+        qmp = QEMUMonitorProtocol(str(self.config.qmp_socket))
+        qmp.connect(negotiate=True)
+        return qmp
+
+    def _check_process_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise self._launch_error(f"QEMU exited with status {self.process.returncode}")
+
+    def _launch_error(self, what: str) -> HostError:
+        return HostError(f"{what}\ncommand: {' '.join(self.argv)}\n"
+                         f"stderr: {self.stderr_text().strip()}", self.console_tail())
+
+    # -- state ---------------------------------------------------------
+    def stderr_text(self) -> str:
+        if self.workdir is None:
+            return ""
+        path = self.workdir / "qemu.stderr"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def console_tail(self) -> str:
+        return self.console.tail() if self.console else ""
+
+    def check_alive(self) -> None:
+        """Raise ``GuestError`` if the guest crashed or QEMU is gone."""
+        if self.console is not None and self.console.crash_line is not None:
+            time.sleep(0.2)  # let the rest of the report reach the console
+            raise GuestError(f"guest crashed: {self.console.crash_line}", self.console_tail())
+        if self.process is None or self.process.poll() is not None:
+            code = self.process.returncode if self.process else None
+            raise GuestError(f"QEMU exited (status {code}); {self.stderr_text().strip()}",
+                             self.console_tail())
+
+    # -- shutdown ------------------------------------------------------
+    def shutdown(self, timeout: float = 3.0) -> None:
+        """Quit QEMU via QMP, kill it if it lingers, release every resource."""
+        try:
+            self._quit_qmp()
+            self._stop_process(timeout)
+        finally:
+            self._close_channels()
+            if self.console is not None:
+                self.console.join(1.0)
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+
+    def _quit_qmp(self) -> None:
+        if self.qmp is None or self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.qmp.cmd("quit")
+        except Exception:  # noqa: BLE001 - QEMU may close the socket before replying
+            pass
+
+    def _stop_process(self, timeout: float) -> None:
+        proc = self.process
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+    def _close_channels(self) -> None:
+        for closer in (self.qmp, self.agent_sock):
+            if closer is None:
+                continue
+            try:
+                closer.close()
+            except Exception:  # noqa: BLE001 - best effort on teardown
+                pass
+        self.qmp = None
+        self.agent_sock = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
+def process_exists(pid: int) -> bool:
+    """True if a process with this pid exists (and is not a zombie we reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

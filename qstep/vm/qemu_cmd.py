@@ -1,0 +1,79 @@
+"""The QEMU command line, built by small pure functions that each return ``list[str]``."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_APPEND = ["console=ttyS0", "nokaslr", "panic=-1", "oops=panic", "quiet",
+                  "loglevel=4", "rdinit=/init", "mitigations=off", "tsc=reliable"]
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """Everything that decides the QEMU command line."""
+
+    kernel: Path
+    initrd: Path
+    workdir: Path
+    qemu: str = "qemu-system-x86_64"
+    accel: str = "tcg"
+    memory_mb: int = 512
+    cpus: int = 1
+    append_extra: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.workdir / "qmp.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.workdir / "agent.sock"
+
+    @property
+    def gdb_socket(self) -> Path:
+        return self.workdir / "gdb.sock"
+
+
+def machine_args(cfg: VmConfig) -> list[str]:
+    accel = ["-accel", "kvm", "-cpu", "host"] if cfg.accel == "kvm" else ["-accel", "tcg"]
+    return ["-machine", "q35", *accel, "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+
+
+def boot_args(cfg: VmConfig) -> list[str]:
+    append = " ".join([*DEFAULT_APPEND, *cfg.append_extra])
+    return ["-kernel", str(cfg.kernel), "-initrd", str(cfg.initrd), "-append", append]
+
+
+def console_args() -> list[str]:
+    """ttyS0: the kernel console, on QEMU's stdout (read by the console monitor)."""
+    return ["-chardev", "stdio,id=console0,signal=off", "-serial", "chardev:console0"]
+
+
+def agent_args(cfg: VmConfig) -> list[str]:
+    """ttyS1: the agent channel; QEMU waits for the host to connect before it starts."""
+    return ["-chardev", f"socket,id=agent0,path={cfg.agent_socket},server=on,wait=on",
+            "-serial", "chardev:agent0"]
+
+
+def qmp_args(cfg: VmConfig) -> list[str]:
+    return ["-chardev", f"socket,id=qmp0,path={cfg.qmp_socket},server=on,wait=off",
+            "-mon", "chardev=qmp0,mode=control"]
+
+
+def gdb_args(cfg: VmConfig) -> list[str]:
+    return ["-chardev", f"socket,id=gdb0,path={cfg.gdb_socket},server=on,wait=off",
+            "-gdb", "chardev:gdb0"]
+
+
+def qemu_argv(cfg: VmConfig) -> list[str]:
+    """The complete argv for QEMU."""
+    return [cfg.qemu, *machine_args(cfg), *boot_args(cfg), *console_args(),
+            *agent_args(cfg), *qmp_args(cfg), *gdb_args(cfg)]
+
+
+def printable(argv: list[str]) -> str:
+    """Shell-quoted form of argv, for ``--print-cmd``."""
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything qstep needs on Debian 12, idempotently:
+#   Debian packages (only the missing ones), and a venv with qstep in the cache dir.
+# Usage: scripts/install-deps.sh   (QSTEP_CACHE overrides ~/.cache/qstep)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${QSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qstep}
+venv="$cache/venv"
+packages=(qemu-system-x86 gdb clang-19 llvm-19 busybox-static cpio libbpf-dev libelf-dev
+          zlib1g-dev libzstd-dev bpftool gcc make python3-venv linux-libc-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "qstep: installing Debian packages: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "qstep: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+mkdir -p "$cache"
+stamp="$venv/.qstep-installed"
+want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "qstep: creating the venv in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here[dev]"
+  echo "$want" > "$stamp"
+fi
+ln -sfn "$venv" "$here/.venv"
