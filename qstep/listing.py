@@ -126,11 +126,17 @@ def build_listing(prog: LoadedProgram) -> list[FunctionListing]:
             site = prog.sites.get(index)
             if site is None:
                 continue  # second slot of ld_imm64
-            if not fl.blocks or fl.blocks[-1].source != site.source:
+            if not fl.blocks or not _same_line(fl.blocks[-1].source, site.source):
                 fl.blocks.append(SourceBlock(site.source))
             fl.blocks[-1].insns.append(bpf_line(prog, site))
         result.append(fl)
     return result
+
+
+def _same_line(a: SourceLoc | None, b: SourceLoc | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.file, a.line) == (b.file, b.line)
 
 
 def format_listing(listing: list[FunctionListing], marker: int | None = None) -> str:
@@ -144,14 +150,16 @@ def format_listing(listing: list[FunctionListing], marker: int | None = None) ->
             src = block.source
             out.append(f"  {src.short():<18} {src.text}" if src else "  <no source line>")
             for ins in block.insns:
-                out.extend(_format_bpf_line(ins, marker))
+                out.extend(_format_bpf_line(ins, marker, {f.start_insn}))
         out.append("")
     return "\n".join(out)
 
 
-def _format_bpf_line(ins: BpfLine, marker: int | None) -> list[str]:
+def _format_bpf_line(ins: BpfLine, marker: int | None, entries: set[int]) -> list[str]:
     mark = "=>" if ins.index == marker else "  "
     state = "   ; removed by the verifier" if ins.removed else ""
+    if ins.index in entries:
+        state += "   ; JIT code starts with the function prologue"
     lines = [f"  {mark} {ins.index:4}: {ins.text}{state}"]
     if ins.patched:
         lines.append("            ; patched by the verifier into:")

@@ -119,7 +119,7 @@ def flow_hash(src16, is_ipv6, sport):
 
 def model(pkt):
     """Return (retval, details) the way l4lb_ingress handles pkt."""
-    res = {"path": None, "stats": None, "drops": None, "tunnel": None}
+    res = {"path": None}
     ethertype = struct.unpack("!H", pkt[12:14])[0]
     if ethertype == 0x0800 and len(pkt) >= 34:
         ihl = (pkt[14] & 0xF) * 4
@@ -247,7 +247,10 @@ def main():
         retval, res = model(pkt)
         entry = {"file": "packets/%s.hex" % name, "description": desc, "length": len(pkt),
                  "retval": retval, "retval_name": TC_ACT[retval]}
-        entry.update({k: v for k, v in res.items() if v is not None})
+        entry.update(res)
+        entry.setdefault("stats", None)            # null: no VIP, stats untouched
+        entry.setdefault("drops", {})              # drops index (reason) -> count
+        entry.setdefault("data_out_dst_mac", None)  # null: frame unchanged
         expected["packets"][name] = entry
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=2)

@@ -1,20 +1,20 @@
 /*
  * qstep-agent: the in-guest agent of qstep, protocol v1 (docs/agent-protocol.md).
  *
- * Build (fully static, see also the Makefile next to this file):
+ * Build (fully static; images/agent/Makefile does the same):
  *   gcc -static -O2 -Wall -Wextra -o qstep-agent qstep-agent.c \
  *       -Wl,--wrap=syscall -lbpf -lelf -lz -lzstd
+ * libbpf must be linked statically: --wrap only rewrites references that the
+ * static link resolves, and libbpf enters the kernel via syscall(__NR_bpf, ...).
  *
- * Usage: qstep-agent [DEVICE]
- *   DEVICE (e.g. /dev/ttyS1) is opened read/write and put in raw mode; without
- *   it the agent talks over stdin/stdout (host tests).
+ * Usage: qstep-agent [DEVICE]   DEVICE (e.g. /dev/ttyS1) is opened and put in
+ * raw mode; without it the agent serves stdin/stdout (host tests).
  *
- * The BPF_PROG_LOAD of the requested program is intercepted through
- * --wrap=syscall (libbpf calls syscall(__NR_bpf, ...)): libbpf's relocated
+ * The BPF_PROG_LOAD of the requested program is intercepted: libbpf's final
  * insns/line_info/func_info are saved and the line_info is replaced by a
- * synthetic table with one record per instruction whose line_col is the
- * instruction index. The kernel's jited_line_info then gives the JIT address
- * of every instruction that survives verification.
+ * synthetic one, one record per instruction with line_col = instruction index,
+ * so that the kernel's jited_line_info gives the JIT address of every
+ * instruction that survives verification.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,7 +35,6 @@
 #include <bpf/libbpf.h>
 
 #define PROTOCOL_VERSION 1
-#define LOG_BUF_SIZE (16u << 20)     /* verifier log buffer per load */
 #define DUMP_MAX_ENTRIES 100000
 #define RUN_MAX_OUT (64u << 20)
 #define MAX_ARGS 8
@@ -43,12 +42,13 @@
 
 #define offsetofend(T, m) (offsetof(T, m) + sizeof(((T *)0)->m))
 #define MIN(x, y) ((x) < (y) ? (x) : (y))
+#define PTR(u64) ((void *)(uintptr_t)(u64))
 
-/* ------------------------------------------------------------ buffers */
+/* ------------------------------------------------------------ growable buffer */
 
 struct buf {
 	char *p;
-	size_t len, cap;
+	size_t len, cap;   /* p[len] is always '\0' */
 };
 
 static void buf_reserve(struct buf *b, size_t extra)
@@ -59,8 +59,7 @@ static void buf_reserve(struct buf *b, size_t extra)
 		return;
 	while (cap < b->len + extra + 1)
 		cap *= 2;
-	b->p = realloc(b->p, cap);
-	if (!b->p) {
+	if (!(b->p = realloc(b->p, cap))) {
 		fputs("qstep-agent: out of memory\n", stderr);
 		abort();
 	}
@@ -84,11 +83,10 @@ static void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	va_copy(ap2, ap);
 	n = vsnprintf(NULL, 0, fmt, ap2);
 	va_end(ap2);
-	if (n < 0)
+	if (n <= 0)
 		return;
 	buf_reserve(b, (size_t)n);
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-	b->len += (size_t)n;
+	b->len += (size_t)vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
 }
 
 static void buf_printf(struct buf *b, const char *fmt, ...)
@@ -110,37 +108,28 @@ static void buf_free(struct buf *b)
 
 struct reply {
 	int fd;
-	const char *seq;
+	const char *seq;   /* of the request being answered */
 	struct buf out;
 };
 
-static void write_all(int fd, const char *p, size_t n)
+static void reply_flush(struct reply *r)
 {
+	const char *p = r->out.p;
+	size_t n = r->out.len;
+
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = write(r->fd, p, n);
 
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0) {  /* the host is gone: nothing left to serve */
+		if (w <= 0) {   /* the host is gone: nothing left to serve */
 			fprintf(stderr, "qstep-agent: write: %s\n", strerror(errno));
 			exit(1);
 		}
 		p += w;
 		n -= (size_t)w;
 	}
-}
-
-static void reply_flush(struct reply *r)
-{
-	write_all(r->fd, r->out.p, r->out.len);
 	r->out.len = 0;
-}
-
-static void reply_end_line(struct reply *r)
-{
-	buf_add(&r->out, "\n", 1);
-	if (r->out.len >= FLUSH_THRESHOLD)
-		reply_flush(r);
 }
 
 static void reply_head(struct reply *r, const char *key)
@@ -153,12 +142,10 @@ static void reply_hex(struct reply *r, const void *data, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = data;
-	size_t i;
 
 	buf_add(&r->out, " x:", 3);
-	for (i = 0; i < n; i++) {
-		if (r->out.len + 2 >= r->out.cap)
-			buf_reserve(&r->out, MIN(2 * (n - i), FLUSH_THRESHOLD));
+	for (size_t i = 0; i < n; i++) {
+		buf_reserve(&r->out, MIN(2 * (n - i), FLUSH_THRESHOLD));
 		r->out.p[r->out.len++] = hex[p[i] >> 4];
 		r->out.p[r->out.len++] = hex[p[i] & 15];
 		if (r->out.len >= FLUSH_THRESHOLD)
@@ -167,12 +154,18 @@ static void reply_hex(struct reply *r, const void *data, size_t n)
 	r->out.p[r->out.len] = '\0';
 }
 
+static void reply_end_line(struct reply *r)
+{
+	buf_add(&r->out, "\n", 1);
+	if (r->out.len >= FLUSH_THRESHOLD)
+		reply_flush(r);
+}
+
 static void reply_line(struct reply *r, const char *key, const char *fmt, ...)
 {
 	va_list ap;
 
-	reply_head(r, key);
-	buf_add(&r->out, " ", 1);
+	buf_printf(&r->out, "%s %s ", r->seq, key);
 	va_start(ap, fmt);
 	buf_vprintf(&r->out, fmt, ap);
 	va_end(ap);
@@ -202,17 +195,16 @@ static void reply_ok(struct reply *r)
 	reply_flush(r);
 }
 
-/* Always returns -1, so verbs can `return reply_err(...)`. */
+/* Terminal error line; always returns -1 so verbs can `return reply_err(...)`. */
 static int reply_err(struct reply *r, const char *fmt, ...)
 {
 	struct buf msg = {0};
 	va_list ap;
-	size_t i;
 
 	va_start(ap, fmt);
 	buf_vprintf(&msg, fmt, ap);
 	va_end(ap);
-	for (i = 0; i < msg.len; i++)  /* the message must stay on one line */
+	for (size_t i = 0; i < msg.len; i++)   /* the message must stay on its line */
 		if (msg.p[i] == '\n' || msg.p[i] == '\r')
 			msg.p[i] = ' ';
 	buf_printf(&r->out, "%s err %s\n", r->seq, msg.len ? msg.p : "error");
@@ -224,9 +216,9 @@ static int reply_err(struct reply *r, const char *fmt, ...)
 /* ------------------------------------------------------------ request tokens */
 
 struct arg {
-	const char *s;     /* word */
-	long long i;       /* integer */
-	unsigned char *b;  /* blob (decoded in place) */
+	const char *s;      /* the token (words) */
+	long long i;        /* integers */
+	unsigned char *b;   /* blobs, decoded in place */
 	size_t n;
 };
 
@@ -254,36 +246,31 @@ static int hexval(char c)
 
 static int parse_blob(char *t, struct arg *a)
 {
-	size_t len, i;
+	size_t len = strlen(t);
 
-	if (strncmp(t, "x:", 2) != 0)
+	if (strncmp(t, "x:", 2) != 0 || len % 2)
 		return -1;
-	t += 2;
-	len = strlen(t);
-	if (len % 2)
-		return -1;
-	for (i = 0; i < len / 2; i++) {
-		int hi = hexval(t[2 * i]), lo = hexval(t[2 * i + 1]);
+	a->b = (unsigned char *)t;
+	a->n = (len - 2) / 2;
+	for (size_t i = 0; i < a->n; i++) {
+		int hi = hexval(t[2 + 2 * i]), lo = hexval(t[3 + 2 * i]);
 
 		if (hi < 0 || lo < 0)
 			return -1;
-		t[i] = (char)(hi << 4 | lo);
+		a->b[i] = (unsigned char)(hi << 4 | lo);
 	}
-	a->b = (unsigned char *)t;
-	a->n = len / 2;
 	return 0;
 }
 
-/* spec: one char per argument, 'i' integer, 'w' word, 'b' blob */
+/* spec: one char per argument: 'i' integer, 'w' word, 'b' blob */
 static int parse_args(struct reply *r, const char *verb, const char *spec,
 		      char **tok, int ntok, struct arg *a)
 {
 	static const char *kind[] = {['i'] = "an integer", ['w'] = "a word", ['b'] = "a blob"};
-	int i;
 
 	if (ntok != (int)strlen(spec))
 		return reply_err(r, "bad request: '%s' takes %zu arguments, got %d", verb, strlen(spec), ntok);
-	for (i = 0; i < ntok; i++) {
+	for (int i = 0; i < ntok; i++) {
 		int bad = spec[i] == 'i' ? parse_int(tok[i], &a[i].i)
 			: spec[i] == 'w' ? !is_word(tok[i]) : parse_blob(tok[i], &a[i]);
 
@@ -297,30 +284,24 @@ static int parse_args(struct reply *r, const char *verb, const char *spec,
 
 /* ------------------------------------------------------------ BPF_PROG_LOAD interception */
 
-/* What __wrap_syscall saw of the target program's load (global: a wrapped
- * syscall has no context argument). */
+/* What __wrap_syscall saw of the target's load. Global: a wrapped syscall has
+ * no context argument, and libbpf's print callback neither. */
 struct capture {
-	char target[BPF_OBJ_NAME_LEN];  /* program name as libbpf sends it; "" = off */
+	char target[BPF_OBJ_NAME_LEN];   /* prog_name as libbpf sends it; "" = off */
 	int seen, no_line_info;
 	struct buf insns, line_info, func_info;
 	__u32 line_info_rec_size, func_info_rec_size;
 };
 
 static struct capture g_cap;
-static struct buf g_libbpf_log;  /* libbpf warnings of the current load */
+static struct buf g_libbpf_log;   /* libbpf warnings of the current load */
 
 long __real_syscall(long nr, ...);
 
 static void capture_copy(struct buf *b, __u64 ptr, size_t n)
 {
 	b->len = 0;
-	buf_add(b, (const void *)(uintptr_t)ptr, ptr ? n : 0);
-}
-
-static int is_target_load(const union bpf_attr *attr, unsigned long size)
-{
-	return g_cap.target[0] && size >= offsetofend(union bpf_attr, line_info_cnt) &&
-	       strncmp(attr->prog_name, g_cap.target, BPF_OBJ_NAME_LEN) == 0;
+	buf_add(b, PTR(ptr), ptr ? n : 0);
 }
 
 /* One record per instruction (not the 2nd slot of ld_imm64), line_col = index. */
@@ -328,14 +309,11 @@ static struct bpf_line_info *synthetic_lines(const struct bpf_insn *insns, __u32
 					     const struct bpf_line_info *first, __u32 *n)
 {
 	struct bpf_line_info *lines = calloc(cnt ? cnt : 1, sizeof(*lines));
-	__u32 i;
 
 	*n = 0;
-	for (i = 0; lines && i < cnt; i++) {
-		lines[*n].insn_off = i;
-		lines[*n].file_name_off = first->file_name_off;
-		lines[*n].line_off = first->line_off;
-		lines[*n].line_col = i;
+	for (__u32 i = 0; lines && i < cnt; i++) {
+		lines[*n] = *first;
+		lines[*n].insn_off = lines[*n].line_col = i;
 		(*n)++;
 		if (insns[i].code == (BPF_LD | BPF_IMM | BPF_DW))
 			i++;
@@ -346,25 +324,24 @@ static struct bpf_line_info *synthetic_lines(const struct bpf_insn *insns, __u32
 static long load_with_synthetic_lines(union bpf_attr *attr, const long *a)
 {
 	__u64 line_info = attr->line_info;
-	__u32 line_info_cnt = attr->line_info_cnt, rec_size = attr->line_info_rec_size, n;
-	struct bpf_line_info first, *lines;
+	__u32 cnt = attr->line_info_cnt, rec_size = attr->line_info_rec_size, n;
+	struct bpf_line_info *lines;
 	long ret;
 	int saved_errno;
 
 	g_cap.seen = 1;
-	if (!line_info_cnt || !line_info || rec_size < sizeof(first)) {
+	if (!cnt || !line_info || rec_size < sizeof(*lines)) {
 		g_cap.no_line_info = 1;
 		errno = EINVAL;
 		return -1;
 	}
 	capture_copy(&g_cap.insns, attr->insns, (size_t)attr->insn_cnt * sizeof(struct bpf_insn));
-	capture_copy(&g_cap.line_info, line_info, (size_t)line_info_cnt * rec_size);
+	capture_copy(&g_cap.line_info, line_info, (size_t)cnt * rec_size);
 	g_cap.line_info_rec_size = rec_size;
 	capture_copy(&g_cap.func_info, attr->func_info, (size_t)attr->func_info_cnt * attr->func_info_rec_size);
 	g_cap.func_info_rec_size = attr->func_info_rec_size;
 
-	memcpy(&first, (const void *)(uintptr_t)line_info, sizeof(first));
-	lines = synthetic_lines((const void *)(uintptr_t)attr->insns, attr->insn_cnt, &first, &n);
+	lines = synthetic_lines(PTR(attr->insns), attr->insn_cnt, PTR(line_info), &n);
 	if (!lines) {
 		errno = ENOMEM;
 		return -1;
@@ -374,8 +351,8 @@ static long load_with_synthetic_lines(union bpf_attr *attr, const long *a)
 	attr->line_info_rec_size = sizeof(*lines);
 	ret = __real_syscall(__NR_bpf, a[0], a[1], a[2], a[3], a[4], a[5]);
 	saved_errno = errno;
-	attr->line_info = line_info;  /* libbpf may retry with the same attr */
-	attr->line_info_cnt = line_info_cnt;
+	attr->line_info = line_info;   /* libbpf may retry with the same attr */
+	attr->line_info_cnt = cnt;
 	attr->line_info_rec_size = rec_size;
 	free(lines);
 	errno = saved_errno;
@@ -384,17 +361,19 @@ static long load_with_synthetic_lines(union bpf_attr *attr, const long *a)
 
 long __wrap_syscall(long nr, ...)
 {
+	union bpf_attr *attr;
 	va_list ap;
 	long a[6];
-	int i;
 
 	va_start(ap, nr);
-	for (i = 0; i < 6; i++)
+	for (int i = 0; i < 6; i++)
 		a[i] = va_arg(ap, long);
 	va_end(ap);
-	if (nr == __NR_bpf && a[0] == BPF_PROG_LOAD &&
-	    is_target_load((union bpf_attr *)a[1], (unsigned long)a[2]))
-		return load_with_synthetic_lines((union bpf_attr *)a[1], a);
+	attr = (union bpf_attr *)a[1];
+	if (nr == __NR_bpf && a[0] == BPF_PROG_LOAD && g_cap.target[0] &&
+	    (unsigned long)a[2] >= offsetofend(union bpf_attr, line_info_cnt) &&
+	    strncmp(attr->prog_name, g_cap.target, BPF_OBJ_NAME_LEN) == 0)
+		return load_with_synthetic_lines(attr, a);
 	return __real_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
@@ -410,12 +389,12 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 struct handle {
 	struct bpf_object *obj;
 	struct bpf_program *prog;
-	void *elf;  /* libbpf keeps pointing into the bytes given to open_mem */
+	void *elf;   /* libbpf keeps pointing into the bytes given to open_mem */
 	struct capture cap;
 };
 
 struct agent {
-	struct handle **h;  /* handle N is h[N - 1]; ids are never reused */
+	struct handle **h;   /* handle N is h[N - 1]; ids are never reused */
 	size_t n;
 };
 
@@ -440,31 +419,35 @@ static struct handle *get_handle(struct agent *ag, struct reply *r, long long id
 	return ag->h[id - 1];
 }
 
-static struct bpf_map *get_map(struct handle *h, struct reply *r, const char *name)
+static struct bpf_map *get_map(struct agent *ag, struct reply *r, long long id, const char *name)
 {
-	struct bpf_map *m = bpf_object__find_map_by_name(h->obj, name);
+	struct handle *h = get_handle(ag, r, id);
+	struct bpf_map *m = h ? bpf_object__find_map_by_name(h->obj, name) : NULL;
 
-	if (!m || bpf_map__fd(m) < 0)
+	if (h && (!m || bpf_map__fd(m) < 0)) {
 		reply_err(r, "unknown map '%s'", name);
-	return m && bpf_map__fd(m) >= 0 ? m : NULL;
+		return NULL;
+	}
+	return m;
 }
 
-/* Open a private copy of the object and enable autoload for `name` only. */
+/* Opens a private copy of the object, with autoload on for `name` only. */
 static struct handle *handle_open(struct reply *r, const struct arg *elf, const char *name)
 {
+	/* a fixed object name keeps internal map names stable: "qstep.bss" */
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "qstep");
 	struct handle *h = calloc(1, sizeof(*h));
-	struct bpf_program *p;
 	struct buf names = {0};
+	struct bpf_program *p;
 
-	if (!h || !(h->elf = malloc(elf->n ? elf->n : 1))) {
+	if (!h || !(h->elf = malloc(elf->n + 1))) {
 		free(h);
 		reply_err(r, "out of memory");
 		return NULL;
 	}
 	memcpy(h->elf, elf->b, elf->n);
-	h->obj = bpf_object__open_mem(h->elf, elf->n, &opts);
-	if (!h->obj) {
+	g_libbpf_log.len = 0;
+	if (!(h->obj = bpf_object__open_mem(h->elf, elf->n, &opts))) {
 		int err = errno;
 
 		if (g_libbpf_log.len)
@@ -477,8 +460,7 @@ static struct handle *handle_open(struct reply *r, const struct arg *elf, const 
 		int match = strcmp(bpf_program__name(p), name) == 0;
 
 		bpf_program__set_autoload(p, match);
-		if (match)
-			h->prog = p;
+		h->prog = match ? p : h->prog;
 		buf_printf(&names, "%s%s", names.len ? ", " : "", bpf_program__name(p));
 	}
 	if (!h->prog) {
@@ -490,22 +472,22 @@ static struct handle *handle_open(struct reply *r, const struct arg *elf, const 
 	return h;
 }
 
-/* Load with the interception armed; returns 0 or a negative errno. */
-static int handle_load(struct handle *h, char *log, __u32 log_level)
+/* Loads with the interception armed; returns 0 or a negative errno. */
+static int handle_load(struct handle *h, char *log, size_t log_size, __u32 log_level)
 {
 	int err;
 
 	log[0] = '\0';
-	bpf_program__set_log_buf(h->prog, log, LOG_BUF_SIZE);
+	bpf_program__set_log_buf(h->prog, log, log_size);
 	bpf_program__set_log_level(h->prog, log_level);
 	g_libbpf_log.len = 0;
 	memset(&g_cap, 0, sizeof(g_cap));
 	snprintf(g_cap.target, sizeof(g_cap.target), "%s", bpf_program__name(h->prog));
 	err = bpf_object__load(h->obj);
 	if (!err && !g_cap.seen)
-		err = -ENOTSUP;  /* e.g. libbpf did not send prog_name */
+		err = -ENOTSUP;   /* e.g. libbpf did not send a prog_name */
 	g_cap.target[0] = '\0';
-	h->cap = g_cap;      /* the handle owns the captured buffers now */
+	h->cap = g_cap;   /* the handle owns the captured buffers now */
 	memset(&g_cap, 0, sizeof(g_cap));
 	return err;
 }
@@ -535,7 +517,8 @@ static int report_load_error(struct reply *r, struct handle *h, int err, const c
 		return reply_err(r, "internal: the BPF_PROG_LOAD of '%s' was not intercepted",
 				 bpf_program__name(h->prog));
 	return reply_err(r, "loading program '%s' failed: %s%s", bpf_program__name(h->prog),
-			 strerror(-err), log[0] ? " (see verifier log)" : "");
+			 strerror(-err), err == -ENOSPC ? " (verifier log truncated)" :
+			 log[0] ? " (see verifier log)" : "");
 }
 
 static void report_map(struct reply *r, struct bpf_map *m)
@@ -546,13 +529,13 @@ static void report_map(struct reply *r, struct bpf_map *m)
 
 	if (bpf_map__fd(m) < 0 || bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len))
 		return;
-	if (bpf_map__is_internal(m) && dot)  /* "qstep.bss" -> ".bss", the ELF section */
+	if (bpf_map__is_internal(m) && dot)   /* "qstep.bss" -> ".bss", its ELF section */
 		name = dot;
 	reply_line(r, "map", "%s %u %u %u %u %u %u %u", name, info.id, info.type, info.key_size,
 		   info.value_size, info.max_entries, info.btf_key_type_id, info.btf_value_type_id);
 }
 
-static int report_load(struct agent *ag, struct reply *r, struct handle *h)
+static int report_load(struct reply *r, struct handle *h, size_t id)
 {
 	struct bpf_prog_info info = {0};
 	__u32 len = sizeof(info);
@@ -560,7 +543,7 @@ static int report_load(struct agent *ag, struct reply *r, struct handle *h)
 
 	if (bpf_obj_get_info_by_fd(bpf_program__fd(h->prog), &info, &len))
 		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
-	reply_int(r, "handle", (long long)ag->n);
+	reply_int(r, "handle", (long long)id);
 	reply_int(r, "prog_id", info.id);
 	reply_int(r, "prog_type", bpf_program__type(h->prog));
 	reply_blob(r, "insns", h->cap.insns.p, h->cap.insns.len);
@@ -573,100 +556,107 @@ static int report_load(struct agent *ag, struct reply *r, struct handle *h)
 	return 0;
 }
 
+/* Log level 1 first. A log that does not fit fails the load with ENOSPC, even
+ * for a correct program; then load again at level 0 with a buffer large enough
+ * for any log (1M processed insns): if that load fails, libbpf repeats it at
+ * level 1 into our buffer, so the host gets the whole log. The kernel writes
+ * only what it logs: the untouched pages of the buffer are never allocated. */
+static const struct load_attempt {
+	__u32 log_level;
+	size_t log_size;
+} load_attempts[] = {{1, 16u << 20}, {0, 256u << 20}};
+
 static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 {
-	char *log = malloc(LOG_BUF_SIZE);
 	struct handle *h = NULL, **handles;
-	int err = -ENOSPC, level;
+	char *log = NULL;
+	int err = -ENOSPC;
 
-	if (!log)
-		return reply_err(r, "out of memory");
-	/* Level 1 first. If the log overflows (ENOSPC; on kernels < 6.4 even a
-	 * correct program fails that way), retry with level 0: libbpf then
-	 * repeats a failed load with level 1 to fill our buffer. */
-	for (level = 1; level >= 0 && err == -ENOSPC; level--) {
+	for (size_t i = 0; i < 2 && err == -ENOSPC; i++) {
 		handle_free(h);
-		h = handle_open(r, &a[0], a[1].s);
-		if (!h) {
+		free(log);
+		if (!(log = malloc(load_attempts[i].log_size)))
+			return reply_err(r, "out of memory");
+		if (!(h = handle_open(r, &a[0], a[1].s))) {
 			free(log);
 			return -1;
 		}
-		err = handle_load(h, log, (__u32)level);
+		err = handle_load(h, log, load_attempts[i].log_size, load_attempts[i].log_level);
 	}
-	if (err) {
+	if (err)
 		report_load_error(r, h, err, log);
-		handle_free(h);
-		free(log);
-		return -1;
-	}
 	free(log);
-	handles = realloc(ag->h, (ag->n + 1) * sizeof(*ag->h));
-	if (!handles) {
+	if (!err && !(handles = realloc(ag->h, (ag->n + 1) * sizeof(*ag->h))))
+		err = reply_err(r, "out of memory");
+	if (err) {
 		handle_free(h);
-		return reply_err(r, "out of memory");
+		return -1;
 	}
 	ag->h = handles;
 	ag->h[ag->n++] = h;
-	return report_load(ag, r, h);
+	return report_load(r, h, ag->n);
 }
 
-/* Allocates `cnt` records of `size` bytes and points the info field at them. */
-static void *info_alloc(__u64 *field, __u32 cnt, size_t size)
-{
-	void *p = calloc(cnt ? cnt : 1, size);
-
-	*field = (uintptr_t)p;
-	return p;
-}
+/* The arrays of bpf_prog_info reported by `info`, in reply order. */
+static const struct info_array {
+	const char *key;
+	size_t nr, ptr;   /* offsets of the element count and of the pointer field */
+	__u32 size;       /* bytes per element */
+} info_arrays[] = {
+#define ARRAY(key, nr, ptr, size) {key, offsetof(struct bpf_prog_info, nr), offsetof(struct bpf_prog_info, ptr), size}
+	ARRAY("xlated", xlated_prog_len, xlated_prog_insns, 1),
+	ARRAY("jited", jited_prog_len, jited_prog_insns, 1),
+	ARRAY("jited_ksyms", nr_jited_ksyms, jited_ksyms, sizeof(__u64)),
+	ARRAY("jited_func_lens", nr_jited_func_lens, jited_func_lens, sizeof(__u32)),
+	ARRAY("kline_info", nr_line_info, line_info, sizeof(struct bpf_line_info)),
+	ARRAY("jited_line_info", nr_jited_line_info, jited_line_info, sizeof(__u64)),
+	ARRAY("map_ids", nr_map_ids, map_ids, sizeof(__u32)),
+#undef ARRAY
+};
+#define N_INFO_ARRAYS (sizeof(info_arrays) / sizeof(info_arrays[0]))
+#define INFO_FIELD(info, off, type) (*(type *)((char *)(info) + (off)))
 
 static int do_info(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct handle *h = get_handle(ag, r, a[0].i);
-	struct bpf_prog_info cnt = {0}, info = {0};
-	__u32 len = sizeof(cnt);
-	void *xlated, *jited, *ksyms, *lens, *linfo, *jlinfo, *maps;
+	struct bpf_prog_info counts = {0}, info = {0};
+	__u32 len = sizeof(info), want[N_INFO_ARRAYS];
+	void *bufs[N_INFO_ARRAYS];
 	int fd, err;
 
 	if (!h)
 		return -1;
 	fd = bpf_program__fd(h->prog);
-	if (bpf_obj_get_info_by_fd(fd, &cnt, &len))
+	if (bpf_obj_get_info_by_fd(fd, &counts, &len))   /* pass 1: the counts */
 		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
-	info.xlated_prog_len = cnt.xlated_prog_len;
-	xlated = info_alloc(&info.xlated_prog_insns, cnt.xlated_prog_len, 1);
-	info.jited_prog_len = cnt.jited_prog_len;
-	jited = info_alloc(&info.jited_prog_insns, cnt.jited_prog_len, 1);
-	info.nr_jited_ksyms = cnt.nr_jited_ksyms;
-	ksyms = info_alloc(&info.jited_ksyms, cnt.nr_jited_ksyms, sizeof(__u64));
-	info.nr_jited_func_lens = cnt.nr_jited_func_lens;
-	lens = info_alloc(&info.jited_func_lens, cnt.nr_jited_func_lens, sizeof(__u32));
-	info.nr_line_info = cnt.nr_line_info;
-	info.line_info_rec_size = sizeof(struct bpf_line_info);
-	linfo = info_alloc(&info.line_info, cnt.nr_line_info, sizeof(struct bpf_line_info));
-	info.nr_jited_line_info = cnt.nr_jited_line_info;
-	info.jited_line_info_rec_size = sizeof(__u64);
-	jlinfo = info_alloc(&info.jited_line_info, cnt.nr_jited_line_info, sizeof(__u64));
-	info.nr_map_ids = cnt.nr_map_ids;
-	maps = info_alloc(&info.map_ids, cnt.nr_map_ids, sizeof(__u32));
+	for (size_t i = 0; i < N_INFO_ARRAYS; i++) {
+		const struct info_array *ia = &info_arrays[i];
 
+		want[i] = INFO_FIELD(&counts, ia->nr, __u32);
+		bufs[i] = calloc(want[i] + 1, ia->size);
+		INFO_FIELD(&info, ia->nr, __u32) = want[i];
+		INFO_FIELD(&info, ia->ptr, __u64) = (uintptr_t)bufs[i];
+	}
+	info.line_info_rec_size = sizeof(struct bpf_line_info);
+	info.jited_line_info_rec_size = sizeof(__u64);
 	len = sizeof(info);
-	err = bpf_obj_get_info_by_fd(fd, &info, &len) ? errno : 0;
+	err = bpf_obj_get_info_by_fd(fd, &info, &len) ? errno : 0;   /* pass 2: the arrays */
 	if (!err) {
 		reply_int(r, "id", info.id);
 		reply_int(r, "type", info.type);
 		reply_word(r, "name", info.name[0] ? info.name : bpf_program__name(h->prog));
 		reply_blob(r, "tag", info.tag, sizeof(info.tag));
-		reply_blob(r, "xlated", xlated, MIN(info.xlated_prog_len, cnt.xlated_prog_len));
-		reply_blob(r, "jited", jited, MIN(info.jited_prog_len, cnt.jited_prog_len));
-		reply_blob(r, "jited_ksyms", ksyms, 8 * MIN(info.nr_jited_ksyms, cnt.nr_jited_ksyms));
-		reply_blob(r, "jited_func_lens", lens, 4 * MIN(info.nr_jited_func_lens, cnt.nr_jited_func_lens));
-		reply_int(r, "kline_info_rec_size", info.line_info_rec_size);
-		reply_blob(r, "kline_info", linfo,
-			   (size_t)info.line_info_rec_size * MIN(info.nr_line_info, cnt.nr_line_info));
-		reply_blob(r, "jited_line_info", jlinfo, 8 * MIN(info.nr_jited_line_info, cnt.nr_jited_line_info));
-		reply_blob(r, "map_ids", maps, 4 * MIN(info.nr_map_ids, cnt.nr_map_ids));
 	}
-	free(xlated), free(jited), free(ksyms), free(lens), free(linfo), free(jlinfo), free(maps);
+	for (size_t i = 0; i < N_INFO_ARRAYS; i++) {
+		const struct info_array *ia = &info_arrays[i];
+		size_t got = MIN(want[i], INFO_FIELD(&info, ia->nr, __u32));
+
+		if (!err && ia->nr == offsetof(struct bpf_prog_info, nr_line_info))
+			reply_int(r, "kline_info_rec_size", info.line_info_rec_size);
+		if (!err)
+			reply_blob(r, ia->key, bufs[i], got * ia->size);
+		free(bufs[i]);
+	}
 	return err ? reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(err)) : 0;
 }
 
@@ -676,7 +666,7 @@ static int is_percpu(enum bpf_map_type t)
 	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
-/* Size of a value buffer as the map syscalls want it (per-CPU: all CPUs). */
+/* Size of a value as the map syscalls want it (per-CPU maps: all CPUs). */
 static size_t value_buf_size(const struct bpf_map *m)
 {
 	size_t size = bpf_map__value_size(m);
@@ -690,8 +680,7 @@ static size_t value_buf_size(const struct bpf_map *m)
 
 static int do_update(struct agent *ag, struct reply *r, struct arg *a)
 {
-	struct handle *h = get_handle(ag, r, a[0].i);
-	struct bpf_map *m = h ? get_map(h, r, a[1].s) : NULL;
+	struct bpf_map *m = get_map(ag, r, a[0].i, a[1].s);
 	size_t vsize;
 
 	if (!m)
@@ -705,42 +694,38 @@ static int do_update(struct agent *ag, struct reply *r, struct arg *a)
 	return 0;
 }
 
-/* Emits `entry` for `key` unless it vanished; returns 0 or -1 after err. */
+/* One `entry` line unless the key vanished; returns 0 or -1 after err. */
 static int dump_entry(struct reply *r, struct bpf_map *m, const void *key, void *val, size_t vsize)
 {
-	if (!bpf_map_lookup_elem(bpf_map__fd(m), key, val)) {
-		reply_head(r, "entry");
-		reply_hex(r, key, bpf_map__key_size(m));
-		reply_hex(r, val, vsize);
-		reply_end_line(r);
-		return 0;
-	}
-	if (errno == ENOENT)
-		return 0;
-	return reply_err(r, "lookup in map '%s': %s", bpf_map__name(m), strerror(errno));
+	if (bpf_map_lookup_elem(bpf_map__fd(m), key, val))
+		return errno == ENOENT ? 0 :
+		       reply_err(r, "lookup in map '%s': %s", bpf_map__name(m), strerror(errno));
+	reply_head(r, "entry");
+	reply_hex(r, key, bpf_map__key_size(m));
+	reply_hex(r, val, vsize);
+	reply_end_line(r);
+	return 0;
 }
 
 static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
 {
-	struct handle *h = get_handle(ag, r, a[0].i);
-	struct bpf_map *m = h ? get_map(h, r, a[1].s) : NULL;
-	enum bpf_map_type type;
+	struct bpf_map *m = get_map(ag, r, a[0].i, a[1].s);
 	size_t vsize, ksize, count = 0;
 	unsigned char *key, *next, *val;
-	int err = 0, array;
+	enum bpf_map_type type;
+	int err = 0;
 
 	if (!m)
 		return -1;
 	type = bpf_map__type(m);
-	array = type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
 	vsize = value_buf_size(m);
 	ksize = bpf_map__key_size(m);
 	key = calloc(1, ksize + 4), next = calloc(1, ksize + 4), val = calloc(1, vsize + 1);
 	reply_int(r, "value_size", (long long)vsize);
-	if (array) {
+	if (type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY) {
 		__u32 i;
 
-		for (i = 0; !err && i < bpf_map__max_entries(m) && count < DUMP_MAX_ENTRIES; i++, count++)
+		for (i = 0; !err && i < bpf_map__max_entries(m) && count++ < DUMP_MAX_ENTRIES; i++)
 			err = dump_entry(r, m, &i, val, vsize);
 		if (!err && i < bpf_map__max_entries(m))
 			reply_int(r, "truncated", 1);
@@ -756,7 +741,7 @@ static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
 			prev = key;
 			err = dump_entry(r, m, key, val, vsize);
 		}
-		if (!err && errno != ENOENT && count <= DUMP_MAX_ENTRIES)
+		if (!err && count <= DUMP_MAX_ENTRIES && errno != ENOENT)
 			err = reply_err(r, "iterating map '%s': %s", a[1].s, strerror(errno));
 	}
 	free(key), free(next), free(val);
@@ -783,18 +768,17 @@ static int do_run(struct agent *ag, struct reply *r, struct arg *a)
 		opts.data_out = data_out;
 		opts.data_size_out = (__u32)a[4].i;
 	}
-	if (a[3].n) {
+	if (a[3].n) {   /* an empty ctx_in is omitted, and so is ctx_out */
 		opts.ctx_in = a[3].b;
-		opts.ctx_size_in = (__u32)a[3].n;
+		opts.ctx_size_in = opts.ctx_size_out = (__u32)a[3].n;
 		opts.ctx_out = ctx_out;
-		opts.ctx_size_out = (__u32)a[3].n;
 	}
 	err = bpf_prog_test_run_opts(bpf_program__fd(h->prog), &opts);
 	if (!err) {
 		reply_int(r, "retval", opts.retval);
 		reply_int(r, "duration", opts.duration);
-		reply_blob(r, "data_out", data_out, a[4].i ? MIN(opts.data_size_out, (__u32)a[4].i) : 0);
-		reply_blob(r, "ctx_out", ctx_out, a[3].n ? MIN(opts.ctx_size_out, (__u32)a[3].n) : 0);
+		reply_blob(r, "data_out", data_out, opts.data_out ? MIN(opts.data_size_out, a[4].i) : 0);
+		reply_blob(r, "ctx_out", ctx_out, opts.ctx_out ? MIN(opts.ctx_size_out, a[3].n) : 0);
 	}
 	free(data_out), free(ctx_out);
 	return err ? reply_err(r, "test_run: %s", strerror(-err)) : 0;
@@ -815,8 +799,8 @@ static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
 {
 	FILE *f = fopen("/proc/kallsyms", "r");
 	char *line = NULL, name[512], type;
+	unsigned long long addr = 0;
 	size_t cap = 0;
-	unsigned long long addr;
 	int found = 0;
 
 	(void)ag;
@@ -837,7 +821,7 @@ static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
 /* ------------------------------------------------------------ main loop */
 
 static const struct verb {
-	const char *name, *spec;
+	const char *name, *spec;   /* spec: see parse_args() */
 	int (*fn)(struct agent *, struct reply *, struct arg *);
 } verbs[] = {
 	{"hello", "", do_hello},
@@ -852,21 +836,21 @@ static const struct verb {
 
 static void serve_line(struct agent *ag, struct reply *r, char *line)
 {
-	char *tok[MAX_ARGS + 2], *save = NULL, *t;
+	char *tok[MAX_ARGS + 2], *save = NULL;
 	struct arg args[MAX_ARGS] = {{0}};
-	long long seq;
 	int ntok = 0, too_many = 0;
-	size_t i;
+	long long seq;
 
 	line[strcspn(line, "\r\n")] = '\0';
-	for (t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+	for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
 		if (ntok < MAX_ARGS + 2)
 			tok[ntok++] = t;
 		else
 			too_many = 1;
 	}
 	if (ntok == 0)
-		return;  /* blank line */
+		return;   /* blank line */
+	/* a request without a valid seq is answered as request 0 */
 	r->seq = parse_int(tok[0], &seq) == 0 && seq >= 0 ? tok[0] : "0";
 	if (r->seq != tok[0] || ntok < 2) {
 		reply_err(r, "bad request: expected '<seq> <verb> [args]'");
@@ -876,7 +860,7 @@ static void serve_line(struct agent *ag, struct reply *r, char *line)
 		reply_err(r, "bad request: too many arguments");
 		return;
 	}
-	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(tok[1], verbs[i].name) != 0)
 			continue;
 		if (parse_args(r, verbs[i].name, verbs[i].spec, tok + 2, ntok - 2, args) == 0 &&
@@ -887,31 +871,27 @@ static void serve_line(struct agent *ag, struct reply *r, char *line)
 	reply_err(r, "unknown verb '%.64s'", tok[1]);
 }
 
-/* Raw mode: no echo, no CR/LF translation, 8 bits. */
+/* Raw mode: no echo, no CR/LF translation, 8 bits, blocking reads. */
 static int open_device(const char *path)
 {
-	struct termios tio;
 	int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	struct termios tio;
 
-	if (fd < 0)
-		return -1;
-	if (tcgetattr(fd, &tio) == 0) {
-		cfmakeraw(&tio);
-		tio.c_cflag |= CLOCAL | CREAD;
-		tio.c_cc[VMIN] = 1;
-		tio.c_cc[VTIME] = 0;
-		cfsetispeed(&tio, B115200);
-		cfsetospeed(&tio, B115200);
-		if (tcsetattr(fd, TCSANOW, &tio) != 0)
-			return -1;
-	}
-	return fd;
+	if (fd < 0 || tcgetattr(fd, &tio) != 0)
+		return fd;   /* not a tty (e.g. a fifo): use it as it is */
+	cfmakeraw(&tio);
+	tio.c_cflag |= CLOCAL | CREAD;
+	tio.c_cc[VMIN] = 1;
+	tio.c_cc[VTIME] = 0;
+	cfsetispeed(&tio, B115200);
+	cfsetospeed(&tio, B115200);
+	return tcsetattr(fd, TCSANOW, &tio) == 0 ? fd : -1;
 }
 
 int main(int argc, char **argv)
 {
+	struct reply r = {.fd = STDOUT_FILENO};
 	struct agent ag = {0};
-	struct reply r = {.fd = 1};
 	struct utsname u;
 	char *line = NULL;
 	size_t cap = 0;
@@ -921,12 +901,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [DEVICE]\n", argv[0]);
 		return 2;
 	}
-	if (argc == 2) {
-		r.fd = open_device(argv[1]);
-		if (r.fd < 0 || !(in = fdopen(r.fd, "r"))) {
-			fprintf(stderr, "qstep-agent: %s: %s\n", argv[1], strerror(errno));
-			return 1;
-		}
+	if (argc == 2 && ((r.fd = open_device(argv[1])) < 0 || !(in = fdopen(r.fd, "r")))) {
+		fprintf(stderr, "qstep-agent: %s: %s\n", argv[1], strerror(errno));
+		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	libbpf_set_print(libbpf_print);
@@ -935,5 +912,8 @@ int main(int argc, char **argv)
 	reply_flush(&r);
 	while (getline(&line, &cap, in) >= 0)
 		serve_line(&ag, &r, line);
+	for (size_t i = 0; i < ag.n; i++)   /* EOF: the host hung up */
+		handle_free(ag.h[i]);
+	free(ag.h), free(line), buf_free(&r.out), buf_free(&g_libbpf_log);
 	return 0;
 }

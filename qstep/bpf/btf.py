@@ -326,6 +326,9 @@ class Btf:
         if k == KIND_FUNC_PROTO:
             args = ", ".join(self.type_name(p.type_id) if p.type_id else "..." for p in t.params)
             return self._declare(t.ref, f"{inner}({args or 'void'})", depth + 1)
+        if k in _QUALIFIER_TEXT and self.type_by_id(t.ref).kind == KIND_PTR:
+            qualified = f" {_QUALIFIER_TEXT[k]}" + (f" {inner}" if inner else "")
+            return self._declare(t.ref, qualified, depth + 1)
         if k in _QUALIFIER_TEXT:
             base = self._declare(t.ref, "", depth + 1).strip()
             return _join(f"{_QUALIFIER_TEXT[k]} {base}", inner)
@@ -336,9 +339,9 @@ class Btf:
     def _base_name(self, t: BtfType) -> str:
         name = t.name or "(anon)"
         if t.kind in (KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FWD):
-            tag = {KIND_STRUCT: "struct", KIND_UNION: "union", KIND_FWD: "struct"}.get(t.kind, "enum")
-            if t.kind == KIND_FWD and t.kind_flag:
-                tag = "union"
+            tag = {KIND_STRUCT: "struct", KIND_UNION: "union"}.get(t.kind, "enum")
+            if t.kind == KIND_FWD:
+                tag = "union" if t.kind_flag else "struct"
             return f"{tag} {name}"
         return name
 
@@ -435,6 +438,8 @@ class BtfExt:
         if version != 1:
             raise ObjectError(f"BTF.ext: unsupported version {version}")
         fi_off, fi_len, li_off, li_len = struct.unpack_from("<IIII", data, 8)
+        if max(hdr_len + fi_off + fi_len, hdr_len + li_off + li_len) > len(data):
+            raise ObjectError("BTF.ext: func_info or line_info truncated (beyond the section)")
         fi = data[hdr_len + fi_off : hdr_len + fi_off + fi_len]
         li = data[hdr_len + li_off : hdr_len + li_off + li_len]
         func_info = {

@@ -14,13 +14,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from elftools.dwarf.constants import DW_LNE_set_address
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
 
 from qstep.errors import ObjectError
 
 R_BPF_64_ABS64 = 2
+DW_LNE_SET_ADDRESS = 0x02
 INSN_SIZE = 8
 UNKNOWN_SECTION = ""
 
@@ -42,6 +43,8 @@ def _set_address_sections(elffile: ELFFile) -> list[tuple[int, str]]:
     if not isinstance(rel, RelocationSection):
         return []
     symtab = elffile.get_section(rel["sh_link"])
+    if not isinstance(symtab, SymbolTableSection):
+        return []
     out = []
     for r in rel.iter_relocations():
         if r["r_info_type"] != R_BPF_64_ABS64:
@@ -81,7 +84,7 @@ def _program_rows(lineprog: Any, relocs: list[tuple[int, str]],
     sections = iter([name for off, name in relocs if start <= off < end])
     current = UNKNOWN_SECTION
     for entry in lineprog.get_entries():
-        if entry.is_extended and entry.command == DW_LNE_set_address:
+        if entry.is_extended and entry.command == DW_LNE_SET_ADDRESS:
             current = next(sections, UNKNOWN_SECTION)
         state = entry.state
         if state is None or state.end_sequence:

@@ -21,7 +21,17 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import Section, SymbolTableSection
 
 from qstep.bpf import insn as bi
-from qstep.bpf.btf import KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, Btf, BtfExt, LineInfo
+from qstep.bpf.btf import (
+    KIND_ARRAY,
+    KIND_DATASEC,
+    KIND_PTR,
+    KIND_STRUCT,
+    VOID,
+    Btf,
+    BtfExt,
+    BtfVarSecInfo,
+    LineInfo,
+)
 from qstep.bpf.dwarf_lines import LineRow, section_lines
 from qstep.bpf.helpers import MAP_TYPE_NAMES
 from qstep.bpf.insn import Insn, decode, format_insn
@@ -104,13 +114,16 @@ class _Symbols:
         return None
 
 
-def _load_elf(path: Path) -> ELFFile:
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ObjectError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ObjectError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ObjectError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _load_elf(path: Path, data: bytes) -> ELFFile:
     if not data.startswith(b"\x7fELF"):
         raise ObjectError(f"{path}: not an ELF file")
     try:
@@ -139,12 +152,15 @@ def _is_global_data_section(sec: Section) -> bool:
 class BpfObject:
     """A parsed BPF object file; use `BpfObject.open(path)`."""
 
-    def __init__(self, path: Path, elf: ELFFile) -> None:
+    def __init__(self, path: Path, data: bytes, elf: ELFFile) -> None:
         self.path = path
+        self.data = data
         self._elf = elf
         self._symbols = self._read_symbols()
+        self.has_btf = self._elf.get_section_by_name(".BTF") is not None
         self.btf = self._read_btf()
         self.btf_ext = self._read_btf_ext()
+        self._fix_datasecs()
         self.section_insns: dict[str, list[Insn]] = {}
         self.relocations: dict[str, dict[int, Reloc]] = {}
         self._read_code()
@@ -160,7 +176,8 @@ class BpfObject:
     def open(cls, path: str | Path) -> BpfObject:
         """Open and parse a BPF ELF object; raises `ObjectError` with a one-line reason."""
         p = Path(path)
-        return cls(p, _load_elf(p))
+        data = _read(p)
+        return cls(p, data, _load_elf(p, data))
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -176,15 +193,31 @@ class BpfObject:
                               s["st_info"]["bind"]))
         return syms
 
-    def _read_btf(self) -> Btf | None:
+    def _read_btf(self) -> Btf:
         sec = self._elf.get_section_by_name(".BTF")
-        return Btf.parse(sec.data()) if sec is not None else None
+        try:
+            return Btf.parse(sec.data()) if sec is not None else Btf([VOID], b"\0")
+        except ObjectError as exc:
+            raise ObjectError(f"{self.path}: {exc}") from None
 
     def _read_btf_ext(self) -> BtfExt | None:
         sec = self._elf.get_section_by_name(".BTF.ext")
-        if sec is None or self.btf is None:
+        if sec is None or not self.has_btf:
             return None
         return BtfExt.parse(sec.data(), self.btf)
+
+    def _fix_datasecs(self) -> None:
+        """Fill DATASEC sizes and variable offsets from the ELF, as libbpf does."""
+        for t in self.btf.types:
+            sec = self._elf.get_section_by_name(t.name) if t.kind == KIND_DATASEC else None
+            if sec is None:
+                continue
+            t.size_or_type = sec["sh_size"]
+            t.var_secinfos = [self._fixed_secinfo(t.name, vsi) for vsi in t.var_secinfos]
+
+    def _fixed_secinfo(self, section: str, vsi: BtfVarSecInfo) -> BtfVarSecInfo:
+        value = self._symbols.value_of(self.btf.type_by_id(vsi.type_id).name, section)
+        return vsi if value is None else dataclasses.replace(vsi, offset=value)
 
     def _read_code(self) -> None:
         for sec in self._elf.iter_sections():
@@ -202,7 +235,9 @@ class BpfObject:
 
     def _read_relocs(self, rel: RelocationSection) -> dict[int, Reloc]:
         symtab = self._elf.get_section(rel["sh_link"])
-        out = {}
+        out: dict[int, Reloc] = {}
+        if not isinstance(symtab, SymbolTableSection):
+            return out
         for r in rel.iter_relocations():
             sym = symtab.get_symbol(r["r_info_sym"])
             shndx = sym["st_shndx"]
@@ -229,7 +264,7 @@ class BpfObject:
     def _read_btf_maps(self) -> list[MapDef]:
         if self._elf.get_section_by_name(".maps") is None:
             return []
-        if self.btf is None:
+        if not self.has_btf:
             raise ObjectError(f"{self.path}: section .maps needs BTF, but there is no .BTF")
         datasec = self.btf.find_by_name(".maps", KIND_DATASEC)
         if datasec is None:
@@ -237,8 +272,7 @@ class BpfObject:
         maps = [self._btf_map(vsi.type_id, vsi.offset) for vsi in datasec.var_secinfos]
         return sorted(maps, key=lambda m: m.offset)
 
-    def _btf_map(self, var_id: int, btf_offset: int) -> MapDef:
-        assert self.btf is not None
+    def _btf_map(self, var_id: int, offset: int) -> MapDef:
         var = self.btf.type_by_id(var_id)
         struct = self.btf.resolve(var.ref)
         if struct.kind != KIND_STRUCT:
@@ -254,10 +288,9 @@ class BpfObject:
                 ints[m.name] = target.array.nelems
             elif m.name in ("key", "value"):
                 types[m.name] = ptr.ref
-        offset = self._symbols.value_of(var.name, ".maps")
         key_id, value_id = types.get("key"), types.get("value")
         return MapDef(
-            name=var.name, section=".maps", offset=btf_offset if offset is None else offset,
+            name=var.name, section=".maps", offset=offset,
             map_type=ints.get("type", 0),
             key_size=self.btf.size_of(key_id) if key_id else ints.get("key_size", 0),
             value_size=self.btf.size_of(value_id) if value_id else ints.get("value_size", 0),
@@ -270,7 +303,7 @@ class BpfObject:
         for sec in self._elf.iter_sections():
             if not _is_global_data_section(sec):
                 continue
-            ds = self.btf.find_by_name(sec.name, KIND_DATASEC) if self.btf else None
+            ds = self.btf.find_by_name(sec.name, KIND_DATASEC)
             out.append(MapDef(sec.name, sec.name, 0, MAP_TYPE_ARRAY, 4, sec["sh_size"], 1,
                               value_type_id=ds.id if ds else None, is_global_data=True))
         return out

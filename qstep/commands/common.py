@@ -38,7 +38,9 @@ def print_cmd(session: Session) -> None:
 def open_program(args: argparse.Namespace) -> tuple[BpfObject, str]:
     """Open the object and pick the program (by name or section)."""
     obj = BpfObject.open(args.object)
-    prog = obj.find_program(args.prog)
-    if prog is None:
-        raise UsageError(f"{args.object}: no program to run")
-    return obj, prog.name
+    if args.prog:
+        return obj, obj.find_program(args.prog).name
+    if len(obj.programs) > 1:
+        names = ", ".join(f"{p.name} ({p.section})" for p in obj.programs)
+        raise UsageError(f"{args.object} has several programs; pick one with --prog: {names}")
+    return obj, obj.programs[0].name

@@ -11,9 +11,9 @@
  *
  * Packet (struct alu_in, 32 bytes, network order):
  *   a = 0x12345678, d = 7, n = -100, shift = 5, port = 0x1f90 (8080), rest 0
- *     -> returns 49599 (0xc1bf)
+ *     -> returns 7300 (0x1c84)
  *   the same with d = 0 (verifier-patched division by zero)
- *     -> returns 50153 (0xc3e9)
+ *     -> returns 11547 (0x2d1b)
  * Every intermediate value is in tests/progs/gen_expected.py (alu_model),
  * which is the reference this program is checked against.
  */

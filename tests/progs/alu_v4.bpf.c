@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /* alu_v4.bpf.c - ISA v4 instructions (XDP). Built with -mcpu=v4 (see Makefile),
- * so it needs kernel >= 6.6: loads on 6.12, the 6.1 verifier rejects it
- * ("unknown opcode" / invalid BPF_LD/ALU). Covers what alu.bpf.c cannot:
+ * so it needs kernel >= 6.6: loads on 6.12; 6.1 rejects it with EINVAL,
+ * log "BPF_LDX uses reserved fields" (the sign-extending load). Covers what alu.bpf.c cannot:
  *   - sign-extending loads  r = *(s8 *), *(s16 *), *(s32 *)   (BPF_MEMSX)
  *   - sign-extending moves  r = (s16)w                         (BPF_MOV, off 16)
  *   - signed div/mod 64 and 32 bit  s/=, s%=                  (BPF_SDIV/SMOD, off 1)
  *   - unconditional byte swaps  bswap16/32/64                  (BPF_ALU64|BPF_END)
  *
  * Packet (struct v4_in, 32 bytes, little-endian fields):
- *   b = -3, h = -1234, w = -100000, dd = 7, rest 0   -> returns 18577 (0x4891)
+ *   b = -3, h = -1234, w = -100000, dd = 7, rest 0   -> returns 13795 (0x35e3)
  *   the same with b = 0 (verifier-patched signed division by zero:
- *   x s/ 0 = 0, x s% 0 = x)                           -> returns 5040 (0x13b0)
+ *   x s/ 0 = 0, x s% 0 = x)                           -> returns 9762 (0x2622)
  * Intermediate values: tests/progs/gen_expected.py (alu_v4_model).
  */
 #include <linux/types.h>

@@ -193,7 +193,7 @@ def main():
             "object": "reject.bpf.o", "program": "reject_main", "section": "xdp",
             "load_fails": True, "errno": -13,
             "verifier_error": "invalid access to packet, off=23 size=1",
-            "source_line": "return iph->protocol;",
+            "source_line": "return iph->protocol;", "line": 29, "insn": 6,
         },
     }
     with open(os.path.join(HERE, "expected.json"), "w") as f:

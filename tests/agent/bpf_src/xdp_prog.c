@@ -10,6 +10,13 @@ struct {
 	__type(value, __u64);
 } counts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);   /* 4 bytes, 8 per CPU in the syscalls */
+} percpu SEC(".maps");
+
 __u64 hits = 0;                   /* .bss */
 const volatile int debug_mode = 0; /* .rodata: frozen, so the verifier knows it */
 
@@ -63,6 +70,13 @@ int xdp_dead(struct xdp_md *ctx)
 		hits ^= 0x1234;
 	}
 	return XDP_PASS;
+}
+
+/* prog_name in BPF_PROG_LOAD is cut to 15 characters: "xdp_name_longer" */
+SEC("xdp")
+int xdp_name_longer_than_15(struct xdp_md *ctx)
+{
+	return XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "GPL";

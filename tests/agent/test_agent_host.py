@@ -1,0 +1,582 @@
+"""Host tests of the in-guest agent (images/agent/qstep-agent.c), protocol v1.
+
+The agent is built statically into a temporary directory and driven through
+pipes (and once through a pty, like the guest's serial line). The host kernel
+loads and test-runs the programs of tests/agent/bpf_src/, so these tests need
+root and a working bpf() syscall; they are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import pty
+import re
+import select
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+AGENT_SRC = ROOT / "images" / "agent" / "qstep-agent.c"
+BPF_SRC = HERE / "bpf_src"
+AGENT_CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
+AGENT_LDLIBS = ["-Wl,--wrap=syscall", "-lbpf", "-lelf", "-lz", "-lzstd"]
+CLANG = "clang-19"
+BPF_CFLAGS = ["-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
+TIMEOUT = 60.0
+
+INT_RE = re.compile(r"-?[0-9]+")
+WORD_RE = re.compile(r"[A-Za-z0-9_.:/-]+")
+HEX_RE = re.compile(r"[0-9a-f]*")  # blob = "x:" + even number of these
+
+BPF_LD_IMM64 = 0x18
+BPF_CALL = 0x85
+BPF_PSEUDO_CALL = 1
+XDP_PASS, XDP_TX = 2, 3
+BPF_PROG_TYPE_XDP = 6
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
+
+
+def _bpf_unavailable() -> str | None:
+    """Reason why bpf() cannot be used here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (loads BPF programs on the host kernel)"
+    nr_bpf = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+    if nr_bpf is None:
+        return f"unknown bpf() syscall number on {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # BPF_MAP_CREATE of a 1-entry array: the cheapest probe of bpf().
+    attr = ctypes.create_string_buffer(struct.pack("<4I", BPF_MAP_TYPE_ARRAY, 4, 4, 1), 128)
+    fd = libc.syscall(nr_bpf, 0, attr, 128)
+    if fd < 0:
+        return f"bpf() unavailable: {os.strerror(ctypes.get_errno())}"
+    os.close(fd)
+    return None
+
+
+@pytest.fixture(scope="module")
+def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = _bpf_unavailable()
+    if reason:
+        pytest.skip(reason)
+    for tool in ("gcc", CLANG):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed")
+    if not Path("/usr/include/bpf/libbpf.h").exists():
+        pytest.skip("libbpf-dev not installed")
+    out = tmp_path_factory.mktemp("agent") / "qstep-agent"
+    cmd = ["gcc", *AGENT_CFLAGS, "-o", str(out), str(AGENT_SRC), *AGENT_LDLIBS]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def objs(agent_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bpf")
+    built = {}
+    for name, debug in (("xdp_prog", True), ("long_loop", True), ("nobtf", False)):
+        out = d / f"{name}.o"
+        flags = [*BPF_CFLAGS, *(["-g"] if debug else [])]
+        subprocess.run(
+            [CLANG, *flags, "-c", str(BPF_SRC / f"{name}.c"), "-o", str(out)], check=True
+        )
+        built[name] = out
+    return built
+
+
+@dataclass
+class Reply:
+    seq: int
+    lines: list[tuple[str, list[object]]] = field(default_factory=list)
+    error: str | None = None
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self.lines]
+
+    def all(self, key: str) -> list[list[object]]:
+        return [v for k, v in self.lines if k == key]
+
+    def __getitem__(self, key: str) -> object:
+        (values,) = self.all(key)
+        assert len(values) == 1, (key, values)
+        return values[0]
+
+
+def _value(tok: str) -> object:
+    if tok.startswith("x:"):
+        assert len(tok) % 2 == 0 and HEX_RE.fullmatch(tok, 2), f"invalid blob {tok[:80]!r}"
+        return bytes.fromhex(tok[2:])
+    if INT_RE.fullmatch(tok):
+        return int(tok)
+    assert WORD_RE.fullmatch(tok), f"invalid token {tok!r}"
+    return tok
+
+
+def _token(arg: object) -> str:
+    if isinstance(arg, bytes):
+        return "x:" + arg.hex()
+    return str(arg)
+
+
+class Agent:
+    def __init__(self, rfd: int, wfd: int, proc: subprocess.Popen) -> None:
+        self.rfd, self.wfd, self.proc = rfd, wfd, proc
+        self.pending = bytearray()
+        self.seq = 0
+        self.ready = self.readline()
+
+    def readline(self) -> str:
+        scanned = 0  # lines can be tens of MB: look for the newline in new data only
+        while (end := self.pending.find(b"\n", scanned)) < 0:
+            scanned = len(self.pending)
+            r, _, _ = select.select([self.rfd], [], [], TIMEOUT)
+            assert r, f"agent silent for {TIMEOUT}s"
+            chunk = os.read(self.rfd, 1 << 22)
+            assert chunk, f"agent closed its output (exit {self.proc.poll()})"
+            self.pending += chunk
+        line = self.pending[:end].decode()
+        del self.pending[: end + 1]
+        return line
+
+    def send(self, raw: str) -> None:
+        data = raw.encode()
+        while data:
+            data = data[os.write(self.wfd, data) :]
+
+    def reply(self, seq: int) -> Reply:
+        rep = Reply(seq)
+        while True:
+            line = self.readline()
+            assert "\r" not in line, "CR/LF translation on the reply stream"
+            parts = line.split(" ")
+            assert parts[0] == str(seq), f"reply {line[:200]!r} is not for request {seq}"
+            if parts[1:2] == ["ok"]:
+                assert len(parts) == 2, line
+                return rep
+            if parts[1:2] == ["err"]:
+                rep.error = line.split(" ", 2)[2]
+                return rep
+            assert len(parts) >= 3 and WORD_RE.fullmatch(parts[1]), line[:200]
+            rep.lines.append((parts[1], [_value(t) for t in parts[2:]]))
+
+    def request(self, verb: str, *args: object) -> Reply:
+        self.seq += 1
+        self.send(" ".join([str(self.seq), verb, *map(_token, args)]) + "\n")
+        return self.reply(self.seq)
+
+    def ok(self, verb: str, *args: object) -> Reply:
+        rep = self.request(verb, *args)
+        assert rep.error is None, f"{verb}: {rep.error}"
+        return rep
+
+    def close(self) -> None:
+        for fd in {self.rfd, self.wfd}:
+            os.close(fd)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def agent(agent_bin: Path):
+    proc = subprocess.Popen([str(agent_bin)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin and proc.stdout
+    a = Agent(os.dup(proc.stdout.fileno()), os.dup(proc.stdin.fileno()), proc)
+    proc.stdin.close()
+    proc.stdout.close()
+    yield a
+    a.close()
+    assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------- ELF helpers
+
+
+def insn_starts(insns: bytes) -> list[int]:
+    """Indices of instructions (the 2nd slot of ld_imm64 excluded)."""
+    starts, i = [], 0
+    while i < len(insns) // 8:
+        starts.append(i)
+        i += 2 if insns[8 * i] == BPF_LD_IMM64 else 1
+    return starts
+
+
+def func_size(obj: Path, name: str) -> int:
+    with obj.open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        (sym,) = symtab.get_symbol_by_name(name)
+        return sym["st_size"] // 8
+
+
+def records(blob: bytes, rec_size: int, fmt: str) -> list[tuple[int, ...]]:
+    assert len(blob) % rec_size == 0
+    n = struct.calcsize(fmt)
+    return [struct.unpack(fmt, blob[i : i + n]) for i in range(0, len(blob), rec_size)]
+
+
+def maps_of(rep: Reply) -> dict[str, dict[str, int]]:
+    keys = ("id", "type", "key_size", "value_size", "max_entries", "btf_key", "btf_value")
+    return {v[0]: dict(zip(keys, v[1:], strict=True)) for v in rep.all("map")}
+
+
+def u32s(blob: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(blob) // 4}I", blob))
+
+
+def u64s(blob: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(blob) // 8}Q", blob))
+
+
+def dump(agent: Agent, handle: int, name: str) -> tuple[int, dict[bytes, bytes]]:
+    rep = agent.ok("dump", handle, name)
+    return rep["value_size"], {k: v for k, v in rep.all("entry")}
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_ready_and_hello(agent: Agent) -> None:
+    assert agent.ready == f"QSTEP-AGENT 1 READY {os.uname().release}"
+    rep = agent.ok("hello")
+    assert rep.lines == [("version", [1]), ("kernel", [os.uname().release])]
+
+
+def test_load_reports_libbpf_submission(agent: Agent, objs: dict[str, Path]) -> None:
+    obj = objs["xdp_prog"]
+    rep = agent.ok("load", obj.read_bytes(), "xdp_main")
+    assert rep.keys()[:8] == [
+        "handle",
+        "prog_id",
+        "prog_type",
+        "insns",
+        "line_info_rec_size",
+        "line_info",
+        "func_info_rec_size",
+        "func_info",
+    ]
+    assert rep["handle"] == 1 and rep["prog_id"] > 0
+    assert rep["prog_type"] == BPF_PROG_TYPE_XDP
+
+    # insns: xdp_main followed by the appended subprogram, opcodes unchanged.
+    n_main, n_sub = func_size(obj, "xdp_main"), func_size(obj, "classify")
+    insns = rep["insns"]
+    assert len(insns) == 8 * (n_main + n_sub)
+    with obj.open("rb") as f:
+        elf = ELFFile(f)
+        orig = (
+            elf.get_section_by_name("xdp").data()[: 8 * n_main]
+            + elf.get_section_by_name(".text").data()[: 8 * n_sub]
+        )
+    assert insns[::8] == orig[::8]
+
+    # func_info: main at 0, classify right after it, reached by a pseudo call.
+    assert rep["func_info_rec_size"] == 8
+    funcs = records(rep["func_info"], 8, "<II")
+    assert [off for off, _ in funcs] == [0, n_main]
+    calls = [
+        i + 1 + struct.unpack_from("<i", insns, 8 * i + 4)[0]
+        for i in range(len(insns) // 8)
+        if insns[8 * i] == BPF_CALL and insns[8 * i + 1] >> 4 == BPF_PSEUDO_CALL
+    ]
+    assert calls == [n_main]
+
+    # line_info: libbpf's relocated records, strictly increasing, both functions covered.
+    assert rep["line_info_rec_size"] == 16
+    offs = [r[0] for r in records(rep["line_info"], 16, "<IIII")]
+    assert offs[0] == 0 and n_main in offs
+    assert offs == sorted(set(offs)) and offs[-1] < n_main + n_sub
+    assert set(offs) <= set(insn_starts(insns))
+
+    maps = maps_of(rep)
+    assert list(maps) == ["counts", "percpu", ".bss", ".rodata"]
+    assert {k: maps["counts"][k] for k in ("type", "key_size", "value_size", "max_entries")} == {
+        "type": BPF_MAP_TYPE_HASH,
+        "key_size": 4,
+        "value_size": 8,
+        "max_entries": 64,
+    }
+    assert {k: maps[".bss"][k] for k in ("type", "key_size", "value_size", "max_entries")} == {
+        "type": BPF_MAP_TYPE_ARRAY,
+        "key_size": 4,
+        "value_size": 8,
+        "max_entries": 1,
+    }
+    assert maps[".rodata"]["value_size"] == 4
+    assert all(m["id"] > 0 and m["btf_value"] > 0 for m in maps.values())
+    assert maps["counts"]["btf_key"] > 0 and len({m["id"] for m in maps.values()}) == 4
+
+
+def test_info_maps_every_instruction_to_jit(agent: Agent, objs: dict[str, Path]) -> None:
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")
+    info = agent.ok("info", load["handle"])
+    assert info.keys() == [
+        "id",
+        "type",
+        "name",
+        "tag",
+        "xlated",
+        "jited",
+        "jited_ksyms",
+        "jited_func_lens",
+        "kline_info_rec_size",
+        "kline_info",
+        "jited_line_info",
+        "map_ids",
+    ]
+    assert info["id"] == load["prog_id"] and info["type"] == BPF_PROG_TYPE_XDP
+    assert info["name"] == "xdp_main" and len(info["tag"]) == 8
+    xlated, jited = info["xlated"], info["jited"]
+    assert xlated and len(xlated) % 8 == 0 and jited
+
+    starts = insn_starts(load["insns"])
+    first = records(load["line_info"], 16, "<IIII")[0]
+    assert info["kline_info_rec_size"] == 16
+    kline = records(info["kline_info"], 16, "<IIII")
+    # xdp_main has no dead code: every instruction keeps its synthetic record.
+    assert [lc for _, _, _, lc in kline] == starts
+    assert all((fo, lo) == first[1:3] for _, fo, lo, _ in kline)
+    koffs = [off for off, _, _, _ in kline]
+    assert koffs == sorted(set(koffs)) and koffs[-1] < len(xlated) // 8
+
+    ksyms, lens = u64s(info["jited_ksyms"]), u32s(info["jited_func_lens"])
+    assert len(ksyms) == len(lens) == 2 and sum(lens) == len(jited)
+    func_starts = [off for off, _ in records(load["func_info"], 8, "<II")]
+    jaddrs = u64s(info["jited_line_info"])
+    assert len(jaddrs) == len(kline)
+    for (_, _, _, lc), addr in zip(kline, jaddrs, strict=True):
+        f = max(i for i, s in enumerate(func_starts) if s <= lc)
+        assert ksyms[f] <= addr < ksyms[f] + lens[f], (lc, hex(addr))
+        if lc == func_starts[f]:
+            assert addr == ksyms[f]  # a function's first record is its entry
+
+    maps = maps_of(load)
+    ids = set(u32s(info["map_ids"]))
+    assert {maps["counts"]["id"], maps[".bss"]["id"]} <= ids <= {m["id"] for m in maps.values()}
+
+
+def test_dead_code_loses_its_records(agent: Agent, objs: dict[str, Path]) -> None:
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_dead")
+    info = agent.ok("info", load["handle"])
+    starts = insn_starts(load["insns"])
+    cols = [lc for _, _, _, lc in records(info["kline_info"], 16, "<IIII")]
+    assert len(cols) < len(starts) and cols[0] == 0
+    # The surviving records name valid original instructions, in order, and the
+    # removed ones are the body of `if (debug_mode)`: one contiguous run.
+    assert cols == [s for s in starts if s in set(cols)]
+    removed = [i for i, s in enumerate(starts) if s not in set(cols)]
+    assert removed == list(range(removed[0], removed[-1] + 1))
+    assert len(u64s(info["jited_line_info"])) == len(cols)
+
+
+def test_update_dump_run_roundtrip(agent: Agent, objs: dict[str, Path]) -> None:
+    h = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"]
+    key7, val = struct.pack("<I", 7), struct.pack("<Q", 1234)
+    agent.ok("update", h, "counts", key7, val)
+    assert dump(agent, h, "counts") == (8, {key7: val})
+
+    pkt = bytes([0x42]) + bytes(range(1, 64))
+    run = agent.ok("run", h, 1, pkt, b"", 256)
+    assert run.keys() == ["retval", "duration", "data_out", "ctx_out"]
+    assert run["retval"] == XDP_TX and run["duration"] >= 0
+    assert run["data_out"] == pkt[:1] + b"\x99" + pkt[2:]
+    assert run["ctx_out"] == b""
+
+    other = bytes([0x01]) + bytes(20)
+    run = agent.ok("run", h, 5, other, b"", 256)
+    assert run["retval"] == XDP_PASS and run["data_out"] == other
+
+    def u64(n: int) -> bytes:
+        return struct.pack("<Q", n)
+
+    assert dump(agent, h, "counts") == (
+        8,
+        {key7: val, struct.pack("<I", 0x42): u64(1), struct.pack("<I", 0x01): u64(5)},
+    )
+    assert dump(agent, h, ".bss") == (8, {bytes(4): u64(6)})
+    assert dump(agent, h, ".rodata") == (4, {bytes(4): bytes(4)})
+
+    # Errors leave the agent serving.
+    assert (
+        agent.request("update", h, "counts", b"\x01", val).error
+        == "map 'counts' takes 4-byte keys and 8-byte values, got 1 and 8"
+    )
+    assert agent.request("update", h, ".rodata", bytes(4), bytes(4)).error.startswith(
+        "update of map '.rodata': "
+    )  # frozen by libbpf
+    assert agent.request("dump", h, "nosuchmap").error == "unknown map 'nosuchmap'"
+    assert agent.request("run", h, 1, b"\x42", b"", 64).error == "test_run: Invalid argument"
+    assert agent.ok("hello")["version"] == 1
+
+
+def test_unknown_program(agent: Agent, objs: dict[str, Path]) -> None:
+    rep = agent.request("load", objs["xdp_prog"].read_bytes(), "nope")
+    assert rep.lines == []
+    assert rep.error == (
+        "unknown program 'nope'; available: xdp_main, xdp_bad, xdp_dead, xdp_name_longer_than_15"
+    )
+    assert agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"] == 1
+
+
+def test_verifier_rejection_reports_log(agent: Agent, objs: dict[str, Path]) -> None:
+    rep = agent.request("load", objs["xdp_prog"].read_bytes(), "xdp_bad")
+    assert rep.error == "loading program 'xdp_bad' failed: Permission denied (see verifier log)"
+    assert rep.keys() == ["log", "libbpf_log"]
+    log = rep["log"].decode()
+    assert "invalid access to packet" in log
+    assert log.rstrip("\n").splitlines()[-1].startswith("processed ")  # the whole log
+    assert "prog 'xdp_bad': BPF program load failed" in rep["libbpf_log"].decode()
+    # a failed load does not take a handle
+    assert agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"] == 1
+
+
+def test_object_without_line_info(agent: Agent, objs: dict[str, Path]) -> None:
+    rep = agent.request("load", objs["nobtf"].read_bytes(), "xdp_plain")
+    assert rep.error == "object has no BTF line info; build it with clang -g"
+
+
+def test_verifier_log_overflow_is_retried(agent: Agent, objs: dict[str, Path]) -> None:
+    # Its level-1 log exceeds 16 MiB: the kernel says ENOSPC for a good program.
+    rep = agent.ok("load", objs["long_loop"].read_bytes(), "xdp_long")
+    run = agent.ok("run", rep["handle"], 1, bytes(64), b"", 64)
+    assert run["retval"] in (1, 2)
+
+
+def test_whole_verifier_log_of_a_huge_rejection(agent: Agent, objs: dict[str, Path]) -> None:
+    rep = agent.request("load", objs["long_loop"].read_bytes(), "xdp_long_bad")
+    assert (
+        rep.error == "loading program 'xdp_long_bad' failed: Permission denied (see verifier log)"
+    )
+    log = rep["log"].decode()
+    assert len(log) > 16 << 20
+    assert log.startswith("0: R1=ctx")  # the head: not a rotated tail
+    tail = log.rstrip("\n").splitlines()
+    assert "invalid access to packet" in "\n".join(tail[-5:])
+    assert tail[-1].startswith("processed ")
+
+
+def test_malformed_requests_keep_agent_serving(agent: Agent) -> None:
+    cases = [
+        ("garbage", 0, "bad request: expected '<seq> <verb> [args]'"),
+        ("-3 hello", 0, "bad request: expected '<seq> <verb> [args]'"),
+        ("5", 5, "bad request: expected '<seq> <verb> [args]'"),
+        ("6 frobnicate", 6, "unknown verb 'frobnicate'"),
+        ("7 load x:abc xdp_main", 7, "bad request: argument 1 of 'load' must be a blob"),
+        ("8 load x:zz xdp_main", 8, "bad request: argument 1 of 'load' must be a blob"),
+        ("9 load x:00 x:00", 9, "bad request: argument 2 of 'load' must be a word"),
+        ("10 info", 10, "bad request: 'info' takes 1 arguments, got 0"),
+        ("11 info abc", 11, "bad request: argument 1 of 'info' must be an integer"),
+        ("12 info 99", 12, "unknown handle 99"),
+        ("13 run 1 1 x: x: 0", 13, "unknown handle 1"),
+        ("14 unload 0", 14, "unknown handle 0"),
+        (
+            "15 kallsyms no_such_symbol_qstep",
+            15,
+            "symbol 'no_such_symbol_qstep' not found in /proc/kallsyms",
+        ),
+        ("16 hello " + "a " * 20, 16, "bad request: too many arguments"),
+        ("17 hello x:" + "ab" * 300000, 17, "bad request: 'hello' takes 0 arguments, got 1"),
+    ]
+    for line, seq, err in cases:
+        agent.send(line + "\n")
+        rep = agent.reply(seq)
+        assert rep.lines == [] and rep.error is not None and rep.error.startswith(err), line[:40]
+    agent.send("\n\r\n")  # blank lines are ignored
+    agent.seq = 100
+    rep = agent.request("load", b"\x7fELF" + bytes(300000), "xdp_main")
+    assert rep.error is not None and rep.error.startswith("cannot open BPF object: ")
+    assert "not a proper ELF object" in rep["libbpf_log"].decode()
+    assert agent.ok("hello")["version"] == 1
+
+
+def test_kallsyms(agent: Agent) -> None:
+    with open("/proc/kallsyms") as f:
+        for line in f:
+            addr, kind, name = line.split()[:3]
+            if kind in "tT" and int(addr, 16) and WORD_RE.fullmatch(name):
+                break
+    if not int(addr, 16):
+        pytest.skip("kernel addresses are hidden")
+    assert agent.ok("kallsyms", name).lines == [("addr", [addr])]
+
+
+def test_several_handles_and_unload(agent: Agent, objs: dict[str, Path]) -> None:
+    elf = objs["xdp_prog"].read_bytes()
+    a, b = agent.ok("load", elf, "xdp_main"), agent.ok("load", elf, "xdp_dead")
+    assert (a["handle"], b["handle"]) == (1, 2) and a["prog_id"] != b["prog_id"]
+    assert maps_of(a)["counts"]["id"] != maps_of(b)["counts"]["id"]  # separate objects
+    agent.ok("unload", 1)
+    assert agent.request("info", 1).error == "unknown handle 1"
+    assert agent.request("unload", 1).error == "unknown handle 1"
+    assert agent.ok("run", 2, 1, bytes(14), b"", 14)["retval"] == XDP_PASS
+    assert agent.ok("load", elf, "xdp_main")["handle"] == 3  # ids are not reused
+
+
+def test_serial_device_is_raw(agent_bin: Path, objs: dict[str, Path]) -> None:
+    """Over a tty (the guest's ttyS1): no echo, no CR/LF translation, no line limit."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(agent_bin), os.ttyname(slave)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    a = Agent(master, master, proc)
+    try:
+        os.close(slave)
+        assert a.ready.startswith("QSTEP-AGENT 1 READY ")
+        assert a.ok("hello").lines[0] == ("version", [1])  # not an echo of the request
+        load = a.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")  # > 4 KiB line
+        info = a.ok("info", load["handle"])
+        assert info["name"] == "xdp_main"
+        assert not a.pending
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
+def test_long_program_name_is_intercepted(agent: Agent, objs: dict[str, Path]) -> None:
+    # libbpf sends the name cut to BPF_OBJ_NAME_LEN - 1 = 15 characters.
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_name_longer_than_15")
+    info = agent.ok("info", load["handle"])
+    assert info["name"] == "xdp_name_longer"
+    assert [r[3] for r in records(info["kline_info"], 16, "<IIII")] == [0, 1]  # synthetic
+    assert agent.ok("run", load["handle"], 1, bytes(14), b"", 14)["retval"] == 1  # XDP_DROP
+
+
+def test_run_with_ctx(agent: Agent, objs: dict[str, Path]) -> None:
+    h = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"]
+    pkt = bytes([0x42]) + bytes(19)
+    ctx = struct.pack("<6I", 0, len(pkt), 0, 0, 0, 0)  # struct xdp_md: data, data_end, ...
+    run = agent.ok("run", h, 1, pkt, ctx, 20)
+    assert (run["retval"], run["data_out"], run["ctx_out"]) == (
+        XDP_TX,
+        pkt[:1] + b"\x99" + pkt[2:],
+        ctx,
+    )
+    # data_out_size 0: no output buffer, an empty data_out
+    assert agent.ok("run", h, 1, pkt, b"", 0)["data_out"] == b""
+
+
+def test_percpu_map_values_cover_all_cpus(agent: Agent, objs: dict[str, Path]) -> None:
+    h = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"]
+    with open("/sys/devices/system/cpu/possible") as f:
+        ncpus = max(int(part.split("-")[-1]) for part in f.read().strip().split(",")) + 1
+    per_cpu = b"".join(struct.pack("<Q", 100 + cpu) for cpu in range(ncpus))  # u32 in 8 bytes
+    agent.ok("update", h, "percpu", struct.pack("<I", 1), per_cpu)
+    assert dump(agent, h, "percpu") == (
+        8 * ncpus,
+        {struct.pack("<I", 0): bytes(8 * ncpus), struct.pack("<I", 1): per_cpu},
+    )
+    assert agent.request("update", h, "percpu", bytes(4), bytes(4)).error == (
+        f"map 'percpu' takes 4-byte keys and {8 * ncpus}-byte values, got 4 and 4"
+    )

@@ -1,0 +1,65 @@
+"""Shared fixtures: compiled BPF objects and one booted guest per kernel per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qstep.paths import REPO_ROOT, cache_dir
+from qstep.session import Session
+
+CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
+CPU_FLAGS = {"alu": ["-mcpu=v3"], "alu_v4": ["-mcpu=v4"]}
+
+
+def compile_bpf(source: Path, out_dir: Path) -> Path:
+    """clang-19 a BPF C file (cached by mtime) and return the object path."""
+    if shutil.which("clang-19") is None:
+        pytest.fail("clang-19 is missing: run make deps")
+    out = out_dir / source.name.replace(".c", ".o")
+    if out.exists() and out.stat().st_mtime >= source.stat().st_mtime:
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = source.name.removesuffix(".bpf.c")
+    subprocess.run(["clang-19", *CFLAGS, *CPU_FLAGS.get(stem, []), "-c", str(source),
+                    "-o", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bpf_obj() -> Callable[[str], Path]:
+    """``bpf_obj('tests/progs/calls.bpf.c')`` → compiled object path."""
+    out_dir = cache_dir() / "build" / "pytest"
+
+    def build(relpath: str) -> Path:
+        return compile_bpf(REPO_ROOT / relpath, out_dir)
+    return build
+
+
+@pytest.fixture(scope="session")
+def l4lb_obj(bpf_obj: Callable[[str], Path]) -> Path:
+    return bpf_obj("examples/l4lb/l4lb.bpf.c")
+
+
+def _session(kernel: str) -> Iterator[Session]:
+    if os.geteuid() != 0:
+        pytest.skip("VM tests fetch kernels with apt and need root")
+    with Session(kernel=kernel) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def vm() -> Iterator[Session]:
+    """One guest with the default test kernel, shared by all tests that allow it."""
+    yield from _session(os.environ.get("QSTEP_TEST_KERNEL", "6.1"))
+
+
+@pytest.fixture(scope="session")
+def vm612() -> Iterator[Session]:
+    """A second guest with the 6.12 kernel, for the tests that compare kernels."""
+    yield from _session("6.12")

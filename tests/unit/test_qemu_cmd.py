@@ -1,0 +1,45 @@
+from pathlib import Path
+
+from qstep.vm.qemu_cmd import VmConfig, agent_args, boot_args, machine_args, printable, qemu_argv
+
+
+def config(**kw: object) -> VmConfig:
+    base = dict(kernel=Path("/k/bzImage"), initrd=Path("/k/initrd"), workdir=Path("/w"))
+    base.update(kw)
+    return VmConfig(**base)  # type: ignore[arg-type]
+
+
+def test_tcg_is_default_and_no_kvm_cpu() -> None:
+    args = machine_args(config())
+    assert args[args.index("-accel") + 1] == "tcg"
+    assert "-cpu" not in args
+
+
+def test_kvm_uses_host_cpu() -> None:
+    args = machine_args(config(accel="kvm"))
+    assert args[args.index("-accel") + 1] == "kvm"
+    assert args[args.index("-cpu") + 1] == "host"
+
+
+def test_boot_args_append_has_console_nokaslr_and_extra() -> None:
+    args = boot_args(config(append_extra=("foo=1",)))
+    append = args[args.index("-append") + 1].split()
+    assert "console=ttyS0" in append and "nokaslr" in append and append[-1] == "foo=1"
+    assert args[args.index("-kernel") + 1] == "/k/bzImage"
+
+
+def test_agent_socket_waits_for_host_and_lives_in_workdir() -> None:
+    args = agent_args(config())
+    assert "path=/w/agent.sock" in args[1] and "wait=on" in args[1]
+
+
+def test_full_argv_has_each_socket_once_and_no_tcp() -> None:
+    argv = qemu_argv(config())
+    text = " ".join(argv)
+    for sock in ("agent.sock", "qmp.sock", "gdb.sock"):
+        assert text.count(sock) == 1
+    assert "tcp" not in text and "-gdb" in argv
+
+
+def test_printable_quotes_the_append_string() -> None:
+    assert "'console=ttyS0 " in printable(qemu_argv(config()))
