@@ -58,11 +58,12 @@ def map_namer(prog: LoadedProgram, site: InsnSite) -> bpf_insn.MapNamer:
     """Name maps in ld_imm64 through the map id the kernel put in the xlated copy."""
     by_id = {m.id: m.name for m in prog.maps.values()}
 
-    def name(_insn: bpf_insn.Insn) -> str | None:
-        if site.xlated_index is None:
-            return None
-        xl = _xlated_at(prog, site.xlated_index)
-        return by_id.get(xl.imm & 0xFFFFFFFF) if xl is not None and xl.is_ldimm64 else None
+    def name(insn: bpf_insn.Insn) -> str | None:
+        xl = None if site.xlated_index is None else _xlated_at(prog, site.xlated_index)
+        if xl is not None and xl.is_ldimm64:
+            return by_id.get(xl.imm & 0xFFFFFFFF)
+        # Removed: only the guest fd libbpf put there is known; never call it an id.
+        return f"fd:{insn.imm & 0xFFFFFFFF}" if insn.src in (1, 2) else None
     return name
 
 

@@ -484,8 +484,6 @@ static int handle_load(struct handle *h, char *log, size_t log_size, __u32 log_l
 	memset(&g_cap, 0, sizeof(g_cap));
 	snprintf(g_cap.target, sizeof(g_cap.target), "%s", bpf_program__name(h->prog));
 	err = bpf_object__load(h->obj);
-	if (!err && !g_cap.seen)
-		err = -ENOTSUP;   /* e.g. libbpf did not send a prog_name */
 	g_cap.target[0] = '\0';
 	h->cap = g_cap;   /* the handle owns the captured buffers now */
 	memset(&g_cap, 0, sizeof(g_cap));
@@ -505,17 +503,26 @@ static int do_hello(struct agent *ag, struct reply *r, struct arg *a)
 	return 0;
 }
 
+/* What libbpf submitted: the verifier log's instruction indices refer to it. */
+static void report_capture(struct reply *r, const struct capture *cap)
+{
+	reply_blob(r, "insns", cap->insns.p, cap->insns.len);
+	reply_int(r, "line_info_rec_size", cap->line_info_rec_size);
+	reply_blob(r, "line_info", cap->line_info.p, cap->line_info.len);
+	reply_int(r, "func_info_rec_size", cap->func_info_rec_size);
+	reply_blob(r, "func_info", cap->func_info.p, cap->func_info.len);
+}
+
 static int report_load_error(struct reply *r, struct handle *h, int err, const char *log)
 {
 	if (h->cap.no_line_info)
 		return reply_err(r, "object has no BTF line info; build it with clang -g");
+	if (h->cap.seen)
+		report_capture(r, &h->cap);
 	if (log[0])
 		reply_blob(r, "log", log, strlen(log));
 	if (g_libbpf_log.len)
 		reply_blob(r, "libbpf_log", g_libbpf_log.p, g_libbpf_log.len);
-	if (err == -ENOTSUP && !h->cap.seen)
-		return reply_err(r, "internal: the BPF_PROG_LOAD of '%s' was not intercepted",
-				 bpf_program__name(h->prog));
 	return reply_err(r, "loading program '%s' failed: %s%s", bpf_program__name(h->prog),
 			 strerror(-err), err == -ENOSPC ? " (verifier log truncated)" :
 			 log[0] ? " (see verifier log)" : "");
@@ -535,25 +542,16 @@ static void report_map(struct reply *r, struct bpf_map *m)
 		   info.value_size, info.max_entries, info.btf_key_type_id, info.btf_value_type_id);
 }
 
-static int report_load(struct reply *r, struct handle *h, size_t id)
+static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog_id)
 {
-	struct bpf_prog_info info = {0};
-	__u32 len = sizeof(info);
 	struct bpf_map *m;
 
-	if (bpf_obj_get_info_by_fd(bpf_program__fd(h->prog), &info, &len))
-		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
 	reply_int(r, "handle", (long long)id);
-	reply_int(r, "prog_id", info.id);
+	reply_int(r, "prog_id", prog_id);
 	reply_int(r, "prog_type", bpf_program__type(h->prog));
-	reply_blob(r, "insns", h->cap.insns.p, h->cap.insns.len);
-	reply_int(r, "line_info_rec_size", h->cap.line_info_rec_size);
-	reply_blob(r, "line_info", h->cap.line_info.p, h->cap.line_info.len);
-	reply_int(r, "func_info_rec_size", h->cap.func_info_rec_size);
-	reply_blob(r, "func_info", h->cap.func_info.p, h->cap.func_info.len);
+	report_capture(r, &h->cap);
 	bpf_object__for_each_map(m, h->obj)
 		report_map(r, m);
-	return 0;
 }
 
 /* Log level 1 first. A log that does not fit fails the load with ENOSPC, even
@@ -568,7 +566,9 @@ static const struct load_attempt {
 
 static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 {
-	struct handle *h = NULL, **handles;
+	struct handle *h = NULL, **handles = NULL;
+	struct bpf_prog_info info = {0};
+	__u32 len = sizeof(info);
 	char *log = NULL;
 	int err = -ENOSPC;
 
@@ -585,16 +585,21 @@ static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 	}
 	if (err)
 		report_load_error(r, h, err, log);
-	free(log);
-	if (!err && !(handles = realloc(ag->h, (ag->n + 1) * sizeof(*ag->h))))
+	else if (!h->cap.seen)   /* e.g. libbpf did not send a prog_name */
+		err = reply_err(r, "internal: the BPF_PROG_LOAD of '%s' was not intercepted", a[1].s);
+	else if (bpf_obj_get_info_by_fd(bpf_program__fd(h->prog), &info, &len))
+		err = reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
+	else if (!(handles = realloc(ag->h, (ag->n + 1) * sizeof(*ag->h))))
 		err = reply_err(r, "out of memory");
+	free(log);
 	if (err) {
 		handle_free(h);
 		return -1;
 	}
 	ag->h = handles;
 	ag->h[ag->n++] = h;
-	return report_load(r, h, ag->n);
+	report_load(r, h, ag->n, info.id);
+	return 0;
 }
 
 /* The arrays of bpf_prog_info reported by `info`, in reply order. */

@@ -324,7 +324,8 @@ class Btf:
         if k == KIND_ARRAY and t.array is not None:
             return self._declare(t.array.type_id, f"{inner}[{t.array.nelems}]", depth + 1)
         if k == KIND_FUNC_PROTO:
-            args = ", ".join(self.type_name(p.type_id) if p.type_id else "..." for p in t.params)
+            args = ", ".join(self._declare(p.type_id, "", depth + 1).strip() if p.type_id
+                             else "..." for p in t.params)
             return self._declare(t.ref, f"{inner}({args or 'void'})", depth + 1)
         if k in _QUALIFIER_TEXT and self.type_by_id(t.ref).kind == KIND_PTR:
             qualified = f" {_QUALIFIER_TEXT[k]}" + (f" {inner}" if inner else "")
@@ -399,21 +400,19 @@ def decode_func_info(blob: bytes, rec_size: int, btf: Btf) -> list[FuncInfo]:
     return [_func_record(btf, *rec) for rec in _records(blob, rec_size, 8, "II")]
 
 
-def _ext_blocks(data: bytes, btf: Btf, min_size: int) -> dict[str, list[bytes]]:
-    """Split one BTF.ext subsection into {section name: [record bytes...]}."""
+def _ext_blocks(data: bytes, btf: Btf, fmt: str) -> dict[str, list[tuple[int, ...]]]:
+    """Split one BTF.ext subsection into {section name: [records as `fmt` tuples]}."""
     if not data:
         return {}
     r = _Reader(data)
     (rec_size,) = r.take("I")
-    if rec_size < min_size:
-        raise ObjectError(f"BTF.ext: record size {rec_size} is smaller than {min_size}")
-    out: dict[str, list[bytes]] = {}
+    out: dict[str, list[tuple[int, ...]]] = {}
     while r.pos < len(data):
         name_off, num = r.take("II")
         end = r.pos + num * rec_size
         if end > len(data):
             raise ObjectError("BTF.ext: truncated info block")
-        recs = [data[p : p + rec_size] for p in range(r.pos, end, rec_size)]
+        recs = _records(data[r.pos : end], rec_size, struct.calcsize("<" + fmt), fmt)
         out.setdefault(btf.string_at(name_off), []).extend(recs)
         r.pos = end
     return out
@@ -442,14 +441,8 @@ class BtfExt:
             raise ObjectError("BTF.ext: func_info or line_info truncated (beyond the section)")
         fi = data[hdr_len + fi_off : hdr_len + fi_off + fi_len]
         li = data[hdr_len + li_off : hdr_len + li_off + li_len]
-        func_info = {
-            sec: [_func_record(btf, off // 8, tid) for off, tid in
-                  (struct.unpack_from("<II", rec) for rec in recs)]
-            for sec, recs in _ext_blocks(fi, btf, 8).items()
-        }
-        line_info = {
-            sec: [_line_record(btf, o // 8, f, s, lc) for o, f, s, lc in
-                  (struct.unpack_from("<IIII", rec) for rec in recs)]
-            for sec, recs in _ext_blocks(li, btf, 16).items()
-        }
+        func_info = {sec: [_func_record(btf, off // 8, tid) for off, tid in recs]
+                     for sec, recs in _ext_blocks(fi, btf, "II").items()}
+        line_info = {sec: [_line_record(btf, off // 8, f, s, lc) for off, f, s, lc in recs]
+                     for sec, recs in _ext_blocks(li, btf, "IIII").items()}
         return cls(func_info, line_info)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
@@ -24,6 +25,9 @@ R_BPF_64_ABS64 = 2
 DW_LNE_SET_ADDRESS = 0x02
 INSN_SIZE = 8
 UNKNOWN_SECTION = ""
+# What pyelftools raises on corrupt DWARF (it also asserts on some inconsistencies).
+_DECODE_ERRORS = (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError,
+                  AssertionError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,10 @@ def _file_name(lineprog: Any, file_index: int) -> str:
     return name
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def _text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
 
 
 def _program_rows(lineprog: Any, relocs: list[tuple[int, str]],
@@ -110,6 +116,6 @@ def section_lines(elffile: ELFFile) -> dict[str, list[LineRow]]:
             lineprog = dwarf.line_program_for_CU(cu)
             if lineprog is not None:
                 _program_rows(lineprog, relocs, out)
-    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ObjectError(f"DWARF line table: cannot decode ({exc})") from exc
     return out

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from elftools.common.exceptions import DWARFError, ELFError
+from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
@@ -40,6 +41,8 @@ from qstep.errors import ObjectError
 EM_BPF = 247
 MAP_TYPE_ARRAY = 2
 GLOBAL_DATA_PREFIXES = (".data", ".rodata", ".bss")
+# What pyelftools raises on corrupt headers, tables or offsets.
+_ELF_ERRORS = (ELFError, struct.error, OverflowError, ValueError, KeyError, IndexError)
 _MAP_INT_FIELDS = ("type", "max_entries", "map_flags", "key_size", "value_size", "numa_node",
                    "pinning", "map_extra")
 
@@ -95,23 +98,31 @@ class Reloc:
     is_section_symbol: bool
 
 
+@dataclass(frozen=True)
+class _Sym:
+    """The symbol table fields we use."""
+
+    name: str
+    section: str
+    value: int
+    size: int
+    type: str
+
+
 @dataclass
 class _Symbols:
-    """Symbol table rows we need: (name, section, value, size, type, bind)."""
+    """Symbol table lookups."""
 
-    rows: list[tuple[str, str, int, int, str, str]] = field(default_factory=list)
+    rows: list[_Sym] = field(default_factory=list)
 
-    def in_section(self, section: str, sym_type: str) -> list[tuple[str, int, int]]:
-        """(name, value, size) of symbols of `sym_type` in `section`, by value."""
-        found = [(n, v, s) for n, sec, v, s, t, _ in self.rows if sec == section and t == sym_type]
-        return sorted(found, key=lambda r: r[1])
+    def in_section(self, section: str, sym_type: str) -> list[_Sym]:
+        """Symbols of `sym_type` (e.g. 'STT_FUNC') in `section`, by value."""
+        found = [s for s in self.rows if s.section == section and s.type == sym_type]
+        return sorted(found, key=lambda s: s.value)
 
     def value_of(self, name: str, section: str) -> int | None:
         """Value of symbol `name` defined in `section`."""
-        for n, sec, v, _s, _t, _b in self.rows:
-            if n == name and sec == section:
-                return v
-        return None
+        return next((s.value for s in self.rows if s.name == name and s.section == section), None)
 
 
 def _read(path: Path) -> bytes:
@@ -177,21 +188,25 @@ class BpfObject:
         """Open and parse a BPF ELF object; raises `ObjectError` with a one-line reason."""
         p = Path(path)
         data = _read(p)
-        return cls(p, data, _load_elf(p, data))
+        try:
+            return cls(p, data, _load_elf(p, data))
+        except _ELF_ERRORS as exc:
+            raise ObjectError(f"{p}: malformed ELF ({exc or type(exc).__name__})") from None
 
     # ---- reading -------------------------------------------------------------------------
 
     def _read_symbols(self) -> _Symbols:
         syms = _Symbols()
         symtab = self._elf.get_section_by_name(".symtab")
-        if not isinstance(symtab, SymbolTableSection):
-            return syms
-        for s in symtab.iter_symbols():
-            shndx = s["st_shndx"]
-            sec = self._elf.get_section(shndx).name if isinstance(shndx, int) else ""
-            syms.rows.append((s.name, sec, s["st_value"], s["st_size"], s["st_info"]["type"],
-                              s["st_info"]["bind"]))
+        if isinstance(symtab, SymbolTableSection):
+            for s in symtab.iter_symbols():
+                syms.rows.append(_Sym(s.name, self._section_name(s["st_shndx"]), s["st_value"],
+                                      s["st_size"], s["st_info"]["type"]))
         return syms
+
+    def _section_name(self, shndx: int | str) -> str:
+        """Name of section `shndx` ('' for SHN_UNDEF/SHN_ABS and the like)."""
+        return self._elf.get_section(shndx).name if isinstance(shndx, int) else ""
 
     def _read_btf(self) -> Btf:
         sec = self._elf.get_section_by_name(".BTF")
@@ -204,7 +219,10 @@ class BpfObject:
         sec = self._elf.get_section_by_name(".BTF.ext")
         if sec is None or not self.has_btf:
             return None
-        return BtfExt.parse(sec.data(), self.btf)
+        try:
+            return BtfExt.parse(sec.data(), self.btf)
+        except ObjectError as exc:
+            raise ObjectError(f"{self.path}: {exc}") from None
 
     def _fix_datasecs(self) -> None:
         """Fill DATASEC sizes and variable offsets from the ELF, as libbpf does."""
@@ -240,8 +258,7 @@ class BpfObject:
             return out
         for r in rel.iter_relocations():
             sym = symtab.get_symbol(r["r_info_sym"])
-            shndx = sym["st_shndx"]
-            sec_name = self._elf.get_section(shndx).name if isinstance(shndx, int) else ""
+            sec_name = self._section_name(sym["st_shndx"])
             is_sec = sym["st_info"]["type"] == "STT_SECTION"
             off = r["r_offset"]
             out[off // bi.INSN_SIZE] = Reloc(off, off // bi.INSN_SIZE, r["r_info_type"],
@@ -251,13 +268,17 @@ class BpfObject:
 
     def _read_functions(self) -> None:
         for section, insns in self.section_insns.items():
-            total = len(insns) and insns[-1].index + insns[-1].size
-            funcs = self._symbols.in_section(section, "STT_FUNC") or [(section, 0, total * 8)]
-            for i, (name, value, size) in enumerate(funcs):
-                start = value // bi.INSN_SIZE
-                end = (value + size) // bi.INSN_SIZE if size else (
-                    funcs[i + 1][1] // bi.INSN_SIZE if i + 1 < len(funcs) else total)
-                prog = Program(name, section, start, end - start, section == ".text",
+            total = insns[-1].index + insns[-1].size if insns else 0
+            funcs = self._symbols.in_section(section, "STT_FUNC")
+            if not funcs:  # e.g. hand-written assembly: the whole section is one program
+                funcs = [_Sym(section, section, 0, total * bi.INSN_SIZE, "STT_FUNC")]
+            for i, sym in enumerate(funcs):
+                start = sym.value // bi.INSN_SIZE
+                if sym.size:
+                    end = (sym.value + sym.size) // bi.INSN_SIZE
+                else:
+                    end = funcs[i + 1].value // bi.INSN_SIZE if i + 1 < len(funcs) else total
+                prog = Program(sym.name, section, start, end - start, section == ".text",
                                tuple(x for x in insns if start <= x.index < end))
                 (self.subprograms if prog.is_subprog else self.programs).append(prog)
 
@@ -353,8 +374,8 @@ class BpfObject:
         """DWARF line rows per section (see `qstep.bpf.dwarf_lines`)."""
         try:
             return section_lines(self._elf)
-        except (ELFError, DWARFError) as exc:
-            raise ObjectError(f"{self.path}: bad DWARF ({exc})") from None
+        except ObjectError as exc:
+            raise ObjectError(f"{self.path}: {exc}") from None
 
     def call_target(self, section: str, insn: Insn) -> tuple[str, int] | None:
         """(section, slot index) a bpf-to-bpf call goes to, resolving its relocation."""

@@ -37,6 +37,7 @@ INT_RE = re.compile(r"-?[0-9]+")
 WORD_RE = re.compile(r"[A-Za-z0-9_.:/-]+")
 HEX_RE = re.compile(r"[0-9a-f]*")  # blob = "x:" + even number of these
 
+SUBMISSION_KEYS = ["insns", "line_info_rec_size", "line_info", "func_info_rec_size", "func_info"]
 BPF_LD_IMM64 = 0x18
 BPF_CALL = 0x85
 BPF_PSEUDO_CALL = 1
@@ -220,6 +221,15 @@ def func_size(obj: Path, name: str) -> int:
         return sym["st_size"] // 8
 
 
+def objs_insns(obj: Path, name: str) -> bytes:
+    """The instructions of a program without relocations or calls, as in the ELF."""
+    with obj.open("rb") as f:
+        elf = ELFFile(f)
+        sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+        data = elf.get_section(sym["st_shndx"]).data()
+        return data[sym["st_value"] : sym["st_value"] + sym["st_size"]]
+
+
 def records(blob: bytes, rec_size: int, fmt: str) -> list[tuple[int, ...]]:
     assert len(blob) % rec_size == 0
     n = struct.calcsize(fmt)
@@ -256,16 +266,7 @@ def test_ready_and_hello(agent: Agent) -> None:
 def test_load_reports_libbpf_submission(agent: Agent, objs: dict[str, Path]) -> None:
     obj = objs["xdp_prog"]
     rep = agent.ok("load", obj.read_bytes(), "xdp_main")
-    assert rep.keys()[:8] == [
-        "handle",
-        "prog_id",
-        "prog_type",
-        "insns",
-        "line_info_rec_size",
-        "line_info",
-        "func_info_rec_size",
-        "func_info",
-    ]
+    assert rep.keys()[:8] == ["handle", "prog_id", "prog_type", *SUBMISSION_KEYS]
     assert rep["handle"] == 1 and rep["prog_id"] > 0
     assert rep["prog_type"] == BPF_PROG_TYPE_XDP
 
@@ -300,7 +301,7 @@ def test_load_reports_libbpf_submission(agent: Agent, objs: dict[str, Path]) -> 
     assert set(offs) <= set(insn_starts(insns))
 
     maps = maps_of(rep)
-    assert list(maps) == ["counts", "percpu", ".bss", ".rodata"]
+    assert list(maps) == ["counts", "percpu", "big", ".bss", ".data.tuning", ".rodata"]
     assert {k: maps["counts"][k] for k in ("type", "key_size", "value_size", "max_entries")} == {
         "type": BPF_MAP_TYPE_HASH,
         "key_size": 4,
@@ -315,7 +316,7 @@ def test_load_reports_libbpf_submission(agent: Agent, objs: dict[str, Path]) -> 
     }
     assert maps[".rodata"]["value_size"] == 4
     assert all(m["id"] > 0 and m["btf_value"] > 0 for m in maps.values())
-    assert maps["counts"]["btf_key"] > 0 and len({m["id"] for m in maps.values()}) == 4
+    assert maps["counts"]["btf_key"] > 0 and len({m["id"] for m in maps.values()}) == 6
 
 
 def test_info_maps_every_instruction_to_jit(agent: Agent, objs: dict[str, Path]) -> None:
@@ -406,6 +407,7 @@ def test_update_dump_run_roundtrip(agent: Agent, objs: dict[str, Path]) -> None:
     )
     assert dump(agent, h, ".bss") == (8, {bytes(4): u64(6)})
     assert dump(agent, h, ".rodata") == (4, {bytes(4): bytes(4)})
+    assert dump(agent, h, ".data.tuning") == (4, {bytes(4): struct.pack("<i", 5)})
 
     # Errors leave the agent serving.
     assert (
@@ -432,7 +434,11 @@ def test_unknown_program(agent: Agent, objs: dict[str, Path]) -> None:
 def test_verifier_rejection_reports_log(agent: Agent, objs: dict[str, Path]) -> None:
     rep = agent.request("load", objs["xdp_prog"].read_bytes(), "xdp_bad")
     assert rep.error == "loading program 'xdp_bad' failed: Permission denied (see verifier log)"
-    assert rep.keys() == ["log", "libbpf_log"]
+    # what libbpf submitted (the log's instruction indices refer to it), then the logs
+    assert rep.keys() == [*SUBMISSION_KEYS, "log", "libbpf_log"]
+    assert rep["insns"] == objs_insns(objs["xdp_prog"], "xdp_bad")
+    offs = [r[0] for r in records(rep["line_info"], 16, "<IIII")]
+    assert offs[0] == 0 and offs == sorted(set(offs)) and offs[-1] < len(rep["insns"]) // 8
     log = rep["log"].decode()
     assert "invalid access to packet" in log
     assert log.rstrip("\n").splitlines()[-1].startswith("processed ")  # the whole log
@@ -580,3 +586,14 @@ def test_percpu_map_values_cover_all_cpus(agent: Agent, objs: dict[str, Path]) -
     assert agent.request("update", h, "percpu", bytes(4), bytes(4)).error == (
         f"map 'percpu' takes 4-byte keys and {8 * ncpus}-byte values, got 4 and 4"
     )
+
+
+def test_dump_is_capped(agent: Agent, objs: dict[str, Path]) -> None:
+    h = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"]
+    agent.ok("update", h, "big", struct.pack("<I", 99999), b"\x07")
+    rep = agent.ok("dump", h, "big")
+    entries = rep.all("entry")
+    assert rep.keys()[0] == "value_size" and rep.keys()[-1] == "truncated"
+    assert rep["truncated"] == 1 and len(entries) == 100000
+    assert [k for k, _ in entries] == [struct.pack("<I", i) for i in range(100000)]
+    assert entries[99999][1] == b"\x07" and {v for _, v in entries[:99999]} == {b"\x00"}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qstep.bpf import btf as b
 from qstep.bpf.btf import Btf, BtfExt, decode_func_info, decode_line_info
@@ -294,3 +296,21 @@ def test_bad_btf_ext(objs: dict[str, Path]) -> None:
         BtfExt.parse(b"\0" * 32, btf)
     with pytest.raises(ObjectError, match="truncated"):
         BtfExt.parse(ext_data[:60], btf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8))
+def test_fuzz_corrupted_btf(objs: dict[str, Path], flips: list[tuple[int, int]]) -> None:
+    """Corrupted BTF parses or raises ObjectError; queries never crash otherwise."""
+    data = bytearray(sections(objs["multi"])[0])
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    try:
+        btf = Btf.parse(bytes(data))
+        for t in btf.types:
+            btf.type_name(t.id)
+            btf.size_of(t.id)
+            if btf.resolve(t.id).kind in (b.KIND_STRUCT, b.KIND_UNION):
+                btf.members(t.id)
+    except ObjectError:
+        pass

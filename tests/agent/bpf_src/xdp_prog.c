@@ -17,7 +17,15 @@ struct {
 	__type(value, __u32);   /* 4 bytes, 8 per CPU in the syscalls */
 } percpu SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 100001);   /* one more than a dump reports */
+	__type(key, __u32);
+	__type(value, __u8);
+} big SEC(".maps");
+
 __u64 hits = 0;                   /* .bss */
+int tuning SEC(".data.tuning") = 5;   /* a custom data section: map ".data.tuning" */
 const volatile int debug_mode = 0; /* .rodata: frozen, so the verifier knows it */
 
 /* bpf-to-bpf subprogram: XDP_TX if the first byte is 0x42, else XDP_PASS */
