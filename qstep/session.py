@@ -35,8 +35,9 @@ class Session:
     """Boots the guest on enter, shuts it down on exit; loads and runs programs."""
 
     def __init__(self, kernel: str | None = None, accel: str = "tcg",
-                 memory_mb: int = 512) -> None:
+                 memory_mb: int = 512, boot_timeout: float = BOOT_TIMEOUT) -> None:
         self.kernel_name = kernel
+        self.boot_timeout = boot_timeout
         self.accel = accel
         self.memory_mb = memory_mb
         self.kernel: Kernel | None = None
@@ -58,7 +59,7 @@ class Session:
             assert machine.agent_sock is not None
             self.agent = AgentClient(machine.agent_sock, machine.check_alive,
                                      machine.console_tail)
-            self.agent.wait_ready(BOOT_TIMEOUT)
+            self.agent.wait_ready(self.boot_timeout)
         except BaseException:
             machine.shutdown()
             raise

@@ -27,7 +27,7 @@ INSN_SIZE = 8
 UNKNOWN_SECTION = ""
 # What pyelftools raises on corrupt DWARF (it also asserts on some inconsistencies).
 _DECODE_ERRORS = (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError,
-                  AssertionError, OverflowError)
+                  AssertionError, OverflowError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ def _file_name(lineprog: Any, file_index: int) -> str:
     """Path of a line-table file index (DWARF 5 is 0-based, older is 1-based)."""
     header = lineprog.header
     version = header["version"]
-    entries = header["file_entry"]
+    entries = header["file_entry"] or []
     idx = file_index if version >= 5 else file_index - 1
     if not 0 <= idx < len(entries):
         return ""
     entry = entries[idx]
     name = _text(entry.name)
-    dirs = header["include_directory"]
+    dirs = header["include_directory"] or []
     didx = entry.dir_index if version >= 5 else entry.dir_index - 1
     if 0 <= didx < len(dirs):
         return os.path.join(_text(dirs[didx]), name)
