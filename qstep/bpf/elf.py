@@ -378,12 +378,17 @@ class BpfObject:
             raise ObjectError(f"{self.path}: {exc}") from None
 
     def call_target(self, section: str, insn: Insn) -> tuple[str, int] | None:
-        """(section, slot index) a bpf-to-bpf call goes to, resolving its relocation."""
+        """(section, slot index) a bpf-to-bpf call goes to, resolving its relocation.
+
+        None for other instructions and for calls of undefined (extern, e.g. kfunc) symbols.
+        """
         if not insn.is_pseudo_call:
             return None
         rel = self.relocations.get(section, {}).get(insn.index)
         if rel is None:
             return section, insn.index + 1 + insn.imm
+        if not rel.symbol_section:
+            return None
         return rel.symbol_section, rel.symbol_value // bi.INSN_SIZE + insn.imm + 1
 
     def ldimm64_map(self, section: str, insn: Insn) -> tuple[MapDef, int] | None:
@@ -403,8 +408,8 @@ class BpfObject:
     def format_insn(self, section: str, insn: Insn) -> str:
         """bpftool-style text with relocations applied symbolically.
 
-        Map loads print as ``r1 = map[flows]`` or ``r1 = map[.bss][0]+8``; calls to
-        functions resolved through relocations print as ``call name``.
+        Map loads print as ``r1 = map[flows]`` or ``r1 = map[.bss][0]+8``; calls
+        resolved through relocations (subprograms, extern kfuncs) as ``call name``.
         """
         found = self.ldimm64_map(section, insn)
         if found is not None:
@@ -412,9 +417,12 @@ class BpfObject:
             src = bi.PSEUDO_MAP_IDX_VALUE if m.is_global_data else bi.PSEUDO_MAP_IDX
             pseudo = dataclasses.replace(insn, src=src, imm=self.maps.index(m), imm64=off << 32)
             return format_insn(pseudo, map_name=lambda _i: m.name)
-        target = self.call_target(section, insn)
-        if target is not None and insn.index in self.relocations.get(section, {}):
-            func = self.function_at(*target)
-            if func is not None and func.offset == target[1]:
+        rel = self.relocations.get(section, {}).get(insn.index)
+        if insn.is_call and rel is not None:
+            target = self.call_target(section, insn)
+            func = self.function_at(*target) if target else None
+            if func is not None and target and func.offset == target[1]:
                 return f"call {func.name}"
+            if not rel.symbol_section:
+                return f"call {rel.symbol}"
         return format_insn(insn)

@@ -15,10 +15,14 @@ Syntax::
 - ``{...}``: struct/union fields by name (members of anonymous struct/union members
   too); missing fields are zero. ``[...]``: array elements, missing ones zero.
 - ``"text"`` fills a char array, zero padded (escapes: ``\\" \\\\ \\n \\t \\0 \\xNN``).
-- enumerator: the name of a value of the field's enum type.
+- enumerator: the name of a value of the field's enum type; float types take a
+  decimal number (``1.5``).
+- A global-data section (DATASEC, e.g. the ``.bss`` map's value) is written like a
+  struct whose fields are its variables: ``{hits: 5}``.
 
 `format_value` prints the same syntax: integers in decimal, enums by name, char
-arrays as strings when printable, other byte arrays as ``x:hex``, and a 4/16-byte
+arrays as strings when printable, other byte arrays as ``x:hex``, a union as its
+first largest member, and a 4/16-byte
 field whose name has a word ``addr``, ``ip``, ``ipv``, ``src``, ``dst``, ``saddr``,
 ``daddr`` or ``vip`` (e.g. ``saddr``, ``dst_ip``, ``addr6``) as an IPv4/IPv6 address;
 a 6-byte field whose name has a word ``mac``, ``eth``, ``hwaddr`` or ``haddr`` as a MAC.

@@ -63,7 +63,7 @@ def find_bzimage(root: Path) -> Path | None:
 
 def cached_kernels() -> list[Kernel]:
     """Kernels already unpacked in the cache."""
-    result = []
+    result: list[Kernel] = []
     root = kernels_root()
     if not root.is_dir():
         return result
@@ -103,7 +103,8 @@ class AptRegistry:
             raise HostError(f"{argv[0]} not found: kernels are fetched with Debian's apt")
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise HostError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stderr.strip()}")
+            raise HostError(f"{' '.join(argv[:2])} failed ({proc.returncode}): "
+                            f"{proc.stderr.strip()}")
         return proc.stdout
 
     def update(self) -> None:

@@ -46,6 +46,18 @@ class ConsoleMonitor:
             if self.crash_line is None and CRASH_PATTERNS.search(line):
                 self.crash_line = line
 
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """Wait until a console line contains ``text``; False on timeout or EOF."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(text in line for line in self._tail):
+                    return True
+            if self.eof.is_set():
+                return False
+            time.sleep(0.005)
+        return False
+
     def tail(self) -> str:
         with self._lock:
             return "\n".join(self._tail)

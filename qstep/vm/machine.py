@@ -7,6 +7,7 @@ Shutdown asks QMP to ``quit``, waits briefly, then kills.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -171,10 +172,8 @@ class Machine:
     def _quit_qmp(self) -> None:
         if self.qmp is None or self.process is None or self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(Exception):  # QEMU may close the socket before replying
             self.qmp.cmd("quit")
-        except Exception:  # noqa: BLE001 - QEMU may close the socket before replying
-            pass
 
     def _stop_process(self, timeout: float) -> None:
         proc = self.process
@@ -194,10 +193,8 @@ class Machine:
         for closer in (self.qmp, self.agent_sock):
             if closer is None:
                 continue
-            try:
+            with contextlib.suppress(Exception):  # best effort on teardown
                 closer.close()
-            except Exception:  # noqa: BLE001 - best effort on teardown
-                pass
         self.qmp = None
         self.agent_sock = None
 

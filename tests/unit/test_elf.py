@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qstep.bpf.elf import BpfObject
 from qstep.errors import ObjectError
@@ -29,8 +31,10 @@ def compile_bpf(out_dir: Path, name: str, *flags: str, src: Path | None = None) 
 @pytest.fixture(scope="module")
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("elf")
+    (d / "dwarf4").mkdir()
     return {"multi": compile_bpf(d, "multi"), "kinds": compile_bpf(d, "kinds"),
-            "v4": compile_bpf(d, "v4", "-mcpu=v4")}
+            "v4": compile_bpf(d, "v4", "-mcpu=v4"),
+            "multi_dwarf4": compile_bpf(d / "dwarf4", "multi", "-gdwarf-4")}
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +166,17 @@ def test_global_data_offsets(objs: dict[str, Path]) -> None:
     assert texts and all(re.fullmatch(r"r\d = map\[\.data\.shapes\]\[0\]\+\d+", t) for t in texts)
 
 
+def test_extern_kfunc_call(tmp_path: Path) -> None:
+    src = tmp_path / "kf.c"
+    src.write_text('extern int bpf_thing(int x) __attribute__((section(".ksyms"), weak));\n'
+                   '__attribute__((section("tc"), used)) int p(void *c) '
+                   '{ return bpf_thing(3); }\n')
+    obj = BpfObject.open(compile_bpf(tmp_path, "kf", src=src))
+    call = next(i for i in obj.programs[0].insns if i.is_call)
+    assert obj.call_target("tc", call) is None
+    assert obj.format_insn("tc", call) == "call bpf_thing"
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 def test_open_errors(tmp_path: Path, objs: dict[str, Path]) -> None:
@@ -230,7 +245,7 @@ def sequence_sections(path: Path) -> list[str]:
     return [symbols.get(n, n) for n in names]
 
 
-@pytest.mark.parametrize("name", ["multi", "kinds", "v4"])
+@pytest.mark.parametrize("name", ["multi", "kinds", "v4", "multi_dwarf4"])
 def test_dwarf_lines_match_dwarfdump(objs: dict[str, Path], name: str) -> None:
     obj = BpfObject.open(objs[name])
     expected: dict[str, list[tuple[int, int, int, bool]]] = {}
@@ -240,7 +255,8 @@ def test_dwarf_lines_match_dwarfdump(objs: dict[str, Path], name: str) -> None:
     got = {s: [(r.insn_index, r.line, r.col, r.is_stmt) for r in rows]
            for s, rows in obj.dwarf_lines.items()}
     assert got == expected
-    assert all(r.file.endswith(f"{name}.c") for rows in obj.dwarf_lines.values() for r in rows)
+    source = name.split("_")[0] + ".c"
+    assert all(r.file.endswith(source) for rows in obj.dwarf_lines.values() for r in rows)
 
 
 def test_text_has_two_sequences(objs: dict[str, Path], multi: BpfObject) -> None:
@@ -272,3 +288,24 @@ def test_no_dwarf(tmp_path: Path) -> None:
     assert obj.dwarf_lines == {} and obj.btf_ext is None and not obj.has_btf
     assert obj.maps == [] and obj.line_table("xdp") == []
     assert obj.format_insn("xdp", obj.programs[0].insns[0]) == "r0 = 2"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1,
+                max_size=8))
+def test_fuzz_corrupted_object(objs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+                               flips: list[tuple[int, int]]) -> None:
+    """A corrupted object opens or raises ObjectError, never anything else."""
+    data = bytearray(objs["multi"].read_bytes())
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    path = tmp_path_factory.getbasetemp() / "corrupt.o"
+    path.write_bytes(bytes(data))
+    try:
+        obj = BpfObject.open(path)
+        assert isinstance(obj.dwarf_lines, dict)
+        for func in obj.functions:
+            for insn in func.insns:
+                obj.format_insn(func.section, insn)
+    except ObjectError:
+        pass
