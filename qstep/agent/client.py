@@ -43,6 +43,7 @@ class AgentClient:
         self._check_alive = check_alive
         self._console_tail = console_tail
         self.kernel_release = ""
+        self._pending: Reply | None = None
 
     def wait_ready(self, timeout: float) -> str:
         """Wait for the READY line; return the guest kernel release."""
@@ -60,21 +61,59 @@ class AgentClient:
 
     def request(self, verb: str, *args: Token, timeout: float = 60.0) -> Reply:
         """Send one request and return its reply; raise ``AgentError`` on ``err``."""
+        return self.wait_reply(self.send(verb, *args), timeout, verb)
+
+    def send(self, verb: str, *args: Token) -> int:
+        """Send a request without waiting; returns its sequence number."""
         self._seq += 1
-        seq = self._seq
-        self._sock.sendall(encode_request(seq, verb, *args))
-        reply = Reply(seq)
+        self._sock.sendall(encode_request(self._seq, verb, *args))
+        self._pending = Reply(self._seq)
+        return self._seq
+
+    def wait_reply(self, seq: int, timeout: float, verb: str = "request") -> Reply:
+        """Block until the reply to ``seq`` is complete."""
+        reply = self.poll_reply(seq, timeout, verb)
+        if reply is None:
+            raise GuestError(f"timed out waiting for the agent's '{verb}' reply",
+                             self._console_tail())
+        return reply
+
+    def poll_reply(self, seq: int, timeout: float, verb: str = "request") -> Reply | None:
+        """The reply to ``seq`` if it completes within ``timeout`` seconds, else None.
+
+        Lines read before the timeout are kept, so polling again continues where
+        this call stopped.
+        """
         deadline = time.monotonic() + timeout
+        reply = self._pending if self._pending and self._pending.seq == seq else Reply(seq)
+        self._pending = reply
         while True:
-            parsed = parse_reply_line(self._read_line(deadline, f"the agent's '{verb}' reply"))
+            line = self._next_line(deadline, f"the agent's '{verb}' reply")
+            if line is None:
+                return None
+            parsed = parse_reply_line(line)
             if parsed.seq != seq:
                 continue  # a late line of an abandoned request
             if parsed.key == "ok":
+                self._pending = None
                 return reply
             if parsed.key == "err":
+                self._pending = None
                 reply.error = parsed.rest
                 raise AgentError(parsed.rest, reply)
             reply.lines.append((parsed.key, parsed.values))
+
+    def _next_line(self, deadline: float, what: str) -> str | None:
+        """One buffered line, or None once ``deadline`` passes with no complete line."""
+        while True:
+            newline = self._buf.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buf[:newline])
+                del self._buf[: newline + 1]
+                return line.decode("utf-8", "replace").rstrip("\r")
+            if time.monotonic() > deadline:
+                return None
+            self._fill(deadline, what, raise_on_timeout=False)
 
     def _read_line(self, deadline: float, what: str) -> str:
         while True:
@@ -85,12 +124,13 @@ class AgentClient:
                 return line.decode("utf-8", "replace").rstrip("\r")
             self._fill(deadline, what)
 
-    def _fill(self, deadline: float, what: str) -> None:
+    def _fill(self, deadline: float, what: str, raise_on_timeout: bool = True) -> None:
+        self._sock.settimeout(max(0.0, min(POLL, deadline - time.monotonic())) or 0.001)
         try:
             chunk = self._sock.recv(1 << 20)
         except TimeoutError:
             self._check_alive()
-            if time.monotonic() > deadline:
+            if raise_on_timeout and time.monotonic() > deadline:
                 raise GuestError(f"timed out waiting for {what}", self._console_tail()) from None
             return
         if not chunk:
