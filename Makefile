@@ -40,8 +40,15 @@ lint: deps
 	$(VENV)/bin/ruff check qstep tests bench
 	$(VENV)/bin/mypy
 
+# make debug PROG=path/to/prog.o [PACKET=file-or-hex] [ARGS="--prog NAME --maps FILE"]
+PROG ?= $(EXAMPLE)
+PACKET ?= 000000000000000000000000000000000000000000000000000000000000000000000000
+debug: examples
+	$(QSTEP) debug $(PROG) --packet $(PACKET) --kernel $(KERNEL) $(ARGS)
+
 bench: examples
 	$(PY) bench/boot_and_run.py
+	$(PY) bench/step_rate.py
 
 clean-build:
 	rm -rf $(BUILD)

@@ -49,7 +49,10 @@ class AgentClient:
         """Wait for the READY line; return the guest kernel release."""
         deadline = time.monotonic() + timeout
         while True:
-            line = self._read_line(deadline, "the agent to start (boot)")
+            line = self._next_line(deadline, "the agent to start (boot)")
+            if line is None:
+                raise GuestError("timed out waiting for the agent to start (boot)",
+                                 self._console_tail())
             match = READY_RE.match(line.strip())
             if not match:
                 continue  # noise before the agent opened the port
@@ -104,27 +107,28 @@ class AgentClient:
             reply.lines.append((parsed.key, parsed.values))
 
     def _next_line(self, deadline: float, what: str) -> str | None:
-        """One buffered line, or None once ``deadline`` passes with no complete line."""
+        """One line, or None once ``deadline`` passes with no complete line.
+
+        The socket is read at least once, so a zero timeout still polls it.
+        """
         while True:
             newline = self._buf.find(b"\n")
             if newline >= 0:
                 line = bytes(self._buf[:newline])
                 del self._buf[: newline + 1]
                 return line.decode("utf-8", "replace").rstrip("\r")
-            if time.monotonic() > deadline:
+            got = self._fill(deadline, what, raise_on_timeout=False)
+            if not got and time.monotonic() >= deadline:
                 return None
-            self._fill(deadline, what, raise_on_timeout=False)
 
-    def _read_line(self, deadline: float, what: str) -> str:
-        while True:
-            newline = self._buf.find(b"\n")
-            if newline >= 0:
-                line = bytes(self._buf[:newline])
-                del self._buf[: newline + 1]
-                return line.decode("utf-8", "replace").rstrip("\r")
-            self._fill(deadline, what)
+    def fileno(self) -> int:
+        """The channel's descriptor, for select() alongside a debug target."""
+        return self._sock.fileno()
 
-    def _fill(self, deadline: float, what: str, raise_on_timeout: bool = True) -> None:
+    def has_buffered_line(self) -> bool:
+        return b"\n" in self._buf
+
+    def _fill(self, deadline: float, what: str, raise_on_timeout: bool = True) -> bool:
         self._sock.settimeout(max(0.0, min(POLL, deadline - time.monotonic())) or 0.001)
         try:
             chunk = self._sock.recv(1 << 20)
@@ -132,9 +136,10 @@ class AgentClient:
             self._check_alive()
             if raise_on_timeout and time.monotonic() > deadline:
                 raise GuestError(f"timed out waiting for {what}", self._console_tail()) from None
-            return
+            return False
         if not chunk:
             self._check_alive()
             raise GuestError(f"agent channel closed while waiting for {what}",
                              self._console_tail())
         self._buf += chunk
+        return True

@@ -1,0 +1,135 @@
+"""``qstep debug`` (interactive or batch) and ``qstep trace`` (every instruction)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from qstep.commands.common import (
+    add_object_options,
+    add_vm_options,
+    make_session,
+    open_program,
+    print_cmd,
+)
+from qstep.commands.run import fill_maps, map_entries
+from qstep.debugger.commands import CommandSet, Output, split_commands
+from qstep.debugger.engine import Debugger, Event, RunRequest
+from qstep.debugger.repl import interactive_loop
+from qstep.debugger.trace import TraceRecord, format_record, trace_run
+from qstep.errors import QstepError, UsageError
+from qstep.target import open_target
+from qstep.userinput import read_packet
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_object_options(p)
+    p.add_argument("--packet", required=True, help="packet: a file (hex text or raw) or hex")
+    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
+    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    p.add_argument("--backend", choices=["rsp", "gdb"], default="rsp",
+                   help="debug connection: raw GDB protocol (rsp, faster) or gdb/MI")
+    p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
+    add_vm_options(p)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("debug", help="debug a program interactively (gdb-like commands)")
+    _common(p)
+    p.add_argument("-ex", dest="commands", action="append", default=[],
+                   help="run this command (repeatable); implies batch mode")
+    p.add_argument("-x", "--batch", dest="batch_file", type=Path,
+                   help="run the commands in this file; implies batch mode")
+    p.add_argument("--start", action=argparse.BooleanOptionalAction, default=None,
+                   help="stop at the program entry first (default: interactive only)")
+    p.set_defaults(func=debug_main)
+    t = sub.add_parser("trace", help="run once, recording every BPF instruction")
+    _common(t)
+    t.add_argument("--max-steps", type=int, default=1_000_000)
+    t.set_defaults(func=trace_main)
+
+
+@contextmanager
+def debugger_for(args: argparse.Namespace) -> Iterator[Debugger]:
+    """Boot, load, fill maps, attach the target; tear all of it down afterwards."""
+    packet = read_packet(args.packet)
+    entries = map_entries(args)
+    obj, prog_name = open_program(args)
+    session = make_session(args)
+    with session:
+        prog = session.load(obj, prog_name)
+        fill_maps(session, prog, entries)
+        assert session.machine is not None and session.machine.config is not None
+        assert session.agent is not None
+        with open_target(args.backend, session.machine.config.gdb_socket) as target:
+            dbg = Debugger(prog, target, session.agent, RunRequest(packet))
+            dbg.stopped = True  # the gdbstub stops the VM when we connect
+            try:
+                yield dbg
+            finally:
+                dbg.detach()
+
+
+def emit(out: Output, as_json: bool) -> None:
+    if as_json:
+        if out.data:
+            print(json.dumps(out.data), flush=True)
+    elif out.text:
+        print(out.text, flush=True)
+
+
+def debug_main(args: argparse.Namespace) -> int:
+    if args.print_cmd:
+        print_cmd(make_session(args))
+        return 0
+    batch = list(args.commands)
+    if args.batch_file:
+        if not args.batch_file.is_file():
+            raise UsageError(f"command file {args.batch_file} does not exist")
+        batch += split_commands(args.batch_file.read_text())
+    interactive = not batch
+    start = args.start if args.start is not None else interactive
+    with debugger_for(args) as dbg:
+        commands = CommandSet(dbg)
+        if start:
+            main = dbg.prog.functions[0]
+            emit(commands.execute(f"tbreak #{main.start_insn}"), args.json)
+            emit(commands.execute("run"), args.json)
+        if interactive:
+            interactive_loop(commands, args.json)
+            return 0
+        return run_batch(commands, batch, args.json)
+
+
+def run_batch(commands: CommandSet, lines: list[str], as_json: bool) -> int:
+    """Run commands in order; an error is printed and ends the batch with status 1."""
+    for line in lines:
+        if not as_json:
+            print(f"(qstep) {line}", flush=True)
+        try:
+            out = commands.execute(line)
+        except QstepError as err:
+            print(json.dumps({"error": str(err), "command": line}) if as_json
+                  else f"error: {err}", file=sys.stderr if not as_json else sys.stdout)
+            return 1
+        emit(out, as_json)
+        if out.quit:
+            break
+    return 0
+
+
+def trace_main(args: argparse.Namespace) -> int:
+    if args.print_cmd:
+        print_cmd(make_session(args))
+        return 0
+    with debugger_for(args) as dbg:
+        for item in trace_run(dbg, args.max_steps):
+            if isinstance(item, TraceRecord):
+                print(json.dumps(item.as_json()) if args.json else format_record(item))
+            elif isinstance(item, Event) and item.kind == "exited" and not args.json:
+                print(f"[program exited: retval {item.retval}]")
+    return 0

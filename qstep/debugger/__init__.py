@@ -1,0 +1,1 @@
+"""Interactive debugging of JIT-compiled BPF programs through QEMU's gdbstub."""

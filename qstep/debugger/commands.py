@@ -1,0 +1,400 @@
+"""Debugger commands with gdb's names and abbreviations; each returns text and JSON data."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qstep.bpf.progtypes import retval_name
+from qstep.debugger.engine import Breakpoint, Debugger, Event
+from qstep.debugger.regs import BPF_TO_X86
+from qstep.debugger.sourcefiles import source_lines
+from qstep.errors import UsageError
+from qstep.listing import build_listing, format_listing
+from qstep.loaded import InsnSite
+from qstep.probe.expr import evaluate
+from qstep.probe.spec import parse_expression
+from qstep.render import packet_diff
+
+
+@dataclass
+class Output:
+    """A command's result: text for people, data for tools."""
+
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+    quit: bool = False
+
+
+Handler = Callable[["CommandSet", str], Output]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    aliases: tuple[str, ...]
+    handler: Handler
+    help: str
+
+
+class _Env:
+    """Expression environment: registers of the stopped program and guest memory."""
+
+    def __init__(self, dbg: Debugger) -> None:
+        self._dbg = dbg
+        self._regs = dbg.regs()
+
+    def reg(self, n: int) -> int:
+        return self._regs[n]
+
+    def mem(self, addr: int, size: int) -> bytes:
+        return self._dbg.read_memory(addr, size)
+
+    def name(self, name: str) -> int | bytes:
+        raise UsageError(f"unknown name '{name}' (C variables are not supported yet; use "
+                         "registers $r0..$r10 and mem(ADDR, SIZE))")
+
+
+def site_text(site: InsnSite | None) -> str:
+    if site is None:
+        return "outside the program"
+    offset = site.index - site.function.start_insn
+    where = f" at {site.source.short()}" if site.source else ""
+    return f"{site.function.name}:{offset} (insn {site.index}){where}"
+
+
+def site_data(site: InsnSite | None) -> dict[str, Any] | None:
+    if site is None:
+        return None
+    return {"insn": site.index, "function": site.function.name,
+            "offset": site.index - site.function.start_insn,
+            "file": site.source.file if site.source else None,
+            "line": site.source.line if site.source else None,
+            "jit_addr": site.jit_start}
+
+
+class CommandSet:
+    """Parses one command line and runs it against a ``Debugger``."""
+
+    def __init__(self, dbg: Debugger) -> None:
+        self.dbg = dbg
+        self.commands: list[Command] = []
+        self._register()
+        self.last_listed: int | None = None
+
+    # -- dispatch ------------------------------------------------------
+    def _register(self) -> None:
+        add = self._add
+        add("run", ("r",), CommandSet.cmd_run, "start the program on its packet")
+        add("continue", ("c", "cont"), CommandSet.cmd_continue, "continue until a breakpoint")
+        add("stepi", ("si",), CommandSet.cmd_stepi, "one BPF instruction, into calls")
+        add("nexti", ("ni",), CommandSet.cmd_nexti, "one BPF instruction, over calls")
+        add("step", ("s",), CommandSet.cmd_step, "to the next source line, into bpf calls")
+        add("next", ("n",), CommandSet.cmd_next, "to the next source line, over calls")
+        add("finish", ("fin",), CommandSet.cmd_finish, "until the current function returns")
+        add("until", ("u",), CommandSet.cmd_until, "LOC: run to LOC or the frame's return")
+        add("advance", (), CommandSet.cmd_advance, "LOC: run to LOC")
+        add("break", ("b", "br"), CommandSet.cmd_break, "LOC: set a breakpoint")
+        add("tbreak", ("tb",), CommandSet.cmd_tbreak, "LOC: set a one-time breakpoint")
+        add("delete", ("d",), CommandSet.cmd_delete, "[N...]: delete breakpoints")
+        add("disable", (), CommandSet.cmd_disable, "N...: disable breakpoints")
+        add("enable", (), CommandSet.cmd_enable, "N...: enable breakpoints")
+        add("info", ("i",), CommandSet.cmd_info, "registers|breakpoints|frame")
+        add("print", ("p",), CommandSet.cmd_print, "EXPR: $r0..$r10, mem(ADDR, SIZE), C ops")
+        add("x", (), CommandSet.cmd_x, "/NFU ADDR: examine memory (U: b h w g; F: x d u)")
+        add("backtrace", ("bt", "where"), CommandSet.cmd_backtrace, "the bpf-to-bpf call stack")
+        add("list", ("l",), CommandSet.cmd_list, "[LOC]: source around a location")
+        add("disassemble", ("disas",), CommandSet.cmd_disas, "source / BPF / x86 around pc")
+        add("kill", ("k",), CommandSet.cmd_kill, "let the run finish without breakpoints")
+        add("help", ("h",), CommandSet.cmd_help, "list commands")
+        add("quit", ("q", "exit"), CommandSet.cmd_quit, "leave the debugger")
+
+    def _add(self, name: str, aliases: tuple[str, ...], handler: Handler, text: str) -> None:
+        self.commands.append(Command(name, aliases, handler, text))
+
+    def names(self) -> list[str]:
+        return sorted(n for c in self.commands for n in (c.name, *c.aliases))
+
+    def find(self, word: str) -> Command:
+        exact = [c for c in self.commands if word == c.name or word in c.aliases]
+        if exact:
+            return exact[0]
+        prefix = [c for c in self.commands if c.name.startswith(word)]
+        if len(prefix) == 1:
+            return prefix[0]
+        if prefix:
+            raise UsageError(f"ambiguous command '{word}': "
+                             f"{', '.join(c.name for c in prefix)}")
+        raise UsageError(f"unknown command '{word}'; try 'help'")
+
+    def execute(self, line: str) -> Output:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return Output("")
+        match = re.match(r"([a-z]+)(/\S*)?\s*(.*)$", line)
+        if not match:
+            raise UsageError(f"cannot parse command: {line}")
+        word, fmt, rest = match.groups()
+        command = self.find(word)
+        return command.handler(self, (fmt or "") + (" " if fmt else "") + rest
+                               if command.name == "x" else rest)
+
+    # -- events --------------------------------------------------------
+    def event_output(self, event: Event) -> Output:
+        if event.kind == "exited":
+            assert event.retval is not None
+            name = retval_name(self.dbg.prog.prog_type, event.retval)
+            label = f"{event.retval}" + (f" ({name})" if name else "")
+            diff = packet_diff(self.dbg.request.data, event.data_out)
+            text = (f"[program exited: retval {label}, {event.duration_ns} ns]\n"
+                    f"packet out: " + "\n  ".join(diff))
+            return Output(text, {"event": "exited", "retval": event.retval,
+                                 "retval_name": name, "duration_ns": event.duration_ns,
+                                 "packet_out": event.data_out.hex()})
+        lines = []
+        if event.breakpoint is not None:
+            lines.append(f"Breakpoint {event.breakpoint.number}, {site_text(event.site)}")
+        else:
+            lines.append(site_text(event.site))
+        lines.extend(self._here(event.site))
+        data = {"event": "stopped", "reason": event.reason, "where": site_data(event.site),
+                "breakpoint": event.breakpoint.number if event.breakpoint else None,
+                "regs": self.dbg.regs().as_dict()}
+        return Output("\n".join(lines), data)
+
+    def _here(self, site: InsnSite | None) -> list[str]:
+        if site is None:
+            return []
+        lines = []
+        if site.source:
+            text = source_lines(self.dbg.prog, site.source.file).get(site.source.line,
+                                                                     site.source.text)
+            lines.append(f"{site.source.line}\t{text}")
+        from qstep.listing import bpf_text
+        lines.append(f"=> {site.index:4}: {bpf_text(self.dbg.prog, site)}")
+        return lines
+
+    # -- execution commands ------------------------------------------
+    def cmd_run(self, arg: str) -> Output:
+        return self.event_output(self.dbg.run())
+
+    def cmd_continue(self, arg: str) -> Output:
+        return self.event_output(self.dbg.cont())
+
+    def _repeat(self, arg: str, fn: Callable[[], Event]) -> Output:
+        count = int(arg) if arg.strip() else 1
+        event = fn()
+        for _ in range(count - 1):
+            if event.kind == "exited" or event.reason == "breakpoint":
+                break
+            event = fn()
+        return self.event_output(event)
+
+    def cmd_stepi(self, arg: str) -> Output:
+        return self._repeat(arg, lambda: self.dbg.stepi(False))
+
+    def cmd_nexti(self, arg: str) -> Output:
+        return self._repeat(arg, lambda: self.dbg.stepi(True))
+
+    def cmd_step(self, arg: str) -> Output:
+        return self._repeat(arg, lambda: self.dbg.step_line(False))
+
+    def cmd_next(self, arg: str) -> Output:
+        return self._repeat(arg, lambda: self.dbg.step_line(True))
+
+    def cmd_finish(self, arg: str) -> Output:
+        out = self.event_output(self.dbg.finish())
+        if out.data.get("event") == "stopped":
+            r0 = self.dbg.regs()[0]
+            out.text = f"Run till exit; value returned: r0 = {r0:#x} ({r0})\n" + out.text
+        return out
+
+    def cmd_until(self, arg: str) -> Output:
+        if not arg.strip():
+            return self.cmd_next("")
+        return self.event_output(self.dbg.advance(arg, stop_at_return=True))
+
+    def cmd_advance(self, arg: str) -> Output:
+        return self.event_output(self.dbg.advance(arg))
+
+    def cmd_kill(self, arg: str) -> Output:
+        event = self.dbg.kill()
+        return self.event_output(event) if event else Output("the program is not running")
+
+    def cmd_quit(self, arg: str) -> Output:
+        return Output("", quit=True)
+
+    # -- breakpoints ---------------------------------------------------
+    def cmd_break(self, arg: str, temporary: bool = False) -> Output:
+        if not arg.strip():
+            site = self.dbg.site() if self.dbg.stopped else None
+            if site is None:
+                raise UsageError("break needs a location: func:offset, file.c:line, func")
+            arg = f"#{site.index}"
+        bps = self.dbg.add_breakpoint(arg.strip(), temporary)
+        lines = [f"{'Temporary b' if temporary else 'B'}reakpoint {bp.number} at "
+                 f"{bp.addr:#x}: {site_text(bp.site)}" for bp in bps]
+        return Output("\n".join(lines), {"breakpoints": [self._bp_data(b) for b in bps]})
+
+    def cmd_tbreak(self, arg: str) -> Output:
+        return self.cmd_break(arg, temporary=True)
+
+    @staticmethod
+    def _bp_data(bp: Breakpoint) -> dict[str, Any]:
+        return {"number": bp.number, "location": bp.location, "enabled": bp.enabled,
+                "hits": bp.hits, "temporary": bp.temporary, "where": site_data(bp.site)}
+
+    def _numbers(self, arg: str) -> list[int]:
+        try:
+            return [int(n) for n in arg.split()]
+        except ValueError:
+            raise UsageError(f"expected breakpoint numbers, got '{arg}'") from None
+
+    def cmd_delete(self, arg: str) -> Output:
+        numbers = self._numbers(arg) or list(self.dbg.breakpoints)
+        for n in numbers:
+            self.dbg.delete_breakpoint(n)
+        return Output(f"deleted {len(numbers)} breakpoint(s)", {"deleted": numbers})
+
+    def cmd_disable(self, arg: str) -> Output:
+        for n in self._numbers(arg):
+            self.dbg.set_enabled(n, False)
+        return Output("")
+
+    def cmd_enable(self, arg: str) -> Output:
+        for n in self._numbers(arg):
+            self.dbg.set_enabled(n, True)
+        return Output("")
+
+    # -- inspection ----------------------------------------------------
+    def cmd_info(self, arg: str) -> Output:
+        what, _, rest = arg.strip().partition(" ")
+        if what in ("registers", "reg", "r", "registers"):
+            return self.info_registers(rest)
+        if what in ("breakpoints", "break", "b"):
+            return self.info_breakpoints()
+        if what in ("frame", "f"):
+            return self.cmd_backtrace("1")
+        raise UsageError("info what? registers, breakpoints, frame")
+
+    def info_registers(self, which: str) -> Output:
+        regs = self.dbg.regs()
+        wanted = [int(w.lstrip("$r")) for w in which.split()] if which else list(range(11))
+        for n in wanted:
+            if not 0 <= n <= 10:
+                raise UsageError(f"no register r{n}")
+        lines = [f"r{n:<3} {regs[n]:#018x} {self._signed(regs[n]):>21}   ({BPF_TO_X86[n]})"
+                 for n in wanted]
+        return Output("\n".join(lines), {"regs": {f"r{n}": regs[n] for n in wanted}})
+
+    @staticmethod
+    def _signed(value: int) -> int:
+        return value - (1 << 64) if value >> 63 else value
+
+    def info_breakpoints(self) -> Output:
+        rows = ["Num  Enb  Hits  Address             What"]
+        for bp in self.dbg.breakpoints.values():
+            rows.append(f"{bp.number:<4} {'y' if bp.enabled else 'n':<4} {bp.hits:<5} "
+                        f"{bp.addr:#018x}  {site_text(bp.site)}"
+                        + ("  (temporary)" if bp.temporary else ""))
+        data = [self._bp_data(b) for b in self.dbg.breakpoints.values()]
+        return Output("\n".join(rows) if data else "No breakpoints.", {"breakpoints": data})
+
+    def cmd_print(self, arg: str) -> Output:
+        if not arg.strip():
+            raise UsageError("print what? e.g. print $r1 + 8, print mem($r10 - 8, 8)")
+        value = evaluate(parse_expression(arg), _Env(self.dbg))
+        if isinstance(value, bytes):
+            return Output(value.hex(" "), {"value": value.hex()})
+        signed = self._signed(value)
+        text = f"{value:#x} ({value})" + (f" [{signed}]" if signed != value else "")
+        return Output(text, {"value": value})
+
+    def cmd_x(self, arg: str) -> Output:
+        fmt, _, expr = arg.partition(" ") if arg.startswith("/") else ("", "", arg)
+        count, unit, style = _parse_x_format(fmt)
+        value = evaluate(parse_expression(expr), _Env(self.dbg))
+        if isinstance(value, bytes):
+            raise UsageError("x needs an address, not a byte string")
+        data = self.dbg.read_memory(value, count * unit)
+        words = [int.from_bytes(data[i:i + unit], "little") for i in range(0, len(data), unit)]
+        per_line = max(1, 16 // unit)
+        lines = []
+        for i in range(0, len(words), per_line):
+            cells = [_x_cell(w, unit, style) for w in words[i:i + per_line]]
+            lines.append(f"{value + i * unit:#x}:  " + "  ".join(cells))
+        return Output("\n".join(lines), {"addr": value, "unit": unit, "values": words})
+
+    def cmd_backtrace(self, arg: str) -> Output:
+        frames = self.dbg.frames()
+        limit = int(arg) if arg.strip().isdigit() else len(frames)
+        lines, data = [], []
+        for f in frames[:limit]:
+            lines.append(f"#{f.level}  {site_text(f.site)}  r10={f.r10:#x}")
+            data.append({"level": f.level, "where": site_data(f.site), "r10": f.r10})
+        return Output("\n".join(lines) or "no frames (not in the program)", {"frames": data})
+
+    def cmd_list(self, arg: str) -> Output:
+        from qstep.debugger.locations import resolve
+        if arg.strip():
+            site = resolve(self.dbg.prog, arg.strip()).sites[0]
+        else:
+            site = self.dbg.site() if self.dbg.stopped else None
+            if site is None:
+                site = self.dbg.prog.sites[self.dbg.prog.functions[0].start_insn]
+        if site.source is None:
+            raise UsageError("no source line for this location")
+        lines = source_lines(self.dbg.prog, site.source.file)
+        center = site.source.line
+        shown = [(n, lines[n]) for n in range(max(1, center - 5), center + 5) if n in lines]
+        text = "\n".join(f"{'=>' if n == center else '  '} {n:<5} {t}" for n, t in shown)
+        return Output(text, {"file": site.source.file, "lines": dict(shown)})
+
+    def cmd_disas(self, arg: str) -> Output:
+        site = self.dbg.site() if self.dbg.stopped else None
+        listing = build_listing(self.dbg.prog)
+        if site is not None:
+            listing = [fl for fl in listing if fl.function == site.function]
+            for fl in listing:
+                fl.blocks = [b for b in fl.blocks
+                             if any(abs(i.index - site.index) <= 6 for i in b.insns)]
+        text = format_listing(listing, marker=site.index if site else None)
+        return Output(text, {"pc_insn": site.index if site else None})
+
+    def cmd_help(self, arg: str) -> Output:
+        lines = [f"{c.name:<12} {('(' + ', '.join(c.aliases) + ')') if c.aliases else '':<14}"
+                 f" {c.help}" for c in self.commands]
+        lines.append("LOC: func:offset | file.c:line | line | func | *ADDR | #INSN")
+        return Output("\n".join(lines))
+
+
+def _parse_x_format(fmt: str) -> tuple[int, int, str]:
+    match = re.fullmatch(r"/?(\d*)([bhwgxdu]*)", fmt)
+    if not match:
+        raise UsageError(f"bad x format '{fmt}': use /NFU, e.g. x/4gx $r10 - 32")
+    count = int(match.group(1) or 1)
+    letters = match.group(2)
+    unit = {"b": 1, "h": 2, "w": 4, "g": 8}.get(next((c for c in letters if c in "bhwg"), "g"), 8)
+    style = next((c for c in letters if c in "xdu"), "x")
+    if count > 4096:
+        raise UsageError("x: at most 4096 units")
+    return count, unit, style
+
+
+def _x_cell(word: int, unit: int, style: str) -> str:
+    if style == "x":
+        return f"{word:#0{unit * 2 + 2}x}"
+    if style == "d" and word >> (unit * 8 - 1):
+        return str(word - (1 << (unit * 8)))
+    return str(word)
+
+
+def split_commands(text: str) -> list[str]:
+    """Lines of a command file (``#`` comments and blank lines dropped)."""
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+__all__ = ["CommandSet", "Output", "split_commands", "shlex"]

@@ -1,0 +1,401 @@
+"""Execution control over a JIT-compiled BPF program: breakpoints, run, step, finish.
+
+The guest runs the program with BPF_PROG_TEST_RUN (started through the agent)
+while the host holds the CPU through a ``Target``. Every stop is reported at a
+BPF instruction boundary (the first x86 byte of an instruction's JIT range).
+Calls out of the program (helpers) are always stepped over with a temporary
+breakpoint on the return address, so stepping never wanders into the kernel.
+"""
+
+from __future__ import annotations
+
+import select
+from dataclasses import dataclass, field
+
+import capstone
+
+from qstep.agent.client import AgentClient, AgentError
+from qstep.agent.protocol import Reply
+from qstep.debugger.frames import Frame, backtrace
+from qstep.debugger.locations import resolve
+from qstep.debugger.regs import BpfRegs, bpf_regs
+from qstep.errors import GuestError, UsageError
+from qstep.loaded import InsnSite, LoadedProgram
+from qstep.target.base import Stop, Target, X86Regs
+
+_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+MAX_X86_STEPS = 100_000
+
+
+@dataclass
+class Breakpoint:
+    """A user breakpoint on one BPF instruction."""
+
+    number: int
+    location: str
+    site: InsnSite
+    enabled: bool = True
+    hits: int = 0
+    temporary: bool = False
+
+    @property
+    def addr(self) -> int:
+        assert self.site.jit_start is not None
+        return self.site.jit_start
+
+
+@dataclass
+class Event:
+    """What an execution command ended with."""
+
+    kind: str  # "stopped" | "exited"
+    reason: str  # "breakpoint", "step", "finish", "location", "exited"
+    site: InsnSite | None = None
+    breakpoint: Breakpoint | None = None
+    retval: int | None = None
+    duration_ns: int | None = None
+    data_out: bytes = b""
+
+
+@dataclass
+class RunRequest:
+    """What ``run`` feeds the program."""
+
+    data: bytes
+    ctx: bytes = b""
+    repeat: int = 1
+
+
+@dataclass
+class _X86:
+    mnemonic: str
+    size: int
+    target: int | None
+
+
+class Debugger:
+    """Breakpoints and execution control for one loaded program."""
+
+    def __init__(self, prog: LoadedProgram, target: Target, agent: AgentClient,
+                 request: RunRequest) -> None:
+        self.prog = prog
+        self.target = target
+        self.agent = agent
+        self.request = request
+        self.breakpoints: dict[int, Breakpoint] = {}
+        self._next_number = 1
+        self._inserted: dict[int, int] = {}
+        self._run_seq: int | None = None
+        self.stopped = False
+        self.last_event: Event | None = None
+        self._boundaries = {s.jit_start for s in prog.sites.values() if s.jit_start is not None}
+        self._entries = {f.addr for f in prog.functions}
+        self._regs_cache: X86Regs | None = None
+
+    # -- state ---------------------------------------------------------
+    @property
+    def running_program(self) -> bool:
+        return self._run_seq is not None
+
+    def x86(self) -> X86Regs:
+        """x86 registers at the current stop (cached until the CPU moves)."""
+        self._require_stopped()
+        if self._regs_cache is None:
+            self._regs_cache = self.target.registers()
+        return self._regs_cache
+
+    def pc(self) -> int:
+        return self.x86().rip
+
+    def site(self) -> InsnSite | None:
+        return self.prog.site_at(self.pc())
+
+    def regs(self) -> BpfRegs:
+        x86 = self.x86()
+        return bpf_regs(x86, x86.rip in self._entries)
+
+    def frames(self) -> list[Frame]:
+        return backtrace(self.prog, self.x86(), self.target.read_memory)
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        self._require_stopped()
+        return self.target.read_memory(addr, size)
+
+    def _require_stopped(self) -> None:
+        if not self.stopped:
+            raise UsageError("the program is not stopped (use 'run' first)")
+
+    # -- breakpoints ---------------------------------------------------
+    def add_breakpoint(self, location: str, temporary: bool = False) -> list[Breakpoint]:
+        current = self._current_file()
+        resolved = resolve(self.prog, location, current)
+        added = []
+        for site in resolved.sites:
+            bp = Breakpoint(self._next_number, location, site, temporary=temporary)
+            self._next_number += 1
+            self.breakpoints[bp.number] = bp
+            added.append(bp)
+            if self.stopped:
+                self._insert(bp.addr)
+        return added
+
+    def _current_file(self) -> str | None:
+        if not self.stopped:
+            return None
+        site = self.site()
+        return site.source.file if site and site.source else None
+
+    def delete_breakpoint(self, number: int) -> None:
+        bp = self._breakpoint(number)
+        if bp.enabled and self.stopped:
+            self._remove(bp.addr)
+        del self.breakpoints[number]
+
+    def set_enabled(self, number: int, enabled: bool) -> None:
+        bp = self._breakpoint(number)
+        if bp.enabled != enabled and self.stopped:
+            (self._insert if enabled else self._remove)(bp.addr)
+        bp.enabled = enabled
+
+    def _breakpoint(self, number: int) -> Breakpoint:
+        if number not in self.breakpoints:
+            raise UsageError(f"no breakpoint number {number}")
+        return self.breakpoints[number]
+
+    def _insert(self, addr: int) -> None:
+        if self._inserted.get(addr, 0) == 0:
+            self.target.set_breakpoint(addr)
+        self._inserted[addr] = self._inserted.get(addr, 0) + 1
+
+    def _remove(self, addr: int) -> None:
+        count = self._inserted.get(addr, 0)
+        if count == 1:
+            self.target.clear_breakpoint(addr)
+            del self._inserted[addr]
+        elif count > 1:
+            self._inserted[addr] = count - 1
+
+    def _enabled_addrs(self) -> list[int]:
+        return [bp.addr for bp in self.breakpoints.values() if bp.enabled]
+
+    # -- run and continue ----------------------------------------------
+    def run(self) -> Event:
+        """Start the program (BPF_PROG_TEST_RUN) and wait for a stop or its end."""
+        if self.running_program:
+            raise UsageError("the program is already running; use 'continue' or 'kill'")
+        if not self.stopped:
+            self.target.interrupt()
+            self.stopped = True
+        self._regs_cache = None
+        self._clear_inserted()
+        for addr in self._enabled_addrs():
+            self._insert(addr)
+        req = self.request
+        self._run_seq = self.agent.send("run", self.prog.handle, req.repeat, req.data, req.ctx,
+                                        len(req.data) + 4096)
+        return self._resume_and_wait()
+
+    def cont(self) -> Event:
+        self._require_running()
+        return self._resume_and_wait()
+
+    def _require_running(self) -> None:
+        if not self.running_program or not self.stopped:
+            raise UsageError("the program is not being run (use 'run')")
+
+    def _resume_and_wait(self, temp: tuple[int, ...] = ()) -> Event:
+        for addr in temp:
+            self._insert(addr)
+        try:
+            self._regs_cache = None
+            self.target.resume()
+            self.stopped = False
+            return self._wait()
+        finally:
+            if self.stopped:
+                for addr in temp:
+                    self._remove(addr)
+            # Otherwise they stay in the target until the next stop or run clears them.
+
+    def _wait(self) -> Event:
+        while True:
+            stop = self.target.wait(0)
+            if stop is not None:
+                self.stopped = True
+                return self._stop_event(stop)
+            assert self._run_seq is not None
+            reply = self._poll_agent(0.0)
+            if reply is not None:
+                return self._exit_event(reply)
+            self._block(0.2)
+
+    def _block(self, timeout: float) -> None:
+        fds = [self.agent.fileno()]
+        try:
+            fds.append(self.target.fileno())
+        except (AttributeError, OSError, NotImplementedError):
+            timeout = min(timeout, 0.01)
+        if not self.agent.has_buffered_line():
+            select.select(fds, [], [], timeout)
+
+    def _poll_agent(self, timeout: float) -> Reply | None:
+        assert self._run_seq is not None
+        try:
+            return self.agent.poll_reply(self._run_seq, timeout, "run")
+        except AgentError as err:
+            self._run_seq = None
+            raise GuestError(f"BPF_PROG_TEST_RUN failed: {err}") from None
+
+    def _exit_event(self, reply: Reply) -> Event:
+        self._run_seq = None
+        # The VM keeps running (idle); breakpoints stay inserted for the next run.
+        event = Event("exited", "exited", retval=reply.int("retval"),
+                      duration_ns=reply.int("duration"), data_out=reply.blob("data_out"))
+        self.last_event = event
+        return event
+
+    def _stop_event(self, stop: Stop) -> Event:
+        site = self.prog.site_at(stop.pc)
+        user = [bp for bp in self.breakpoints.values() if bp.enabled and bp.addr == stop.pc]
+        for bp in user:
+            bp.hits += 1
+        for bp in [b for b in user if b.temporary]:
+            self.delete_breakpoint(bp.number)
+        reason = "breakpoint" if user else stop.reason
+        event = Event("stopped", reason, site, user[0] if user else None)
+        self.last_event = event
+        return event
+
+    # -- stepping ------------------------------------------------------
+    def _decode(self, pc: int) -> _X86:
+        code = self.prog.jit_bytes(pc, pc + 16)
+        if len(code) < 16:
+            code = self.target.read_memory(pc, 16)
+        ins = next(_CS.disasm(code, pc, 1), None)
+        if ins is None:
+            raise GuestError(f"cannot decode the x86 instruction at {pc:#x}")
+        target = None
+        if ins.mnemonic == "call" and ins.op_str.startswith("0x"):
+            target = int(ins.op_str, 16)
+        return _X86(ins.mnemonic, ins.size, target)
+
+    def _in_program(self, addr: int) -> bool:
+        return any(f.contains(addr) for f in self.prog.functions)
+
+    def _x86_step(self, x86: X86Regs, over_bpf_calls: bool) -> Event | None:
+        """One x86 instruction; calls out of the program (and bpf calls if asked) run through."""
+        ins = self._decode(x86.rip)
+        if ins.mnemonic == "call" and (ins.target is None or not self._in_program(ins.target)
+                                       or over_bpf_calls):
+            return self._run_to(x86.rip + ins.size, min_rsp=x86.rsp)
+        if ins.mnemonic == "ret":
+            ret = int.from_bytes(self.target.read_memory(x86.rsp, 8), "little")
+            if not self._in_program(ret):
+                return self._resume_and_wait()  # the program returns to the kernel
+        self._regs_cache = None
+        self.target.step()
+        return None
+
+    def _run_to(self, addr: int, min_rsp: int) -> Event | None:
+        """Continue to ``addr`` in this frame; an event if something else stopped us."""
+        while True:
+            event = self._resume_and_wait((addr,))
+            if event.kind == "exited" or event.breakpoint is not None:
+                return event
+            x86 = self.x86()
+            if x86.rip == addr and x86.rsp >= min_rsp:
+                return None
+
+    def stepi(self, over_calls: bool = False) -> Event:
+        """Run exactly one BPF instruction (``nexti`` with ``over_calls``)."""
+        self._require_running()
+        for _ in range(MAX_X86_STEPS):
+            event = self._x86_step(self.x86(), over_calls)
+            if event is not None:
+                return event
+            pc = self.x86().rip
+            if pc in self._boundaries:
+                return self._stepped("step")
+            if not self._in_program(pc):
+                raise GuestError(f"stepping left the program at {pc:#x} (not a helper call "
+                                 "or return); this is a qstep bug")
+        raise GuestError(f"no BPF instruction boundary within {MAX_X86_STEPS} x86 steps")
+
+    def _stepped(self, reason: str) -> Event:
+        event = Event("stopped", reason, self.prog.site_at(self.x86().rip))
+        self.last_event = event
+        return event
+
+    def step_line(self, over_calls: bool) -> Event:
+        """``step`` (into bpf calls) or ``next`` (over them): until the source line changes."""
+        start = self.site()
+        if start is None:
+            return self.stepi(over_calls)
+        start_key = _line_key(start)
+        depth = len(self.frames())
+        while True:
+            event = self.stepi(over_calls)
+            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
+                return event
+            site = event.site
+            if over_calls and len(self.frames()) > depth:
+                continue
+            if site.function != start.function or _line_key(site) != start_key:
+                return event
+
+    def finish(self) -> Event:
+        """Run until the current function returns to its caller."""
+        frames = self.frames()
+        if not frames or frames[0].return_addr is None:
+            return self.cont()
+        event = self._run_to(frames[0].return_addr, min_rsp=frames[0].cfa)
+        if event is not None:
+            return event
+        pc = self.x86().rip
+        if pc not in self._boundaries:
+            return self.stepi()
+        return self._stepped("finish")
+
+    def advance(self, location: str, stop_at_return: bool = False) -> Event:
+        """``advance LOC`` / ``until LOC``: continue to a location (or the frame's return)."""
+        self._require_running()
+        sites = resolve(self.prog, location, self._current_file()).sites
+        temp = [s.jit_start for s in sites if s.jit_start is not None]
+        frames = self.frames()
+        if stop_at_return and frames and frames[0].return_addr is not None:
+            temp.append(frames[0].return_addr)
+        event = self._resume_and_wait(tuple(temp))
+        if event.kind == "stopped" and event.breakpoint is None:
+            event.reason = "location"
+        return event
+
+    def _clear_inserted(self) -> None:
+        for addr in list(self._inserted):
+            self.target.clear_breakpoint(addr)
+        self._inserted.clear()
+
+    def kill(self) -> Event | None:
+        """Let the current run finish with every breakpoint removed."""
+        if not self.running_program:
+            return None
+        if not self.stopped:
+            self.target.interrupt()
+            self.stopped = True
+        self._clear_inserted()
+        return self._resume_and_wait()
+
+    def detach(self) -> None:
+        """Leave the guest running with no breakpoints of ours (for shutdown or reuse)."""
+        if self.running_program:
+            self.kill()
+        if not self._inserted:
+            return
+        if not self.stopped:
+            self.target.interrupt()
+        self._clear_inserted()
+        self.target.resume()
+        self.stopped = False
+
+
+def _line_key(site: InsnSite) -> tuple[str, int] | None:
+    return (site.source.file, site.source.line) if site.source else None

@@ -1,0 +1,127 @@
+"""Locations the user names (``func:offset``, ``file.c:line``, ``func``, ``*ADDR``, ``#N``).
+
+A location resolves to BPF instructions of the loaded program; errors say why
+a location has no code (out of range, removed by the verifier, no code for a line).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from qstep.errors import UsageError
+from qstep.loaded import InsnSite, JitFunction, LoadedProgram
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Instructions a location stands for (one per function for a source line)."""
+
+    text: str
+    sites: tuple[InsnSite, ...]
+
+
+def resolve(prog: LoadedProgram, text: str, current_file: str | None = None) -> Resolved:
+    """Resolve ``text`` to live instructions; raise ``UsageError`` explaining failures."""
+    text = text.strip()
+    if not text:
+        raise UsageError("missing location")
+    if text.startswith("*"):
+        return Resolved(text, (_by_address(prog, text[1:]),))
+    if text.startswith("#"):
+        return Resolved(text, (_live(prog, _index(text[1:], text), text),))
+    name, sep, number = text.rpartition(":")
+    if sep and re.fullmatch(r"-?\d+", number):
+        if re.search(r"\.[ch]$", name):
+            return Resolved(text, _by_line(prog, name, int(number)))
+        return Resolved(text, (_by_offset(prog, name, int(number), text),))
+    if re.fullmatch(r"\d+", text):
+        if current_file is None:
+            raise UsageError(f"'{text}': give a file (file.c:{text}) or a function offset")
+        return Resolved(text, _by_line(prog, current_file, int(text)))
+    func = prog.function_named(text)
+    if func is None:
+        raise UsageError(f"no function '{text}'; functions: {_names(prog)}")
+    return Resolved(text, (_live(prog, func.start_insn, text),))
+
+
+def _names(prog: LoadedProgram) -> str:
+    return ", ".join(f.name for f in prog.functions)
+
+
+def _index(text: str, where: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"'{where}': not an instruction number") from None
+
+
+def _live(prog: LoadedProgram, index: int, where: str) -> InsnSite:
+    site = prog.sites.get(index)
+    if site is None:
+        if index - 1 in prog.sites and prog.sites[index - 1].insn.is_ldimm64:
+            raise UsageError(f"{where}: instruction {index} is the second half of the "
+                             f"ld_imm64 at {index - 1}")
+        raise UsageError(f"{where}: no instruction {index} (program has {len(prog.insns)})")
+    if site.removed:
+        raise UsageError(f"{where}: instruction {index} was removed by the verifier "
+                         "(dead code); it never runs")
+    return site
+
+
+def _by_offset(prog: LoadedProgram, func_name: str, offset: int, where: str) -> InsnSite:
+    func = prog.function_named(func_name)
+    if func is None:
+        raise UsageError(f"no function '{func_name}'; functions: {_names(prog)}")
+    last = func.end_insn - func.start_insn - 1
+    if not 0 <= offset <= last:
+        raise UsageError(f"{where}: offset {offset} is outside {func_name} (0..{last})")
+    return _live(prog, func.start_insn + offset, where)
+
+
+def _by_address(prog: LoadedProgram, text: str) -> InsnSite:
+    try:
+        addr = int(text, 0)
+    except ValueError:
+        raise UsageError(f"'*{text}': not an address") from None
+    site = prog.site_at(addr)
+    if site is None:
+        raise UsageError(f"address {addr:#x} is not in the program's JIT code")
+    return site
+
+
+def _file_matches(path: str, name: str) -> bool:
+    return path == name or path.endswith("/" + name)
+
+
+def _by_line(prog: LoadedProgram, file: str, line: int) -> tuple[InsnSite, ...]:
+    in_file = [s for s in prog.sites.values() if s.source and _file_matches(s.source.file, file)]
+    if not in_file:
+        files = sorted({s.source.file.rsplit("/", 1)[-1] for s in prog.sites.values()
+                        if s.source})
+        raise UsageError(f"no code from file '{file}'; files: {', '.join(files)}")
+    chosen = []
+    for func in prog.functions:
+        hits = [s for s in in_file if s.function == func and s.source
+                and s.source.line == line and not s.removed]
+        if hits:
+            chosen.append(min(hits, key=lambda s: s.index))
+    if chosen:
+        return tuple(chosen)
+    raise UsageError(_no_code_message(file, line, in_file))
+
+
+def _no_code_message(file: str, line: int, in_file: list[InsnSite]) -> str:
+    live = sorted({s.source.line for s in in_file if s.source and not s.removed})
+    removed = {s.source.line for s in in_file if s.source and s.removed}
+    if line in removed:
+        return f"{file}:{line}: all code of this line was removed by the verifier (dead code)"
+    below = [n for n in live if n < line]
+    above = [n for n in live if n > line]
+    near = ", ".join(str(n) for n in ([below[-1]] if below else []) + ([above[0]] if above else []))
+    return (f"line {line} of {file} has no code after optimisation; nearest lines with "
+            f"code: {near}")
+
+
+def function_of(prog: LoadedProgram, addr: int) -> JitFunction | None:
+    return next((f for f in prog.functions if f.contains(addr)), None)

@@ -1,0 +1,156 @@
+"""The target interface: a guest CPU that stops, steps, and shows registers and memory.
+
+A ``Target`` starts out stopped (QEMU's gdbstub stops the VM when a debugger
+connects). ``close()`` detaches, which removes every breakpoint and lets the VM
+run again; it never kills QEMU (``qstep.vm.Machine`` owns it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import astuple, dataclass, fields
+from types import TracebackType
+
+from qstep.errors import GuestError
+
+GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+REG_NAMES = (*GPR_NAMES, "rip", "eflags")  # QEMU's ``g`` order; gdb's numbers 0-17
+STOP_REASONS = ("breakpoint", "step", "watchpoint", "interrupt", "exited", "signal")
+WATCH_KINDS = ("write", "read", "access")
+KERNEL_BASE = 0xFFFF800000000000
+
+
+@dataclass(frozen=True)
+class X86Regs:
+    """The general registers, rip and eflags of a stopped x86-64 CPU."""
+
+    rax: int
+    rbx: int
+    rcx: int
+    rdx: int
+    rsi: int
+    rdi: int
+    rbp: int
+    rsp: int
+    r8: int
+    r9: int
+    r10: int
+    r11: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    rip: int
+    eflags: int
+
+    @classmethod
+    def from_values(cls, values: list[int]) -> X86Regs:
+        """Build from the 18 values in ``REG_NAMES`` order."""
+        return cls(*values[: len(REG_NAMES)])
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: v for f, v in zip(fields(self), astuple(self), strict=True)}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why and where the CPU stopped; ``watch_addr`` is set for watchpoint stops."""
+
+    reason: str
+    pc: int
+    watch_addr: int | None = None
+
+
+class TargetError(GuestError):
+    """The debugger connection failed: gdb or QEMU died, or the protocol broke."""
+
+
+def check_watch_kind(kind: str) -> None:
+    if kind not in WATCH_KINDS:
+        raise ValueError(f"watchpoint kind must be one of {', '.join(WATCH_KINDS)}: {kind!r}")
+
+
+class Target(ABC):
+    """A stopped (or resumed) guest CPU behind a debugger connection."""
+
+    @abstractmethod
+    def registers(self) -> X86Regs:
+        """The registers at the current stop."""
+
+    @abstractmethod
+    def read_memory(self, addr: int, size: int) -> bytes:
+        """``size`` bytes of guest virtual memory (current page tables)."""
+
+    @abstractmethod
+    def set_breakpoint(self, addr: int, hardware: bool = True) -> None:
+        """Stop whenever the CPU is about to execute ``addr``."""
+
+    @abstractmethod
+    def clear_breakpoint(self, addr: int, hardware: bool = True) -> None:
+        """Remove a breakpoint set with the same arguments (no-op if absent)."""
+
+    @abstractmethod
+    def set_watchpoint(self, addr: int, length: int, kind: str) -> None:
+        """Stop after an access (``write``, ``read``, ``access``) to the range."""
+
+    @abstractmethod
+    def clear_watchpoint(self, addr: int, length: int, kind: str) -> None:
+        """Remove a watchpoint set with the same arguments (no-op if absent)."""
+
+    @abstractmethod
+    def step(self) -> Stop:
+        """Execute exactly one x86 instruction (interrupts stay masked)."""
+
+    @abstractmethod
+    def resume(self) -> None:
+        """Continue (stepping off a breakpoint at the current pc); do not wait."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> Stop | None:
+        """The stop that ends the running state, or None if still running."""
+
+    @abstractmethod
+    def interrupt(self) -> Stop:
+        """Stop a running target (returns the current stop if already stopped)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Detach: remove breakpoints, let the VM run, release the connection."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when the target may have stopped."""
+
+    @property
+    @abstractmethod
+    def running(self) -> bool:
+        """True between ``resume()`` and the stop that ends it."""
+
+    def clear_all(self) -> None:
+        """Remove every breakpoint and watchpoint this target set."""
+        for addr, hardware in list(self.breakpoints):
+            self.clear_breakpoint(addr, hardware)
+        for addr, length, kind in list(self.watchpoints):
+            self.clear_watchpoint(addr, length, kind)
+
+    @property
+    @abstractmethod
+    def breakpoints(self) -> set[tuple[int, bool]]:
+        """The breakpoints set, as ``(addr, hardware)``."""
+
+    @property
+    @abstractmethod
+    def watchpoints(self) -> set[tuple[int, int, str]]:
+        """The watchpoints set, as ``(addr, length, kind)``."""
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self.close()
+        except TargetError:
+            if exc is None:
+                raise
