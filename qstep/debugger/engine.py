@@ -9,7 +9,6 @@ breakpoint on the return address, so stepping never wanders into the kernel.
 
 from __future__ import annotations
 
-import select
 from dataclasses import dataclass, field
 
 import capstone
@@ -25,6 +24,7 @@ from qstep.target.base import Stop, Target, X86Regs
 
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 MAX_X86_STEPS = 100_000
+POLL = 0.02
 
 
 @dataclass
@@ -219,24 +219,16 @@ class Debugger:
 
     def _wait(self) -> Event:
         while True:
-            stop = self.target.wait(0)
+            # A stop returns at once; the agent's reply (the run ended) is seen within POLL.
+            stop = self.target.wait(POLL)
             if stop is not None:
                 self.stopped = True
                 return self._stop_event(stop)
-            assert self._run_seq is not None
+            if self._run_seq is None:
+                continue  # nothing runs: only a stop (e.g. an interrupt) can end the wait
             reply = self._poll_agent(0.0)
             if reply is not None:
                 return self._exit_event(reply)
-            self._block(0.2)
-
-    def _block(self, timeout: float) -> None:
-        fds = [self.agent.fileno()]
-        try:
-            fds.append(self.target.fileno())
-        except (AttributeError, OSError, NotImplementedError):
-            timeout = min(timeout, 0.01)
-        if not self.agent.has_buffered_line():
-            select.select(fds, [], [], timeout)
 
     def _poll_agent(self, timeout: float) -> Reply | None:
         assert self._run_seq is not None

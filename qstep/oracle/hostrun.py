@@ -99,8 +99,10 @@ def load_object(obj: Path) -> Iterator[dict[str, int]]:
                               capture_output=True, text=True)
         if proc.returncode:
             raise HostError(f"bpftool prog loadall {obj} failed:\n{proc.stderr}")
-        fds = {p.name: obj_get(p) for p in pins.iterdir()}
+        fds: dict[str, int] = {}
         try:
+            for pin in pins.iterdir():
+                fds[pin.name] = obj_get(pin)
             yield fds
         finally:
             for fd in fds.values():

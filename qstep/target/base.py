@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import astuple, dataclass, fields
 from types import TracebackType
+from typing import Self
 
 from qstep.errors import GuestError
 
@@ -115,8 +116,12 @@ class Target(ABC):
         """Stop a running target (returns the current stop if already stopped)."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Detach: remove breakpoints, let the VM run, release the connection."""
+    def close(self, resume: bool = True) -> None:
+        """Detach: remove breakpoints, let the VM run, release the connection.
+
+        With ``resume=False`` the VM stays stopped (breakpoints removed) so that
+        another client can connect and see the same stop.
+        """
 
     @abstractmethod
     def fileno(self) -> int:
@@ -144,7 +149,7 @@ class Target(ABC):
     def watchpoints(self) -> set[tuple[int, int, str]]:
         """The watchpoints set, as ``(addr, length, kind)``."""
 
-    def __enter__(self) -> Target:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -1,8 +1,9 @@
 """GDB remote serial protocol framing: ``$payload#cs`` packets, escapes, run lengths.
 
 No I/O here. Received bodies are decoded the way gdb does it: run lengths
-(``X*n``) are expanded on the raw bytes first, then ``}`` escapes are undone. ``PacketReader`` takes bytes as they arrive and yields
-whole decoded payloads; acks (``+``/``-``) between packets are skipped.
+(``X*n``) are expanded on the raw bytes first, then ``}`` escapes are undone.
+``PacketReader`` takes bytes as they arrive and yields whole decoded payloads;
+acks (``+``/``-``) between packets are skipped.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class StopReply:
     signal: int
     watch_kind: str | None = None  # "write", "read" or "access"
     watch_addr: int | None = None
+    thread: str | None = None  # "01", or "p01.01" in multiprocess mode
 
 
 WATCH_KEYS = {"watch": "write", "rwatch": "read", "awatch": "access"}
@@ -135,11 +137,19 @@ def parse_stop_reply(payload: bytes) -> StopReply:
         raise PacketError(f"malformed stop reply {text!r}") from None
     if kind != "T":
         return StopReply(kind, signal)
-    for item in text[3:].split(";"):
-        key, _, value = item.partition(":")
-        if key in WATCH_KEYS:
-            return StopReply(kind, signal, WATCH_KEYS[key], int(value, 16))
-    return StopReply(kind, signal)
+    pairs = dict(item.partition(":")[::2] for item in text[3:].split(";") if item)
+    thread = pairs.get("thread")
+    for key, watch_kind in WATCH_KEYS.items():
+        if key in pairs:
+            return StopReply(kind, signal, watch_kind, int(pairs[key], 16), thread)
+    return StopReply(kind, signal, thread=thread)
+
+
+def thread_pid(thread: str | None) -> int | None:
+    """The process id of a multiprocess thread id ``pPID.TID`` (None otherwise)."""
+    if thread is None or not thread.startswith("p"):
+        return None
+    return int(thread[1:].split(".", 1)[0], 16)
 
 
 def decode_hex(payload: bytes, what: str) -> bytes:

@@ -1,0 +1,318 @@
+"""The target layer on a real guest, both backends: breakpoints, steps, memory, watchpoints.
+
+Every VM test opens and closes its own target; closing detaches, which removes
+all breakpoints and lets the shared VM run again. The first tests check the
+protocol codec without a VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import capstone
+import pytest
+
+from qstep.agent.protocol import Reply
+from qstep.bpf.elf import BpfObject
+from qstep.listing import map_namer
+from qstep.loaded import InsnSite, LoadedProgram
+from qstep.paths import REPO_ROOT
+from qstep.session import Session
+from qstep.target import KINDS, Stop, Target, TargetError, open_target
+from qstep.target.base import KERNEL_BASE
+from qstep.target.gdbmi import GdbMiTarget
+from qstep.target.packets import (
+    PacketError,
+    PacketReader,
+    StopReply,
+    decode_body,
+    frame,
+    parse_stop_reply,
+    thread_pid,
+)
+from qstep.userinput import encode_entry, read_map_file, read_packet
+from qstep.vm.machine import process_exists
+
+EXAMPLE = REPO_ROOT / "examples" / "l4lb"
+PACKET = read_packet(str(EXAMPLE / "packets" / "ipv4_to_v4real.hex"))
+RETVAL = 7  # TC_ACT_REDIRECT for ipv4_to_v4real
+_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+
+# -- the protocol codec, no VM ------------------------------------------
+def test_frame_escapes_and_checksums() -> None:
+    assert frame(b"g") == b"$g#67"
+    assert frame(b"a#b") == b"$a}\x03b#%02x" % (sum(b"a}\x03b") & 0xFF)
+
+
+@pytest.mark.parametrize("body, payload", [
+    (b"0* ", b"0000"),  # ' ' = 3 repeats
+    (b"ab*\"c", b"abbbbbbc"),  # '"' = 5 repeats
+    (b"x}]y", b"x}y"),  # escaped '}'
+    (b"}\x03}\x04}\x0a", b"#$*"),
+    (b"12*!", b"122222"),  # "!" = 4 repeats
+])
+def test_decode_runs_then_escapes(body: bytes, payload: bytes) -> None:
+    assert decode_body(body) == payload
+
+
+@pytest.mark.parametrize("body", [b"*!", b"ab}", b"a*"])
+def test_bad_bodies_raise(body: bytes) -> None:
+    with pytest.raises(PacketError):
+        decode_body(body)
+
+
+def test_reader_skips_acks_and_joins_split_packets() -> None:
+    reader = PacketReader()
+    whole = frame(b"T05thread:01;")
+    reader.feed(b"++" + whole[:9])
+    assert reader.next_packet() is None
+    reader.feed(whole[9:-1])  # cut inside the checksum
+    assert reader.next_packet() is None
+    reader.feed(whole[-1:] + b"+$OK#9a")
+    assert reader.next_packet() == b"T05thread:01;"
+    assert reader.next_packet() == b"OK"
+    assert reader.next_packet() is None
+    reader.feed(b"$OK#00")
+    with pytest.raises(PacketError, match="checksum"):
+        reader.next_packet()
+
+
+@pytest.mark.parametrize("payload, reply", [
+    (b"T05thread:01;", StopReply("T", 5, thread="01")),
+    (b"S02", StopReply("S", 2)),
+    (b"T05thread:01;watch:ffff888005557520;",
+     StopReply("T", 5, "write", 0xFFFF888005557520, "01")),
+    (b"T05thread:p01.01;rwatch:10;", StopReply("T", 5, "read", 0x10, "p01.01")),
+    (b"T05awatch:20;thread:p0a.01;", StopReply("T", 5, "access", 0x20, "p0a.01")),
+    (b"W00", StopReply("W", 0)),
+    (b"X09", StopReply("X", 9)),
+])
+def test_parse_stop_replies(payload: bytes, reply: StopReply) -> None:
+    assert parse_stop_reply(payload) == reply
+
+
+def test_thread_pid() -> None:
+    assert thread_pid("p0a.01") == 10 and thread_pid("01") is None and thread_pid(None) is None
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="rsp, gdb"):
+        open_target("lldb", "/nonexistent")
+
+
+# -- on the guest -------------------------------------------------------
+@pytest.fixture(scope="module")
+def l4lb(vm: Session, l4lb_obj: Path) -> Iterator[LoadedProgram]:
+    """l4lb loaded once for this module, maps filled from maps.txt."""
+    prog = vm.load(BpfObject.open(l4lb_obj), "l4lb_ingress")
+    for entry in read_map_file(EXAMPLE / "maps.txt"):
+        key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+        vm.update_map(prog, entry.map_name, key, value)
+    yield prog
+    vm.unload(prog)
+
+
+def gdb_socket(vm: Session) -> Path:
+    assert vm.machine is not None and vm.machine.config is not None
+    return vm.machine.config.gdb_socket
+
+
+@dataclass
+class Run:
+    """A BPF_PROG_TEST_RUN in flight and the target stopped inside it."""
+
+    vm: Session
+    target: Target
+    seq: int
+    stop: Stop
+    reply: Reply | None = None
+
+    def finish(self) -> Reply:
+        """The agent's reply (the VM must be running)."""
+        assert self.vm.agent is not None
+        deadline = time.monotonic() + 60
+        while self.reply is None and time.monotonic() < deadline:
+            self.reply = self.vm.agent.poll_reply(self.seq, 1.0)
+        assert self.reply is not None, "the test run did not finish"
+        return self.reply
+
+
+@contextlib.contextmanager
+def run_stopped_at(vm: Session, prog: LoadedProgram, kind: str, addr: int) -> Iterator[Run]:
+    """A target stopped at a breakpoint ``addr`` during a test run; on exit the
+    target is closed (VM running, no breakpoints) and the run has finished."""
+    assert vm.agent is not None
+    target = open_target(kind, gdb_socket(vm))
+    run = None
+    try:
+        target.set_breakpoint(addr)
+        target.resume()
+        seq = vm.agent.send("run", prog.handle, 1, PACKET, b"", len(PACKET) + 4096)
+        stop = target.wait(30)
+        assert stop is not None, "the breakpoint was not hit"
+        run = Run(vm, target, seq, stop)
+        yield run
+    finally:
+        target.close()
+        if run is not None:
+            run.finish()
+
+
+def first_x86_len(prog: LoadedProgram, addr: int) -> int:
+    insn = next(_CS.disasm(prog.jit_bytes(addr, addr + 16), addr))
+    return int(insn.size)
+
+
+def points_at_packet(target: Target, skb: int) -> bool:
+    """True if some pointer in the first 256 bytes at ``skb`` leads to the packet."""
+    raw = target.read_memory(skb, 256)
+    for (value,) in struct.iter_unpack("<Q", raw):
+        if value < KERNEL_BASE:
+            continue
+        with contextlib.suppress(TargetError):
+            if target.read_memory(value, 14) == PACKET[:14]:
+                return True
+    return False
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", KINDS)
+def test_break_step_and_continue_through_a_run(vm: Session, l4lb: LoadedProgram,
+                                               kind: str) -> None:
+    entry, sub = l4lb.functions[0], l4lb.function_named("process_packet")
+    assert sub is not None
+    with run_stopped_at(vm, l4lb, kind, entry.addr) as run:
+        target = run.target
+        assert run.stop == Stop("breakpoint", entry.addr)
+        regs = target.registers()
+        assert regs.rip == entry.addr
+        assert regs.rdi >= KERNEL_BASE and points_at_packet(target, regs.rdi)
+        end = entry.addr + entry.length
+        assert target.read_memory(entry.addr, entry.length) == l4lb.jit_bytes(entry.addr, end)
+        step = target.step()
+        assert step == Stop("step", entry.addr + first_x86_len(l4lb, entry.addr))
+        assert target.registers().rip == step.pc
+        target.set_breakpoint(sub.addr)
+        target.resume()
+        assert target.wait(30) == Stop("breakpoint", sub.addr)
+        target.clear_all()
+        assert not target.breakpoints
+        target.resume()
+        assert run.finish().int("retval") == RETVAL
+        assert target.wait(0) is None and target.running
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_steps_off_the_breakpoint_at_pc(vm: Session, l4lb: LoadedProgram,
+                                               kind: str) -> None:
+    entry, sub = l4lb.functions[0], l4lb.function_named("process_packet")
+    assert sub is not None
+    with run_stopped_at(vm, l4lb, kind, entry.addr) as run:
+        target = run.target
+        target.set_breakpoint(sub.addr, hardware=False)
+        target.resume()  # the breakpoint at entry.addr stays set
+        assert target.wait(30) == Stop("breakpoint", sub.addr)
+        assert target.breakpoints == {(entry.addr, True), (sub.addr, False)}
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", KINDS)
+def test_interrupt_an_idle_guest(vm: Session, kind: str) -> None:
+    with open_target(kind, gdb_socket(vm)) as target:
+        assert not target.running
+        target.resume()
+        assert target.wait(0.2) is None
+        stop = target.interrupt()
+        assert stop.reason == "interrupt" and stop.pc >= KERNEL_BASE
+        assert target.registers().rip == stop.pc
+        assert target.interrupt() == stop  # already stopped: nothing to do
+    assert vm.kallsyms("bpf_prog_test_run_skb") > 0  # the guest runs again
+
+
+@pytest.mark.vm
+def test_registers_are_identical_between_backends(vm: Session, l4lb: LoadedProgram) -> None:
+    entry = l4lb.functions[0]
+    with run_stopped_at(vm, l4lb, "rsp", entry.addr) as run:
+        target = run.target
+        seen = [target.registers()]
+        stack = target.read_memory(seen[0].rsp, 64)
+        target.clear_all()
+        target.close(resume=False)  # the VM stays stopped at the same place
+        for kind in ("gdb", "rsp"):
+            with open_target(kind, gdb_socket(vm)) as other:
+                seen.append(other.registers())
+                assert other.read_memory(seen[0].rsp, 64) == stack
+                other.close(resume=kind == "rsp")
+    assert seen[0].rip == entry.addr
+    assert seen[0] == seen[1] == seen[2]
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", KINDS)
+def test_large_read_equals_small_reads(vm: Session, kind: str) -> None:
+    base = vm.kallsyms("bpf_prog_test_run_skb") & ~0xFFF
+    with open_target(kind, gdb_socket(vm)) as target:
+        whole = target.read_memory(base, 4096)
+        parts = b"".join(target.read_memory(base + off, 100) for off in range(0, 4096, 100))
+        assert len(whole) == 4096 and whole == parts[:4096]
+        assert target.read_memory(base + 3, 1) == whole[3:4]
+
+
+def stats_lookup_next(prog: LoadedProgram) -> InsnSite:
+    """The instruction right after ``bpf_map_lookup_elem(&stats, ...)``: r0 = value."""
+    sites = sorted((s for s in prog.sites.values() if not s.removed), key=lambda s: s.index)
+    load = next(s for s in sites
+                if s.insn.is_ldimm64 and map_namer(prog, s)(s.insn) == "stats")
+    call = next(s for s in sites if s.index > load.index and s.insn.is_helper_call)
+    return next(s for s in sites if s.index > call.index)
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", KINDS)
+def test_watchpoint_on_the_stats_value(vm: Session, l4lb: LoadedProgram, kind: str) -> None:
+    site = stats_lookup_next(l4lb)
+    assert site.jit_start is not None
+    with run_stopped_at(vm, l4lb, kind, site.jit_start) as run:
+        target = run.target
+        assert run.stop == Stop("breakpoint", site.jit_start)
+        value = target.registers().rax  # BPF r0
+        assert value >= KERNEL_BASE
+        packets = int.from_bytes(target.read_memory(value, 8), "little")
+        target.clear_breakpoint(site.jit_start)
+        target.set_watchpoint(value, 8, "write")
+        target.resume()
+        hit = target.wait(30)
+        assert hit is not None and hit.reason == "watchpoint" and hit.watch_addr == value
+        atomic = l4lb.site_at(hit.pc - 1)  # stops after the writing instruction
+        assert atomic is not None and atomic.insn.mode == 0xC0  # BPF_ATOMIC
+        assert int.from_bytes(target.read_memory(value, 8), "little") == packets + 1
+        target.clear_watchpoint(value, 8, "write")
+        assert not target.watchpoints
+
+
+@pytest.mark.vm
+def test_gdb_death_is_reported_and_reaped(vm: Session) -> None:
+    try:
+        with GdbMiTarget(gdb_socket(vm)) as target:
+            pid = target.pid
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(TargetError, match=rf"^gdb \(pid {pid}\) died \(killed by "
+                                                  r"SIGKILL\) while reading 8 bytes at"):
+                target.read_memory(KERNEL_BASE, 8)
+            assert not process_exists(pid)
+            with pytest.raises(TargetError, match="died"):
+                target.step()
+    finally:
+        # gdb left QEMU's VM stopped: a new client detaches and the guest runs again.
+        with open_target("rsp", gdb_socket(vm)) as again:
+            assert not again.running
+    assert vm.kallsyms("bpf_prog_test_run_skb") > 0
