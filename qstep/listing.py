@@ -98,10 +98,13 @@ def patched_text(prog: LoadedProgram, site: InsnSite) -> list[str]:
     span = xlated_span(prog, site)
     if not span:
         return []
-    same = (len(span) == 1 and span[0].code == site.insn.code
-            and span[0].dst == site.insn.dst and span[0].src == site.insn.src
-            and span[0].off == site.insn.off
-            and (span[0].imm == site.insn.imm or site.insn.is_call or site.insn.is_ldimm64))
+    # Calls keep their shape; the kernel rewrites their imm/off (helper address
+    # offset, or for bpf-to-bpf calls the subprogram number), which is not a patch.
+    ins = site.insn
+    same = (len(span) == 1 and span[0].code == ins.code and span[0].dst == ins.dst
+            and span[0].src == ins.src
+            and (ins.is_call or (span[0].off == ins.off
+                                 and (span[0].imm == ins.imm or ins.is_ldimm64))))
     if same:
         return []
     return [bpf_insn.format_insn(x) for x in span]
