@@ -284,9 +284,23 @@ class Debugger:
             ret = int.from_bytes(self.target.read_memory(x86.rsp, 8), "little")
             if not self._in_program(ret):
                 return self._resume_and_wait()  # the program returns to the kernel
-        self._regs_cache = None
-        self.target.step()
+        self._single_step(x86.rip)
         return None
+
+    def _single_step(self, rip: int) -> None:
+        """Step one x86 instruction, repeating a step that did not execute one.
+
+        QEMU (7.2, TCG) sometimes ends a single-step with the CPU still at the
+        same pc, apparently when the I/O thread kicks the vCPU; the JIT never
+        emits an instruction that jumps to itself, so an unchanged pc means
+        nothing ran.
+        """
+        for _ in range(100):
+            self._regs_cache = None
+            self.target.step()
+            if self.x86().rip != rip:
+                return
+        raise GuestError(f"single-stepping makes no progress at {rip:#x}")
 
     def _run_to(self, addr: int, min_rsp: int) -> Event | None:
         """Continue to ``addr`` in this frame; an event if something else stopped us."""
