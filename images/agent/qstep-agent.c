@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,9 +29,12 @@
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <linux/bpf.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -39,6 +43,11 @@
 #define RUN_MAX_OUT (64u << 20)
 #define MAX_ARGS 8
 #define FLUSH_THRESHOLD (1u << 20)
+/* A verifier log over LOG_CAP bytes is sent as its first LOG_HEAD and last
+ * LOG_TAIL bytes: the serial line carries ~150 KB/s. */
+#define LOG_CAP (1u << 20)
+#define LOG_HEAD (64u << 10)
+#define LOG_TAIL (LOG_CAP - LOG_HEAD)
 
 #define offsetofend(T, m) (offsetof(T, m) + sizeof(((T *)0)->m))
 #define MIN(x, y) ((x) < (y) ? (x) : (y))
@@ -137,13 +146,12 @@ static void reply_head(struct reply *r, const char *key)
 	buf_printf(&r->out, "%s %s", r->seq, key);
 }
 
-/* Appends " x:<hex>" to the current line. */
-static void reply_hex(struct reply *r, const void *data, size_t n)
+/* Appends the hex digits of data to the current line. */
+static void reply_hex_digits(struct reply *r, const void *data, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = data;
 
-	buf_add(&r->out, " x:", 3);
 	for (size_t i = 0; i < n; i++) {
 		buf_reserve(&r->out, MIN(2 * (n - i), FLUSH_THRESHOLD));
 		r->out.p[r->out.len++] = hex[p[i] >> 4];
@@ -152,6 +160,13 @@ static void reply_hex(struct reply *r, const void *data, size_t n)
 			reply_flush(r);
 	}
 	r->out.p[r->out.len] = '\0';
+}
+
+/* Appends " x:<hex>" to the current line. */
+static void reply_hex(struct reply *r, const void *data, size_t n)
+{
+	buf_add(&r->out, " x:", 3);
+	reply_hex_digits(r, data, n);
 }
 
 static void reply_end_line(struct reply *r)
@@ -195,6 +210,32 @@ static void reply_ok(struct reply *r)
 	reply_flush(r);
 }
 
+/* A verifier log as one blob. Over LOG_CAP bytes, only its head and tail (cut
+ * at line ends) are sent, around a line "... [N bytes omitted] ...". */
+static void reply_log(struct reply *r, const char *key, const char *log, size_t len)
+{
+	size_t head = LOG_HEAD, tail = len - LOG_TAIL;   /* send [0, head) and [tail, len) */
+	const char *nl;
+	char marker[64];
+
+	reply_head(r, key);
+	if (len <= LOG_CAP) {
+		reply_hex(r, log, len);
+		reply_end_line(r);
+		return;
+	}
+	if ((nl = memrchr(log, '\n', head)))
+		head = (size_t)(nl - log) + 1;
+	if (log[tail - 1] != '\n' && (nl = memchr(log + tail, '\n', len - tail)) && nl + 1 < log + len)
+		tail = (size_t)(nl - log) + 1;
+	snprintf(marker, sizeof(marker), "%s... [%zu bytes omitted] ...\n",
+		 log[head - 1] == '\n' ? "" : "\n", tail - head);
+	reply_hex(r, log, head);
+	reply_hex_digits(r, marker, strlen(marker));
+	reply_hex_digits(r, log + tail, len - tail);
+	reply_end_line(r);
+}
+
 /* Terminal error line; always returns -1 so verbs can `return reply_err(...)`. */
 static int reply_err(struct reply *r, const char *fmt, ...)
 {
@@ -222,6 +263,7 @@ struct arg {
 	size_t n;
 };
 
+/* -2^63 .. 2^64-1; values over 2^63-1 (kernel addresses) keep their bits. */
 static int parse_int(const char *t, long long *v)
 {
 	const char *digits = t + (*t == '-');
@@ -229,7 +271,10 @@ static int parse_int(const char *t, long long *v)
 	if (!*digits || strspn(digits, "0123456789") != strlen(digits))
 		return -1;
 	errno = 0;
-	*v = strtoll(t, NULL, 10);
+	if (*t == '-')
+		*v = strtoll(t, NULL, 10);
+	else
+		*v = (long long)strtoull(t, NULL, 10);
 	return errno ? -1 : 0;
 }
 
@@ -393,9 +438,33 @@ struct handle {
 	struct capture cap;
 };
 
+/* ------------------------------------------------------------ probe state (docs/probes.md) */
+
+#define MAX_PROBES 64            /* probe ids 0..63 own 8 counters each */
+#define COUNTERS_ENTRIES 512
+#define PENDING_MAX (64u << 20)  /* drained records kept for one probe_drain */
+#define PROBE_LOG_SIZE (16u << 20)
+#define NO_SLOT_MSG "no free hardware breakpoint slot (x86 has 4 debug registers)"
+
+struct probe {
+	int handle;                  /* 0: a free slot */
+	int perf_fd, prog_fd;
+};
+
+struct probes {
+	int ready;                   /* probe_setup done: the fds and rb are valid */
+	int events_fd, counters_fd;  /* qstep_events (ring buffer), qstep_counters */
+	struct ring_buffer *rb;
+	struct buf pending;          /* consumed records: u32 size, then the bytes */
+	long long lost;              /* records not kept since the last drain */
+	struct probe slot[MAX_PROBES];
+	int last_handle;             /* probe handles are never reused */
+};
+
 struct agent {
 	struct handle **h;   /* handle N is h[N - 1]; ids are never reused */
 	size_t n;
+	struct probes probes;
 };
 
 static void handle_free(struct handle *h)
@@ -520,7 +589,7 @@ static int report_load_error(struct reply *r, struct handle *h, int err, const c
 	if (h->cap.seen)
 		report_capture(r, &h->cap);
 	if (log[0])
-		reply_blob(r, "log", log, strlen(log));
+		reply_log(r, "log", log, strlen(log));
 	if (g_libbpf_log.len)
 		reply_blob(r, "libbpf_log", g_libbpf_log.p, g_libbpf_log.len);
 	return reply_err(r, "loading program '%s' failed: %s%s", bpf_program__name(h->prog),
@@ -672,15 +741,33 @@ static int is_percpu(enum bpf_map_type t)
 }
 
 /* Size of a value as the map syscalls want it (per-CPU maps: all CPUs). */
-static size_t value_buf_size(const struct bpf_map *m)
+static size_t value_buf_size(enum bpf_map_type type, __u32 value_size)
 {
-	size_t size = bpf_map__value_size(m);
 	int ncpus;
 
-	if (!is_percpu(bpf_map__type(m)))
-		return size;
+	if (!is_percpu(type))
+		return value_size;
 	ncpus = libbpf_num_possible_cpus();
-	return ((size + 7) & ~(size_t)7) * (size_t)(ncpus > 0 ? ncpus : 1);
+	return (((size_t)value_size + 7) & ~(size_t)7) * (size_t)(ncpus > 0 ? ncpus : 1);
+}
+
+/* What `dump` needs to know of a map, whether it came from an object or by id. */
+struct map_view {
+	int fd;
+	enum bpf_map_type type;
+	__u32 key_size, max_entries;
+	size_t vsize;       /* bytes per value as the syscalls want it */
+	char label[64];     /* for messages: "'counts'" or "id 17" */
+};
+
+static void view_of_map(struct map_view *v, struct bpf_map *m, const char *name)
+{
+	v->fd = bpf_map__fd(m);
+	v->type = bpf_map__type(m);
+	v->key_size = bpf_map__key_size(m);
+	v->max_entries = bpf_map__max_entries(m);
+	v->vsize = value_buf_size(v->type, bpf_map__value_size(m));
+	snprintf(v->label, sizeof(v->label), "'%s'", name);
 }
 
 static int do_update(struct agent *ag, struct reply *r, struct arg *a)
@@ -690,7 +777,7 @@ static int do_update(struct agent *ag, struct reply *r, struct arg *a)
 
 	if (!m)
 		return -1;
-	vsize = value_buf_size(m);
+	vsize = value_buf_size(bpf_map__type(m), bpf_map__value_size(m));
 	if (a[2].n != bpf_map__key_size(m) || a[3].n != vsize)
 		return reply_err(r, "map '%s' takes %u-byte keys and %zu-byte values, got %zu and %zu",
 				 a[1].s, bpf_map__key_size(m), vsize, a[2].n, a[3].n);
@@ -700,56 +787,87 @@ static int do_update(struct agent *ag, struct reply *r, struct arg *a)
 }
 
 /* One `entry` line unless the key vanished; returns 0 or -1 after err. */
-static int dump_entry(struct reply *r, struct bpf_map *m, const void *key, void *val, size_t vsize)
+static int dump_entry(struct reply *r, const struct map_view *m, const void *key, void *val)
 {
-	if (bpf_map_lookup_elem(bpf_map__fd(m), key, val))
+	if (bpf_map_lookup_elem(m->fd, key, val))
 		return errno == ENOENT ? 0 :
-		       reply_err(r, "lookup in map '%s': %s", bpf_map__name(m), strerror(errno));
+		       reply_err(r, "lookup in map %s: %s", m->label, strerror(errno));
 	reply_head(r, "entry");
-	reply_hex(r, key, bpf_map__key_size(m));
-	reply_hex(r, val, vsize);
+	reply_hex(r, key, m->key_size);
+	reply_hex(r, val, m->vsize);
 	reply_end_line(r);
 	return 0;
+}
+
+static int dump_map(struct reply *r, const struct map_view *m)
+{
+	unsigned char *key = calloc(1, m->key_size + 4), *next = calloc(1, m->key_size + 4);
+	unsigned char *val = calloc(1, m->vsize + 1);
+	size_t count = 0;
+	int err = 0;
+
+	reply_int(r, "value_size", (long long)m->vsize);
+	if (m->type == BPF_MAP_TYPE_ARRAY || m->type == BPF_MAP_TYPE_PERCPU_ARRAY) {
+		__u32 i;
+
+		for (i = 0; !err && i < m->max_entries && count++ < DUMP_MAX_ENTRIES; i++)
+			err = dump_entry(r, m, &i, val);
+		if (!err && i < m->max_entries)
+			reply_int(r, "truncated", 1);
+	} else {
+		void *prev = NULL;
+
+		while (!err && !bpf_map_get_next_key(m->fd, prev, next)) {
+			if (count++ == DUMP_MAX_ENTRIES) {
+				reply_int(r, "truncated", 1);
+				break;
+			}
+			memcpy(key, next, m->key_size);
+			prev = key;
+			err = dump_entry(r, m, key, val);
+		}
+		if (!err && count <= DUMP_MAX_ENTRIES && errno != ENOENT)
+			err = reply_err(r, "iterating map %s: %s", m->label, strerror(errno));
+	}
+	free(key), free(next), free(val);
+	return err;
 }
 
 static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct bpf_map *m = get_map(ag, r, a[0].i, a[1].s);
-	size_t vsize, ksize, count = 0;
-	unsigned char *key, *next, *val;
-	enum bpf_map_type type;
-	int err = 0;
+	struct map_view v;
 
 	if (!m)
 		return -1;
-	type = bpf_map__type(m);
-	vsize = value_buf_size(m);
-	ksize = bpf_map__key_size(m);
-	key = calloc(1, ksize + 4), next = calloc(1, ksize + 4), val = calloc(1, vsize + 1);
-	reply_int(r, "value_size", (long long)vsize);
-	if (type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY) {
-		__u32 i;
+	view_of_map(&v, m, a[1].s);
+	return dump_map(r, &v);
+}
 
-		for (i = 0; !err && i < bpf_map__max_entries(m) && count++ < DUMP_MAX_ENTRIES; i++)
-			err = dump_entry(r, m, &i, val, vsize);
-		if (!err && i < bpf_map__max_entries(m))
-			reply_int(r, "truncated", 1);
+static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct bpf_map_info info = {0};
+	__u32 len = sizeof(info);
+	struct map_view v = {0};
+	int err;
+
+	(void)ag;
+	if (a[0].i <= 0 || a[0].i > UINT32_MAX)
+		return reply_err(r, "no map with id %lld", a[0].i);
+	if ((v.fd = bpf_map_get_fd_by_id((__u32)a[0].i)) < 0)
+		return reply_err(r, "no map with id %lld: %s", a[0].i, strerror(errno));
+	if (bpf_obj_get_info_by_fd(v.fd, &info, &len)) {
+		err = reply_err(r, "map id %lld: bpf_obj_get_info_by_fd: %s", a[0].i, strerror(errno));
 	} else {
-		void *prev = NULL;
-
-		while (!err && !bpf_map_get_next_key(bpf_map__fd(m), prev, next)) {
-			if (count++ == DUMP_MAX_ENTRIES) {
-				reply_int(r, "truncated", 1);
-				break;
-			}
-			memcpy(key, next, ksize);
-			prev = key;
-			err = dump_entry(r, m, key, val, vsize);
-		}
-		if (!err && count <= DUMP_MAX_ENTRIES && errno != ENOENT)
-			err = reply_err(r, "iterating map '%s': %s", a[1].s, strerror(errno));
+		v.type = info.type;
+		v.key_size = info.key_size;
+		v.max_entries = info.max_entries;
+		v.vsize = value_buf_size(v.type, info.value_size);
+		snprintf(v.label, sizeof(v.label), "id %u", info.id);
+		err = v.key_size ? dump_map(r, &v) :
+		      reply_err(r, "map id %lld (type %u) has no keys to dump", a[0].i, info.type);
 	}
-	free(key), free(next), free(val);
+	close(v.fd);
 	return err;
 }
 
@@ -823,6 +941,379 @@ static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
 	return 0;
 }
 
+/* ------------------------------------------------------------ probe verbs */
+
+static __u32 map_id_of(int fd)
+{
+	struct bpf_map_info info = {0};
+	__u32 len = sizeof(info);
+
+	return bpf_obj_get_info_by_fd(fd, &info, &len) ? 0 : info.id;
+}
+
+/* ring_buffer__consume() callback: keep the record for the reply. */
+static int keep_record(void *ctx, void *data, size_t size)
+{
+	struct probes *p = ctx;
+	__u32 n = (__u32)size;
+
+	if (p->pending.len + sizeof(n) + size > PENDING_MAX) {
+		p->lost++;
+		return 0;
+	}
+	buf_add(&p->pending, &n, sizeof(n));
+	buf_add(&p->pending, data, size);
+	return 0;
+}
+
+static int create_probe_maps(struct reply *r, struct probes *p, __u32 ringbuf_bytes)
+{
+	int err;
+
+	p->events_fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "qstep_events", 0, 0, ringbuf_bytes, NULL);
+	if (p->events_fd < 0)
+		return reply_err(r, "creating the ring buffer qstep_events: %s", strerror(errno));
+	p->counters_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "qstep_counters", sizeof(__u32),
+					sizeof(__u64), COUNTERS_ENTRIES, NULL);
+	if (p->counters_fd < 0) {
+		err = errno;
+		close(p->events_fd);
+		return reply_err(r, "creating the array qstep_counters: %s", strerror(err));
+	}
+	if (!(p->rb = ring_buffer__new(p->events_fd, keep_record, p, NULL))) {
+		err = errno;
+		close(p->events_fd), close(p->counters_fd);
+		return reply_err(r, "ring_buffer__new: %s", strerror(err));
+	}
+	p->ready = 1;
+	return 0;
+}
+
+static int do_probe_setup(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct probes *p = &ag->probes;
+	long long size = a[0].i;
+
+	if (size < 4096 || size > (1LL << 30) || (size & (size - 1)))
+		return reply_err(r, "ring buffer size must be a power of two from 4096 to 2^30, got %lld", size);
+	if (!p->ready && create_probe_maps(r, p, (__u32)size))
+		return -1;
+	reply_int(r, "events_map_id", map_id_of(p->events_fd));
+	reply_int(r, "counters_map_id", map_id_of(p->counters_fd));
+	return 0;
+}
+
+/* The instructions of a probe with every map reference (ld_imm64 with src_reg
+ * BPF_PSEUDO_MAP_FD or BPF_PSEUDO_MAP_VALUE, imm = index into map_refs) turned
+ * into an fd. The fds opened are left in fds[] (one per map_refs entry, -1 if
+ * unused) for the caller to close once the program is loaded. */
+static struct bpf_insn *resolve_map_refs(struct reply *r, const struct arg *code,
+					 const struct arg *refs, int *fds)
+{
+	size_t cnt = code->n / sizeof(struct bpf_insn), nrefs = refs->n / sizeof(__u32);
+	struct bpf_insn *insns = malloc(code->n);
+
+	if (!insns) {
+		reply_err(r, "out of memory");
+		return NULL;
+	}
+	memcpy(insns, code->b, code->n);   /* the blob is not aligned */
+	for (size_t i = 0; i < cnt; i++) {
+		struct bpf_insn *in = &insns[i];
+		__u32 k = (__u32)in->imm, id;
+
+		if (in->code != (BPF_LD | BPF_IMM | BPF_DW))
+			continue;
+		i++;   /* the second slot */
+		if (in->src_reg != BPF_PSEUDO_MAP_FD && in->src_reg != BPF_PSEUDO_MAP_VALUE)
+			continue;
+		if (k >= nrefs) {
+			reply_err(r, "instruction %zu refers to map_refs[%u], but map_refs has %zu entries",
+				  (size_t)(in - insns), k, nrefs);
+			free(insns);
+			return NULL;
+		}
+		memcpy(&id, refs->b + k * sizeof(id), sizeof(id));
+		if (fds[k] < 0 && (fds[k] = bpf_map_get_fd_by_id(id)) < 0) {
+			reply_err(r, "map_refs[%u]: no map with id %u: %s", k, id, strerror(errno));
+			free(insns);
+			return NULL;
+		}
+		in->imm = fds[k];
+	}
+	return insns;
+}
+
+/* Loads without a log; on failure loads again at log level 1 to report why. */
+static int load_probe_prog(struct reply *r, const struct bpf_insn *insns, size_t cnt)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, opts);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_PERF_EVENT, "qstep_probe", "GPL", insns, cnt, &opts);
+	int err = errno;
+	char *log;
+
+	if (fd >= 0)
+		return fd;
+	if ((log = calloc(1, PROBE_LOG_SIZE))) {
+		opts.log_buf = log;
+		opts.log_size = PROBE_LOG_SIZE;
+		opts.log_level = 1;
+		fd = bpf_prog_load(BPF_PROG_TYPE_PERF_EVENT, "qstep_probe", "GPL", insns, cnt, &opts);
+		if (fd < 0 && log[0])
+			reply_log(r, "log", log, strlen(log));
+		free(log);
+	}
+	if (fd >= 0)   /* it passed this time: use it */
+		return fd;
+	reply_err(r, "loading the probe program failed: %s%s", strerror(err),
+		  err == EACCES || err == EINVAL ? " (see verifier log)" : "");
+	return -1;
+}
+
+static int perf_event_open(struct perf_event_attr *attr)
+{
+	return (int)syscall(__NR_perf_event_open, attr, -1 /* pid */, 0 /* cpu */,
+			    -1 /* group */, PERF_FLAG_FD_CLOEXEC);
+}
+
+static int kprobe_pmu_type(void)
+{
+	FILE *f = fopen("/sys/bus/event_source/devices/kprobe/type", "r");
+	int type = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &type) != 1)
+			type = -1;
+		fclose(f);
+	}
+	return type;
+}
+
+/* Hands prog_fd to the perf event and starts it; returns 0 or errno. */
+static int enable_probe(int perf_fd, int prog_fd)
+{
+	if (ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog_fd) ||
+	    ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0))
+		return errno;
+	return 0;
+}
+
+/* A kprobe at a raw address. A kprobe event takes only BPF_PROG_TYPE_KPROBE
+ * programs, whose context is the pt_regs that begins bpf_perf_event_data: the
+ * probe is loaded again with that type (a probe that reads sample_period or
+ * addr, or calls perf-only helpers, is refused). Returns 0 or errno; *why
+ * names the step that failed. */
+static int attach_kprobe(struct probe *pr, unsigned long long addr, const struct bpf_insn *insns,
+			 size_t cnt, const char **why)
+{
+	struct perf_event_attr attr = {.size = sizeof(attr), .sample_period = 1, .disabled = 1};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts);
+	int type = kprobe_pmu_type(), perf_fd, prog_fd, err;
+
+	*why = "this kernel has no kprobe PMU";
+	if (type < 0)
+		return ENOENT;
+	attr.type = (__u32)type;
+	attr.kprobe_func = 0;   /* none: kprobe_addr is the address */
+	attr.kprobe_addr = addr;
+	*why = "perf_event_open";
+	if ((perf_fd = perf_event_open(&attr)) < 0)
+		return errno;
+	*why = "loading the probe as a kprobe program";
+	prog_fd = bpf_prog_load(BPF_PROG_TYPE_KPROBE, "qstep_probe", "GPL", insns, cnt, &opts);
+	err = prog_fd < 0 ? errno : 0;
+	if (!err && (err = enable_probe(perf_fd, prog_fd)))
+		*why = "PERF_EVENT_IOC_SET_BPF/ENABLE";
+	if (err) {
+		close(perf_fd);
+		if (prog_fd >= 0)
+			close(prog_fd);
+		return err;
+	}
+	pr->perf_fd = perf_fd;
+	pr->prog_fd = prog_fd;
+	return 0;
+}
+
+/* A hardware breakpoint running prog_fd; returns 0 or errno (*why as above). */
+static int attach_breakpoint(struct probe *pr, unsigned long long addr, __u32 bp_type,
+			     __u64 bp_len, int prog_fd, const char **why)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_BREAKPOINT, .size = sizeof(attr), .bp_type = bp_type,
+		.bp_addr = addr, .bp_len = bp_len, .sample_period = 1, .disabled = 1,
+	};
+	int perf_fd, err;
+
+	*why = "perf_event_open";
+	if ((perf_fd = perf_event_open(&attr)) < 0)
+		return errno;
+	*why = "PERF_EVENT_IOC_SET_BPF/ENABLE";
+	if ((err = enable_probe(perf_fd, prog_fd))) {
+		close(perf_fd);
+		return err;
+	}
+	pr->perf_fd = perf_fd;
+	pr->prog_fd = prog_fd;
+	return 0;
+}
+
+static int valid_breakpoint(long long type, long long len)
+{
+	if (type == HW_BREAKPOINT_X)
+		return len == sizeof(long);
+	return (type == HW_BREAKPOINT_R || type == HW_BREAKPOINT_W || type == HW_BREAKPOINT_RW) &&
+	       (len == 1 || len == 2 || len == 4 || len == 8);
+}
+
+/* Probes are perf events of CPU 0: the programs the agent runs must run there. */
+static void run_on_cpu0(void)
+{
+	cpu_set_t cpus;
+
+	CPU_ZERO(&cpus);
+	CPU_SET(0, &cpus);
+	sched_setaffinity(0, sizeof(cpus), &cpus);   /* best effort */
+}
+
+static struct probe *free_probe_slot(struct probes *p)
+{
+	for (size_t i = 0; i < MAX_PROBES; i++)
+		if (!p->slot[i].handle)
+			return &p->slot[i];
+	return NULL;
+}
+
+/* Opens the perf event of the probe (kprobe or hardware breakpoint, by mode)
+ * with prog_fd (a perf_event program) or a kprobe twin of it; replies err. */
+static int attach_probe(struct reply *r, struct probe *pr, const struct arg *a,
+			const struct bpf_insn *insns, size_t cnt, int prog_fd, const char **kind)
+{
+	unsigned long long addr = (unsigned long long)a[1].i;
+	const char *mode = a[6].s, *why;
+	int err;
+
+	if (strcmp(mode, "hw") != 0 && a[2].i == HW_BREAKPOINT_X) {
+		err = attach_kprobe(pr, addr, insns, cnt, &why);
+		if (!err) {
+			close(prog_fd);   /* the kprobe runs its own copy */
+			*kind = "kprobe";
+			return 0;
+		}
+		if (strcmp(mode, "kprobe") == 0)
+			return reply_err(r, "kprobe at 0x%llx: %s: %s%s", addr, why, strerror(err),
+					 err == EINVAL ? " (the kernel refuses kprobes in BPF JIT code; "
+					 "use mode hw)" : "");
+	}
+	err = attach_breakpoint(pr, addr, (__u32)a[2].i, (__u64)a[3].i, prog_fd, &why);
+	if (err == ENOSPC || err == EBUSY)
+		return reply_err(r, NO_SLOT_MSG);
+	if (err)
+		return reply_err(r, "hardware breakpoint at 0x%llx: %s: %s", addr, why, strerror(err));
+	*kind = "hw_breakpoint";
+	return 0;
+}
+
+/* probe_attach <probe_id> <addr> <bp_type> <bp_len> <insns> <map_refs> <mode> */
+static int do_probe_attach(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct probe *pr = free_probe_slot(&ag->probes);
+	size_t cnt = a[4].n / sizeof(struct bpf_insn), nrefs = a[5].n / sizeof(__u32);
+	const char *mode = a[6].s, *kind = NULL;
+	struct bpf_insn *insns;
+	int *fds, prog_fd = -1;
+
+	if (a[0].i < 0 || a[0].i >= MAX_PROBES)
+		return reply_err(r, "probe id must be 0..%d, got %lld", MAX_PROBES - 1, a[0].i);
+	if (!valid_breakpoint(a[2].i, a[3].i))
+		return reply_err(r, "bad breakpoint: bp_type %lld with bp_len %lld (execute 4: len 8; "
+				 "read 1, write 2, read/write 3: len 1, 2, 4 or 8)", a[2].i, a[3].i);
+	if (strcmp(mode, "auto") && strcmp(mode, "hw") && strcmp(mode, "kprobe"))
+		return reply_err(r, "mode must be auto, hw or kprobe, got '%s'", mode);
+	if (!strcmp(mode, "kprobe") && a[2].i != HW_BREAKPOINT_X)
+		return reply_err(r, "a kprobe probes execution: bp_type must be 4");
+	if (!cnt || a[4].n % sizeof(struct bpf_insn) || a[5].n % sizeof(__u32))
+		return reply_err(r, "bad request: insns must be 8-byte instructions and map_refs u32 map ids");
+	if (!pr)
+		return reply_err(r, "too many probes (at most %d)", MAX_PROBES);
+	if (!(fds = malloc((nrefs + 1) * sizeof(*fds))))
+		return reply_err(r, "out of memory");
+	run_on_cpu0();
+	for (size_t i = 0; i < nrefs; i++)
+		fds[i] = -1;
+	if ((insns = resolve_map_refs(r, &a[4], &a[5], fds)))
+		prog_fd = load_probe_prog(r, insns, cnt);
+	if (prog_fd >= 0 && attach_probe(r, pr, a, insns, cnt, prog_fd, &kind))
+		close(prog_fd);
+	for (size_t i = 0; i < nrefs; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);   /* a loaded program holds its own references */
+	free(fds), free(insns);
+	if (!kind)
+		return -1;
+	pr->handle = ++ag->probes.last_handle;
+	reply_int(r, "probe_handle", pr->handle);
+	reply_word(r, "attached", kind);
+	return 0;
+}
+
+static void probe_free(struct probe *pr)
+{
+	ioctl(pr->perf_fd, PERF_EVENT_IOC_DISABLE, 0);
+	close(pr->perf_fd);
+	close(pr->prog_fd);
+	memset(pr, 0, sizeof(*pr));
+}
+
+static int do_probe_detach(struct agent *ag, struct reply *r, struct arg *a)
+{
+	for (size_t i = 0; i < MAX_PROBES; i++) {
+		struct probe *pr = &ag->probes.slot[i];
+
+		if (pr->handle && pr->handle == a[0].i) {
+			probe_free(pr);
+			return 0;
+		}
+	}
+	return reply_err(r, "unknown probe handle %lld", a[0].i);
+}
+
+static int do_probe_drain(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct probes *p = &ag->probes;
+	int n;
+
+	(void)a;
+	if (!p->ready)
+		return reply_err(r, "no probe ring buffer: send probe_setup first");
+	if ((n = ring_buffer__consume(p->rb)) < 0)
+		return reply_err(r, "ring_buffer__consume: %s", strerror(-n));
+	for (size_t off = 0; off < p->pending.len;) {
+		__u32 size;
+
+		memcpy(&size, p->pending.p + off, sizeof(size));
+		reply_blob(r, "record", p->pending.p + off + sizeof(size), size);
+		off += sizeof(size) + size;
+	}
+	reply_int(r, "lost", p->lost);
+	p->pending.len = 0;
+	p->lost = 0;
+	return 0;
+}
+
+static void probes_free(struct probes *p)
+{
+	for (size_t i = 0; i < MAX_PROBES; i++)
+		if (p->slot[i].handle)
+			probe_free(&p->slot[i]);
+	if (p->ready) {
+		ring_buffer__free(p->rb);
+		close(p->events_fd), close(p->counters_fd);
+	}
+	buf_free(&p->pending);
+	memset(p, 0, sizeof(*p));
+}
+
 /* ------------------------------------------------------------ main loop */
 
 static const struct verb {
@@ -837,6 +1328,11 @@ static const struct verb {
 	{"run", "iibbi", do_run},
 	{"unload", "i", do_unload},
 	{"kallsyms", "w", do_kallsyms},
+	{"dump_id", "i", do_dump_id},
+	{"probe_setup", "i", do_probe_setup},
+	{"probe_attach", "iiiibbw", do_probe_attach},
+	{"probe_detach", "i", do_probe_detach},
+	{"probe_drain", "", do_probe_drain},
 };
 
 static void serve_line(struct agent *ag, struct reply *r, char *line)
@@ -919,6 +1415,7 @@ int main(int argc, char **argv)
 		serve_line(&ag, &r, line);
 	for (size_t i = 0; i < ag.n; i++)   /* EOF: the host hung up */
 		handle_free(ag.h[i]);
+	probes_free(&ag.probes);
 	free(ag.h), free(line), buf_free(&r.out), buf_free(&g_libbpf_log);
 	return 0;
 }

@@ -67,7 +67,6 @@ def debugger_for(args: argparse.Namespace) -> Iterator[Debugger]:
         assert session.agent is not None
         with open_target(args.backend, session.machine.config.gdb_socket) as target:
             dbg = Debugger(prog, target, session.agent, RunRequest(packet))
-            dbg.stopped = True  # the gdbstub stops the VM when we connect
             try:
                 yield dbg
             finally:

@@ -86,7 +86,8 @@ class Debugger:
         self._next_number = 1
         self._inserted: dict[int, int] = {}
         self._run_seq: int | None = None
-        self.stopped = False
+        self.target.interrupt()  # returns at once if the target is already stopped
+        self.stopped = True
         self.last_event: Event | None = None
         self._boundaries = {s.jit_start for s in prog.sites.values() if s.jit_start is not None}
         self._entries = {f.addr for f in prog.functions}
@@ -394,11 +395,12 @@ class Debugger:
         """Leave the guest running with no breakpoints of ours (for shutdown or reuse)."""
         if self.running_program:
             self.kill()
-        if not self._inserted:
+        if not self._inserted and not self.stopped:
             return
         if not self.stopped:
             self.target.interrupt()
         self._clear_inserted()
+        self._regs_cache = None
         self.target.resume()
         self.stopped = False
 

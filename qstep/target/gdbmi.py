@@ -111,8 +111,11 @@ class GdbMiTarget(Target):
 
     @property
     def stop(self) -> Stop:
-        """The latest stop."""
         return self._stop
+
+    @property
+    def cached_registers(self) -> X86Regs | None:
+        return self._regs
 
     @property
     def breakpoints(self) -> set[tuple[int, bool]]:
@@ -170,7 +173,7 @@ class GdbMiTarget(Target):
         if number is not None:
             self._command(f"-break-delete {number}", f"deleting the watchpoint at {addr:#x}")
 
-    def step(self) -> Stop:
+    def _step_once(self) -> Stop:
         self._check_stopped("step")
         self._command("-exec-step-instruction", "single-stepping")
         self._running = True

@@ -109,6 +109,8 @@ class MiChannel:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()
         except OSError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2.0)  # a broken pipe: gdb is dying, let it finish
             self.check_alive(what)
             raise TargetError(f"cannot write to gdb (pid {self.pid}) ({what})") from None
 

@@ -40,7 +40,7 @@ DEFAULT_PACKET_SIZE = 4096
 
 
 class RspTarget(Target):
-    """One connection to QEMU's gdbstub; the VM is stopped while connected and not resumed."""
+    """One connection to QEMU's gdbstub (connecting stops the VM)."""
 
     def __init__(self, socket_path: str | Path, timeout: float = COMMAND_TIMEOUT) -> None:
         self.path = str(socket_path)
@@ -168,7 +168,7 @@ class RspTarget(Target):
     def _check_stopped(self, what: str) -> None:
         if self._exited:
             raise TargetError(f"the guest has exited ({what})")
-        if self._running:
+        if self.running:
             raise TargetError(f"the target is running; interrupt() it first ({what})")
 
     # -- stops ---------------------------------------------------------
@@ -213,8 +213,11 @@ class RspTarget(Target):
 
     @property
     def stop(self) -> Stop:
-        """The latest stop."""
         return self._stop
+
+    @property
+    def cached_registers(self) -> X86Regs | None:
+        return self._regs
 
     @property
     def breakpoints(self) -> set[tuple[int, bool]]:
@@ -282,7 +285,7 @@ class RspTarget(Target):
                             f"{kind} watchpoint at {addr:#x}")
             self._wps.discard((addr, length, kind))
 
-    def step(self) -> Stop:
+    def _step_once(self) -> Stop:
         self._check_stopped("step")
         self._action = "step"
         self._send(b"s")

@@ -464,12 +464,20 @@ def test_whole_verifier_log_of_a_huge_rejection(agent: Agent, objs: dict[str, Pa
     assert (
         rep.error == "loading program 'xdp_long_bad' failed: Permission denied (see verifier log)"
     )
+    # Over 16 MiB of log: the agent sends its first 64 KiB and last 960 KiB,
+    # cut at line ends, around a line saying how much it left out.
     log = rep["log"].decode()
-    assert len(log) > 16 << 20
+    assert len(log) <= 1 << 20
     assert log.startswith("0: R1=ctx")  # the head: not a rotated tail
-    tail = log.rstrip("\n").splitlines()
-    assert "invalid access to packet" in "\n".join(tail[-5:])
-    assert tail[-1].startswith("processed ")
+    (marker,) = re.findall(r"^\.\.\. \[(\d+) bytes omitted\] \.\.\.$", log, re.M)
+    head, tail = log.split(f"... [{marker} bytes omitted] ...\n")
+    assert len(head) + int(marker) + len(tail) > 16 << 20
+    assert (64 << 10) - 200 < len(head) <= 64 << 10 and head.endswith("\n")
+    assert (960 << 10) - 200 < len(tail) <= 960 << 10
+    assert re.match(r"\d+: \(", head.splitlines()[-1]) and re.match(r"\d+: \(", tail)
+    lines = tail.rstrip("\n").splitlines()
+    assert "invalid access to packet" in "\n".join(lines[-5:])
+    assert lines[-1].startswith("processed ")
 
 
 def test_malformed_requests_keep_agent_serving(agent: Agent) -> None:
@@ -597,3 +605,301 @@ def test_dump_is_capped(agent: Agent, objs: dict[str, Path]) -> None:
     assert rep["truncated"] == 1 and len(entries) == 100000
     assert [k for k, _ in entries] == [struct.pack("<I", i) for i in range(100000)]
     assert entries[99999][1] == b"\x07" and {v for _, v in entries[:99999]} == {b"\x00"}
+
+
+# ---------------------------------------------------------------- probes (docs/probes.md)
+#
+# The host kernel loads perf_event programs but refuses hardware breakpoints
+# (EINVAL) and may have no kprobe PMU: the attach itself is tested in the guest
+# (tests/vm/test_agent_probes.py). Here: setup, program load and map references,
+# and the exact error that ends an attach after a successful load.
+
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_PSEUDO_MAP_FD = 1
+HW_BREAKPOINT_X, HW_BREAKPOINT_W = 4, 2
+RINGBUF_BYTES = 1 << 16
+
+
+def bpf(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """One raw instruction."""
+    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
+
+
+def ld_map_ref(dst: int, index: int) -> bytes:
+    """dst = map_refs[index] (ld_imm64, src_reg BPF_PSEUDO_MAP_FD): two slots."""
+    return bpf(BPF_LD_IMM64, dst, BPF_PSEUDO_MAP_FD, imm=index) + bpf(0)
+
+
+RETURN_0 = bpf(0xB7, 0, imm=0) + bpf(0x95)  # r0 = 0; exit
+
+
+def count_into(map_ref: int, key: int = 0) -> bytes:
+    """counters[key] += 1 (atomic), the counters map being map_refs[map_ref]."""
+    return b"".join(
+        [
+            ld_map_ref(1, map_ref),
+            bpf(0x62, 10, off=-4, imm=key),  # *(u32 *)(r10 - 4) = key
+            bpf(0xBF, 2, 10),  # r2 = r10
+            bpf(0x07, 2, imm=-4),  # r2 += -4
+            bpf(0x85, imm=1),  # call bpf_map_lookup_elem
+            bpf(0x15, 0, off=2, imm=0),  # if r0 == 0 goto +2
+            bpf(0xB7, 1, imm=1),  # r1 = 1
+            bpf(0xDB, 0, 1, imm=0),  # lock *(u64 *)(r0 + 0) += r1
+            RETURN_0,
+        ]
+    )
+
+
+def map_refs(*ids: int) -> bytes:
+    return struct.pack(f"<{len(ids)}I", *ids)
+
+
+def jit_address(agent: Agent, objs: dict[str, Path]) -> int:
+    """The JIT entry of a freshly loaded xdp_main: a realistic probe address."""
+    h = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")["handle"]
+    return u64s(agent.ok("info", h)["jited_ksyms"])[0]
+
+
+def assert_loaded_then_attach_refused(rep: Reply, addr: int, mode: str = "auto") -> None:
+    """The probe loaded, and the host kernel refused the breakpoint (or took it)."""
+    if rep.error is None:
+        assert rep.keys() == ["probe_handle", "attached"]
+        assert rep["attached"] in {"auto": {"kprobe", "hw_breakpoint"}, "hw": {"hw_breakpoint"},
+                                   "kprobe": {"kprobe"}}[mode]
+        return
+    assert rep.lines == []
+    assert rep.error in (
+        f"hardware breakpoint at {addr:#x}: perf_event_open: Invalid argument",
+        f"hardware breakpoint at {addr:#x}: perf_event_open: No such device",
+        "no free hardware breakpoint slot (x86 has 4 debug registers)",
+    ), rep.error
+
+
+def test_probe_setup_is_idempotent(agent: Agent) -> None:
+    rep = agent.ok("probe_setup", RINGBUF_BYTES)
+    assert rep.keys() == ["events_map_id", "counters_map_id"]
+    events, counters = rep["events_map_id"], rep["counters_map_id"]
+    assert events > 0 and counters > 0 and events != counters
+    again = agent.ok("probe_setup", RINGBUF_BYTES * 4)
+    assert again.lines == rep.lines
+    for bad in (0, 1000, 4096 + 1, 3 << 12):
+        assert agent.request("probe_setup", bad).error == (
+            f"ring buffer size must be a power of two from 4096 to 2^30, got {bad}"
+        )
+
+
+def test_probe_maps_by_id(agent: Agent, objs: dict[str, Path]) -> None:
+    ids = agent.ok("probe_setup", RINGBUF_BYTES)
+    rep = agent.ok("dump_id", ids["counters_map_id"])
+    assert rep["value_size"] == 8
+    entries = rep.all("entry")
+    assert [k for k, _ in entries] == [struct.pack("<I", i) for i in range(512)]
+    assert {v for _, v in entries} == {bytes(8)}
+    assert agent.request("dump_id", ids["events_map_id"]).error == (
+        f"map id {ids['events_map_id']} (type {BPF_MAP_TYPE_RINGBUF}) has no keys to dump"
+    )
+    # any map of a loaded program, by its kernel id, like `dump`
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")
+    agent.ok("update", load["handle"], "counts", struct.pack("<I", 3), struct.pack("<Q", 9))
+    counts = agent.ok("dump_id", maps_of(load)["counts"]["id"])
+    assert counts.lines == agent.ok("dump", load["handle"], "counts").lines
+    assert agent.request("dump_id", 0).error == "no map with id 0"
+    assert agent.request("dump_id", 1 << 31).error.startswith(f"no map with id {1 << 31}: ")
+
+
+def test_probe_drain(agent: Agent) -> None:
+    assert agent.request("probe_drain").error == "no probe ring buffer: send probe_setup first"
+    agent.ok("probe_setup", RINGBUF_BYTES)
+    assert agent.ok("probe_drain").lines == [("lost", [0])]
+
+
+def test_probe_attach_loads_the_program(agent: Agent, objs: dict[str, Path]) -> None:
+    addr = jit_address(agent, objs)
+    assert addr > 1 << 63  # sent as an unsigned decimal
+    ids = agent.ok("probe_setup", RINGBUF_BYTES)
+    refs = map_refs(ids["counters_map_id"])
+    for code in (RETURN_0, count_into(0)):
+        for mode in ("auto", "hw"):
+            rep = agent.request("probe_attach", 0, addr, HW_BREAKPOINT_X, 8, code, refs, mode)
+            assert_loaded_then_attach_refused(rep, addr, mode)
+            if rep.error is None:
+                agent.ok("probe_detach", rep["probe_handle"])
+    # a data watchpoint takes the same path
+    rep = agent.request("probe_attach", 1, addr, HW_BREAKPOINT_W, 8, RETURN_0, b"", "hw")
+    assert_loaded_then_attach_refused(rep, addr, "hw")
+
+
+def test_probe_attach_errors(agent: Agent, objs: dict[str, Path]) -> None:
+    addr = jit_address(agent, objs)
+    ids = agent.ok("probe_setup", RINGBUF_BYTES)
+    refs = map_refs(ids["counters_map_id"])
+    X = HW_BREAKPOINT_X
+
+    def err(*args: object) -> str:
+        rep = agent.request("probe_attach", *args)
+        assert rep.error is not None
+        return rep.error
+
+    # map references: index out of range, unknown id
+    assert err(0, addr, X, 8, count_into(1), refs, "auto") == (
+        "instruction 0 refers to map_refs[1], but map_refs has 1 entries"
+    )
+    assert err(0, addr, X, 8, count_into(0), b"", "auto") == (
+        "instruction 0 refers to map_refs[0], but map_refs has 0 entries"
+    )
+    assert err(0, addr, X, 8, count_into(0), map_refs(1 << 31), "auto").startswith(
+        f"map_refs[0]: no map with id {1 << 31}: "
+    )
+    # the verifier's rejection comes with its log
+    rep = agent.request("probe_attach", 0, addr, X, 8, bpf(0x95), b"", "auto")  # exit, r0 unset
+    assert rep.error == "loading the probe program failed: Permission denied (see verifier log)"
+    assert rep.keys() == ["log"] and "R0 !read_ok" in rep["log"].decode()
+    # the request itself
+    assert err(64, addr, X, 8, RETURN_0, b"", "auto") == "probe id must be 0..63, got 64"
+    assert err(0, addr, X, 4, RETURN_0, b"", "auto").startswith("bad breakpoint: bp_type 4 with bp_len 4")
+    assert err(0, addr, 2, 3, RETURN_0, b"", "hw").startswith("bad breakpoint: bp_type 2 with bp_len 3")
+    assert err(0, addr, 5, 8, RETURN_0, b"", "hw").startswith("bad breakpoint: bp_type 5")
+    assert err(0, addr, X, 8, RETURN_0, b"", "uprobe") == "mode must be auto, hw or kprobe, got 'uprobe'"
+    assert err(0, addr, 2, 8, RETURN_0, b"", "kprobe") == "a kprobe probes execution: bp_type must be 4"
+    assert err(0, addr, X, 8, RETURN_0[:-1], b"", "hw").startswith("bad request: insns must be")
+    assert err(0, addr, X, 8, RETURN_0, b"\x01", "hw").startswith("bad request: insns must be")
+    assert agent.request("probe_detach", 1).error == "unknown probe handle 1"
+    assert agent.ok("hello")["version"] == 1
+
+
+def test_kprobe_mode_at_a_jit_address(agent: Agent, objs: dict[str, Path]) -> None:
+    """No kernel here takes a kprobe in BPF JIT code; the error names the step."""
+    addr = jit_address(agent, objs)
+    rep = agent.request("probe_attach", 0, addr, HW_BREAKPOINT_X, 8, RETURN_0, b"", "kprobe")
+    if rep.error is None:  # a patched kernel
+        assert rep["attached"] == "kprobe"
+        return
+    assert rep.error.startswith(f"kprobe at {addr:#x}: "), rep.error
+    assert rep.error in (
+        f"kprobe at {addr:#x}: this kernel has no kprobe PMU: No such file or directory",
+        f"kprobe at {addr:#x}: perf_event_open: Invalid argument (the kernel refuses kprobes "
+        "in BPF JIT code; use mode hw)",
+    ), rep.error
+
+
+# Offsets in struct bpf_perf_event_data (x86-64): regs.rip, then addr after regs
+# and sample_period.
+CTX_RIP, CTX_ADDR = 128, 176
+BPF_PSEUDO_MAP_VALUE = 2
+
+
+def counting_probe(probe_id: int, ctx_fields: tuple[int, ...] = ()) -> bytes:
+    """counters[8 * probe_id] += 1, then a ring buffer record {probe_id, flags 0,
+    hit = that counter, one u64 per ctx offset in ctx_fields}.
+    map_refs: [counters, events]."""
+    size = 16 + 8 * len(ctx_fields)
+    rec = -size  # the record, on the stack at r10 - size
+    code = [
+        bpf(0xBF, 6, 1),  # r6 = ctx
+        ld_map_ref(1, 0),
+        bpf(0x62, 10, off=-4 + rec, imm=8 * probe_id),  # key, below the record
+        bpf(0xBF, 2, 10),
+        bpf(0x07, 2, imm=-4 + rec),
+        bpf(0x85, imm=1),  # bpf_map_lookup_elem
+    ]
+    body = [
+        bpf(0xB7, 1, imm=1),
+        bpf(0xDB, 0, 1),  # lock *(u64 *)(r0 + 0) += r1
+        bpf(0x79, 7, 0),  # r7 = *(u64 *)(r0 + 0): the hit number
+        bpf(0x62, 10, off=rec, imm=probe_id),  # u32 probe_id
+        bpf(0x62, 10, off=rec + 4, imm=0),  # u32 flags
+        bpf(0x7B, 10, 7, off=rec + 8),  # u64 hit
+    ]
+    for i, off in enumerate(ctx_fields):
+        body += [bpf(0x79, 1, 6, off=off), bpf(0x7B, 10, 1, off=rec + 16 + 8 * i)]
+    body += [
+        ld_map_ref(1, 1),
+        bpf(0xBF, 2, 10),
+        bpf(0x07, 2, imm=rec),
+        bpf(0xB7, 3, imm=size),
+        bpf(0xB7, 4, imm=0),
+        bpf(0x85, imm=130),  # bpf_ringbuf_output
+    ]
+    skip = sum(len(b) for b in body) // 8
+    return b"".join([*code, bpf(0x15, 0, off=skip, imm=0), *body, RETURN_0])
+
+
+def global_address(agent: Agent, load: Reply) -> int:
+    """Kernel address of the one global variable xdp_main uses (`hits` in .bss).
+
+    The JIT materializes the ld_imm64 of a map value as movabs reg, imm64 at
+    that instruction's JIT address (jited_line_info of the synthetic line info)."""
+    insns = load["insns"]
+    (index,) = [
+        i
+        for i in insn_starts(insns)
+        if insns[8 * i] == BPF_LD_IMM64 and insns[8 * i + 1] >> 4 == BPF_PSEUDO_MAP_VALUE
+    ]
+    info = agent.ok("info", load["handle"])
+    cols = [r[3] for r in records(info["kline_info"], 16, "<IIII")]
+    addr = u64s(info["jited_line_info"])[cols.index(index)]
+    ksyms, lens = u64s(info["jited_ksyms"]), u32s(info["jited_func_lens"])
+    func = next(f for f, k in enumerate(ksyms) if k <= addr < k + lens[f])
+    code = info["jited"][sum(lens[:func]) + addr - ksyms[func] :]
+    assert code[0] in (0x48, 0x49) and 0xB8 <= code[1] <= 0xBF, code[:10].hex()  # movabs
+    return struct.unpack_from("<Q", code, 2)[0] + struct.unpack_from("<I", insns, 8 * index + 12)[0]
+
+
+def test_write_watchpoint_end_to_end(agent: Agent, objs: dict[str, Path]) -> None:
+    """A data watchpoint: the host kernel accepts those, so the whole path runs here."""
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")
+    hits_addr = global_address(agent, load)
+    ids = agent.ok("probe_setup", RINGBUF_BYTES)
+    refs = map_refs(ids["counters_map_id"], ids["events_map_id"])
+    probe = counting_probe(3, (CTX_ADDR, CTX_RIP))
+    rep = agent.request("probe_attach", 3, hits_addr, HW_BREAKPOINT_W, 8, probe, refs, "auto")
+    if rep.error is not None and "perf_event_open" in rep.error:
+        pytest.skip(f"this kernel refuses data watchpoints: {rep.error}")
+    assert rep.error is None, rep.error
+    assert rep.keys() == ["probe_handle", "attached"] and rep["attached"] == "hw_breakpoint"
+    handle = rep["probe_handle"]
+
+    assert agent.ok("run", load["handle"], 5, bytes(64), b"", 64)["retval"] == XDP_PASS
+    counters = {k: v for k, v in agent.ok("dump_id", ids["counters_map_id"]).all("entry")}
+    assert u64s(counters[struct.pack("<I", 24)]) == [5]  # probe 3, k = 0: reached
+    drain = agent.ok("probe_drain")
+    assert drain.keys() == ["record"] * 5 + ["lost"] and drain["lost"] == 0
+    xdp_main = u64s(agent.ok("info", load["handle"])["jited_ksyms"])[0]
+    for n, (rec,) in enumerate(drain.all("record"), 1):
+        probe_id, flags, hit, addr, rip = struct.unpack("<IIQQQ", rec)
+        assert (probe_id, flags, hit, addr) == (3, 0, n, hits_addr)
+        assert xdp_main < rip < xdp_main + 4096  # just after the write, in xdp_main
+    assert u64s(dump(agent, load["handle"], ".bss")[1][bytes(4)]) == [5]
+    assert agent.ok("probe_drain").lines == [("lost", [0])]  # drained once
+
+    agent.ok("probe_detach", handle)
+    assert agent.request("probe_detach", handle).error == f"unknown probe handle {handle}"
+    agent.ok("run", load["handle"], 3, bytes(64), b"", 64)
+    assert agent.ok("probe_drain").lines == [("lost", [0])]  # detached: no more hits
+    counters = {k: v for k, v in agent.ok("dump_id", ids["counters_map_id"]).all("entry")}
+    assert u64s(counters[struct.pack("<I", 24)]) == [5]
+    # handles are not reused
+    rep = agent.ok("probe_attach", 3, hits_addr, HW_BREAKPOINT_W, 8, probe, refs, "hw")
+    assert rep["probe_handle"] == handle + 1
+
+
+def test_fifth_hardware_probe_is_refused(agent: Agent, objs: dict[str, Path]) -> None:
+    load = agent.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")
+    hits_addr = global_address(agent, load)
+    ids = agent.ok("probe_setup", RINGBUF_BYTES)
+    refs = map_refs(ids["counters_map_id"], ids["events_map_id"])
+    handles = []
+    for p in range(4):
+        rep = agent.request("probe_attach", p, hits_addr, HW_BREAKPOINT_W, 8,
+                            counting_probe(p), refs, "hw")
+        if rep.error is not None and "perf_event_open" in rep.error:
+            pytest.skip(f"this kernel refuses data watchpoints: {rep.error}")
+        assert rep.error is None, rep.error
+        handles.append(rep["probe_handle"])
+    fifth = agent.request("probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4),
+                          refs, "hw")
+    assert fifth.error == "no free hardware breakpoint slot (x86 has 4 debug registers)"
+    agent.ok("run", load["handle"], 2, bytes(64), b"", 64)
+    assert len(agent.ok("probe_drain").all("record")) == 8  # 4 probes, 2 hits each
+    agent.ok("probe_detach", handles[0])  # frees a slot
+    agent.ok("probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4), refs, "hw")

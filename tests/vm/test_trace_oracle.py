@@ -131,7 +131,6 @@ def test_every_instruction_agrees_with_the_oracle(
     try:
         with open_target("rsp", vm.machine.config.gdb_socket) as target:
             dbg = Debugger(prog, target, vm.agent, RunRequest(read_packet(packet)))
-            dbg.stopped = True
             try:
                 checked = lockstep(dbg)
             finally:
