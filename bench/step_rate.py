@@ -44,12 +44,13 @@ class Bench:
                                        len(self.packet) + 4096)
 
     def finish(self, target: Target, seq: int) -> None:
-        """Clear breakpoints, let the run end, collect its reply."""
+        """Clear breakpoints, let the run end, collect its reply, stop the idle guest."""
         target.clear_all()
         target.resume()
         assert self.session.agent is not None
         reply = self.session.agent.wait_reply(seq, 120, "run")
         assert reply.int("retval") == 7, reply
+        target.interrupt()
 
     def in_jit(self, pc: int) -> bool:
         return any(f.contains(pc) for f in self.prog.functions)

@@ -1049,7 +1049,7 @@ static int load_probe_prog(struct reply *r, const struct bpf_insn *insns, size_t
 {
 	LIBBPF_OPTS(bpf_prog_load_opts, opts);
 	int fd = bpf_prog_load(BPF_PROG_TYPE_PERF_EVENT, "qstep_probe", "GPL", insns, cnt, &opts);
-	int err = errno;
+	int err = errno, sent_log = 0;
 	char *log;
 
 	if (fd >= 0)
@@ -1059,14 +1059,14 @@ static int load_probe_prog(struct reply *r, const struct bpf_insn *insns, size_t
 		opts.log_size = PROBE_LOG_SIZE;
 		opts.log_level = 1;
 		fd = bpf_prog_load(BPF_PROG_TYPE_PERF_EVENT, "qstep_probe", "GPL", insns, cnt, &opts);
-		if (fd < 0 && log[0])
+		if (fd < 0 && (sent_log = log[0] != '\0'))
 			reply_log(r, "log", log, strlen(log));
 		free(log);
 	}
 	if (fd >= 0)   /* it passed this time: use it */
 		return fd;
 	reply_err(r, "loading the probe program failed: %s%s", strerror(err),
-		  err == EACCES || err == EINVAL ? " (see verifier log)" : "");
+		  sent_log ? " (see verifier log)" : "");
 	return -1;
 }
 

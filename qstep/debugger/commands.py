@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,8 @@ from qstep.debugger.engine import Breakpoint, Debugger, Event
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.sourcefiles import source_lines
 from qstep.errors import UsageError
-from qstep.listing import build_listing, format_listing
+from qstep.debugger.locations import resolve
+from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
 from qstep.probe.expr import evaluate
 from qstep.probe.spec import parse_expression
@@ -173,7 +173,6 @@ class CommandSet:
             text = source_lines(self.dbg.prog, site.source.file).get(site.source.line,
                                                                      site.source.text)
             lines.append(f"{site.source.line}\t{text}")
-        from qstep.listing import bpf_text
         lines.append(f"=> {site.index:4}: {bpf_text(self.dbg.prog, site)}")
         return lines
 
@@ -338,13 +337,13 @@ class CommandSet:
         return Output("\n".join(lines) or "no frames (not in the program)", {"frames": data})
 
     def cmd_list(self, arg: str) -> Output:
-        from qstep.debugger.locations import resolve
+        here = self.dbg.site() if self.dbg.stopped else None
         if arg.strip():
             site = resolve(self.dbg.prog, arg.strip()).sites[0]
+        elif here is not None:
+            site = here
         else:
-            site = self.dbg.site() if self.dbg.stopped else None
-            if site is None:
-                site = self.dbg.prog.sites[self.dbg.prog.functions[0].start_insn]
+            site = self.dbg.prog.sites[self.dbg.prog.functions[0].start_insn]
         if site.source is None:
             raise UsageError("no source line for this location")
         lines = source_lines(self.dbg.prog, site.source.file)
@@ -397,4 +396,3 @@ def split_commands(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
-__all__ = ["CommandSet", "Output", "split_commands", "shlex"]

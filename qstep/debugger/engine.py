@@ -9,7 +9,7 @@ breakpoint on the return address, so stepping never wanders into the kernel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import capstone
 
@@ -92,6 +92,8 @@ class Debugger:
         self._boundaries = {s.jit_start for s in prog.sites.values() if s.jit_start is not None}
         self._entries = {f.addr for f in prog.functions}
         self._regs_cache: X86Regs | None = None
+        self._decoded: dict[int, _X86] = {}
+        self.x86_steps = 0  # single steps issued (statistics for benchmarks)
 
     # -- state ---------------------------------------------------------
     @property
@@ -261,6 +263,12 @@ class Debugger:
 
     # -- stepping ------------------------------------------------------
     def _decode(self, pc: int) -> _X86:
+        cached = self._decoded.get(pc)
+        if cached is None:
+            cached = self._decoded[pc] = self._decode_uncached(pc)
+        return cached
+
+    def _decode_uncached(self, pc: int) -> _X86:
         code = self.prog.jit_bytes(pc, pc + 16)
         if len(code) < 16:
             code = self.target.read_memory(pc, 16)
@@ -298,6 +306,7 @@ class Debugger:
         """
         for _ in range(100):
             self._regs_cache = None
+            self.x86_steps += 1
             self.target.step()
             if self.x86().rip != rip:
                 return

@@ -1,7 +1,8 @@
 """Label-resolving BPF assembler for generated probes, on top of `qstep.oracle.asm`.
 
 `Builder` collects instructions, forward/backward jumps to `Label`s and label
-placements; `finish()` lays them out and fills in the jump offsets.
+placements; `finish()` drops unreachable instructions (the verifier rejects them),
+lays out the rest and fills in the jump offsets.
 """
 
 from __future__ import annotations
@@ -80,17 +81,18 @@ class Builder:
         self.items.append(label)
 
     def finish(self) -> list[Insn]:
-        """Resolve jumps; return instructions with slot indexes from 0."""
+        """Resolve jumps; return the reachable instructions with slot indexes from 0."""
+        items = self.reachable()
         where: dict[int, int] = {}
         slot = 0
-        for item in self.items:
+        for item in items:
             if isinstance(item, Label):
                 where[id(item)] = slot
             else:
                 slot += item.size if isinstance(item, Insn) else 1
         out: list[Insn] = []
         slot = 0
-        for item in self.items:
+        for item in items:
             if isinstance(item, Label):
                 continue
             if isinstance(item, _Jump):
@@ -98,6 +100,27 @@ class Builder:
             out.append(item)
             slot += item.size
         return assemble(out)
+
+    def reachable(self) -> list[Insn | _Jump | Label]:
+        """Items reachable from the first one (labels are always kept)."""
+        at = {id(item): i for i, item in enumerate(self.items) if isinstance(item, Label)}
+        seen: set[int] = set()
+        todo = [0]
+        while todo:
+            i = todo.pop()
+            if i in seen or i >= len(self.items):
+                continue
+            seen.add(i)
+            item = self.items[i]
+            if isinstance(item, _Jump):
+                todo.append(at.get(id(item.label), len(self.items)))
+                if item.op == JA:
+                    continue
+            elif isinstance(item, Insn) and item.is_exit:
+                continue
+            todo.append(i + 1)
+        return [item for i, item in enumerate(self.items)
+                if i in seen or isinstance(item, Label)]
 
 
 def _resolve(jump: _Jump, where: dict[int, int], slot: int) -> Insn:

@@ -58,6 +58,8 @@ class GdbMiTarget(Target):
 
     def _connect(self) -> list[str]:
         """Set gdb up, connect, and return the register numbers in ``REG_NAMES`` order."""
+        if any(c.isspace() for c in self.path):
+            raise TargetError(f"gdb cannot connect to a socket path with blanks: {self.path!r}")
         for cmd in SETUP:
             self._command(cmd, "setting gdb up")
         self._command(f"-target-select remote {self.path}", "connecting to QEMU's gdbstub")

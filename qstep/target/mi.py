@@ -22,6 +22,7 @@ from qstep.target.base import TargetError
 from qstep.vm.machine import _die_with_parent
 
 Record = dict[str, Any]
+EMPTY_READS_BEFORE_NAP = 20
 
 
 def describe_exit(code: int) -> str:
@@ -51,6 +52,7 @@ class MiChannel:
         self._records: deque[Record] = deque()
         self._stops: deque[Record] = deque()
         self._token = 0
+        self._empty_reads = 0
         self.death: str | None = None
 
     @property
@@ -123,9 +125,12 @@ class MiChannel:
         records = self._io.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
         if records:
             self._records.extend(records)
+            self._empty_reads = 0
             return True
-        self.check_alive(what)  # end of file, or only part of a line so far
-        time.sleep(0.001)
+        self.check_alive(what)  # only part of a line so far, or end of file
+        self._empty_reads += 1
+        if self._empty_reads > EMPTY_READS_BEFORE_NAP:
+            time.sleep(0.001)  # end of file while gdb is still exiting: do not spin
         return True
 
     def exit(self) -> None:

@@ -42,35 +42,33 @@ def frame(payload: bytes) -> bytes:
 
 def expand_runs(body: bytes) -> bytes:
     """Expand ``X*n`` runs on the raw body (as gdb does, before unescaping)."""
+    if RUN not in body:
+        return body
     out = bytearray()
     i = 0
-    while i < len(body):
-        if body[i] != RUN:
-            out.append(body[i])
-            i += 1
-            continue
-        count = body[i + 1] - 29 if i + 1 < len(body) else 0
+    while (star := body.find(RUN, i)) >= 0:
+        out += body[i:star]
+        count = body[star + 1] - 29 if star + 1 < len(body) else 0
         if not out or not 0 < count <= 255:
-            raise PacketError(f"bad run-length encoding at offset {i}")
+            raise PacketError(f"bad run-length encoding at offset {star}")
         out += out[-1:] * count
-        i += 2
-    return bytes(out)
+        i = star + 2
+    return bytes(out + body[i:])
 
 
 def unescape(data: bytes) -> bytes:
     """Undo ``}`` escapes (binary data)."""
+    if ESCAPE not in data:
+        return data
     out = bytearray()
     i = 0
-    while i < len(data):
-        if data[i] == ESCAPE:
-            if i + 1 >= len(data):
-                raise PacketError("packet ends inside an escape")
-            out.append(data[i + 1] ^ 0x20)
-            i += 2
-        else:
-            out.append(data[i])
-            i += 1
-    return bytes(out)
+    while (esc := data.find(ESCAPE, i)) >= 0:
+        if esc + 1 >= len(data):
+            raise PacketError("packet ends inside an escape")
+        out += data[i:esc]
+        out.append(data[esc + 1] ^ 0x20)
+        i = esc + 2
+    return bytes(out + data[i:])
 
 
 def decode_body(body: bytes) -> bytes:

@@ -7,6 +7,8 @@ Every command waits for its own reply. QEMU quirks handled here:
   but the interrupt byte is ever sent while running;
 - ``c`` at a pc with a breakpoint re-stops there at once; ``s`` ignores
   breakpoints, so ``resume()`` steps once first;
+- system emulation does not wait for acks, so an ack goes out in front of the
+  next packet (one write and one QEMU wake-up less per reply);
 - stop replies carry no pc: the registers are read (``g``) after every stop;
 - once any client (gdb) negotiated ``multiprocess+``, QEMU stays in that mode for
   later clients too, and then refuses a plain ``D`` (``E22``): ``D;pid`` is sent.
@@ -47,6 +49,7 @@ class RspTarget(Target):
         self.timeout = timeout
         self._reader = PacketReader()
         self._ack = True
+        self._ack_due = False
         self._packet_size = DEFAULT_PACKET_SIZE
         self._running = False
         self._exited = False
@@ -102,7 +105,9 @@ class RspTarget(Target):
         return self._sock
 
     def _send(self, payload: bytes) -> None:
-        self._send_raw(frame(payload), payload.decode("ascii", "replace"))
+        """Send a packet, with the ack of the last received packet in front."""
+        ack, self._ack_due = (b"+" if self._ack_due else b""), False
+        self._send_raw(ack + frame(payload), payload.decode("ascii", "replace"))
 
     def _send_raw(self, data: bytes, what: str) -> None:
         try:
@@ -119,8 +124,7 @@ class RspTarget(Target):
             except PacketError as err:
                 raise TargetError(f"garbled packet from QEMU's gdbstub ({what}): {err}") from None
             if packet is not None:
-                if self._ack:
-                    self._send_raw(b"+", "ack")
+                self._ack_due = self._ack  # sent with the next packet (one write less)
                 return packet
             if not self._fill(deadline, what):
                 return None

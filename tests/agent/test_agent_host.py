@@ -664,8 +664,12 @@ def assert_loaded_then_attach_refused(rep: Reply, addr: int, mode: str = "auto")
     """The probe loaded, and the host kernel refused the breakpoint (or took it)."""
     if rep.error is None:
         assert rep.keys() == ["probe_handle", "attached"]
-        assert rep["attached"] in {"auto": {"kprobe", "hw_breakpoint"}, "hw": {"hw_breakpoint"},
-                                   "kprobe": {"kprobe"}}[mode]
+        assert (
+            rep["attached"]
+            in {"auto": {"kprobe", "hw_breakpoint"}, "hw": {"hw_breakpoint"}, "kprobe": {"kprobe"}}[
+                mode
+            ]
+        )
         return
     assert rep.lines == []
     assert rep.error in (
@@ -756,11 +760,21 @@ def test_probe_attach_errors(agent: Agent, objs: dict[str, Path]) -> None:
     assert rep.keys() == ["log"] and "R0 !read_ok" in rep["log"].decode()
     # the request itself
     assert err(64, addr, X, 8, RETURN_0, b"", "auto") == "probe id must be 0..63, got 64"
-    assert err(0, addr, X, 4, RETURN_0, b"", "auto").startswith("bad breakpoint: bp_type 4 with bp_len 4")
-    assert err(0, addr, 2, 3, RETURN_0, b"", "hw").startswith("bad breakpoint: bp_type 2 with bp_len 3")
+    assert err(0, addr, X, 4, RETURN_0, b"", "auto").startswith(
+        "bad breakpoint: bp_type 4 with bp_len 4"
+    )
+    assert err(0, addr, 2, 3, RETURN_0, b"", "hw").startswith(
+        "bad breakpoint: bp_type 2 with bp_len 3"
+    )
     assert err(0, addr, 5, 8, RETURN_0, b"", "hw").startswith("bad breakpoint: bp_type 5")
-    assert err(0, addr, X, 8, RETURN_0, b"", "uprobe") == "mode must be auto, hw or kprobe, got 'uprobe'"
-    assert err(0, addr, 2, 8, RETURN_0, b"", "kprobe") == "a kprobe probes execution: bp_type must be 4"
+    assert (
+        err(0, addr, X, 8, RETURN_0, b"", "uprobe")
+        == "mode must be auto, hw or kprobe, got 'uprobe'"
+    )
+    assert (
+        err(0, addr, 2, 8, RETURN_0, b"", "kprobe")
+        == "a kprobe probes execution: bp_type must be 4"
+    )
     assert err(0, addr, X, 8, RETURN_0[:-1], b"", "hw").startswith("bad request: insns must be")
     assert err(0, addr, X, 8, RETURN_0, b"\x01", "hw").startswith("bad request: insns must be")
     assert agent.request("probe_detach", 1).error == "unknown probe handle 1"
@@ -890,14 +904,16 @@ def test_fifth_hardware_probe_is_refused(agent: Agent, objs: dict[str, Path]) ->
     refs = map_refs(ids["counters_map_id"], ids["events_map_id"])
     handles = []
     for p in range(4):
-        rep = agent.request("probe_attach", p, hits_addr, HW_BREAKPOINT_W, 8,
-                            counting_probe(p), refs, "hw")
+        rep = agent.request(
+            "probe_attach", p, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(p), refs, "hw"
+        )
         if rep.error is not None and "perf_event_open" in rep.error:
             pytest.skip(f"this kernel refuses data watchpoints: {rep.error}")
         assert rep.error is None, rep.error
         handles.append(rep["probe_handle"])
-    fifth = agent.request("probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4),
-                          refs, "hw")
+    fifth = agent.request(
+        "probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4), refs, "hw"
+    )
     assert fifth.error == "no free hardware breakpoint slot (x86 has 4 debug registers)"
     agent.ok("run", load["handle"], 2, bytes(64), b"", 64)
     assert len(agent.ok("probe_drain").all("record")) == 8  # 4 probes, 2 hits each

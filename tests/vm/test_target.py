@@ -236,6 +236,8 @@ def test_interrupt_an_idle_guest(vm: Session, kind: str) -> None:
         assert target.registers().rip == stop.pc
         assert target.interrupt() == stop  # already stopped: nothing to do
     assert vm.kallsyms("bpf_prog_test_run_skb") > 0  # the guest runs again
+    if isinstance(target, GdbMiTarget):
+        assert not process_exists(target.pid)
 
 
 @pytest.mark.vm
