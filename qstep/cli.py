@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from qstep import __version__
-from qstep.commands import debugging, disasm, images, run
+from qstep.commands import debugging, disasm, images, inspect, run
 from qstep.errors import QstepError, VerifierError
 
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "kernel under QEMU.")
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (images, run, disasm, debugging):
+    for module in (images, run, disasm, debugging, inspect):
         module.add_parser(sub)
     return parser
 

@@ -871,6 +871,22 @@ static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 	return err;
 }
 
+/* update_id <map_id> <key> <value>: write one entry of any map by kernel id. */
+static int do_update_id(struct agent *ag, struct reply *r, struct arg *a)
+{
+	int fd, err = 0;
+
+	(void)ag;
+	if (a[0].i <= 0 || a[0].i > UINT32_MAX)
+		return reply_err(r, "no map with id %lld", a[0].i);
+	if ((fd = bpf_map_get_fd_by_id((__u32)a[0].i)) < 0)
+		return reply_err(r, "no map with id %lld: %s", a[0].i, strerror(errno));
+	if (bpf_map_update_elem(fd, a[1].b, a[2].b, BPF_ANY))
+		err = reply_err(r, "update of map id %lld: %s", a[0].i, strerror(errno));
+	close(fd);
+	return err;
+}
+
 static int do_run(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct handle *h = get_handle(ag, r, a[0].i);
@@ -1329,6 +1345,7 @@ static const struct verb {
 	{"unload", "i", do_unload},
 	{"kallsyms", "w", do_kallsyms},
 	{"dump_id", "i", do_dump_id},
+	{"update_id", "ibb", do_update_id},
 	{"probe_setup", "i", do_probe_setup},
 	{"probe_attach", "iiiibbw", do_probe_attach},
 	{"probe_detach", "i", do_probe_detach},

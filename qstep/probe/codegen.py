@@ -84,7 +84,7 @@ ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV = (
     0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0)
 ARITH = {"+": ADD, "-": SUB, "*": MUL, "/": DIV, "|": OR, "&": AND, "<<": LSH, ">>": RSH,
          "%": MOD, "^": XOR}
-JUMPS = {"==": JEQ, "!=": JNE, "<": JLE, "<=": JLE, ">": JGT, ">=": JGE}
+JUMPS = {"==": JEQ, "!=": JNE, "<": JLT, "<=": JLE, ">": JGT, ">=": JGE}
 
 
 @dataclass(frozen=True)
@@ -460,7 +460,7 @@ class _Compiler:
             return _Bytes(size, const=expr.value)
         buf = self.frame.alloc(size)
         if size % 8:
-            self.zero(FP, buf + size // 8 * 8, 8)
+            pass
         if isinstance(expr, Mem):
             self.gen_int(expr.addr, fail)
             if size:

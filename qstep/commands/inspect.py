@@ -1,0 +1,166 @@
+"""``qstep inspect PROG.o SPEC...``: conditional print probes evaluated in the guest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qstep.bpf.progtypes import retval_name
+from qstep.commands.common import (
+    add_vm_options,
+    make_session,
+    open_program,
+    print_cmd,
+)
+from qstep.commands.run import fill_maps, map_entries
+from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
+from qstep.probe.expr import Str, format_value
+from qstep.probe.inspect import Hit, Inspector, Probe, literal_hint
+from qstep.probe.records import MapValue
+from qstep.probe.spec import parse_specs
+from qstep.render import format_map_value
+from qstep.userinput import read_packet
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("inspect", help="conditional breakpoints with print actions, run in "
+                       "the guest: 'LOC [skip N] print ITEMS [if COND]'")
+    p.add_argument("object", type=Path, help="BPF ELF object (clang -target bpf -g)")
+    p.add_argument("specs", nargs="+", metavar="SPEC",
+                   help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
+    p.add_argument("--prog", help="program name or section")
+    p.add_argument("--packet", required=True, action="append",
+                   help="packet (file or hex); repeat for several runs")
+    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
+    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="JSON lines: one per hit, then a summary")
+    add_vm_options(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.object.name in ("id", "name", "tag", "pinned"):
+        raise UsageError(f"inspect: selecting a program already loaded in the guest "
+                         f"('{args.object.name} ...') is not supported yet; give a .o file")
+    specs = parse_specs(args.specs)
+    packets = [read_packet(p) for p in args.packet]
+    entries = map_entries(args)
+    obj, prog_name = open_program(args)
+    session = make_session(args)
+    if args.print_cmd:
+        print_cmd(session)
+        return 0
+    with session:
+        prog = session.load(obj, prog_name)
+        fill_maps(session, prog, entries)
+        inspector = Inspector(session, prog, specs)
+        for probe in inspector.probes:
+            if probe.note and not args.json:
+                print(f"note: probe {probe.number}: {probe.note}")
+        inspector.attach()
+        try:
+            retvals = inspector.run(packets, args.repeat)
+        finally:
+            inspector.detach()
+    emit(inspector, prog, retvals, args.json)
+    return 0
+
+
+def emit(inspector: Inspector, prog: LoadedProgram, retvals: list[int], as_json: bool) -> None:
+    for hit in inspector.hits:
+        print(json.dumps(hit_json(hit, prog)) if as_json else hit_text(hit, prog))
+    if as_json:
+        print(json.dumps(summary_json(inspector, prog, retvals)))
+        return
+    for run, retval in enumerate(retvals, start=1):
+        name = retval_name(prog.prog_type, retval)
+        print(f"run {run}: retval {retval}" + (f" ({name})" if name else ""))
+    print("\n".join(summary_text(inspector)))
+
+
+def where(probe: Probe) -> str:
+    s = probe.site
+    src = f", {s.source.short()}" if s.source else ""
+    return f"{s.function.name}:{s.index - s.function.start_insn} (insn {s.index}{src})"
+
+
+def value_text(hit: Hit, index: int, prog: LoadedProgram) -> str:
+    item = hit.probe.spec.action.prints[index]
+    value = hit.values[index]
+    if isinstance(item, Str):
+        return item.value.decode(errors="replace")
+    label = item.to_text()
+    if index in hit.failed:
+        return f"{label} = <unreadable>"
+    if isinstance(value, MapValue):
+        return f"{label} = {map_value_text(value, prog)}"
+    return f"{label} = {format_value(value, literal_hint(hit.probe.spec, item))}"
+
+
+def map_value_text(value: MapValue, prog: LoadedProgram) -> str:
+    info = prog.maps.get(value.name)
+    type_id = info.btf_value_type_id if info else 0
+
+    def one(data: bytes) -> str:
+        return format_map_value(data, type_id, prog.btf)
+    if not value.whole:
+        return one(value.entries[0]) if value.found and value.entries else "<not found>"
+    shown = [f"[{i}] {one(v)}" for i, v in enumerate(value.entries) if any(v)]
+    hidden = len(value.entries) - len(shown)
+    if hidden:
+        shown.append(f"({hidden} all-zero entries)")
+    return "{" + ", ".join(shown) + "}"
+
+
+def hit_text(hit: Hit, prog: LoadedProgram) -> str:
+    items = [value_text(hit, i, prog) for i in range(len(hit.values))]
+    return (f"probe {hit.probe.number} at {where(hit.probe)} hit {hit.hit}: "
+            + ", ".join(items))
+
+
+def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
+    values: list[Any] = []
+    for i, v in enumerate(hit.values):
+        if isinstance(v, MapValue):
+            values.append({"map": v.name, "found": v.found,
+                           "entries": [e.hex() for e in v.entries],
+                           "text": map_value_text(v, prog)})
+        elif isinstance(v, bytes):
+            values.append({"bytes": v.hex(), "text": value_text(hit, i, prog)})
+        else:
+            values.append({"int": v, "text": value_text(hit, i, prog)})
+    return {"probe": hit.probe.number, "hit": hit.hit, "run": hit.run,
+            "insn": hit.probe.site.index, "values": values}
+
+
+def summary_rows(inspector: Inspector) -> list[tuple[str, ...]]:
+    rows = [("probe", "location", "mode", "reached", "cond-true", "skipped", "printed",
+             "dropped")]
+    for p in inspector.probes:
+        c = p.counters
+        rows.append((str(p.number), p.spec.loc.to_text(), p.attached, str(c.reached),
+                     str(c.true), str(c.skipped), str(c.printed), str(c.dropped)))
+    return rows
+
+
+def summary_text(inspector: Inspector) -> list[str]:
+    rows = summary_rows(inspector)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    dropped = sum(p.counters.dropped for p in inspector.probes) + inspector.lost
+    if dropped:
+        lines.append(f"WARNING: {dropped} probe record(s) dropped (ring buffer full or lost)")
+    return lines
+
+
+def summary_json(inspector: Inspector, prog: LoadedProgram,
+                 retvals: list[int]) -> dict[str, Any]:
+    return {"summary": [{"probe": p.number, "location": p.spec.loc.to_text(),
+                         "insn": p.site.index, "mode": p.attached, **p.counters.as_dict()}
+                        for p in inspector.probes],
+            "lost": inspector.lost,
+            "retvals": retvals}

@@ -1,0 +1,355 @@
+"""``qstep inspect``: conditional print/stop probes, evaluated inside the guest.
+
+Each spec becomes a BPF perf_event program (``qstep.probe.codegen``) that the agent
+attaches at the JIT address of the spec's instruction with a hardware execute
+breakpoint (a kprobe where the kernel allows one). x86 has four debug registers:
+locations beyond the fourth fall back, with a note, to a host-side gdb breakpoint
+whose condition the host evaluates with the same semantics.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from qstep.agent.client import AgentError
+from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.locations import resolve
+from qstep.errors import UsageError, VerifierError
+from qstep.loaded import InsnSite, LoadedProgram
+from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
+from qstep.probe.expr import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str, evaluate
+from qstep.probe.records import MapValue, ProbeHit, decode_record
+from qstep.probe.spec import Spec, Watch
+from qstep.session import Session
+from qstep.target import open_target
+
+HW_SLOTS = 4
+MAX_PROBES = 64
+RINGBUF_BYTES = 1 << 20
+RINGBUF_TYPE, ARRAY_TYPE = 27, 2
+COUNTER_NAMES = ("reached", "condition true", "skipped", "printed", "dropped", "stops")
+
+
+@dataclass
+class Counters:
+    reached: int = 0
+    true: int = 0
+    skipped: int = 0
+    printed: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"reached": self.reached, "condition_true": self.true, "skipped": self.skipped,
+                "printed": self.printed, "dropped": self.dropped}
+
+
+@dataclass
+class Probe:
+    """One spec, where it fires and how it is evaluated."""
+
+    number: int
+    spec: Spec
+    site: InsnSite
+    mode: str = "guest"  # "guest" or "host"
+    attached: str = ""
+    note: str = ""
+    compiled: CompiledProbe | None = None
+    handle: int | None = None
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def probe_id(self) -> int:
+        return self.number - 1
+
+    @property
+    def addr(self) -> int:
+        assert self.site.jit_start is not None
+        return self.site.jit_start
+
+    @property
+    def at_entry(self) -> bool:
+        return self.site.index == self.site.function.start_insn
+
+
+@dataclass
+class Hit:
+    """One printed hit: the probe, its hit number and the values of its print items."""
+
+    probe: Probe
+    hit: int
+    values: list[int | bytes | MapValue]
+    run: int
+    failed: frozenset[int] = frozenset()
+
+
+def location_text(spec: Spec) -> str:
+    return spec.loc.to_text()
+
+
+def resolve_probe(prog: LoadedProgram, number: int, spec: Spec) -> Probe:
+    """The instruction a spec names; errors name the spec."""
+    if isinstance(spec.condition, Watch):
+        raise UsageError(f"inspect: spec {number}: 'watch' conditions are not supported yet")
+    try:
+        sites = resolve(prog, location_text(spec)).sites
+    except UsageError as err:
+        raise UsageError(f"inspect: spec {number}: {err}") from None
+    probe = Probe(number, spec, sites[0])
+    if len(sites) > 1:
+        probe.note = (f"{location_text(spec)} has code in {len(sites)} functions; probing "
+                      f"the first ({sites[0].function.name})")
+    return probe
+
+
+def assign_modes(probes: list[Probe]) -> None:
+    """Guest probes for the first four distinct addresses, host fallback for the rest."""
+    guest_addrs: list[int] = []
+    for probe in probes:
+        if probe.addr in guest_addrs or len(guest_addrs) < HW_SLOTS:
+            if probe.addr not in guest_addrs:
+                guest_addrs.append(probe.addr)
+            continue
+        probe.mode = "host"
+        probe.attached = "host breakpoint"
+        probe.note = (f"no free hardware breakpoint (x86 has {HW_SLOTS}); evaluated on the "
+                      "host at a gdb breakpoint (same results, slower)")
+
+
+def check_host_probe(probe: Probe) -> None:
+    """Host fallback evaluates expressions, registers and memory, not map lookups."""
+    for item in probe.spec.action.prints:
+        if _uses_maps(item):
+            raise UsageError(f"inspect: spec {probe.number}: {item.to_text()} reads a map, "
+                             "which only an in-guest probe can do, and this location fell "
+                             f"back to the host ({probe.note}); use at most {HW_SLOTS} "
+                             "locations")
+    if probe.spec.action.stop:
+        raise UsageError(f"inspect: spec {probe.number}: 'stop' is not supported yet")
+
+
+def _uses_maps(node: object) -> bool:
+    if isinstance(node, Name | Index):
+        return True
+    if isinstance(node, Node):
+        return any(_uses_maps(getattr(node, f)) for f in node.__dataclass_fields__
+                   if f != "pos")
+    if isinstance(node, tuple):
+        return any(_uses_maps(n) for n in node)
+    return False
+
+
+class Inspector:
+    """Attaches the probes, runs the packets, collects hits and counters."""
+
+    def __init__(self, session: Session, prog: LoadedProgram, specs: list[Spec]) -> None:
+        if len(specs) > MAX_PROBES:
+            raise UsageError(f"inspect: at most {MAX_PROBES} specs")
+        self.session = session
+        self.prog = prog
+        self.probes = [resolve_probe(prog, n, s) for n, s in enumerate(specs, start=1)]
+        assign_modes(self.probes)
+        for probe in self.probes:
+            if probe.mode == "host":
+                check_host_probe(probe)
+            elif probe.spec.action.stop:
+                raise UsageError(f"inspect: spec {probe.number}: 'stop' is not supported yet")
+        self.hits: list[Hit] = []
+        self.lost = 0
+        self._events: MapRef | None = None
+        self._counters: MapRef | None = None
+
+    # -- guest probes --------------------------------------------------
+    def attach(self) -> None:
+        agent = self.session._agent()
+        reply = agent.request("probe_setup", RINGBUF_BYTES)
+        self._events = MapRef("qstep_events", reply.int("events_map_id"), RINGBUF_TYPE,
+                              0, 0, RINGBUF_BYTES)
+        self._counters = MapRef("qstep_counters", reply.int("counters_map_id"), ARRAY_TYPE,
+                                4, 8, 512)
+        self._reset_counters()
+        maps = {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)
+                for m in self.prog.maps.values()}
+        for probe in self.probes:
+            if probe.mode == "guest":
+                self._attach_one(probe, maps)
+
+    def _reset_counters(self) -> None:
+        assert self._counters is not None
+        agent = self.session._agent()
+        for probe in self.probes:
+            for k in range(8):
+                agent.request("update_id", self._counters.map_id,
+                              struct.pack("<I", 8 * probe.probe_id + k), bytes(8))
+
+    def _attach_one(self, probe: Probe, maps: dict[str, MapRef]) -> None:
+        assert self._events is not None and self._counters is not None
+        target = ProbeTarget(probe.probe_id, probe.at_entry, self._events, self._counters, maps)
+        try:
+            probe.compiled = compile_probe(probe.spec, target)
+        except UsageError as err:
+            raise UsageError(f"inspect: spec {probe.number}: {err}") from None
+        refs = b"".join(struct.pack("<I", i) for i in probe.compiled.map_refs)
+        try:
+            reply = self.session._agent().request(
+                "probe_attach", probe.probe_id, probe.addr, 4, 8, probe.compiled.insns, refs,
+                "auto")
+        except AgentError as err:
+            log = err.reply.blob("log").decode(errors="replace") if err.reply.has("log") else ""
+            if log:
+                raise VerifierError(f"inspect: spec {probe.number}: the verifier rejected the "
+                                    f"probe program: {err}\n{log}\n{probe.compiled.text}",
+                                    log) from None
+            raise UsageError(f"inspect: spec {probe.number}: {err}") from None
+        probe.handle = reply.int("probe_handle")
+        probe.attached = str(reply.get("attached"))
+
+    def detach(self) -> None:
+        for probe in self.probes:
+            if probe.handle is not None:
+                self.session._agent().request("probe_detach", probe.handle)
+                probe.handle = None
+
+    # -- runs ----------------------------------------------------------
+    def run(self, packets: list[bytes], repeat: int) -> list[int]:
+        """Run each packet; return the retvals. Hits accumulate in ``self.hits``."""
+        host = [p for p in self.probes if p.mode == "host"]
+        retvals = []
+        for run, packet in enumerate(packets, start=1):
+            if host:
+                retvals.append(self._run_with_host_probes(host, packet, repeat, run))
+            else:
+                retvals.append(self.session.test_run(self.prog, packet, repeat=repeat).retval)
+            self._drain(run)
+        self._read_counters()
+        return retvals
+
+    def _drain(self, run: int) -> None:
+        reply = self.session._agent().request("probe_drain")
+        self.lost += reply.int("lost") if reply.has("lost") else 0
+        by_id = {p.probe_id: p for p in self.probes if p.compiled is not None}
+        for values in reply.all("record"):
+            blob = values[0]
+            assert isinstance(blob, bytes)
+            probe_id = int.from_bytes(blob[:4], "little")
+            probe = by_id.get(probe_id)
+            if probe is None or probe.compiled is None:
+                self.lost += 1
+                continue
+            hit: ProbeHit = decode_record(blob, probe.compiled.layout)
+            failed = frozenset(i for i in range(len(hit.values)) if hit.failed(i))
+            self.hits.append(Hit(probe, hit.hit, hit.values, run, failed))
+
+    def _read_counters(self) -> None:
+        if self._counters is None:
+            return
+        reply = self.session._agent().request("dump_id", self._counters.map_id)
+        table = {int.from_bytes(v[0], "little"): int.from_bytes(v[1], "little")
+                 for v in reply.all("entry") if isinstance(v[0], bytes) and
+                 isinstance(v[1], bytes)}
+        for probe in self.probes:
+            if probe.mode != "guest":
+                continue
+            base = 8 * probe.probe_id
+            c = probe.counters
+            c.reached, c.true, c.skipped, c.printed, c.dropped = (
+                table.get(base + k, 0) for k in range(5))
+
+    # -- host fallback ---------------------------------------------------
+    def _run_with_host_probes(self, host: list[Probe], packet: bytes, repeat: int,
+                              run: int) -> int:
+        session = self.session
+        assert session.machine is not None and session.machine.config is not None
+        with open_target("rsp", session.machine.config.gdb_socket) as target:
+            dbg = Debugger(self.prog, target, session._agent(), RunRequest(packet, repeat=repeat))
+            try:
+                by_addr: dict[int, list[Probe]] = {}
+                for probe in host:
+                    by_addr.setdefault(probe.addr, []).append(probe)
+                    if len(by_addr[probe.addr]) == 1:
+                        dbg.add_breakpoint(f"*{probe.addr:#x}")
+                event = dbg.run()
+                while event.kind == "stopped":
+                    for probe in by_addr.get(dbg.pc(), []):
+                        self._host_hit(dbg, probe, run)
+                    event = dbg.cont()
+                assert event.retval is not None
+                return event.retval
+            finally:
+                dbg.detach()
+
+    def _host_hit(self, dbg: Debugger, probe: Probe, run: int) -> None:
+        env = _HostEnv(dbg)
+        c = probe.counters
+        c.reached += 1
+        cond = probe.spec.condition
+        try:
+            if cond is not None and not _truth(evaluate(cond, env)):  # type: ignore[arg-type]
+                return
+        except _ReadFailed:
+            return
+        c.true += 1
+        if c.true <= probe.spec.action.skip:
+            c.skipped += 1
+            return
+        values: list[int | bytes | MapValue] = []
+        failed = set()
+        for i, item in enumerate(probe.spec.action.prints):
+            if isinstance(item, Str):
+                values.append(b"")
+                continue
+            try:
+                values.append(evaluate(item, env))
+            except _ReadFailed:
+                values.append(0)
+                failed.add(i)
+        c.printed += 1
+        self.hits.append(Hit(probe, c.true, values, run, frozenset(failed)))
+
+
+class _ReadFailed(UsageError):
+    """Guest memory could not be read (the in-guest probe's probe_read would fail too)."""
+
+
+class _HostEnv:
+    def __init__(self, dbg: Debugger) -> None:
+        self._dbg = dbg
+        self._regs = dbg.regs()
+
+    def reg(self, n: int) -> int:
+        return self._regs[n]
+
+    def mem(self, addr: int, size: int) -> bytes:
+        try:
+            return self._dbg.read_memory(addr, size)
+        except Exception as err:  # noqa: BLE001 - any unreadable address
+            raise _ReadFailed(f"cannot read {size} bytes at {addr:#x}") from err
+
+    def name(self, name: str) -> int | bytes:
+        raise UsageError(f"unknown name '{name}'")
+
+
+def _truth(value: int | bytes) -> bool:
+    return bool(value) if isinstance(value, int) else any(value)
+
+
+def literal_hint(spec: Spec, item: Expr) -> object:
+    """The literal an item is compared with in the condition (for IP display)."""
+    for node in _walk(spec.condition):
+        if isinstance(node, Binary) and node.op in ("==", "!="):
+            for a, b in ((node.left, node.right), (node.right, node.left)):
+                if a == item and isinstance(b, IPv4 | IPv6 | Str):
+                    return b
+    return None
+
+
+def _walk(node: object) -> Iterable[Node]:
+    if isinstance(node, Node):
+        yield node
+        for name in node.__dataclass_fields__:
+            if name != "pos":
+                yield from _walk(getattr(node, name))
+    elif isinstance(node, tuple):
+        for n in node:
+            yield from _walk(n)
