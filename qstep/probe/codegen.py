@@ -6,7 +6,8 @@ writes a ring buffer record (`qstep.probe.records`) and, for `stop`, calls
 `bpf_perf_prog_read_value`, on which the host has a breakpoint.
 
 Semantics equal `qstep.probe.expr.evaluate`: u64 wrap-around arithmetic, unsigned
-comparisons, `&&`/`||` short-circuit and give 0/1. Where `evaluate` would raise at
+comparisons, shift counts masked to 6 bits (as the BPF ISA defines), `&&`/`||`
+short-circuit and give 0/1, byte strings compare lexicographically. Where `evaluate` would raise at
 run time -- a failed `mem()` read, a division or modulo by zero, a `map[KEY]` whose
 key is absent -- the condition is false; in a print item the value stays zero and the
 item's error bit (1 + index) is set in the record's flags. `map[KEY]` with an integer
@@ -365,8 +366,6 @@ class _Compiler:
         a, b = self.fetch(left, R1), self.fetch(self.slots[-1], R2)
         if expr.op in ("/", "%"):
             self.b.jump(fail, JEQ, b, imm=0)
-        if expr.op in ("<<", ">>"):
-            self.emit(alu64(AND, b, imm=63))
         self.emit(alu64(ARITH[expr.op], a, src=b))
         self.pop()
         self.store(left, a)
@@ -460,7 +459,7 @@ class _Compiler:
             return _Bytes(size, const=expr.value)
         buf = self.frame.alloc(size)
         if size % 8:
-            pass
+            self.zero(FP, buf + size // 8 * 8, 8)
         if isinstance(expr, Mem):
             self.gen_int(expr.addr, fail)
             if size:

@@ -189,7 +189,8 @@ class Inspector:
         try:
             probe.compiled = compile_probe(probe.spec, target)
         except UsageError as err:
-            raise UsageError(f"inspect: spec {probe.number}: {err}") from None
+            hint = f"; maps: {', '.join(sorted(maps))}" if "unknown name" in str(err) else ""
+            raise UsageError(f"inspect: spec {probe.number}: {err}{hint}") from None
         refs = b"".join(struct.pack("<I", i) for i in probe.compiled.map_refs)
         try:
             reply = self.session._agent().request(

@@ -31,9 +31,11 @@ from qstep.probe.expr import (
     PRECEDENCE,
     Binary,
     Expr,
+    Index,
     IPv4,
     IPv6,
     Mem,
+    Name,
     Num,
     Reg,
     Str,
@@ -104,6 +106,9 @@ class FakeKernel:
             self.memory.write(base, bytes(size))
             self.readable.append((base, base + size))
             base += size + 0x1000
+        if low:
+            for key in (0, 1, 2, 3, 7):
+                self.set_value(FLOWS, struct.pack("<I", key), guest[8 * key:8 * key + 8])
         self.ring_free = 1 << 20
         self.ring_next = RING_AREA
         self.pending: dict[int, int] = {}
@@ -478,6 +483,7 @@ def _mixed_compare(draw: st.DrawFn, children: st.SearchStrategy[Expr]) -> Expr:
 
 def _extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
     return st.one_of(
+        st.builds(lambda key: Index(Name("flows"), key), children),
         st.builds(Unary, st.sampled_from(["-", "~", "!"]), children),
         st.builds(Binary, st.sampled_from(BINOPS), children, children),
         st.builds(Mem, _addr(children), st.sampled_from([1, 2, 4, 8, 0])),
@@ -501,7 +507,9 @@ def _expected(expr: Expr, kernel: FakeKernel, regs: list[int]) -> int | None:
 
 
 def _spec(expr: Expr, condition: bool) -> Spec:
-    return Spec(Location("func", "f"), Action(0, (expr,), False), expr if condition else None)
+    """`print EXPR [if EXPR]` (a bare map[KEY] item is printed as map[KEY] | 0: a number)."""
+    item = Binary("|", expr, Num(0)) if isinstance(expr, Index) else expr
+    return Spec(Location("func", "f"), Action(0, (item,), False), expr if condition else None)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
