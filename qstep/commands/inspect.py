@@ -138,8 +138,8 @@ def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
 
 
 def summary_rows(inspector: Inspector) -> list[tuple[str, ...]]:
-    rows = [("probe", "location", "mode", "reached", "cond-true", "skipped", "printed",
-             "dropped")]
+    rows: list[tuple[str, ...]] = [("probe", "location", "mode", "reached", "cond-true",
+                                    "skipped", "printed", "dropped")]
     for p in inspector.probes:
         c = p.counters
         rows.append((str(p.number), p.spec.loc.to_text(), p.attached, str(c.reached),

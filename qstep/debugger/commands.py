@@ -9,10 +9,10 @@ from typing import Any
 
 from qstep.bpf.progtypes import retval_name
 from qstep.debugger.engine import Breakpoint, Debugger, Event
+from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.sourcefiles import source_lines
 from qstep.errors import UsageError
-from qstep.debugger.locations import resolve
 from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
 from qstep.probe.expr import evaluate

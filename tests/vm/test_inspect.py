@@ -170,7 +170,8 @@ def test_fifth_location_falls_back_to_the_host_with_identical_results(
     ("nosuch:3 print $r1", "inspect: spec 2: no function 'nosuch'"),
     ("process_packet:9999 print $r1", "offset 9999 is outside process_packet"),
     ("process_packet:11 print $r1", "second half of the ld_imm64"),
-    ("process_packet:10 print nomap", "unknown name nomap at column 25; maps: ch_rings,"),
+    ("process_packet:10 print nomap",
+     "unknown name nomap at column 25; maps: ch_rings,"),
     ("process_packet:10 print $r11", "column 25: expected a BPF register $r0..$r10"),
 ])
 def test_bad_specs_give_one_clear_line(spec: str, message: str, l4lb_obj: Path) -> None:
