@@ -379,6 +379,26 @@ def test_map_lookup_print_and_condition() -> None:
     assert kernel.counters()[:2] == [3, 1]
 
 
+def test_integer_key_zero_extended_to_key_size() -> None:
+    kernel = FakeKernel()
+    kernel.set_value(ADDRS, (5).to_bytes(16, "little"), b"five" * 3)
+    probe = run_text("f print addrs[$r1 + 1] if addrs[$r1 + 1] == \"fivefivefive\"", kernel,
+                     regs_of(r1=4))
+    [hit] = kernel.hits(probe)
+    assert isinstance(hit.values[0], MapValue) and hit.values[0].value == b"five" * 3
+
+
+def test_numbers_compared_with_short_bytes_read_little_endian() -> None:
+    kernel = FakeKernel(bytes(range(1, 256)))
+    for text, true in [('"ab" == 0x6261', True), ("1.2.3.4 == 0x04030201", True),
+                       ('"ab" < 0x6262', True), ('0x6261 >= "ab"', True),
+                       ("mem($r1, 3) == 0x030201", True), ("0x030202 > mem($r1, 3)", True),
+                       ("mem($r1, 0) == 1.2.3.4", True), ("mem($r1, 4) != 0x04030201", False)]:
+        kernel = FakeKernel(bytes(range(1, 256)))
+        run_text(f"f print 1 if {text}", kernel, regs_of(r1=GUEST))
+        assert kernel.counters()[1] == int(true), text
+
+
 def test_map_value_in_expression_missing_key_sets_flag() -> None:
     kernel = FakeKernel()
     kernel.set_value(FLOWS, struct.pack("<I", 1), struct.pack("<Q", 5))
