@@ -2,8 +2,11 @@
 
 The program counts the hit, evaluates the condition from the probed program's
 registers (`pt_regs` in the perf event context) and guest memory, applies `skip`,
-writes a ring buffer record (`qstep.probe.records`) and, for `stop`, calls
-`bpf_perf_prog_read_value`, on which the host has a breakpoint.
+writes a ring buffer record (`qstep.probe.records`, reserved with
+`bpf_ringbuf_reserve` so it may exceed the 512-byte stack; up to 4096 bytes) and,
+for `stop`, counts the stop and then calls `bpf_perf_prog_read_value` (helper 56;
+55 is `bpf_perf_event_read_value`), on which the host has a breakpoint. The record,
+if any, is submitted before that call; a dropped record does not prevent the stop.
 
 Semantics equal `qstep.probe.expr.evaluate`: u64 wrap-around arithmetic, unsigned
 comparisons, shift counts masked to 6 bits (as the BPF ISA defines), `&&`/`||`
@@ -170,14 +173,17 @@ class _Compiler:
     # --- small emitters ---------------------------------------------------------------
 
     def emit(self, *insns: Insn) -> None:
+        """Append instructions."""
         self.b.emit(*insns)
 
     def load_map(self, reg: int, ref: MapRef) -> None:
+        """reg = map `ref` (ld_imm64 of its ref index; the agent puts in the fd)."""
         if ref not in self.refs:
             self.refs.append(ref)
         self.emit(ldimm64(reg, self.refs.index(ref), src=PSEUDO_MAP_FD))
 
     def fp_ptr(self, reg: int, off: int) -> None:
+        """reg = fp + off."""
         self.emit(alu64(MOV, reg, src=FP), alu64(ADD, reg, imm=off))
 
     def lookup(self, ref: MapRef, key_off: int) -> None:
@@ -205,6 +211,7 @@ class _Compiler:
         self.b.place(done)
 
     def zero(self, base: int, off: int, nbytes: int) -> None:
+        """Zero `nbytes` (rounded up to 8) at base + off."""
         for at in range(off, off + pad8(nbytes), 8):
             self.emit(st(8, base, at, 0))
 
@@ -219,12 +226,14 @@ class _Compiler:
     # --- value stack ------------------------------------------------------------------
 
     def push(self) -> int:
+        """Push a value slot; return its location."""
         depth = len(self.slots)
         loc = self.regs[depth] if depth < len(self.regs) else self.frame.alloc(8)
         self.slots.append(loc)
         return loc
 
     def pop(self) -> None:
+        """Drop the top value slot."""
         loc = self.slots.pop()
         if loc < 0:
             self.frame.release(loc, 8)
@@ -237,6 +246,7 @@ class _Compiler:
         return scratch
 
     def store(self, loc: int, reg: int) -> None:
+        """Write `reg` to the slot at `loc`."""
         if loc < 0:
             self.emit(stx(8, FP, reg, loc))
         elif loc != reg:
@@ -249,6 +259,7 @@ class _Compiler:
     # --- maps -------------------------------------------------------------------------
 
     def map_of(self, name: Name) -> MapRef:
+        """The target map `name` for a lookup; UsageError if unknown or not lookup-able."""
         ref = self.target.maps.get(name.name)
         if ref is None:
             raise _error(f"unknown map {name.name}", name)
@@ -276,6 +287,7 @@ class _Compiler:
                 return None
 
     def unknown(self, name: Name) -> UsageError:
+        """Error for a bare name in an expression."""
         if name.name in self.target.maps:
             return _error(f"map {name.name} needs a key here: {name.name}[KEY]", name)
         return _error(f"unknown name {name.name}", name)
@@ -304,12 +316,14 @@ class _Compiler:
                 raise _error(f"{expr.to_text()} is not a number", expr)
 
     def gen_const(self, value: int) -> None:
+        """Push a constant."""
         loc = self.push()
         reg = loc if loc >= 0 else R0
         self.emit(load_const(reg, value))
         self.store(loc, reg)
 
     def gen_reg(self, n: int) -> None:
+        """Push the probed program's register rN (from pt_regs)."""
         loc = self.push()
         reg = loc if loc >= 0 else R0
         self.emit(ldx(8, R1, FP, CTX_SLOT))
@@ -320,6 +334,7 @@ class _Compiler:
         self.store(loc, reg)
 
     def gen_mem_int(self, mem: Mem, size: int, fail: Label) -> None:
+        """Push `size` (1/2/4/8) bytes read at mem.addr, little-endian."""
         buf = self.frame.alloc(8)
         self.gen_int(mem.addr, fail)
         self.probe_read(FP, buf, size, self.fetch(self.slots[-1], R3))
@@ -330,6 +345,7 @@ class _Compiler:
         self.push_reg(R0)
 
     def gen_index_int(self, index: Index, fail: Label) -> None:
+        """Push a map value of 1/2/4/8 bytes; fail if the key is absent."""
         ref = self.map_of(index.base)
         key_off = self.gen_key(index, ref, fail)
         self.lookup(ref, key_off)
@@ -339,6 +355,7 @@ class _Compiler:
         self.push_reg(R0)
 
     def gen_unary(self, expr: Unary, fail: Label) -> None:
+        """Push -x, ~x or !x."""
         self.gen_int(expr.operand, fail)
         loc = self.slots[-1]
         reg = self.fetch(loc, R1)
@@ -352,6 +369,7 @@ class _Compiler:
         self.store(loc, reg)
 
     def gen_binary(self, expr: Binary, fail: Label) -> None:
+        """Push the value of a binary operator."""
         if expr.op in ("&&", "||"):
             self.gen_logic(expr, fail)
         elif expr.op in COMPARISONS:
@@ -360,6 +378,7 @@ class _Compiler:
             self.gen_arith(expr, fail)
 
     def gen_arith(self, expr: Binary, fail: Label) -> None:
+        """Push an ALU64 result; division or modulo by zero fails."""
         self.gen_int(expr.left, fail)
         self.gen_int(expr.right, fail)
         left = self.slots[-2]
@@ -388,6 +407,7 @@ class _Compiler:
         self.b.place(done)
 
     def set_slot(self, loc: int, value: int) -> None:
+        """Store a small constant in the slot at `loc`."""
         reg = loc if loc >= 0 else R0
         self.emit(alu64(MOV, reg, imm=value))
         self.store(loc, reg)
@@ -395,6 +415,7 @@ class _Compiler:
     # --- comparisons ------------------------------------------------------------------
 
     def gen_compare(self, expr: Binary, fail: Label) -> None:
+        """Push 0/1: numbers unsigned, byte strings lexicographic."""
         wa, wb = self.width(expr.left, expr.right), self.width(expr.right, expr.left)
         if wa is not None and wb is not None:
             if wa != wb:
@@ -472,6 +493,7 @@ class _Compiler:
         return _Bytes(size, off=buf)
 
     def gen_index_bytes(self, index: Index, buf: int, fail: Label) -> None:
+        """Copy a map value into the stack buffer at fp + buf; fail if the key is absent."""
         ref = self.map_of(index.base)
         key_off = self.gen_key(index, ref, fail)
         self.lookup(ref, key_off)
@@ -576,6 +598,7 @@ class _Compiler:
         self.b.place(done)
 
     def field_lookup(self, item: Field, fail: Label) -> None:
+        """`map[KEY]`: found flag and value (zeros when absent)."""
         assert isinstance(item.item, Index)
         missing = Label()
         ref = self.map_of(item.item.base)
@@ -589,6 +612,7 @@ class _Compiler:
         self.b.place(missing)
 
     def field_array(self, item: Field, fail: Label) -> None:
+        """A whole array map: count, then every entry by unrolled lookups."""
         ref = self.target.maps[item.map_name]
         key_off = self.frame.alloc(4)
         self.emit(st(8, R6, item.offset, item.count))
@@ -614,6 +638,7 @@ class _Compiler:
     # --- record layout ----------------------------------------------------------------
 
     def layout(self, items: tuple[Expr, ...]) -> RecordLayout:
+        """Record fields of the print items (validates them)."""
         fields: list[Field] = []
         offset = HEADER.size
         for item in items:
@@ -626,6 +651,7 @@ class _Compiler:
         return layout
 
     def layout_field(self, item: Expr, offset: int) -> Field:
+        """The field of one print item at `offset`."""
         match item:
             case Str() | IPv4() | IPv6():
                 return Field("literal", item, offset, 0)
@@ -641,6 +667,7 @@ class _Compiler:
                 return Field("u64", item, offset)
 
     def whole_map(self, name: Name, offset: int) -> Field:
+        """Field for printing a whole map: ARRAY maps of at most 64 entries only."""
         ref = self.target.maps.get(name.name)
         if ref is None:
             raise self.unknown(name)

@@ -393,7 +393,9 @@ def test_numbers_compared_with_short_bytes_read_little_endian() -> None:
     for text, true in [('"ab" == 0x6261', True), ("1.2.3.4 == 0x04030201", True),
                        ('"ab" < 0x6262', True), ('0x6261 >= "ab"', True),
                        ("mem($r1, 3) == 0x030201", True), ("0x030202 > mem($r1, 3)", True),
-                       ("mem($r1, 0) == 1.2.3.4", True), ("mem($r1, 4) != 0x04030201", False)]:
+                       ("mem($r1, 0) == 1.2.3.4", True), ("mem($r1, 4) != 0x04030201", False),
+                       ("mem($r1, 5) == 0x0504030201", True),
+                       ("mem($r1, 7) > 0x07060504030200", True)]:
         kernel = FakeKernel(bytes(range(1, 256)))
         run_text(f"f print 1 if {text}", kernel, regs_of(r1=GUEST))
         assert kernel.counters()[1] == int(true), text
