@@ -116,8 +116,21 @@ def map_value_text(value: MapValue, prog: LoadedProgram) -> str:
     return "{" + ", ".join(shown) + "}"
 
 
+def access_text(hit: Hit) -> str:
+    """For a watch hit: which instruction touched the data, and old/new bytes."""
+    site = hit.access
+    insn = "outside the program" if site is None else (
+        f"insn {site.index} {site.function.name}:{site.index - site.function.start_insn}"
+        + (f" ({site.source.short()})" if site.source else ""))
+    old = int.from_bytes(hit.old, "little")
+    new = int.from_bytes(hit.new, "little")
+    return f"accessed by {insn}: {old:#x} ({old}) -> {new:#x} ({new})"
+
+
 def hit_text(hit: Hit, prog: LoadedProgram) -> str:
     items = [value_text(hit, i, prog) for i in range(len(hit.values))]
+    if hit.old or hit.new:
+        items.insert(0, access_text(hit))
     return (f"probe {hit.probe.number} at {where(hit.probe)} hit {hit.hit}: "
             + ", ".join(items))
 
@@ -133,8 +146,13 @@ def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
             values.append({"bytes": v.hex(), "text": value_text(hit, i, prog)})
         else:
             values.append({"int": v, "text": value_text(hit, i, prog)})
-    return {"probe": hit.probe.number, "hit": hit.hit, "run": hit.run,
-            "insn": hit.probe.site.index, "values": values}
+    data: dict[str, Any] = {"probe": hit.probe.number, "hit": hit.hit, "run": hit.run,
+                            "insn": hit.probe.site.index, "values": values}
+    if hit.old or hit.new:
+        data["access"] = {"insn": hit.access.index if hit.access else None,
+                          "line": hit.access.source.line if hit.access and hit.access.source
+                          else None, "old": hit.old.hex(), "new": hit.new.hex()}
+    return data
 
 
 def summary_rows(inspector: Inspector) -> list[tuple[str, ...]]:

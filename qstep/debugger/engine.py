@@ -55,6 +55,7 @@ class Event:
     retval: int | None = None
     duration_ns: int | None = None
     data_out: bytes = b""
+    watch_addr: int | None = None
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Debugger:
         self._boundaries = {s.jit_start for s in prog.sites.values() if s.jit_start is not None}
         self._entries = {f.addr for f in prog.functions}
         self._regs_cache: X86Regs | None = None
+        self.watchpoints: set[tuple[int, int, str]] = set()
         self._decoded: dict[int, _X86] = {}
         self.x86_steps = 0  # single steps issued (statistics for benchmarks)
 
@@ -257,7 +259,8 @@ class Debugger:
         for bp in [b for b in user if b.temporary]:
             self.delete_breakpoint(bp.number)
         reason = "breakpoint" if user else stop.reason
-        event = Event("stopped", reason, site, user[0] if user else None)
+        event = Event("stopped", reason, site, user[0] if user else None,
+                      watch_addr=stop.watch_addr)
         self.last_event = event
         return event
 
@@ -389,6 +392,24 @@ class Debugger:
         for addr in list(self._inserted):
             self.target.clear_breakpoint(addr)
         self._inserted.clear()
+        for watch in list(self.watchpoints):
+            self.target.clear_watchpoint(*watch)
+        self.watchpoints.clear()
+
+    def set_watchpoint(self, addr: int, length: int, kind: str) -> None:
+        """A data watchpoint for the rest of this run (``kind``: write, read, access)."""
+        self._require_stopped()
+        if (addr, length, kind) not in self.watchpoints:
+            self.target.set_watchpoint(addr, length, kind)
+            self.watchpoints.add((addr, length, kind))
+
+    def accessing_site(self) -> InsnSite | None:
+        """After a watchpoint stop: the instruction that made the access.
+
+        The CPU stops after the accessing x86 instruction, whose last byte is
+        therefore just below the pc.
+        """
+        return self.prog.site_at(self.pc() - 1)
 
     def kill(self) -> Event | None:
         """Let the current run finish with every breakpoint removed."""
@@ -404,7 +425,7 @@ class Debugger:
         """Leave the guest running with no breakpoints of ours (for shutdown or reuse)."""
         if self.running_program:
             self.kill()
-        if not self._inserted and not self.stopped:
+        if not self._inserted and not self.watchpoints and not self.stopped:
             return
         if not self.stopped:
             self.target.interrupt()

@@ -82,6 +82,9 @@ class Hit:
     values: list[int | bytes | MapValue]
     run: int
     failed: frozenset[int] = frozenset()
+    access: InsnSite | None = None  # watch: the instruction that accessed the data
+    old: bytes = b""  # watch: the watched bytes before and after the access
+    new: bytes = b""
 
 
 def location_text(spec: Spec) -> str:
@@ -90,8 +93,6 @@ def location_text(spec: Spec) -> str:
 
 def resolve_probe(prog: LoadedProgram, number: int, spec: Spec) -> Probe:
     """The instruction a spec names; errors name the spec."""
-    if isinstance(spec.condition, Watch):
-        raise UsageError(f"inspect: spec {number}: 'watch' conditions are not supported yet")
     try:
         sites = resolve(prog, location_text(spec)).sites
     except UsageError as err:
@@ -107,6 +108,11 @@ def assign_modes(probes: list[Probe]) -> None:
     """Guest probes for the first four distinct addresses, host fallback for the rest."""
     guest_addrs: list[int] = []
     for probe in probes:
+        if isinstance(probe.spec.condition, Watch):
+            probe.mode, probe.attached = "host", "host watchpoint"
+            probe.note = ("watch: the host debugger arms a data watchpoint when the location "
+                          "is reached (its address can depend on registers there)")
+            continue
         if probe.addr in guest_addrs or len(guest_addrs) < HW_SLOTS:
             if probe.addr not in guest_addrs:
                 guest_addrs.append(probe.addr)
@@ -157,6 +163,7 @@ class Inspector:
                 raise UsageError(f"inspect: spec {probe.number}: 'stop' is not supported yet")
         self.hits: list[Hit] = []
         self.lost = 0
+        self._armed: dict[tuple[int, int, str], tuple[Probe, bytes]] = {}
         self._events: MapRef | None = None
         self._counters: MapRef | None = None
 
@@ -270,17 +277,46 @@ class Inspector:
                     by_addr.setdefault(probe.addr, []).append(probe)
                     if len(by_addr[probe.addr]) == 1:
                         dbg.add_breakpoint(f"*{probe.addr:#x}")
+                self._armed.clear()
                 event = dbg.run()
                 while event.kind == "stopped":
-                    for probe in by_addr.get(dbg.pc(), []):
-                        self._host_hit(dbg, probe, run)
+                    if event.reason == "watchpoint":
+                        self._watch_hit(dbg, event.watch_addr, run)
+                    else:
+                        for probe in by_addr.get(dbg.pc(), []):
+                            self._host_hit(dbg, probe, run)
                     event = dbg.cont()
                 assert event.retval is not None
                 return event.retval
             finally:
                 dbg.detach()
 
+    def _arm_watch(self, dbg: Debugger, probe: Probe, watch: Watch) -> None:
+        """At the watch spec's location: evaluate its address, set the watchpoint."""
+        probe.counters.reached += 1
+        try:
+            addr = evaluate(watch.addr, _HostEnv(dbg))
+            if not isinstance(addr, int):
+                raise UsageError(f"inspect: spec {probe.number}: watch needs an address")
+            old = dbg.read_memory(addr, watch.size)
+        except _ReadFailed:
+            return
+        kind = {"w": "write", "r": "read", "rw": "access"}[watch.type]
+        dbg.set_watchpoint(addr, watch.size, kind)
+        self._armed[(addr, watch.size, kind)] = (probe, old)
+
+    def _watch_hit(self, dbg: Debugger, addr: int | None, run: int) -> None:
+        for (start, size, kind), (probe, old) in list(self._armed.items()):
+            if addr is not None and not start <= addr < start + size:
+                continue
+            new = dbg.read_memory(start, size)
+            self._armed[(start, size, kind)] = (probe, new)
+            self._record(dbg, probe, run, access=dbg.accessing_site(), old=old, new=new)
+
     def _host_hit(self, dbg: Debugger, probe: Probe, run: int) -> None:
+        if isinstance(probe.spec.condition, Watch):
+            self._arm_watch(dbg, probe, probe.spec.condition)
+            return
         env = _HostEnv(dbg)
         c = probe.counters
         c.reached += 1
@@ -290,6 +326,13 @@ class Inspector:
                 return
         except _ReadFailed:
             return
+        self._record(dbg, probe, run)
+
+    def _record(self, dbg: Debugger, probe: Probe, run: int, access: InsnSite | None = None,
+                old: bytes = b"", new: bytes = b"") -> None:
+        """The condition held: count it, honour ``skip``, evaluate the print items."""
+        env = _HostEnv(dbg)
+        c = probe.counters
         c.true += 1
         if c.true <= probe.spec.action.skip:
             c.skipped += 1
@@ -306,7 +349,7 @@ class Inspector:
                 values.append(0)
                 failed.add(i)
         c.printed += 1
-        self.hits.append(Hit(probe, c.true, values, run, frozenset(failed)))
+        self.hits.append(Hit(probe, c.true, values, run, frozenset(failed), access, old, new))
 
 
 class _ReadFailed(UsageError):

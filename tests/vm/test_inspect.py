@@ -183,3 +183,23 @@ def test_bad_specs_give_one_clear_line(spec: str, message: str, l4lb_obj: Path) 
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_watch_reports_the_accessing_instruction_and_values(
+        vm: Session, l4lb: LoadedProgram) -> None:
+    # At `if (st)` r0 holds st = &stats[vip_num]; its first field counts packets.
+    check = f"l4lb.bpf.c:{line_of('if (st) {')}"
+    inspector, retvals = inspect(vm, l4lb, [f"{check} print $r1 if watch $r0, 8, w"],
+                                 [PKT["ipv4_to_v4real"], PKT["ipv6_to_v6real"],
+                                  PKT["ipv4_to_v4real"]])
+    assert retvals == [7, 7, 7]
+    hits = inspector.hits
+    assert [(h.run, h.hit) for h in hits] == [(1, 1), (2, 2), (3, 3)]
+    counts = [(int.from_bytes(h.old, "little"), int.from_bytes(h.new, "little")) for h in hits]
+    assert counts == [(0, 1), (0, 1), (1, 2)]  # VIP 1, VIP 2, VIP 1 again
+    for h in hits:
+        assert h.access is not None and h.access.source is not None
+        assert h.access.source.line == line_of("__sync_fetch_and_add(&st->packets, 1)")
+        assert h.access.insn.code == 0xDB  # the atomic add itself (STX | ATOMIC | DW)
+    assert inspector.probes[0].counters.as_dict() == {
+        "reached": 3, "condition_true": 3, "skipped": 0, "printed": 3, "dropped": 0}
