@@ -103,11 +103,19 @@ def patched_text(prog: LoadedProgram, site: InsnSite) -> list[str]:
     ins = site.insn
     same = (len(span) == 1 and span[0].code == ins.code and span[0].dst == ins.dst
             and span[0].src == ins.src
-            and (ins.is_call or (span[0].off == ins.off
-                                 and (span[0].imm == ins.imm or ins.is_ldimm64))))
+            and (ins.is_call or _same_jump(prog, ins, span[0])
+                 or (span[0].off == ins.off and (span[0].imm == ins.imm or ins.is_ldimm64))))
     if same:
         return []
     return [bpf_insn.format_insn(x) for x in span]
+
+
+def _same_jump(prog: LoadedProgram, ins: bpf_insn.Insn, xl: bpf_insn.Insn) -> bool:
+    """A jump whose offset changed only because code was inserted or removed around it."""
+    if ins.jump_target is None or xl.jump_target is None or ins.imm != xl.imm:
+        return False
+    target = prog.sites.get(ins.jump_target)
+    return target is not None and target.xlated_index == xl.jump_target
 
 
 def bpf_line(prog: LoadedProgram, site: InsnSite) -> BpfLine:

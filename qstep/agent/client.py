@@ -69,7 +69,12 @@ class AgentClient:
     def send(self, verb: str, *args: Token) -> int:
         """Send a request without waiting; returns its sequence number."""
         self._seq += 1
-        self._sock.sendall(encode_request(self._seq, verb, *args))
+        try:
+            self._sock.sendall(encode_request(self._seq, verb, *args))
+        except (ConnectionResetError, BrokenPipeError):
+            self._check_alive()
+            raise GuestError(f"agent channel closed while sending '{verb}'",
+                             self._console_tail()) from None
         self._pending = Reply(self._seq)
         return self._seq
 
@@ -132,6 +137,8 @@ class AgentClient:
         self._sock.settimeout(max(0.0, min(POLL, deadline - time.monotonic())) or 0.001)
         try:
             chunk = self._sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            chunk = b""
         except TimeoutError:
             self._check_alive()
             if raise_on_timeout and time.monotonic() > deadline:

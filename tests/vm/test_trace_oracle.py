@@ -11,6 +11,7 @@ memory writes and next instruction it reports must agree exactly.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,25 @@ from qstep.userinput import encode_entry, read_map_file, read_packet
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 PROGS = json.loads((REPO_ROOT / "tests/progs/expected.json").read_text())
 CASES = [
-    ("examples/l4lb/l4lb.bpf.c", "l4lb_ingress", str(EXAMPLE / "packets" / f"{p}.hex"), True)
+    ("6.1", "examples/l4lb/l4lb.bpf.c", "l4lb_ingress", str(EXAMPLE / "packets" / f"{p}.hex"),
+     True)
     for p in ("ipv4_to_v4real", "ipv6_to_v6real", "ctl_lookup_fail", "ipv4_udp_to_v6real")
 ] + [
-    (f"tests/progs/{name}.bpf.c", PROGS[name]["program"], case["input_hex"], False)
+    ("6.1", f"tests/progs/{name}.bpf.c", PROGS[name]["program"], case["input_hex"], False)
     for name in ("calls", "alu", "maps")
     for case in PROGS[name]["cases"][:2]
 ]
+# 6.12: ISA v4 (sign extension, signed division, bswap) and another JIT prologue. These
+# pass, but a 6.12 guest that is single-stepped through QEMU 7.2's gdbstub sometimes
+# crashes (double fault / NULL dereference in unrelated kernel code, about one session
+# in three); until that is understood they run only with QSTEP_TEST_612_STEPPING=1.
+STEPPING_612 = [
+    ("6.12", "tests/progs/alu_v4.bpf.c", "alu_v4_main", case["input_hex"], False)
+    for case in PROGS["alu_v4"]["cases"][:2]
+] + [("6.12", "examples/l4lb/l4lb.bpf.c", "l4lb_ingress",
+      str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"), True)]
+if os.environ.get("QSTEP_TEST_612_STEPPING") == "1":
+    CASES += STEPPING_612
 M64 = (1 << 64) - 1
 
 
@@ -76,7 +89,9 @@ class Oracle:
     def expect(self, site: InsnSite, regs: tuple[int, ...]) -> Expect:
         span = xlated_span(self.prog, site)
         by_index = {x.index: x for x in span}
-        exp = Expect(list(regs), set())
+        # Verifier patches may use BPF_REG_AX (r11, x86 r10 in the JIT) as a scratch
+        # register inside the span; it is written before it is read.
+        exp = Expect([*regs, 0], set())
         overlay: dict[int, int] = {}
         imms = iter(_imm_loads(self.prog, site))
 
@@ -121,11 +136,12 @@ def _setup(vm: Session, obj_path: Path, name: str, with_maps: bool) -> LoadedPro
     return prog
 
 
-@pytest.mark.parametrize("source, name, packet, with_maps", CASES,
-                         ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("kernel, source, name, packet, with_maps", CASES,
+                         ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_every_instruction_agrees_with_the_oracle(
-        vm: Session, bpf_obj: Callable[[str], Path], source: str, name: str, packet: str,
-        with_maps: bool) -> None:
+        request: pytest.FixtureRequest, bpf_obj: Callable[[str], Path], kernel: str,
+        source: str, name: str, packet: str, with_maps: bool) -> None:
+    vm: Session = request.getfixturevalue("vm" if kernel == "6.1" else "vm612")
     prog = _setup(vm, bpf_obj(source), name, with_maps)
     assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
     try:
