@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from qstep.commands.common import (
     open_program,
     print_cmd,
 )
+from qstep.commands.debugging import run_batch
 from qstep.commands.run import fill_maps, map_entries
+from qstep.debugger.commands import CommandSet
+from qstep.debugger.engine import Debugger, Event
+from qstep.debugger.regs import BpfRegs
+from qstep.debugger.repl import interactive_loop
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.probe.expr import Str, format_value
@@ -38,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--json", action="store_true", help="JSON lines: one per hit, then a summary")
+    p.add_argument("-ex", dest="commands", action="append", default=[],
+                   help="debugger command to run when a 'stop' probe stops the program "
+                   "(repeatable); without -ex a terminal gets the interactive debugger")
     add_vm_options(p)
     p.set_defaults(func=main)
 
@@ -58,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
         prog = session.load(obj, prog_name)
         fill_maps(session, prog, entries)
         inspector = Inspector(session, prog, specs)
+        inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
         for probe in inspector.probes:
             if probe.note and not args.json:
                 print(f"note: probe {probe.number}: {probe.note}")
@@ -68,6 +78,29 @@ def main(args: argparse.Namespace) -> int:
             inspector.detach()
     emit(inspector, prog, retvals, args.json)
     return 0
+
+
+def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,
+            args: argparse.Namespace) -> Event | None:
+    """A 'stop' probe fired: show the state, then hand the program to the debugger."""
+    commands = CommandSet(dbg)
+    regs = " ".join(f"r{n}={v:#x}" for n, v in enumerate(before.values))
+    here = commands.event_output(dbg.last_event) if dbg.last_event else None
+    if args.json:
+        print(json.dumps({"stop": probe.number, "insn": probe.site.index,
+                          "regs_before": before.as_dict(),
+                          "now": here.data if here else None}), flush=True)
+    else:
+        print(f"probe {probe.number} stopped the program at {where(probe)}\n"
+              f"  registers before it (from the probe): {regs}\n"
+              f"  now: {here.text if here else '?'}", flush=True)
+    if args.commands:
+        run_batch(commands, args.commands, args.json)
+    elif sys.stdin.isatty():
+        interactive_loop(commands, args.json)
+    if not dbg.running_program:
+        return dbg.last_event
+    return None
 
 
 def emit(inspector: Inspector, prog: LoadedProgram, retvals: list[int], as_json: bool) -> None:

@@ -94,6 +94,9 @@ class Debugger:
         self._entries = {f.addr for f in prog.functions}
         self._regs_cache: X86Regs | None = None
         self.watchpoints: set[tuple[int, int, str]] = set()
+        # Kernel addresses (outside the program) to stop at, e.g. the helper an
+        # inspect probe calls to ask for a stop; a stop there has reason "kernel".
+        self.kernel_breakpoints: set[int] = set()
         self._decoded: dict[int, _X86] = {}
         self.x86_steps = 0  # single steps issued (statistics for benchmarks)
 
@@ -193,7 +196,7 @@ class Debugger:
             self.stopped = True
         self._regs_cache = None
         self._clear_inserted()
-        for addr in self._enabled_addrs():
+        for addr in [*self._enabled_addrs(), *self.kernel_breakpoints]:
             self._insert(addr)
         req = self.request
         self._run_seq = self.agent.send("run", self.prog.handle, req.repeat, req.data, req.ctx,
@@ -259,6 +262,8 @@ class Debugger:
         for bp in [b for b in user if b.temporary]:
             self.delete_breakpoint(bp.number)
         reason = "breakpoint" if user else stop.reason
+        if not user and stop.pc in self.kernel_breakpoints:
+            reason = "kernel"
         event = Event("stopped", reason, site, user[0] if user else None,
                       watch_addr=stop.watch_addr)
         self.last_event = event
@@ -402,6 +407,14 @@ class Debugger:
         if (addr, length, kind) not in self.watchpoints:
             self.target.set_watchpoint(addr, length, kind)
             self.watchpoints.add((addr, length, kind))
+
+    def run_to_address(self, addr: int) -> Event:
+        """Continue until ``addr`` (any address) or another stop; the breakpoint is temporary."""
+        self._require_running()
+        event = self._resume_and_wait((addr,))
+        if event.kind == "stopped" and event.breakpoint is None and self.pc() == addr:
+            event.reason, event.site = "location", self.prog.site_at(addr)
+        return event
 
     def accessing_site(self) -> InsnSite | None:
         """After a watchpoint stop: the instruction that made the access.

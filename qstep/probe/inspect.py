@@ -10,13 +10,15 @@ whose condition the host evaluates with the same semantics.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from qstep.agent.client import AgentError
-from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.locations import resolve
+from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import UsageError, VerifierError
+from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
 from qstep.probe.expr import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str, evaluate
@@ -24,8 +26,13 @@ from qstep.probe.records import MapValue, ProbeHit, decode_record
 from qstep.probe.spec import Spec, Watch
 from qstep.session import Session
 from qstep.target import open_target
+from qstep.target.base import REG_NAMES, X86Regs
 
 HW_SLOTS = 4
+STOP_HELPER = "bpf_perf_prog_read_value"  # the helper stop probes call (codegen)
+PT_REGS_SIZE = 21 * 8
+PT_REGS_ORDER = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
+                 "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss")
 MAX_PROBES = 64
 RINGBUF_BYTES = 1 << 20
 RINGBUF_TYPE, ARRAY_TYPE = 27, 2
@@ -132,7 +139,8 @@ def check_host_probe(probe: Probe) -> None:
                              f"back to the host ({probe.note}); use at most {HW_SLOTS} "
                              "locations")
     if probe.spec.action.stop:
-        raise UsageError(f"inspect: spec {probe.number}: 'stop' is not supported yet")
+        raise UsageError(f"inspect: spec {probe.number}: 'stop' needs an in-guest probe and "
+                         f"this location fell back to the host ({probe.note})")
 
 
 def _uses_maps(node: object) -> bool:
@@ -159,8 +167,7 @@ class Inspector:
         for probe in self.probes:
             if probe.mode == "host":
                 check_host_probe(probe)
-            elif probe.spec.action.stop:
-                raise UsageError(f"inspect: spec {probe.number}: 'stop' is not supported yet")
+        self.on_stop: StopHandler | None = None
         self.hits: list[Hit] = []
         self.lost = 0
         self._armed: dict[tuple[int, int, str], tuple[Probe, bytes]] = {}
@@ -223,9 +230,10 @@ class Inspector:
     def run(self, packets: list[bytes], repeat: int) -> list[int]:
         """Run each packet; return the retvals. Hits accumulate in ``self.hits``."""
         host = [p for p in self.probes if p.mode == "host"]
+        stops = any(p.spec.action.stop for p in self.probes)
         retvals = []
         for run, packet in enumerate(packets, start=1):
-            if host:
+            if host or stops:
                 retvals.append(self._run_with_host_probes(host, packet, repeat, run))
             else:
                 retvals.append(self.session.test_run(self.prog, packet, repeat=repeat).retval)
@@ -269,6 +277,8 @@ class Inspector:
                               run: int) -> int:
         session = self.session
         assert session.machine is not None and session.machine.config is not None
+        stop_helper = (session.kallsyms(STOP_HELPER)  # while the agent can still answer
+                       if any(p.spec.action.stop for p in self.probes) else None)
         with open_target("rsp", session.machine.config.gdb_socket) as target:
             dbg = Debugger(self.prog, target, session._agent(), RunRequest(packet, repeat=repeat))
             try:
@@ -277,9 +287,14 @@ class Inspector:
                     by_addr.setdefault(probe.addr, []).append(probe)
                     if len(by_addr[probe.addr]) == 1:
                         dbg.add_breakpoint(f"*{probe.addr:#x}")
+                if stop_helper is not None:
+                    dbg.kernel_breakpoints.add(stop_helper)
                 self._armed.clear()
                 event = dbg.run()
                 while event.kind == "stopped":
+                    if event.reason == "kernel":
+                        event = self._hand_over(dbg)
+                        continue
                     if event.reason == "watchpoint":
                         self._watch_hit(dbg, event.watch_addr, run)
                     else:
@@ -290,6 +305,29 @@ class Inspector:
                 return event.retval
             finally:
                 dbg.detach()
+
+    def _hand_over(self, dbg: Debugger) -> Event:
+        """A probe asked for a stop (the VM is in its helper call): stop in the program.
+
+        The probe's context holds the interrupted program's pt_regs, i.e. the exact
+        state before the probed instruction. The CPU is then run to the next x86
+        instruction of the probed one (a breakpoint on the probed address itself
+        would collide with the guest's own hardware breakpoint there).
+        """
+        ctx = dbg.x86().rdi  # bpf_perf_event_data_kern *: its first member is regs
+        pt_regs = int.from_bytes(dbg.read_memory(ctx, 8), "little")
+        regs = pt_regs_to_bpf(dbg.read_memory(pt_regs, PT_REGS_SIZE))
+        probe = next((p for p in self.probes if p.spec.action.stop
+                      and p.addr == regs.rip), None)
+        if probe is None:
+            return dbg.cont()  # not one of ours
+        before = bpf_regs(regs, probe.at_entry)
+        event = dbg.run_to_address(after_first_x86(self.prog, probe.site))
+        if self.on_stop is not None and event.kind == "stopped":
+            resumed = self.on_stop(dbg, probe, before)
+            if resumed is not None:
+                return resumed
+        return dbg.cont() if event.kind == "stopped" else event
 
     def _arm_watch(self, dbg: Debugger, probe: Probe, watch: Watch) -> None:
         """At the watch spec's location: evaluate its address, set the watchpoint."""
@@ -350,6 +388,26 @@ class Inspector:
                 failed.add(i)
         c.printed += 1
         self.hits.append(Hit(probe, c.true, values, run, frozenset(failed), access, old, new))
+
+
+StopHandler = Callable[[Debugger, Probe, BpfRegs], "Event | None"]
+
+
+def pt_regs_to_bpf(data: bytes) -> X86Regs:
+    """x86 registers from a kernel ``struct pt_regs`` (x86-64 layout)."""
+    fields = dict(zip(PT_REGS_ORDER, struct.unpack(f"<{len(PT_REGS_ORDER)}Q", data),
+                      strict=True))
+    return X86Regs(**{name: fields[name] for name in REG_NAMES})
+
+
+def after_first_x86(prog: LoadedProgram, site: InsnSite) -> int:
+    """Where the CPU is after the first x86 instruction of ``site`` (a jmp: its target)."""
+    assert site.jit_start is not None
+    first = disassemble_x86(prog.jit_bytes(site.jit_start, site.jit_start + 16),
+                            site.jit_start)[0]
+    if first.text.startswith("jmp 0x"):
+        return int(first.text.split()[1], 16)
+    return first.addr + len(first.hex) // 2
 
 
 class _ReadFailed(UsageError):

@@ -203,3 +203,32 @@ def test_watch_reports_the_accessing_instruction_and_values(
         assert h.access.insn.code == 0xDB  # the atomic add itself (STX | ATOMIC | DW)
     assert inspector.probes[0].counters.as_dict() == {
         "reached": 3, "condition_true": 3, "skipped": 0, "printed": 3, "dropped": 0}
+
+
+def test_stop_hands_the_program_to_the_debugger(vm: Session, l4lb: LoadedProgram) -> None:
+    inspector = Inspector(vm, l4lb, parse_specs(["process_packet:10 print $r9, stop if $r9 == 1"]))
+    seen: list[tuple[dict[str, int], int | None, int | None, bytes]] = []
+
+    def on_stop(dbg, probe, before):  # type: ignore[no-untyped-def]
+        where = dbg.site()
+        stepped = dbg.stepi()
+        seen.append((before.as_dict(), where.index if where else None,
+                     stepped.site.index if stepped.site else None,
+                     dbg.read_memory(before[8], 16)))
+        return None
+    inspector.on_stop = on_stop
+    inspector.attach()
+    try:
+        retvals = inspector.run([PKT["ipv4_to_v4real"], PKT["ipv6_to_v6real"]], 1)
+    finally:
+        inspector.detach()
+    assert retvals == [7, 7]
+    assert len(seen) == 1  # only the IPv6 packet makes $r9 (is_ipv6) 1
+    before, now, after_step, pkt = seen[0]
+    probed = inspector.probes[0].site
+    assert probed.insn.is_ldimm64  # process_packet:10 loads the vip_map pointer
+    assert before["r9"] == 1 and pkt == VIP6
+    assert now == probed.index + 2  # the ld_imm64 (one x86 movabs) has run
+    assert after_step == now + 1
+    assert [(h.run, h.values) for h in inspector.hits] == [(2, [1])]
+    assert inspector.probes[0].counters.as_dict()["reached"] == 2
