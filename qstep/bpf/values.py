@@ -57,6 +57,8 @@ from qstep.errors import UsageError
 BIG_ENDIAN_TYPEDEFS = frozenset({"__be16", "__be32", "__be64"})
 IP_WORDS = frozenset({"addr", "ip", "ipv", "src", "dst", "saddr", "daddr", "vip"})
 MAC_WORDS = frozenset({"mac", "eth", "hwaddr", "haddr"})
+NOT_ADDRESS_WORDS = frozenset({"num", "id", "idx", "index", "count", "cnt", "len", "port",
+                               "flags", "pos", "slot"})
 _DELIMS = set(",{}[]\"= \t\r\n")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "0": "\0"}
 _MAX_DEPTH = 32
@@ -460,11 +462,23 @@ def _words(name: str) -> set[str]:
     return set(re.findall(r"[a-z]+", name.lower()))
 
 
-def _format_addr(data: bytes, name: str) -> str | None:
+def _names_an_address(name: str, big_endian: bool) -> bool:
+    """True if a field of this name holds an IP address (e.g. ``dst``, ``saddr``, ``dstv6``).
+
+    Counters and indexes named after an address (``vip_num``, ``src_port``) do not.
+    """
     words = _words(name)
-    if len(data) in (4, 16) and words & IP_WORDS:
+    if words & NOT_ADDRESS_WORDS:
+        return False
+    if words & IP_WORDS:
+        return True
+    return big_endian and any(name.lower().startswith(w) for w in IP_WORDS)
+
+
+def _format_addr(data: bytes, name: str, big_endian: bool = False) -> str | None:
+    if len(data) in (4, 16) and _names_an_address(name, big_endian or len(data) == 16):
         return str(ipaddress.ip_address(data))
-    if len(data) == 6 and words & MAC_WORDS:
+    if len(data) == 6 and _words(name) & MAC_WORDS:
         return ":".join(f"{b:02x}" for b in data)
     return None
 
@@ -490,7 +504,10 @@ class _Formatter:
 
     def format(self, data: bytes, type_id: int, name: str, depth: int) -> str:
         t = self.btf.resolve(type_id)
-        addr = _format_addr(data, name)
+        big = bool(BIG_ENDIAN_TYPEDEFS & set(self.btf.typedef_names(type_id)))
+        if t.kind == KIND_ARRAY and t.array is not None:
+            big = big or bool(BIG_ENDIAN_TYPEDEFS & set(self.btf.typedef_names(t.array.type_id)))
+        addr = None if t.kind == KIND_UNION else _format_addr(data, name, big)
         if addr is not None:
             return addr
         if depth > _MAX_DEPTH:
@@ -500,7 +517,7 @@ class _Formatter:
         if t.kind == KIND_FLOAT and len(data) in (4, 8):
             return repr(struct.unpack("<f" if len(data) == 4 else "<d", data)[0])
         if t.kind in _RECORD_KINDS:
-            return self.record(data, t, depth)
+            return self.record(data, t, depth, name)
         if t.kind == KIND_ARRAY:
             return self.array(data, t, name, depth)
         return "x:" + data.hex()
@@ -514,21 +531,28 @@ class _Formatter:
                 return ev.name
         return str(value)
 
-    def record(self, data: bytes, t: BtfType, depth: int) -> str:
+    def record(self, data: bytes, t: BtfType, depth: int, name: str = "") -> str:
         members = _fields(self.btf, t)
         if t.kind == KIND_UNION and members:
-            sizes = [self.btf.size_of(m.type_id) for m in members]
-            members = [members[sizes.index(max(sizes))]]
+            members = [self._union_member(data, members)]
         parts = []
         for m in members:
-            text = self.member(data, m, depth)
+            # A union's members are read in the union's context: addr.v4 is an address.
+            context = name if t.kind == KIND_UNION else ""
+            text = self.member(data, m, depth, context)
             if m.name:
                 parts.append(f"{m.name}: {text}")
             elif text.startswith("{") and len(text) > 2:
                 parts.append(text[1:-1])
         return "{" + ", ".join(parts) + "}"
 
-    def member(self, data: bytes, m: BtfMember, depth: int) -> str:
+    def _union_member(self, data: bytes, members: list[BtfMember]) -> BtfMember:
+        """The smallest member that still covers every non-zero byte."""
+        used = max((i + 1 for i, b in enumerate(data) if b), default=0)
+        sized = sorted(members, key=lambda m: self.btf.size_of(m.type_id))
+        return next((m for m in sized if self.btf.size_of(m.type_id) >= used), sized[-1])
+
+    def member(self, data: bytes, m: BtfMember, depth: int, context: str = "") -> str:
         if m.bitfield_size:
             first = m.bit_offset // 8
             window = int.from_bytes(data[first : first + 16], "little")
@@ -537,7 +561,8 @@ class _Formatter:
                 value -= 1 << m.bitfield_size
             return str(value)
         start, size = m.bit_offset // 8, self.btf.size_of(m.type_id)
-        return self.format(data[start : start + size], m.type_id, m.name, depth + 1)
+        name = f"{context}.{m.name}" if context else m.name
+        return self.format(data[start : start + size], m.type_id, name, depth + 1)
 
     def array(self, data: bytes, t: BtfType, name: str, depth: int) -> str:
         assert t.array is not None
