@@ -116,3 +116,29 @@ def test_guest_that_never_becomes_ready_ends_at_the_boot_timeout() -> None:
     assert 15 <= time.monotonic() - start < 45
     assert "timed out waiting for the agent to start" in str(info.value)
     assert session.machine.pid is not None and not process_exists(session.machine.pid)
+
+
+def test_qemu_dying_mid_debug_session_is_a_clear_error_and_nothing_is_left(
+        l4lb_obj: Path) -> None:
+    import signal
+
+    from qstep.debugger.engine import Debugger, RunRequest
+    from qstep.errors import QstepError
+    from qstep.target import open_target
+
+    with Session() as session:
+        prog = session.load(BpfObject.open(l4lb_obj), "l4lb_ingress")
+        assert session.machine is not None and session.machine.config is not None
+        assert session.agent is not None
+        pid = session.machine.pid
+        assert pid is not None
+        with pytest.raises(QstepError) as info:  # noqa: PT012 - the whole session is the subject
+            with open_target("rsp", session.machine.config.gdb_socket) as target:
+                dbg = Debugger(prog, target, session.agent, RunRequest(bytes(64)))
+                dbg.add_breakpoint("l4lb_ingress")
+                assert dbg.run().kind == "stopped"
+                os.kill(pid, signal.SIGKILL)
+                dbg.stepi()
+        assert "Traceback" not in str(info.value)
+        assert isinstance(info.value, GuestError)
+    assert not process_exists(pid)
