@@ -132,13 +132,13 @@ def test_qemu_dying_mid_debug_session_is_a_clear_error_and_nothing_is_left(
         assert session.agent is not None
         pid = session.machine.pid
         assert pid is not None
-        with pytest.raises(QstepError) as info:  # noqa: PT012 - the whole session is the subject
-            with open_target("rsp", session.machine.config.gdb_socket) as target:
-                dbg = Debugger(prog, target, session.agent, RunRequest(bytes(64)))
-                dbg.add_breakpoint("l4lb_ingress")
-                assert dbg.run().kind == "stopped"
-                os.kill(pid, signal.SIGKILL)
-                dbg.stepi()
+        with pytest.raises(QstepError) as info, \
+                open_target("rsp", session.machine.config.gdb_socket) as target:
+            dbg = Debugger(prog, target, session.agent, RunRequest(bytes(64)))
+            dbg.add_breakpoint("l4lb_ingress")
+            assert dbg.run().kind == "stopped"
+            os.kill(pid, signal.SIGKILL)
+            dbg.stepi()
         assert "Traceback" not in str(info.value)
         assert isinstance(info.value, GuestError)
     assert not process_exists(pid)
