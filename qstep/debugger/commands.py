@@ -9,6 +9,7 @@ from typing import Any
 
 from qstep.bpf.progtypes import retval_name
 from qstep.debugger.engine import Breakpoint, Debugger, Event
+from qstep.debugger.env import StoppedEnv
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.sourcefiles import source_lines
@@ -38,24 +39,6 @@ class Command:
     aliases: tuple[str, ...]
     handler: Handler
     help: str
-
-
-class _Env:
-    """Expression environment: registers of the stopped program and guest memory."""
-
-    def __init__(self, dbg: Debugger) -> None:
-        self._dbg = dbg
-        self._regs = dbg.regs()
-
-    def reg(self, n: int) -> int:
-        return self._regs[n]
-
-    def mem(self, addr: int, size: int) -> bytes:
-        return self._dbg.read_memory(addr, size)
-
-    def name(self, name: str) -> int | bytes:
-        raise UsageError(f"unknown name '{name}' (C variables are not supported yet; use "
-                         "registers $r0..$r10 and mem(ADDR, SIZE))")
 
 
 def site_text(site: InsnSite | None) -> str:
@@ -305,7 +288,7 @@ class CommandSet:
     def cmd_print(self, arg: str) -> Output:
         if not arg.strip():
             raise UsageError("print what? e.g. print $r1 + 8, print mem($r10 - 8, 8)")
-        value = evaluate(parse_expression(arg), _Env(self.dbg))
+        value = evaluate(parse_expression(arg), StoppedEnv(self.dbg))
         if isinstance(value, bytes):
             return Output(value.hex(" "), {"value": value.hex()})
         signed = self._signed(value)
@@ -315,7 +298,7 @@ class CommandSet:
     def cmd_x(self, arg: str) -> Output:
         fmt, _, expr = arg.partition(" ") if arg.startswith("/") else ("", "", arg)
         count, unit, style = _parse_x_format(fmt)
-        value = evaluate(parse_expression(expr), _Env(self.dbg))
+        value = evaluate(parse_expression(expr), StoppedEnv(self.dbg))
         if isinstance(value, bytes):
             raise UsageError("x needs an address, not a byte string")
         data = self.dbg.read_memory(value, count * unit)

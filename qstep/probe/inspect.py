@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from qstep.agent.client import AgentError
 from qstep.debugger.engine import Debugger, Event, RunRequest
+from qstep.debugger.env import StoppedEnv, UnreadableMemory
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import UsageError, VerifierError
@@ -333,11 +334,11 @@ class Inspector:
         """At the watch spec's location: evaluate its address, set the watchpoint."""
         probe.counters.reached += 1
         try:
-            addr = evaluate(watch.addr, _HostEnv(dbg))
+            addr = evaluate(watch.addr, StoppedEnv(dbg))
             if not isinstance(addr, int):
                 raise UsageError(f"inspect: spec {probe.number}: watch needs an address")
             old = dbg.read_memory(addr, watch.size)
-        except _ReadFailed:
+        except UnreadableMemory:
             return
         kind = {"w": "write", "r": "read", "rw": "access"}[watch.type]
         dbg.set_watchpoint(addr, watch.size, kind)
@@ -355,21 +356,21 @@ class Inspector:
         if isinstance(probe.spec.condition, Watch):
             self._arm_watch(dbg, probe, probe.spec.condition)
             return
-        env = _HostEnv(dbg)
+        env = StoppedEnv(dbg)
         c = probe.counters
         c.reached += 1
         cond = probe.spec.condition
         try:
             if cond is not None and not _truth(evaluate(cond, env)):  # type: ignore[arg-type]
                 return
-        except _ReadFailed:
+        except UnreadableMemory:
             return
         self._record(dbg, probe, run)
 
     def _record(self, dbg: Debugger, probe: Probe, run: int, access: InsnSite | None = None,
                 old: bytes = b"", new: bytes = b"") -> None:
         """The condition held: count it, honour ``skip``, evaluate the print items."""
-        env = _HostEnv(dbg)
+        env = StoppedEnv(dbg)
         c = probe.counters
         c.true += 1
         if c.true <= probe.spec.action.skip:
@@ -383,7 +384,7 @@ class Inspector:
                 continue
             try:
                 values.append(evaluate(item, env))
-            except _ReadFailed:
+            except UnreadableMemory:
                 values.append(0)
                 failed.add(i)
         c.printed += 1
@@ -408,28 +409,6 @@ def after_first_x86(prog: LoadedProgram, site: InsnSite) -> int:
     if first.text.startswith("jmp 0x"):
         return int(first.text.split()[1], 16)
     return first.addr + len(first.hex) // 2
-
-
-class _ReadFailed(UsageError):
-    """Guest memory could not be read (the in-guest probe's probe_read would fail too)."""
-
-
-class _HostEnv:
-    def __init__(self, dbg: Debugger) -> None:
-        self._dbg = dbg
-        self._regs = dbg.regs()
-
-    def reg(self, n: int) -> int:
-        return self._regs[n]
-
-    def mem(self, addr: int, size: int) -> bytes:
-        try:
-            return self._dbg.read_memory(addr, size)
-        except Exception as err:  # noqa: BLE001 - any unreadable address
-            raise _ReadFailed(f"cannot read {size} bytes at {addr:#x}") from err
-
-    def name(self, name: str) -> int | bytes:
-        raise UsageError(f"unknown name '{name}'")
 
 
 def _truth(value: int | bytes) -> bool:
