@@ -8,6 +8,7 @@ run again; it never kills QEMU (``qstep.vm.Machine`` owns it).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import astuple, dataclass, fields
 from types import TracebackType
 from typing import Self
@@ -87,7 +88,17 @@ def check_watch_kind(kind: str) -> None:
 
 
 class Target(ABC):
-    """A stopped (or resumed) guest CPU behind a debugger connection."""
+    """A stopped (or resumed) guest CPU behind a debugger connection.
+
+    Implementations keep the latest stop in ``_stop``, the registers read at it
+    in ``_regs``, and what they set in ``_bps`` / ``_wps`` (keyed like the
+    ``breakpoints`` / ``watchpoints`` properties).
+    """
+
+    _stop: Stop
+    _regs: X86Regs | None
+    _bps: Collection[tuple[int, bool]]
+    _wps: Collection[tuple[int, int, str]]
 
     @abstractmethod
     def registers(self) -> X86Regs:
@@ -138,14 +149,14 @@ class Target(ABC):
         """One ``s`` as QEMU does it."""
 
     @property
-    @abstractmethod
     def stop(self) -> Stop:
         """The latest stop."""
+        return self._stop
 
     @property
-    @abstractmethod
     def cached_registers(self) -> X86Regs | None:
         """The registers of the current stop if already read, else None."""
+        return self._regs
 
     @abstractmethod
     def resume(self) -> None:
@@ -184,14 +195,14 @@ class Target(ABC):
             self.clear_watchpoint(addr, length, kind)
 
     @property
-    @abstractmethod
     def breakpoints(self) -> set[tuple[int, bool]]:
         """The breakpoints set, as ``(addr, hardware)``."""
+        return set(self._bps)
 
     @property
-    @abstractmethod
     def watchpoints(self) -> set[tuple[int, int, str]]:
         """The watchpoints set, as ``(addr, length, kind)``."""
+        return set(self._wps)
 
     def __enter__(self) -> Self:
         return self

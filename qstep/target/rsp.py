@@ -215,22 +215,6 @@ class RspTarget(Target):
     def running(self) -> bool:
         return self._running or self._pending is not None
 
-    @property
-    def stop(self) -> Stop:
-        return self._stop
-
-    @property
-    def cached_registers(self) -> X86Regs | None:
-        return self._regs
-
-    @property
-    def breakpoints(self) -> set[tuple[int, bool]]:
-        return set(self._bps)
-
-    @property
-    def watchpoints(self) -> set[tuple[int, int, str]]:
-        return set(self._wps)
-
     def registers(self) -> X86Regs:
         if self._regs is None:
             self._regs = self._read_registers()
