@@ -34,6 +34,7 @@ class BpfLine:
     jit_end: int | None
     patched: list[str] = field(default_factory=list)
     x86: list[X86Line] = field(default_factory=list)
+    note: str = ""
 
 
 @dataclass
@@ -123,6 +124,9 @@ def bpf_line(prog: LoadedProgram, site: InsnSite) -> BpfLine:
                    site.jit_start, site.jit_end)
     if site.removed:
         return line
+    if not site.exact:
+        line.note = f"no exact JIT address (shares the line-info record of insn {site.jit_group})"
+        return line
     line.patched = patched_text(prog, site)
     assert site.jit_start is not None and site.jit_end is not None
     line.x86 = disassemble_x86(prog.jit_bytes(site.jit_start, site.jit_end), site.jit_start)
@@ -170,6 +174,8 @@ def format_listing(listing: list[FunctionListing], marker: int | None = None) ->
 def _format_bpf_line(ins: BpfLine, marker: int | None, entries: set[int]) -> list[str]:
     mark = "=>" if ins.index == marker else "  "
     state = "   ; removed by the verifier" if ins.removed else ""
+    if ins.note:
+        state += f"   ; {ins.note}"
     if ins.index in entries:
         state += "   ; JIT code starts with the function prologue"
     lines = [f"  {mark} {ins.index:4}: {ins.text}{state}"]

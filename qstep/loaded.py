@@ -59,6 +59,10 @@ class InsnSite:
     xlated_index: int | None
     jit_start: int | None
     jit_end: int | None
+    # For programs loaded outside qstep the kernel reports JIT addresses only at the
+    # program's own line-info records: ``jit_group`` is then the first instruction
+    # of this instruction's record, and instructions inside a record have no address.
+    jit_group: int | None = None
 
     @property
     def index(self) -> int:
@@ -66,7 +70,12 @@ class InsnSite:
 
     @property
     def removed(self) -> bool:
-        return self.jit_start is None
+        return self.jit_start is None and self.jit_group is None
+
+    @property
+    def exact(self) -> bool:
+        """True when this instruction's own JIT start address is known."""
+        return self.jit_start is not None
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class LoadedProgram:
     sites: dict[int, InsnSite]
     maps: dict[str, MapInfo]
     map_ids: list[int] = field(default_factory=list)
+    foreign: bool = False  # loaded outside qstep: coarse JIT map, no agent handle
     _ranges: list[tuple[int, int, int]] | None = field(default=None, repr=False)
     _range_starts: list[int] = field(default_factory=list, repr=False)
 

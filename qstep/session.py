@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 from qstep.agent.client import AgentClient, AgentError
-from qstep.bpf import insn as bpf_insn
 from qstep.bpf.btf import decode_line_info
 from qstep.bpf.elf import BpfObject
 from qstep.errors import GuestError, HostError, UsageError, VerifierError
@@ -123,26 +120,59 @@ class Session:
         return source_of
 
     def unload(self, prog: LoadedProgram) -> None:
-        self._agent().request("unload", prog.handle)
+        if not prog.foreign:
+            self._agent().request("unload", prog.handle)
+
+    # -- programs loaded outside qstep -----------------------------------
+    def put_file(self, guest_path: str, data: bytes) -> None:
+        """Copy a file into the guest."""
+        try:
+            self._agent().request("put", guest_path, data)
+        except AgentError as err:
+            raise UsageError(f"copying a file to {guest_path} in the guest: {err}") from None
+
+    def guest_command(self, command: str) -> tuple[int, str]:
+        """Run ``/bin/sh -c command`` in the guest; (status, output)."""
+        reply = self._agent().request("exec", command.encode(), timeout=90)
+        return reply.int("status"), reply.blob("output").decode(errors="replace")
+
+    def find_program(self, kind: str, value: str) -> int:
+        """The id of a program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
+        if kind not in ("id", "name", "tag", "pinned"):
+            raise UsageError(f"select a program by id, name, tag or pinned, not '{kind}'")
+        try:
+            return self._agent().request("find_prog", kind, value).int("prog_id")
+        except AgentError as err:
+            raise UsageError(str(err)) from None
+
+    def load_foreign(self, prog_id: int) -> LoadedProgram:
+        """Describe a program qstep did not load (coarse JIT map: its own line info)."""
+        from qstep.foreign import build_foreign
+        return build_foreign(self._agent().request("info_id", prog_id))
 
     # -- maps and runs -------------------------------------------------
     def update_map(self, prog: LoadedProgram, map_name: str, key: bytes, value: bytes) -> None:
         if map_name not in prog.maps:
             raise UsageError(f"unknown map '{map_name}'; maps: {', '.join(sorted(prog.maps))}")
         try:
-            self._agent().request("update", prog.handle, map_name, key, value)
+            if prog.foreign:
+                self._agent().request("update_id", prog.maps[map_name].id, key, value)
+            else:
+                self._agent().request("update", prog.handle, map_name, key, value)
         except AgentError as err:
             raise UsageError(f"map {map_name}: update failed: {err}") from None
 
     def dump_map(self, prog: LoadedProgram, map_name: str) -> list[tuple[bytes, bytes]]:
-        reply = self._agent().request("dump", prog.handle, map_name)
+        reply = (self._agent().request("dump_id", prog.maps[map_name].id) if prog.foreign
+                 else self._agent().request("dump", prog.handle, map_name))
         return [(bytes(v[0]), bytes(v[1])) for v in reply.all("entry")]  # type: ignore[arg-type]
 
     def test_run(self, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
                  repeat: int = 1, out_size: int | None = None) -> RunResult:
         size = out_size if out_size is not None else len(data) + 4096
         try:
-            reply = self._agent().request("run", prog.handle, repeat, data, ctx, size,
+            verb, target = ("run_id", prog.prog_id) if prog.foreign else ("run", prog.handle)
+            reply = self._agent().request(verb, target, repeat, data, ctx, size,
                                           timeout=60 + repeat / 1000)
         except AgentError as err:
             raise UsageError(f"BPF_PROG_TEST_RUN of {prog.name} failed: {err}") from None
@@ -153,13 +183,3 @@ class Session:
         reply = self._agent().request("kallsyms", symbol)
         return int(str(reply.get("addr")), 16)
 
-
-def read_object(path: Path) -> BpfObject:
-    return BpfObject.open(path)
-
-
-def unpack_u32(data: bytes) -> int:
-    return int(struct.unpack_from("<I", data)[0])
-
-
-__all__ = ["Session", "RunResult", "read_object", "bpf_insn"]

@@ -9,6 +9,8 @@
  *
  * Usage: qstep-agent [DEVICE]   DEVICE (e.g. /dev/ttyS1) is opened and put in
  * raw mode; without it the agent serves stdin/stdout (host tests).
+ *        qstep-agent --load-pin OBJ.o PROG_NAME PIN_PATH   an ordinary loader
+ * (no interception) for "foreign" programs: loads and pins PROG_NAME alone.
  *
  * The BPF_PROG_LOAD of the requested program is intercepted: libbpf's final
  * insns/line_info/func_info are saved and the line_info is replaced by a
@@ -29,8 +31,12 @@
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/utsname.h>
 #include <linux/bpf.h>
 #include <linux/hw_breakpoint.h>
@@ -597,6 +603,12 @@ static int report_load_error(struct reply *r, struct handle *h, int err, const c
 			 log[0] ? " (see verifier log)" : "");
 }
 
+static void reply_map_line(struct reply *r, const char *name, const struct bpf_map_info *info)
+{
+	reply_line(r, "map", "%s %u %u %u %u %u %u %u", name, info->id, info->type, info->key_size,
+		   info->value_size, info->max_entries, info->btf_key_type_id, info->btf_value_type_id);
+}
+
 static void report_map(struct reply *r, struct bpf_map *m)
 {
 	struct bpf_map_info info = {0};
@@ -607,8 +619,7 @@ static void report_map(struct reply *r, struct bpf_map *m)
 		return;
 	if (bpf_map__is_internal(m) && dot)   /* "qstep.bss" -> ".bss", its ELF section */
 		name = dot;
-	reply_line(r, "map", "%s %u %u %u %u %u %u %u", name, info.id, info.type, info.key_size,
-		   info.value_size, info.max_entries, info.btf_key_type_id, info.btf_value_type_id);
+	reply_map_line(r, name, &info);
 }
 
 static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog_id)
@@ -671,67 +682,111 @@ static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 	return 0;
 }
 
-/* The arrays of bpf_prog_info reported by `info`, in reply order. */
+/* The arrays of bpf_prog_info reported by `info` (and `info_id`), in reply order. */
 static const struct info_array {
 	const char *key;
 	size_t nr, ptr;   /* offsets of the element count and of the pointer field */
 	__u32 size;       /* bytes per element */
+	int id_only;      /* reported by info_id only */
 } info_arrays[] = {
-#define ARRAY(key, nr, ptr, size) {key, offsetof(struct bpf_prog_info, nr), offsetof(struct bpf_prog_info, ptr), size}
-	ARRAY("xlated", xlated_prog_len, xlated_prog_insns, 1),
-	ARRAY("jited", jited_prog_len, jited_prog_insns, 1),
-	ARRAY("jited_ksyms", nr_jited_ksyms, jited_ksyms, sizeof(__u64)),
-	ARRAY("jited_func_lens", nr_jited_func_lens, jited_func_lens, sizeof(__u32)),
-	ARRAY("kline_info", nr_line_info, line_info, sizeof(struct bpf_line_info)),
-	ARRAY("jited_line_info", nr_jited_line_info, jited_line_info, sizeof(__u64)),
-	ARRAY("map_ids", nr_map_ids, map_ids, sizeof(__u32)),
+#define ARRAY(key, nr, ptr, size, id_only) \
+	{key, offsetof(struct bpf_prog_info, nr), offsetof(struct bpf_prog_info, ptr), size, id_only}
+	ARRAY("xlated", xlated_prog_len, xlated_prog_insns, 1, 0),
+	ARRAY("jited", jited_prog_len, jited_prog_insns, 1, 0),
+	ARRAY("jited_ksyms", nr_jited_ksyms, jited_ksyms, sizeof(__u64), 0),
+	ARRAY("jited_func_lens", nr_jited_func_lens, jited_func_lens, sizeof(__u32), 0),
+	ARRAY("kline_info", nr_line_info, line_info, sizeof(struct bpf_line_info), 0),
+	ARRAY("jited_line_info", nr_jited_line_info, jited_line_info, sizeof(__u64), 0),
+	ARRAY("map_ids", nr_map_ids, map_ids, sizeof(__u32), 0),
+	ARRAY("func_info", nr_func_info, func_info, sizeof(struct bpf_func_info), 1),
 #undef ARRAY
 };
 #define N_INFO_ARRAYS (sizeof(info_arrays) / sizeof(info_arrays[0]))
 #define INFO_FIELD(info, off, type) (*(type *)((char *)(info) + (off)))
 
-static int do_info(struct agent *ag, struct reply *r, struct arg *a)
-{
-	struct handle *h = get_handle(ag, r, a[0].i);
-	struct bpf_prog_info counts = {0}, info = {0};
-	__u32 len = sizeof(info), want[N_INFO_ARRAYS];
+/* A program's bpf_prog_info with its arrays. */
+struct prog_info {
+	struct bpf_prog_info info;
 	void *bufs[N_INFO_ARRAYS];
-	int fd, err;
+	size_t n[N_INFO_ARRAYS];   /* elements received */
+};
 
-	if (!h)
-		return -1;
-	fd = bpf_program__fd(h->prog);
-	if (bpf_obj_get_info_by_fd(fd, &counts, &len))   /* pass 1: the counts */
-		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(errno));
+static void prog_info_free(struct prog_info *pi)
+{
+	for (size_t i = 0; i < N_INFO_ARRAYS; i++)
+		free(pi->bufs[i]);
+	memset(pi, 0, sizeof(*pi));
+}
+
+/* Two passes: the counts, then the arrays. Returns 0 or errno. */
+static int prog_info_get(int fd, struct prog_info *pi)
+{
+	struct bpf_prog_info counts = {0};
+	__u32 len = sizeof(counts), want[N_INFO_ARRAYS];
+	struct bpf_prog_info *info = &pi->info;
+
+	memset(pi, 0, sizeof(*pi));
+	if (bpf_obj_get_info_by_fd(fd, &counts, &len))
+		return errno;
 	for (size_t i = 0; i < N_INFO_ARRAYS; i++) {
 		const struct info_array *ia = &info_arrays[i];
 
 		want[i] = INFO_FIELD(&counts, ia->nr, __u32);
-		bufs[i] = calloc(want[i] + 1, ia->size);
-		INFO_FIELD(&info, ia->nr, __u32) = want[i];
-		INFO_FIELD(&info, ia->ptr, __u64) = (uintptr_t)bufs[i];
+		pi->bufs[i] = calloc(want[i] + 1, ia->size);
+		INFO_FIELD(info, ia->nr, __u32) = want[i];
+		INFO_FIELD(info, ia->ptr, __u64) = (uintptr_t)pi->bufs[i];
 	}
-	info.line_info_rec_size = sizeof(struct bpf_line_info);
-	info.jited_line_info_rec_size = sizeof(__u64);
-	len = sizeof(info);
-	err = bpf_obj_get_info_by_fd(fd, &info, &len) ? errno : 0;   /* pass 2: the arrays */
-	if (!err) {
-		reply_int(r, "id", info.id);
-		reply_int(r, "type", info.type);
-		reply_word(r, "name", info.name[0] ? info.name : bpf_program__name(h->prog));
-		reply_blob(r, "tag", info.tag, sizeof(info.tag));
+	info->line_info_rec_size = sizeof(struct bpf_line_info);
+	info->jited_line_info_rec_size = sizeof(__u64);
+	info->func_info_rec_size = sizeof(struct bpf_func_info);
+	len = sizeof(*info);
+	if (bpf_obj_get_info_by_fd(fd, info, &len)) {
+		int err = errno;
+
+		prog_info_free(pi);
+		return err;
 	}
+	for (size_t i = 0; i < N_INFO_ARRAYS; i++)
+		pi->n[i] = MIN(want[i], INFO_FIELD(info, info_arrays[i].nr, __u32));
+	return 0;
+}
+
+/* The lines of `info`; with_id_only adds those of `info_id` (func_info). */
+static void reply_prog_info(struct reply *r, const struct prog_info *pi, const char *name,
+			    int with_id_only)
+{
+	const struct bpf_prog_info *info = &pi->info;
+
+	reply_int(r, "id", info->id);
+	reply_int(r, "type", info->type);
+	reply_word(r, "name", info->name[0] ? info->name : name);
+	reply_blob(r, "tag", info->tag, sizeof(info->tag));
 	for (size_t i = 0; i < N_INFO_ARRAYS; i++) {
 		const struct info_array *ia = &info_arrays[i];
-		size_t got = MIN(want[i], INFO_FIELD(&info, ia->nr, __u32));
 
-		if (!err && ia->nr == offsetof(struct bpf_prog_info, nr_line_info))
-			reply_int(r, "kline_info_rec_size", info.line_info_rec_size);
-		if (!err)
-			reply_blob(r, ia->key, bufs[i], got * ia->size);
-		free(bufs[i]);
+		if (ia->id_only && !with_id_only)
+			continue;
+		if (ia->nr == offsetof(struct bpf_prog_info, nr_line_info))
+			reply_int(r, "kline_info_rec_size", info->line_info_rec_size);
+		if (ia->nr == offsetof(struct bpf_prog_info, nr_func_info))
+			reply_int(r, "func_info_rec_size", info->func_info_rec_size);
+		reply_blob(r, ia->key, pi->bufs[i], pi->n[i] * ia->size);
 	}
-	return err ? reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(err)) : 0;
+}
+
+static int do_info(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+	struct prog_info pi;
+	int err;
+
+	if (!h)
+		return -1;
+	if ((err = prog_info_get(bpf_program__fd(h->prog), &pi)))
+		return reply_err(r, "bpf_obj_get_info_by_fd: %s", strerror(err));
+	reply_prog_info(r, &pi, bpf_program__name(h->prog), 0);
+	prog_info_free(&pi);
+	return 0;
 }
 
 static int is_percpu(enum bpf_map_type t)
@@ -887,15 +942,13 @@ static int do_update_id(struct agent *ag, struct reply *r, struct arg *a)
 	return err;
 }
 
-static int do_run(struct agent *ag, struct reply *r, struct arg *a)
+/* The test run of `run` and `run_id`: a[1..4] = repeat, data_in, ctx_in, data_out_size. */
+static int test_run(struct reply *r, int prog_fd, struct arg *a)
 {
-	struct handle *h = get_handle(ag, r, a[0].i);
 	LIBBPF_OPTS(bpf_test_run_opts, opts);
 	void *data_out, *ctx_out;
 	int err;
 
-	if (!h)
-		return -1;
 	if (a[1].i < 0 || a[1].i > UINT32_MAX || a[4].i < 0 || a[4].i > RUN_MAX_OUT)
 		return reply_err(r, "bad request: repeat or data_out_size out of range");
 	data_out = calloc(1, (size_t)a[4].i + 1);
@@ -912,7 +965,7 @@ static int do_run(struct agent *ag, struct reply *r, struct arg *a)
 		opts.ctx_size_in = opts.ctx_size_out = (__u32)a[3].n;
 		opts.ctx_out = ctx_out;
 	}
-	err = bpf_prog_test_run_opts(bpf_program__fd(h->prog), &opts);
+	err = bpf_prog_test_run_opts(prog_fd, &opts);
 	if (!err) {
 		reply_int(r, "retval", opts.retval);
 		reply_int(r, "duration", opts.duration);
@@ -921,6 +974,13 @@ static int do_run(struct agent *ag, struct reply *r, struct arg *a)
 	}
 	free(data_out), free(ctx_out);
 	return err ? reply_err(r, "test_run: %s", strerror(-err)) : 0;
+}
+
+static int do_run(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct handle *h = get_handle(ag, r, a[0].i);
+
+	return h ? test_run(r, bpf_program__fd(h->prog), a) : -1;
 }
 
 static int do_unload(struct agent *ag, struct reply *r, struct arg *a)
@@ -955,6 +1015,430 @@ static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
 		return reply_err(r, "address of '%s' is hidden (kptr_restrict; run as root)", a[0].s);
 	reply_line(r, "addr", "%016llx", addr);
 	return 0;
+}
+
+/* ------------------------------------------------------------ guest files and commands */
+
+#define EXEC_OUTPUT_CAP (1u << 20)
+#define EXEC_TIMEOUT_MS 60000
+
+/* put <path> <data>: create or truncate a file, mode 0755. */
+static int do_put(struct agent *ag, struct reply *r, struct arg *a)
+{
+	const unsigned char *p = a[1].b;
+	size_t n = a[1].n;
+	int fd, err = 0;
+
+	(void)ag;
+	if (a[0].s[0] != '/')
+		return reply_err(r, "path must be absolute, got '%s'", a[0].s);
+	if ((fd = open(a[0].s, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755)) < 0)
+		return reply_err(r, "%s: %s", a[0].s, strerror(errno));
+	while (!err && n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			err = errno;
+		else
+			p += w, n -= (size_t)w;
+	}
+	if (!err && fchmod(fd, 0755))   /* the umask may have cut the mode */
+		err = errno;
+	if (close(fd) && !err)
+		err = errno;
+	return err ? reply_err(r, "%s: %s", a[0].s, strerror(err)) : 0;
+}
+
+/* The child of `exec`: /bin/sh -c cmd in its own process group, stdin
+ * /dev/null, stdout and stderr into the pipe. */
+static void exec_child(const char *cmd, int out_fd)
+{
+	int null_fd = open("/dev/null", O_RDONLY);
+
+	setpgid(0, 0);
+	signal(SIGPIPE, SIG_DFL);   /* the agent ignores it; exec keeps SIG_IGN */
+	if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+	    dup2(out_fd, STDERR_FILENO) < 0)
+		_exit(127);
+	execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+	_exit(127);
+}
+
+/* Reads what is in the pipe (non-blocking) into out, up to the cap; returns
+ * 1 at end of file. */
+static int drain_pipe(int fd, struct buf *out)
+{
+	char chunk[65536];
+
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+
+		if (n == 0)
+			return 1;
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : 1;
+		if (out->len < EXEC_OUTPUT_CAP)
+			buf_add(out, chunk, MIN((size_t)n, EXEC_OUTPUT_CAP - out->len));
+	}
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Collects the output until the child exits (the pipe may stay open in its
+ * background children: they are not waited for) or the time is up; returns
+ * the wait status, *killed set if the child was killed for the time. */
+static int wait_child(pid_t pid, int fd, struct buf *out, int *killed)
+{
+	long long deadline = now_ms() + EXEC_TIMEOUT_MS;
+	int status = 0, eof = 0;
+
+	*killed = 0;
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid || (w < 0 && errno != EINTR)) {
+			if (!eof)
+				drain_pipe(fd, out);   /* all it wrote is in the pipe now */
+			return status;
+		}
+		if (now_ms() >= deadline) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			*killed = 1;
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			if (!eof)
+				drain_pipe(fd, out);
+			return status;
+		}
+		if (eof || poll(&pfd, 1, 20) <= 0)
+			usleep(eof ? 20000 : 0);
+		else
+			eof = drain_pipe(fd, out);
+	}
+}
+
+/* exec <cmd>: /bin/sh -c cmd, at most EXEC_TIMEOUT_MS. */
+static int do_exec(struct agent *ag, struct reply *r, struct arg *a)
+{
+	char *cmd = strndup((const char *)a[0].b, a[0].n);
+	struct buf out = {0};
+	int fds[2], status, killed;
+	pid_t pid;
+
+	(void)ag;
+	if (!cmd)
+		return reply_err(r, "out of memory");
+	if (pipe2(fds, O_CLOEXEC)) {
+		free(cmd);
+		return reply_err(r, "pipe: %s", strerror(errno));
+	}
+	if ((pid = fork()) == 0)
+		exec_child(cmd, fds[1]);
+	close(fds[1]);
+	free(cmd);
+	if (pid < 0) {
+		close(fds[0]);
+		return reply_err(r, "fork: %s", strerror(errno));
+	}
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	status = wait_child(pid, fds[0], &out, &killed);
+	close(fds[0]);
+	if (killed)
+		reply_int(r, "timed_out", EXEC_TIMEOUT_MS / 1000);
+	reply_int(r, "status", WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+	reply_blob(r, "output", out.p, out.len);
+	buf_free(&out);
+	return 0;
+}
+
+/* ------------------------------------------------------------ programs by id ("foreign") */
+
+static int prog_fd_by_id(struct reply *r, long long id)
+{
+	int fd;
+
+	if (id <= 0 || id > UINT32_MAX)
+		return reply_err(r, "no program with id %lld", id);
+	if ((fd = bpf_prog_get_fd_by_id((__u32)id)) < 0)
+		return reply_err(r, "no program with id %lld: %s", id, strerror(errno));
+	return fd;
+}
+
+/* What find_prog compares: the kernel's short description of a program. */
+struct prog_brief {
+	__u32 id, type;
+	char name[BPF_OBJ_NAME_LEN];
+	__u8 tag[BPF_TAG_SIZE];
+};
+
+static int prog_brief_of_fd(int fd, struct prog_brief *b)
+{
+	struct bpf_prog_info info = {0};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -1;
+	b->id = info.id;
+	b->type = info.type;
+	memcpy(b->name, info.name, sizeof(b->name));
+	b->name[sizeof(b->name) - 1] = '\0';
+	memcpy(b->tag, info.tag, sizeof(b->tag));
+	return 0;
+}
+
+/* Every loaded program (those that vanish meanwhile are skipped). */
+static struct prog_brief *list_progs(size_t *n)
+{
+	struct prog_brief *all = NULL, *more;
+	__u32 id = 0;
+
+	*n = 0;
+	while (bpf_prog_get_next_id(id, &id) == 0) {
+		int fd = bpf_prog_get_fd_by_id(id);
+
+		if (fd < 0)
+			continue;
+		if (!(more = realloc(all, (*n + 1) * sizeof(*all)))) {
+			close(fd);
+			break;
+		}
+		all = more;
+		if (prog_brief_of_fd(fd, &all[*n]) == 0)
+			(*n)++;
+		close(fd);
+	}
+	return all;
+}
+
+static void tag_hex(const __u8 *tag, char *hex)
+{
+	for (int i = 0; i < BPF_TAG_SIZE; i++)
+		sprintf(hex + 2 * i, "%02x", tag[i]);
+}
+
+/* The id of the program pinned at path, or 0 after an err reply. */
+static __u32 pinned_prog_id(struct reply *r, const char *path)
+{
+	struct prog_brief b;
+	char fdpath[64], link[64] = "";
+	int fd = bpf_obj_get(path);
+
+	if (fd < 0) {
+		reply_err(r, "no program pinned at %s: %s", path, strerror(errno));
+		return 0;
+	}
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	if (readlink(fdpath, link, sizeof(link) - 1) > 0 && !strstr(link, "bpf-prog")) {
+		close(fd);
+		reply_err(r, "%s is not a program (%s)", path, link);
+		return 0;
+	}
+	if (prog_brief_of_fd(fd, &b)) {
+		reply_err(r, "%s: bpf_obj_get_info_by_fd: %s", path, strerror(errno));
+		b.id = 0;
+	}
+	close(fd);
+	return b.id;
+}
+
+static int prog_matches(const struct prog_brief *b, const char *kind, const char *value,
+			__u32 id)
+{
+	char hex[2 * BPF_TAG_SIZE + 1];
+
+	if (!strcmp(kind, "name"))
+		return !strcmp(b->name, value);
+	if (!strcmp(kind, "tag")) {
+		tag_hex(b->tag, hex);
+		return !strcasecmp(hex, value);
+	}
+	return b->id == id;   /* id, pinned */
+}
+
+/* find_prog <kind> <value>: kind id, name, tag or pinned. */
+static int do_find_prog(struct agent *ag, struct reply *r, struct arg *a)
+{
+	const char *kind = a[0].s, *value = a[1].s;
+	struct prog_brief *all, *found = NULL;
+	struct buf list = {0};
+	size_t n, matches = 0;
+	long long id = 0;
+	int err = 0;
+
+	(void)ag;
+	if (strcmp(kind, "id") && strcmp(kind, "name") && strcmp(kind, "tag") && strcmp(kind, "pinned"))
+		return reply_err(r, "kind must be id, name, tag or pinned, got '%s'", kind);
+	if (!strcmp(kind, "id") && (parse_int(value, &id) || id <= 0 || id > UINT32_MAX))
+		return reply_err(r, "bad request: program id must be a positive integer, got '%s'", value);
+	if (!strcmp(kind, "pinned") && !(id = pinned_prog_id(r, value)))
+		return -1;
+	all = list_progs(&n);
+	for (size_t i = 0; i < n; i++) {
+		if (!prog_matches(&all[i], kind, value, (__u32)id))
+			continue;
+		found = &all[i];
+		buf_printf(&list, "%s%u", matches++ ? ", " : "", all[i].id);
+	}
+	if (matches == 1) {
+		reply_int(r, "prog_id", found->id);
+		reply_word(r, "name", found->name[0] ? found->name : "-");
+		reply_int(r, "type", found->type);
+		reply_blob(r, "tag", found->tag, sizeof(found->tag));
+	} else if (matches > 1) {
+		err = reply_err(r, "several programs with %s %s: ids %s", kind, value, list.p);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			buf_printf(&list, "%s%u:%s", i ? ", " : "", all[i].id, all[i].name);
+		err = reply_err(r, "no program with %s %s; loaded: %s", kind, value,
+				n ? list.p : "(none)");
+	}
+	free(all);
+	buf_free(&list);
+	return err;
+}
+
+/* The raw BTF of a program (`btf` line); nothing for btf_id 0. */
+static int reply_btf(struct reply *r, __u32 btf_id)
+{
+	struct bpf_btf_info info = {0};
+	__u32 len = sizeof(info);
+	void *data = NULL;
+	int fd, err = 0;
+
+	if (!btf_id)
+		return 0;
+	if ((fd = bpf_btf_get_fd_by_id(btf_id)) < 0)
+		return reply_err(r, "btf id %u: %s", btf_id, strerror(errno));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {   /* pass 1: the size */
+		__u32 size = info.btf_size;
+
+		data = calloc(1, size + 1);
+		memset(&info, 0, sizeof(info));
+		info.btf = (uintptr_t)data;
+		info.btf_size = size;
+		len = sizeof(info);
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			reply_blob(r, "btf", data, MIN(size, info.btf_size));
+		else
+			err = errno;
+	} else {
+		err = errno;
+	}
+	free(data);
+	close(fd);
+	return err ? reply_err(r, "btf id %u: bpf_obj_get_info_by_fd: %s", btf_id, strerror(err)) : 0;
+}
+
+/* One `map` line per map id (maps that vanished meanwhile are skipped). */
+static void reply_maps_by_id(struct reply *r, const __u32 *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct bpf_map_info info = {0};
+		__u32 len = sizeof(info);
+		int fd = bpf_map_get_fd_by_id(ids[i]);
+
+		if (fd < 0)
+			continue;
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			reply_map_line(r, info.name[0] ? info.name : "-", &info);
+		close(fd);
+	}
+}
+
+static size_t info_array_index(size_t nr_offset)
+{
+	size_t i = 0;
+
+	while (info_arrays[i].nr != nr_offset)
+		i++;
+	return i;
+}
+
+/* info_id <prog_id>: `info`, plus func_info, btf and map lines, for any program. */
+static int do_info_id(struct agent *ag, struct reply *r, struct arg *a)
+{
+	size_t maps = info_array_index(offsetof(struct bpf_prog_info, nr_map_ids));
+	struct prog_info pi;
+	int fd = prog_fd_by_id(r, a[0].i), err;
+
+	(void)ag;
+	if (fd < 0)
+		return -1;
+	if ((err = prog_info_get(fd, &pi))) {
+		close(fd);
+		return reply_err(r, "program id %lld: bpf_obj_get_info_by_fd: %s", a[0].i, strerror(err));
+	}
+	close(fd);
+	reply_prog_info(r, &pi, "-", 1);
+	err = reply_btf(r, pi.info.btf_id);
+	if (!err)
+		reply_maps_by_id(r, pi.bufs[maps], pi.n[maps]);
+	prog_info_free(&pi);
+	return err;
+}
+
+/* run_id <prog_id> <repeat> <data_in> <ctx_in> <data_out_size> */
+static int do_run_id(struct agent *ag, struct reply *r, struct arg *a)
+{
+	int fd = prog_fd_by_id(r, a[0].i), err;
+
+	(void)ag;
+	if (fd < 0)
+		return -1;
+	err = test_run(r, fd, a);
+	close(fd);
+	return err;
+}
+
+/* ------------------------------------------------------------ --load-pin: an ordinary loader */
+
+/* qstep-agent --load-pin OBJ PROG PIN: loads PROG alone with plain libbpf (its
+ * own line_info: g_cap.target stays "", so __wrap_syscall passes everything
+ * through), pins it at PIN and prints "prog_id N". */
+static int load_pin(const char *path, const char *name, const char *pin)
+{
+	struct bpf_program *p, *prog = NULL;
+	struct bpf_object *obj;
+	struct prog_brief b;
+	int err;
+
+	g_cap.target[0] = '\0';   /* interception off */
+	obj = bpf_object__open_file(path, NULL);
+	if (!obj) {
+		fprintf(stderr, "qstep-agent: cannot open %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	bpf_object__for_each_program(p, obj) {
+		int match = strcmp(bpf_program__name(p), name) == 0;
+
+		bpf_program__set_autoload(p, match);
+		prog = match ? p : prog;
+	}
+	if (!prog) {
+		fprintf(stderr, "qstep-agent: no program '%s' in %s\n", name, path);
+		bpf_object__close(obj);
+		return 1;
+	}
+	if ((err = bpf_object__load(obj)))
+		fprintf(stderr, "qstep-agent: loading '%s' failed: %s\n", name, strerror(-err));
+	else if ((err = bpf_program__pin(prog, pin)))
+		fprintf(stderr, "qstep-agent: pinning at %s failed: %s\n", pin, strerror(-err));
+	else if ((err = prog_brief_of_fd(bpf_program__fd(prog), &b)))
+		fprintf(stderr, "qstep-agent: bpf_obj_get_info_by_fd: %s\n", strerror(errno));
+	else
+		printf("prog_id %u\n", b.id);
+	bpf_object__close(obj);
+	return err ? 1 : 0;
 }
 
 /* ------------------------------------------------------------ probe verbs */
@@ -1350,6 +1834,11 @@ static const struct verb {
 	{"probe_attach", "iiiibbw", do_probe_attach},
 	{"probe_detach", "i", do_probe_detach},
 	{"probe_drain", "", do_probe_drain},
+	{"put", "wb", do_put},
+	{"exec", "b", do_exec},
+	{"find_prog", "ww", do_find_prog},
+	{"info_id", "i", do_info_id},
+	{"run_id", "iibbi", do_run_id},
 };
 
 static void serve_line(struct agent *ag, struct reply *r, char *line)
@@ -1415,8 +1904,11 @@ int main(int argc, char **argv)
 	size_t cap = 0;
 	FILE *in = stdin;
 
+	if (argc == 5 && strcmp(argv[1], "--load-pin") == 0)
+		return load_pin(argv[2], argv[3], argv[4]);
 	if (argc > 2) {
-		fprintf(stderr, "usage: %s [DEVICE]\n", argv[0]);
+		fprintf(stderr, "usage: %s [DEVICE]\n       %s --load-pin OBJ.o PROG_NAME PIN_PATH\n",
+			argv[0], argv[0]);
 		return 2;
 	}
 	if (argc == 2 && ((r.fd = open_device(argv[1])) < 0 || !(in = fdopen(r.fd, "r")))) {

@@ -28,15 +28,23 @@ from qstep.probe.inspect import Hit, Inspector, Probe, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value
+from qstep.session import Session
 from qstep.userinput import read_packet
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("inspect", help="conditional breakpoints with print actions, run in "
                        "the guest: 'LOC [skip N] print ITEMS [if COND]'")
-    p.add_argument("object", type=Path, help="BPF ELF object (clang -target bpf -g)")
+    p.add_argument("object", type=Path, metavar="PROG",
+                   help="a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME', "
+                   "'tag TAG', 'pinned PATH' for a program loaded in the guest")
     p.add_argument("specs", nargs="+", metavar="SPEC",
                    help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
+    p.add_argument("--guest-file", action="append", default=[], metavar="LOCAL:GUEST",
+                   help="copy a file into the guest first (repeatable)")
+    p.add_argument("--guest-cmd", action="append", default=[], metavar="CMD",
+                   help="run a shell command in the guest first, e.g. a loader: "
+                   "'qstep-agent --load-pin /tmp/x.o PROG /sys/fs/bpf/x' (repeatable)")
     p.add_argument("--prog", help="program name or section")
     p.add_argument("--packet", required=True, action="append",
                    help="packet (file or hex); repeat for several runs")
@@ -51,20 +59,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=main)
 
 
+SELECTORS = ("id", "name", "tag", "pinned")
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.object.name in ("id", "name", "tag", "pinned"):
-        raise UsageError(f"inspect: selecting a program already loaded in the guest "
-                         f"('{args.object.name} ...') is not supported yet; give a .o file")
+    selector = str(args.object) if str(args.object) in SELECTORS else None
+    if selector is not None:
+        if len(args.specs) < 2:
+            raise UsageError(f"inspect {selector} VALUE SPEC...: give the {selector} and a spec")
+        value = args.specs.pop(0)
     specs = parse_specs(args.specs)
     packets = [read_packet(p) for p in args.packet]
     entries = map_entries(args)
-    obj, prog_name = open_program(args)
+    files = [guest_file(f) for f in args.guest_file]
+    obj, prog_name = open_program(args) if selector is None else (None, "")
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)
         return 0
     with session:
-        prog = session.load(obj, prog_name)
+        for guest_path, data in files:
+            session.put_file(guest_path, data)
+        for command in args.guest_cmd:
+            run_guest_command(session, command, args.json)
+        if selector is None:
+            assert obj is not None
+            prog = session.load(obj, prog_name)
+        else:
+            prog = session.load_foreign(session.find_program(selector, value))
+            exact = sum(1 for s in prog.sites.values() if s.exact)
+            if not args.json:
+                print(f"note: {prog.name} (id {prog.prog_id}) was loaded outside qstep: JIT "
+                      f"addresses are known only at its own line-info records ({exact} of "
+                      f"{len(prog.sites)} instructions)")
         fill_maps(session, prog, entries)
         inspector = Inspector(session, prog, specs)
         inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
@@ -78,6 +105,24 @@ def main(args: argparse.Namespace) -> int:
             inspector.detach()
     emit(inspector, prog, retvals, args.json)
     return 0
+
+
+def guest_file(spec: str) -> tuple[str, bytes]:
+    local, sep, guest = spec.rpartition(":")
+    if not sep or not local or not guest.startswith("/"):
+        raise UsageError(f"--guest-file {spec}: expected LOCAL:/absolute/guest/path")
+    path = Path(local)
+    if not path.is_file():
+        raise UsageError(f"--guest-file: {local} does not exist")
+    return guest, path.read_bytes()
+
+
+def run_guest_command(session: Session, command: str, as_json: bool) -> None:
+    status, output = session.guest_command(command)
+    if status != 0:
+        raise UsageError(f"guest command failed (status {status}): {command}\n{output}")
+    if output.strip() and not as_json:
+        print(f"guest: {output.rstrip()}")
 
 
 def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,

@@ -199,7 +199,9 @@ class Debugger:
         for addr in [*self._enabled_addrs(), *self.kernel_breakpoints]:
             self._insert(addr)
         req = self.request
-        self._run_seq = self.agent.send("run", self.prog.handle, req.repeat, req.data, req.ctx,
+        verb, target = ("run_id", self.prog.prog_id) if self.prog.foreign else (
+            "run", self.prog.handle)
+        self._run_seq = self.agent.send(verb, target, req.repeat, req.data, req.ctx,
                                         len(req.data) + 4096)
         return self._resume_and_wait()
 

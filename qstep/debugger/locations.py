@@ -66,6 +66,13 @@ def _live(prog: LoadedProgram, index: int, where: str) -> InsnSite:
     if site.removed:
         raise UsageError(f"{where}: instruction {index} was removed by the verifier "
                          "(dead code); it never runs")
+    if not site.exact:
+        group = prog.sites[site.jit_group or 0]
+        raise UsageError(
+            f"{where}: instruction {index} has no exact JIT address: the program was loaded "
+            f"outside qstep and its own line info gives one address for the instructions "
+            f"from {group.index}; use {group.function.name}:"
+            f"{group.index - group.function.start_insn}")
     return site
 
 
@@ -103,7 +110,7 @@ def _by_line(prog: LoadedProgram, file: str, line: int) -> tuple[InsnSite, ...]:
     chosen = []
     for func in prog.functions:
         hits = [s for s in in_file if s.function == func and s.source
-                and s.source.line == line and not s.removed]
+                and s.source.line == line and s.exact]
         if hits:
             chosen.append(min(hits, key=lambda s: s.index))
     if chosen:

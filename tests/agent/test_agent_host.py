@@ -919,3 +919,151 @@ def test_fifth_hardware_probe_is_refused(agent: Agent, objs: dict[str, Path]) ->
     assert len(agent.ok("probe_drain").all("record")) == 8  # 4 probes, 2 hits each
     agent.ok("probe_detach", handles[0])  # frees a slot
     agent.ok("probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4), refs, "hw")
+
+
+# ---------------------------------------------------------------- foreign programs
+
+
+def test_put_and_exec(agent: Agent, tmp_path: Path) -> None:
+    script = tmp_path / "sub" / "hello.sh"
+    script.parent.mkdir()
+    body = b"#!/bin/sh\necho out $1\necho err >&2\n"
+    agent.ok("put", str(script), body + b"# a longer first version\n" * 10)
+    agent.ok("put", str(script), body)  # truncates
+    assert script.read_bytes() == body and script.stat().st_mode & 0o777 == 0o755
+
+    rep = agent.ok("exec", f"cat {script}".encode())
+    assert rep.keys() == ["status", "output"]
+    assert rep["status"] == 0 and rep["output"] == body
+    rep = agent.ok("exec", f"{script} x; exit 3".encode())
+    assert rep["status"] == 3 and rep["output"] == b"out x\nerr\n"
+    assert agent.ok("exec", b"kill -9 $$")["status"] == 128 + 9
+    assert agent.ok("exec", b"read x; echo ${x:-eof}")["output"] == b"eof\n"  # stdin /dev/null
+    # A background child keeping the pipe open is not waited for.
+    rep = agent.ok("exec", b"sleep 30 & echo bg")
+    assert rep["status"] == 0 and rep["output"] == b"bg\n"
+    assert agent.ok("exec", b"head -c 2000000 /dev/zero")["output"] == bytes(1 << 20)
+
+    rep = agent.request("put", "relative/x", b"")
+    assert rep.error == "path must be absolute, got 'relative/x'"
+    assert agent.request("put", str(tmp_path / "no" / "x"), b"").error.endswith(
+        "No such file or directory"
+    )
+
+
+@pytest.fixture
+def bpffs(agent_bin: Path, tmp_path: Path):
+    d = tmp_path / "bpffs"
+    d.mkdir()
+    res = subprocess.run(["mount", "-t", "bpf", "bpf", str(d)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount bpffs: {res.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", str(d)], check=True)  # drops the pins
+
+
+def load_pin(agent_bin: Path, obj: Path, prog: str, pin: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(agent_bin), "--load-pin", str(obj), prog, str(pin)], capture_output=True, text=True
+    )
+
+
+def source_line(pattern: str) -> int:
+    lines = (BPF_SRC / "xdp_prog.c").read_text().splitlines()
+    (n,) = [i + 1 for i, line in enumerate(lines) if pattern in line]
+    return n
+
+
+def test_load_pin_then_find_info_run_by_id(
+    agent: Agent, agent_bin: Path, objs: dict[str, Path], bpffs: Path
+) -> None:
+    pin = bpffs / "xdp_main"
+    res = load_pin(agent_bin, objs["xdp_prog"], "xdp_main", pin)
+    assert res.returncode == 0, res.stderr
+    m = re.fullmatch(r"prog_id (\d+)\n", res.stdout)
+    assert m, res.stdout
+    prog_id = int(m[1])
+
+    found = agent.ok("find_prog", "pinned", str(pin))
+    assert found.keys() == ["prog_id", "name", "type", "tag"]
+    assert found["prog_id"] == prog_id and found["name"] == "xdp_main"
+    assert found["type"] == BPF_PROG_TYPE_XDP and len(found["tag"]) == 8
+    assert agent.ok("find_prog", "id", prog_id).lines == found.lines
+    assert agent.ok("find_prog", "name", "xdp_main").lines == found.lines
+    assert agent.ok("find_prog", "tag", found["tag"].hex()).lines == found.lines
+
+    info = agent.ok("info_id", prog_id)
+    assert info.keys()[:12] == [
+        "id", "type", "name", "tag", "xlated", "jited", "jited_ksyms", "jited_func_lens",
+        "kline_info_rec_size", "kline_info", "jited_line_info", "map_ids",
+    ]  # fmt: skip
+    assert info.keys()[12:15] == ["func_info_rec_size", "func_info", "btf"]
+    assert set(info.keys()[15:]) == {"map"}
+    assert info["id"] == prog_id and info["name"] == "xdp_main"
+    assert info["tag"] == found["tag"]
+    assert info["btf"][:2] == b"\x9f\xeb"  # BTF magic 0xeb9f, little-endian
+
+    # func_info: xdp_main and classify, in xlated instructions.
+    assert info["func_info_rec_size"] == 8
+    funcs = records(info["func_info"], 8, "<II")
+    assert len(funcs) == 2 and funcs[0][0] == 0
+    assert 0 < funcs[1][0] < len(info["xlated"]) // 8
+
+    # kline_info: libbpf's own records (no synthetic ones): line_col are source lines.
+    kline = records(info["kline_info"], 16, "<IIII")
+    lines = {lc >> 10 for _, _, _, lc in kline}
+    first, last = source_line("classify(__u8 *data"), source_line("return action;") + 1
+    assert kline and lines <= set(range(first, last + 1)), sorted(lines)
+    assert source_line("__sync_fetch_and_add(&hits, 1);") in lines
+    assert len(u64s(info["jited_line_info"])) == len(kline)
+
+    maps = maps_of(info)
+    assert sorted(m["id"] for m in maps.values()) == sorted(u32s(info["map_ids"]))
+    assert maps["counts"]["type"] == BPF_MAP_TYPE_HASH and maps["counts"]["btf_key"] > 0
+
+    run = agent.ok("run_id", prog_id, 1, bytes([0x42]) + bytes(15), b"", 64)
+    assert run.keys() == ["retval", "duration", "data_out", "ctx_out"]
+    assert run["retval"] == XDP_TX and run["data_out"][1] == 0x99
+    assert agent.ok("run_id", prog_id, 1, bytes(16), b"", 64)["retval"] == XDP_PASS
+
+    # Unpinned (and the loader gone), the program is unloaded.
+    pin.unlink()
+    rep = agent.request("find_prog", "id", prog_id)
+    assert rep.error.startswith(f"no program with id {prog_id}; loaded: ")
+    assert agent.request("info_id", prog_id).error.startswith(f"no program with id {prog_id}")
+
+
+def test_foreign_program_errors(
+    agent: Agent, agent_bin: Path, objs: dict[str, Path], bpffs: Path
+) -> None:
+    missing = 2**32 - 1
+    assert agent.request("info_id", missing).error == (
+        f"no program with id {missing}: No such file or directory"
+    )
+    assert agent.request("run_id", missing, 1, bytes(16), b"", 0).error.startswith(
+        f"no program with id {missing}"
+    )
+    assert agent.request("info_id", 0).error == "no program with id 0"
+    rep = agent.request("find_prog", "name", "no_such_prog")
+    assert rep.error.startswith("no program with name no_such_prog; loaded: ")
+    assert agent.request("find_prog", "pinned", str(bpffs / "nope")).error.startswith(
+        f"no program pinned at {bpffs / 'nope'}: "
+    )
+    assert agent.request("find_prog", "color", "red").error == (
+        "kind must be id, name, tag or pinned, got 'color'"
+    )
+
+    # Two programs named alike: ambiguous by name.
+    ids = []
+    for i in range(2):
+        res = load_pin(agent_bin, objs["xdp_prog"], "xdp_dead", bpffs / f"d{i}")
+        assert res.returncode == 0, res.stderr
+        ids.append(int(res.stdout.split()[1]))
+    assert agent.request("find_prog", "name", "xdp_dead").error == (
+        f"several programs with name xdp_dead: ids {ids[0]}, {ids[1]}"
+    )
+
+    res = load_pin(agent_bin, objs["xdp_prog"], "nope", bpffs / "x")
+    assert res.returncode != 0 and "no program 'nope'" in res.stderr
+    res = load_pin(agent_bin, objs["xdp_prog"], "xdp_bad", bpffs / "x")
+    assert res.returncode != 0 and "loading 'xdp_bad' failed" in res.stderr
