@@ -9,10 +9,10 @@ def config(**kw: object) -> VmConfig:
     return VmConfig(**base)  # type: ignore[arg-type]
 
 
-def test_tcg_is_default_and_no_kvm_cpu() -> None:
+def test_tcg_is_default_with_a_cpu_without_cmpxchg16b() -> None:
     args = machine_args(config())
     assert args[args.index("-accel") + 1] == "tcg"
-    assert "-cpu" not in args
+    assert args[args.index("-cpu") + 1] == "qemu64,-cx16"
 
 
 def test_kvm_uses_host_cpu() -> None:

@@ -11,7 +11,6 @@ memory writes and next instruction it reports must agree exactly.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,17 +40,13 @@ CASES = [
     for name in ("calls", "alu", "maps")
     for case in PROGS[name]["cases"][:2]
 ]
-# 6.12: ISA v4 (sign extension, signed division, bswap) and another JIT prologue. These
-# pass, but a 6.12 guest that is single-stepped through QEMU 7.2's gdbstub sometimes
-# crashes (double fault / NULL dereference in unrelated kernel code, about one session
-# in three); until that is understood they run only with QSTEP_TEST_612_STEPPING=1.
+# 6.12: ISA v4 (sign extension, signed division, bswap) and another JIT prologue.
 STEPPING_612 = [
     ("6.12", "tests/progs/alu_v4.bpf.c", "alu_v4_main", case["input_hex"], False)
     for case in PROGS["alu_v4"]["cases"][:2]
 ] + [("6.12", "examples/l4lb/l4lb.bpf.c", "l4lb_ingress",
       str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"), True)]
-if os.environ.get("QSTEP_TEST_612_STEPPING") == "1":
-    CASES += STEPPING_612
+CASES += STEPPING_612
 M64 = (1 << 64) - 1
 
 
