@@ -130,9 +130,6 @@ class AgentClient:
         """The channel's descriptor, for select() alongside a debug target."""
         return self._sock.fileno()
 
-    def has_buffered_line(self) -> bool:
-        return b"\n" in self._buf
-
     def _fill(self, deadline: float, what: str, raise_on_timeout: bool = True) -> bool:
         self._sock.settimeout(max(0.0, min(POLL, deadline - time.monotonic())) or 0.001)
         try:

@@ -66,7 +66,6 @@ class CommandSet:
         self.dbg = dbg
         self.commands: list[Command] = []
         self._register()
-        self.last_listed: int | None = None
 
     # -- dispatch ------------------------------------------------------
     def _register(self) -> None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from qstep.errors import UsageError
-from qstep.loaded import InsnSite, JitFunction, LoadedProgram
+from qstep.loaded import InsnSite, LoadedProgram
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,3 @@ def _no_code_message(file: str, line: int, in_file: list[InsnSite]) -> str:
     return (f"line {line} of {file} has no code after optimisation; nearest lines with "
             f"code: {near}")
 
-
-def function_of(prog: LoadedProgram, addr: int) -> JitFunction | None:
-    return next((f for f in prog.functions if f.contains(addr)), None)

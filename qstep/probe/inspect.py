@@ -37,7 +37,6 @@ PT_REGS_ORDER = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "
 MAX_PROBES = 64
 RINGBUF_BYTES = 1 << 20
 RINGBUF_TYPE, ARRAY_TYPE = 27, 2
-COUNTER_NAMES = ("reached", "condition true", "skipped", "printed", "dropped", "stops")
 
 
 @dataclass
