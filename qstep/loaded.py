@@ -207,8 +207,11 @@ def jit_ranges(info: Reply, functions: list[JitFunction]) -> dict[int, tuple[int
 def parse_maps(load: Reply) -> dict[str, MapInfo]:
     maps = {}
     for vals in load.all("map"):
-        name, *nums = vals
-        maps[str(name)] = MapInfo(str(name), *(int(n) for n in nums))  # type: ignore[call-overload]
+        name, *rest = vals
+        nums = [int(n) for n in rest]
+        if len(nums) != 7:
+            raise GuestError(f"malformed map line from the agent: {vals!r}")
+        maps[str(name)] = MapInfo(str(name), *nums)
     return maps
 
 

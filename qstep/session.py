@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -99,7 +100,7 @@ class Session:
                              f"{annotated}", annotated)
 
     @staticmethod
-    def _source_lookup(obj: BpfObject, err: AgentError):  # type: ignore[no-untyped-def]
+    def _source_lookup(obj: BpfObject, err: AgentError) -> Callable[[int], str | None]:
         """Instruction index → 'source text  @ file:line' from the rejected load."""
         reply = err.reply
         if not reply.has("line_info"):
@@ -165,7 +166,8 @@ class Session:
     def dump_map(self, prog: LoadedProgram, map_name: str) -> list[tuple[bytes, bytes]]:
         reply = (self._agent().request("dump_id", prog.maps[map_name].id) if prog.foreign
                  else self._agent().request("dump", prog.handle, map_name))
-        return [(bytes(v[0]), bytes(v[1])) for v in reply.all("entry")]  # type: ignore[arg-type]
+        return [(v[0], v[1]) for v in reply.all("entry")
+                if isinstance(v[0], bytes) and isinstance(v[1], bytes)]
 
     def test_run(self, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
                  repeat: int = 1, out_size: int | None = None) -> RunResult:

@@ -360,7 +360,7 @@ class Inspector:
         c.reached += 1
         cond = probe.spec.condition
         try:
-            if cond is not None and not _truth(evaluate(cond, env)):  # type: ignore[arg-type]
+            if isinstance(cond, Expr) and not _truth(evaluate(cond, env)):
                 return
         except UnreadableMemory:
             return

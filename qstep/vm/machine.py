@@ -41,8 +41,8 @@ class Machine:
     def __init__(self, kernel: Path, initrd: Path, *, accel: str = "tcg",
                  memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
                  append_extra: tuple[str, ...] = ()) -> None:
-        self._params = dict(kernel=kernel, initrd=initrd, accel=accel, memory_mb=memory_mb,
-                            qemu=qemu, append_extra=append_extra)
+        self._kernel, self._initrd, self._accel = kernel, initrd, accel
+        self._memory_mb, self._qemu, self._append_extra = memory_mb, qemu, append_extra
         self.workdir: Path | None = None
         self.config: VmConfig | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -52,11 +52,9 @@ class Machine:
 
     # -- configuration -------------------------------------------------
     def make_config(self, workdir: Path) -> VmConfig:
-        p = self._params
-        return VmConfig(kernel=Path(str(p["kernel"])), initrd=Path(str(p["initrd"])),
-                        workdir=workdir, qemu=str(p["qemu"]), accel=str(p["accel"]),
-                        memory_mb=int(str(p["memory_mb"])),
-                        append_extra=tuple(p["append_extra"]))  # type: ignore[arg-type]
+        return VmConfig(kernel=Path(self._kernel), initrd=Path(self._initrd), workdir=workdir,
+                        qemu=self._qemu, accel=self._accel, memory_mb=self._memory_mb,
+                        append_extra=tuple(self._append_extra))
 
     @property
     def argv(self) -> list[str]:
@@ -74,7 +72,7 @@ class Machine:
 
     def launch(self) -> None:
         """Start QEMU and connect the agent and QMP channels; clean up on failure."""
-        qemu = str(self._params["qemu"])
+        qemu = self._qemu
         if shutil.which(qemu) is None:
             raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
                             "(or run: make deps)")
