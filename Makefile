@@ -49,6 +49,8 @@ debug: examples
 bench: examples
 	$(PY) bench/boot_and_run.py
 	$(PY) bench/step_rate.py
+	$(PY) bench/trace_rate.py
+	$(PY) bench/probe_cost.py
 
 clean-build:
 	rm -rf $(BUILD)
