@@ -17,18 +17,22 @@ CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 CPU_FLAGS = {"alu": ["-mcpu=v3"], "alu_v4": ["-mcpu=v4"]}
 
 
-def compile_bpf(source: Path, out_dir: Path) -> Path:
-    """clang-19 a BPF C file (cached by mtime) and return the object path."""
+def clang_bpf(source: Path, out: Path, *flags: str) -> Path:
+    """Compile one BPF C file with clang-19 (the flags the README gives) into ``out``."""
     if shutil.which("clang-19") is None:
         pytest.fail("clang-19 is missing: run make deps")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["clang-19", *CFLAGS, *flags, "-c", str(source), "-o", str(out)], check=True)
+    return out
+
+
+def compile_bpf(source: Path, out_dir: Path) -> Path:
+    """clang-19 a BPF C file (cached by mtime) and return the object path."""
     out = out_dir / source.name.replace(".c", ".o")
     if out.exists() and out.stat().st_mtime >= source.stat().st_mtime:
         return out
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = source.name.removesuffix(".bpf.c")
-    subprocess.run(["clang-19", *CFLAGS, *CPU_FLAGS.get(stem, []), "-c", str(source),
-                    "-o", str(out)], check=True)
-    return out
+    return clang_bpf(source, out, *CPU_FLAGS.get(stem, []))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,18 +19,12 @@ from qstep.bpf.btf import Btf, BtfExt, decode_func_info, decode_line_info
 from qstep.errors import ObjectError
 
 SRC = Path(__file__).parent / "bpf_src"
-CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 SIZED = {"INT", "STRUCT", "UNION", "ENUM", "ENUM64", "FLOAT"}
 
 
 def compile_bpf(out_dir: Path, name: str, *flags: str) -> Path:
-    """Compile tests/unit/bpf_src/NAME.c with clang-19 into out_dir."""
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
-    out = out_dir / f"{name}.o"
-    subprocess.run(["clang-19", *CFLAGS, *flags, "-c", str(SRC / f"{name}.c"), "-o", str(out)],
-                   check=True)
-    return out
+    """Compile tests/unit/bpf_src/NAME.c into out_dir."""
+    return clang_bpf(SRC / f"{name}.c", out_dir / f"{name}.o", *flags)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,17 +15,11 @@ from qstep.bpf.elf import BpfObject
 from qstep.errors import ObjectError
 
 SRC = Path(__file__).parent / "bpf_src"
-CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 
 
 def compile_bpf(out_dir: Path, name: str, *flags: str, src: Path | None = None) -> Path:
-    """Compile tests/unit/bpf_src/NAME.c (or `src`) with clang-19 into out_dir."""
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
-    out = out_dir / f"{name}.o"
-    source = src or SRC / f"{name}.c"
-    subprocess.run(["clang-19", *CFLAGS, *flags, "-c", str(source), "-o", str(out)], check=True)
-    return out
+    """Compile tests/unit/bpf_src/NAME.c (or `src`) into out_dir."""
+    return clang_bpf(src or SRC / f"{name}.c", out_dir / f"{name}.o", *flags)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 from elftools.elf.elffile import ELFFile
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,17 +17,11 @@ from qstep.bpf.insn import Insn, decode, encode, format_insn
 from qstep.errors import ObjectError
 
 SRC = Path(__file__).parent / "bpf_src"
-CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 
 
 def compile_bpf(out_dir: Path, name: str, *flags: str) -> Path:
-    """Compile tests/unit/bpf_src/NAME.c with clang-19 into out_dir."""
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
-    out = out_dir / f"{name}.o"
-    subprocess.run(["clang-19", *CFLAGS, *flags, "-c", str(SRC / f"{name}.c"), "-o", str(out)],
-                   check=True)
-    return out
+    """Compile tests/unit/bpf_src/NAME.c into out_dir."""
+    return clang_bpf(SRC / f"{name}.c", out_dir / f"{name}.o", *flags)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,17 +15,11 @@ from qstep.bpf.values import format_value, parse_value, parse_value_sized, split
 from qstep.errors import UsageError
 
 SRC = Path(__file__).parent / "bpf_src"
-CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 
 
 def compile_bpf(out_dir: Path, name: str) -> Path:
-    """Compile tests/unit/bpf_src/NAME.c with clang-19 into out_dir."""
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
-    out = out_dir / f"{name}.o"
-    subprocess.run(["clang-19", *CFLAGS, "-c", str(SRC / f"{name}.c"), "-o", str(out)],
-                   check=True)
-    return out
+    """Compile tests/unit/bpf_src/NAME.c into out_dir."""
+    return clang_bpf(SRC / f"{name}.c", out_dir / f"{name}.o")
 
 
 @pytest.fixture(scope="module")
