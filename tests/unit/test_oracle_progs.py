@@ -10,13 +10,12 @@ the kernel's BPF_PROG_TEST_RUN return value for the same packet.
 from __future__ import annotations
 
 import random
-import shutil
 import struct
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 
 from qstep.bpf import insn as bi
 from qstep.bpf.elf import BpfObject
@@ -358,17 +357,10 @@ def packet(rng: random.Random) -> bytes:
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
     d = tmp_path_factory.mktemp("oracle_progs")
     src = d / "progs.c"
     src.write_text(SOURCE)
-    out = {}
-    for cpu in CPUS:
-        out[cpu] = d / f"progs_{cpu}.o"
-        subprocess.run(["clang-19", *CFLAGS, f"-mcpu={cpu}", "-c", str(src), "-o",
-                        str(out[cpu])], check=True)
-    return out
+    return {cpu: clang_bpf(src, d / f"progs_{cpu}.o", f"-mcpu={cpu}") for cpu in CPUS}
 
 
 def xdp_memory(p: bytes) -> FlatMemory:
