@@ -62,8 +62,8 @@ def test_coarse_jit_map_matches_the_exact_one(vm: Session, foreign: LoadedProgra
             assert (site.source.file, site.source.line) == (twin.source.file, twin.source.line)
             assert site.jit_start is not None and twin.jit_start is not None
             assert site.jit_start - site.function.addr == twin.jit_start - twin.function.addr
-        assert foreign.jited_image == ours.jited_image or len(foreign.jited_image) == len(
-            ours.jited_image)
+        # Same code, so the same size; the bytes differ in embedded map and call addresses.
+        assert [f.length for f in foreign.functions] == [f.length for f in ours.functions]
     finally:
         vm.unload(ours)
 
