@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from qstep.probe.inspect import Inspector
+from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
 from qstep.session import Session
 from qstep.userinput import read_packet

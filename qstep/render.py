@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from qstep.bpf import values
 from qstep.bpf.btf import Btf
+from qstep.bpf.uapi import MapType
 from qstep.loaded import MapInfo
 
-ARRAY_TYPES = {2, 6}  # BPF_MAP_TYPE_ARRAY, PERCPU_ARRAY
+ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 
 
 def hexdump(data: bytes, width: int = 16) -> list[str]:

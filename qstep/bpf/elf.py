@@ -36,10 +36,10 @@ from qstep.bpf.btf import (
 from qstep.bpf.dwarf_lines import LineRow, section_lines
 from qstep.bpf.helpers import MAP_TYPE_NAMES
 from qstep.bpf.insn import Insn, decode, format_insn
+from qstep.bpf.uapi import MapType
 from qstep.errors import ObjectError
 
 EM_BPF = 247
-MAP_TYPE_ARRAY = 2
 GLOBAL_DATA_PREFIXES = (".data", ".rodata", ".bss")
 # What pyelftools raises on corrupt headers, tables or offsets.
 _ELF_ERRORS = (ELFError, struct.error, OverflowError, ValueError, KeyError, IndexError)
@@ -325,7 +325,7 @@ class BpfObject:
             if not _is_global_data_section(sec):
                 continue
             ds = self.btf.find_by_name(sec.name, KIND_DATASEC)
-            out.append(MapDef(sec.name, sec.name, 0, MAP_TYPE_ARRAY, 4, sec["sh_size"], 1,
+            out.append(MapDef(sec.name, sec.name, 0, MapType.ARRAY, 4, sec["sh_size"], 1,
                               value_type_id=ds.id if ds else None, is_global_data=True))
         return out
 

@@ -22,9 +22,10 @@ from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
 from qstep.debugger.repl import interactive_loop
 from qstep.errors import UsageError
+from qstep.expr.ast import Str
+from qstep.expr.evaluate import format_value
 from qstep.loaded import LoadedProgram
-from qstep.probe.expr import Str, format_value
-from qstep.probe.inspect import Hit, Inspector, Probe, literal_hint
+from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value

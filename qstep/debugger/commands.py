@@ -14,10 +14,10 @@ from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.sourcefiles import source_lines
 from qstep.errors import UsageError
+from qstep.expr.evaluate import evaluate
+from qstep.expr.parser import parse_expression
 from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
-from qstep.probe.expr import evaluate
-from qstep.probe.spec import parse_expression
 from qstep.render import packet_diff
 
 

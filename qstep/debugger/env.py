@@ -11,7 +11,7 @@ class UnreadableMemory(UsageError):
 
 
 class StoppedEnv:
-    """``reg``/``mem``/``name`` for ``qstep.probe.expr.evaluate`` at the current stop."""
+    """``reg``/``mem``/``name`` for ``qstep.expr.evaluate`` at the current stop."""
 
     def __init__(self, dbg: Debugger) -> None:
         self._dbg = dbg

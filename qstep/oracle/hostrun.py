@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from qstep.bpf.uapi import ProgType
 from qstep.errors import HostError
 
 SYS_BPF = 321  # x86-64
 BPF_OBJ_GET, BPF_PROG_LOAD, BPF_PROG_TEST_RUN = 7, 5, 10
-PROG_TYPE_XDP = 6
 _ATTR_SIZE = 128
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,7 +46,7 @@ def available() -> bool:
             and shutil.which("bpftool") is not None)
 
 
-def load_raw(code: bytes, prog_type: int = PROG_TYPE_XDP) -> int:
+def load_raw(code: bytes, prog_type: int = ProgType.XDP) -> int:
     """Load raw instructions; return the program fd or raise HostError with the log."""
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(b"GPL")

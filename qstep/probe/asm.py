@@ -1,4 +1,4 @@
-"""Label-resolving BPF assembler for generated probes, on top of `qstep.oracle.asm`.
+"""Label-resolving BPF assembler for generated probes, on top of `qstep.bpf.asm`.
 
 `Builder` collects instructions, forward/backward jumps to `Label`s and label
 placements; `finish()` drops unreachable instructions (the verifier rejects them),
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qstep.bpf import insn as bi
+from qstep.bpf.asm import alu64, assemble, jmp, ldimm64, raw
 from qstep.bpf.insn import Insn
 from qstep.errors import UsageError
-from qstep.oracle.asm import alu64, assemble, jmp, ldimm64, raw
 
 JA, JEQ, JGT, JGE, JNE, JLT, JLE = 0x00, 0x10, 0x20, 0x30, 0x50, 0xA0, 0xB0
 _IMM32 = range(-(1 << 31), 1 << 31)

@@ -8,7 +8,7 @@ for `stop`, counts the stop and then calls `bpf_perf_prog_read_value` (helper 56
 55 is `bpf_perf_event_read_value`), on which the host has a breakpoint. The record,
 if any, is submitted before that call; a dropped record does not prevent the stop.
 
-Semantics equal `qstep.probe.expr.evaluate`: u64 wrap-around arithmetic, unsigned
+Semantics equal `qstep.expr.evaluate`: u64 wrap-around arithmetic, unsigned
 comparisons, shift counts masked to 6 bits (as the BPF ISA defines), `&&`/`||`
 short-circuit and give 0/1, byte strings compare lexicographically. Where `evaluate` would raise at
 run time -- a failed `mem()` read, a division or modulo by zero, a `map[KEY]` whose
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qstep.bpf.asm import alu64, atomic, call, exit_, ldimm64, ldx, st, stx, to_bytes
 from qstep.bpf.helpers import MAP_TYPE_NAMES
 from qstep.bpf.insn import PSEUDO_MAP_FD, Insn, format_insn
+from qstep.bpf.uapi import Helper, MapType
 from qstep.errors import UsageError
-from qstep.oracle.asm import alu64, atomic, call, exit_, ldimm64, ldx, st, stx, to_bytes
-from qstep.probe.asm import JEQ, JGE, JGT, JLE, JLT, JNE, Builder, Label, be64, load_const
-from qstep.probe.expr import (
+from qstep.expr.ast import (
     BYTES_LITERALS,
     COMPARISONS,
     Binary,
@@ -47,8 +47,9 @@ from qstep.probe.expr import (
     Reg,
     Str,
     Unary,
-    mem_width,
 )
+from qstep.expr.evaluate import mem_width
+from qstep.probe.asm import JEQ, JGE, JGT, JLE, JLT, JNE, Builder, Label, be64, load_const
 from qstep.probe.records import (
     FLAG_STOP,
     HEADER,
@@ -61,18 +62,14 @@ from qstep.probe.spec import Spec, Watch
 
 __all__ = ["CompiledProbe", "MapRef", "ProbeTarget", "compile_probe"]
 
-# Helpers.
-MAP_LOOKUP_ELEM, PERF_PROG_READ_VALUE, PROBE_READ_KERNEL = 1, 56, 113
-RINGBUF_RESERVE, RINGBUF_SUBMIT = 131, 132
 # Counters of probe p: entry 8*p + k.
 REACHED, COND_TRUE, SKIPPED, WRITTEN, DROPPED, STOPS = range(6)
 MAX_PROBES = 64
 MAX_RECORD = 4096
 MAX_ARRAY_ENTRIES = 64
-# Map types.
-ARRAY = 2
-HASH_TYPES = frozenset({1, 5, 9, 10, 11})
-LOOKUP_TYPES = HASH_TYPES | {2, 6}
+HASH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
+                        MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE})
+LOOKUP_TYPES = HASH_TYPES | {MapType.ARRAY, MapType.PERCPU_ARRAY}
 # pt_regs offsets of the probed program's BPF registers (x86-64 JIT map), and rsp.
 PT_REGS = {0: 80, 1: 112, 2: 104, 3: 96, 4: 88, 5: 72, 6: 40, 7: 16, 8: 8, 9: 0, 10: 32}
 PT_RSP = 152
@@ -190,7 +187,7 @@ class _Compiler:
         """r0 = bpf_map_lookup_elem(ref, fp + key_off)."""
         self.load_map(R1, ref)
         self.fp_ptr(R2, key_off)
-        self.emit(call(MAP_LOOKUP_ELEM))
+        self.emit(call(Helper.MAP_LOOKUP_ELEM))
 
     def probe_read(self, base: int, off: int, size: int, src: int) -> None:
         """r0 = bpf_probe_read_kernel(base + off, size, src)."""
@@ -199,7 +196,7 @@ class _Compiler:
         self.emit(alu64(MOV, R1, src=base))
         if off:
             self.emit(alu64(ADD, R1, imm=off))
-        self.emit(alu64(MOV, R2, imm=size), call(PROBE_READ_KERNEL))
+        self.emit(alu64(MOV, R2, imm=size), call(Helper.PROBE_READ_KERNEL))
 
     def counter_add(self, k: int) -> None:
         """counters[8 * probe_id + k] += 1."""
@@ -556,7 +553,7 @@ class _Compiler:
         reserved, done = Label(), Label()
         self.load_map(R1, self.target.events)
         self.emit(alu64(MOV, R2, imm=layout.size), alu64(MOV, R3, imm=0),
-                  call(RINGBUF_RESERVE))
+                  call(Helper.RINGBUF_RESERVE))
         self.b.jump(reserved, JNE, R0, imm=0)
         self.counter_add(DROPPED)
         self.b.jump(done)
@@ -568,7 +565,7 @@ class _Compiler:
         self.regs = PRINT_REGS
         for index, item in enumerate(layout.fields):
             self.field(index, item)
-        self.emit(alu64(MOV, R1, src=R6), alu64(MOV, R2, imm=0), call(RINGBUF_SUBMIT))
+        self.emit(alu64(MOV, R1, src=R6), alu64(MOV, R2, imm=0), call(Helper.RINGBUF_SUBMIT))
         self.counter_add(WRITTEN)
         self.b.place(done)
 
@@ -632,7 +629,7 @@ class _Compiler:
         buf = self.frame.alloc(STOP_BUF)
         self.emit(ldx(8, R1, FP, CTX_SLOT))
         self.fp_ptr(R2, buf)
-        self.emit(alu64(MOV, R3, imm=STOP_BUF), call(PERF_PROG_READ_VALUE))
+        self.emit(alu64(MOV, R3, imm=STOP_BUF), call(Helper.PERF_PROG_READ_VALUE))
         self.frame.release(buf, STOP_BUF)
 
     # --- record layout ----------------------------------------------------------------
@@ -674,7 +671,7 @@ class _Compiler:
         if ref.map_type in HASH_TYPES:
             raise _error("printing a whole hash map in the guest is not supported; "
                          f"print {name.name}[KEY]", name)
-        if ref.map_type != ARRAY:
+        if ref.map_type != MapType.ARRAY:
             kind = MAP_TYPE_NAMES.get(ref.map_type, str(ref.map_type))
             raise _error(f"printing a whole {kind} map in the guest is not supported; "
                          f"print {name.name}[KEY]", name)

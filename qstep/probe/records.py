@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from qstep.errors import QstepError
-from qstep.probe.expr import Expr
+from qstep.expr.ast import Expr
 
 HEADER = struct.Struct("<IIQ")
 FLAG_STOP = 1

@@ -19,7 +19,7 @@ from pygdbmi.IoManager import IoManager
 
 from qstep.errors import HostError
 from qstep.target.base import TargetError
-from qstep.vm.machine import _die_with_parent
+from qstep.vm.lifetime import die_with_parent
 
 Record = dict[str, Any]
 EMPTY_READS_BEFORE_NAP = 20
@@ -40,7 +40,7 @@ class MiChannel:
     def __init__(self, argv: list[str]) -> None:
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                                         stderr=subprocess.PIPE, preexec_fn=die_with_parent)
         except FileNotFoundError:
             raise HostError(f"{argv[0]} not found; install it: apt-get install gdb") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None

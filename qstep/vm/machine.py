@@ -8,10 +8,8 @@ Shutdown asks QMP to ``quit``, waits briefly, then kills.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,16 +21,10 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from qstep.errors import GuestError, HostError
 from qstep.vm.console import ConsoleMonitor
+from qstep.vm.lifetime import die_with_parent
 from qstep.vm.qemu_cmd import VmConfig, qemu_argv
 
-PR_SET_PDEATHSIG = 1
 CONNECT_TIMEOUT = 30.0
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the parent goes away."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Machine:
@@ -92,7 +84,7 @@ class Machine:
         try:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                preexec_fn=_die_with_parent, start_new_session=True)
+                preexec_fn=die_with_parent, start_new_session=True)
         finally:
             stderr.close()
         assert self.process.stdout is not None

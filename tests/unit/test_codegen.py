@@ -1,5 +1,5 @@
 """qstep.probe.codegen: generated probes run in the oracle interpreter against fake helpers,
-their conditions checked against `qstep.probe.expr.evaluate`, and loaded by the host verifier.
+their conditions checked against `qstep.expr.evaluate`, and loaded by the host verifier.
 """
 
 from __future__ import annotations
@@ -17,17 +17,7 @@ from hypothesis import strategies as st
 
 from qstep.bpf.insn import PSEUDO_MAP_FD, Insn, decode, encode
 from qstep.errors import HostError, UsageError
-from qstep.oracle import FlatMemory, run_program
-from qstep.oracle.run import POISON, Helper
-from qstep.probe.codegen import (
-    PT_REGS,
-    PT_RSP,
-    CompiledProbe,
-    MapRef,
-    ProbeTarget,
-    compile_probe,
-)
-from qstep.probe.expr import (
+from qstep.expr.ast import (
     PRECEDENCE,
     Binary,
     Expr,
@@ -41,7 +31,17 @@ from qstep.probe.expr import (
     Str,
     Unary,
     Value,
-    evaluate,
+)
+from qstep.expr.evaluate import evaluate
+from qstep.oracle import FlatMemory, run_program
+from qstep.oracle.run import POISON, Helper
+from qstep.probe.codegen import (
+    PT_REGS,
+    PT_RSP,
+    CompiledProbe,
+    MapRef,
+    ProbeTarget,
+    compile_probe,
 )
 from qstep.probe.records import MapValue, ProbeHit, decode_record
 from qstep.probe.spec import Action, Location, Spec, parse_spec

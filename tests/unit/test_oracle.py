@@ -7,9 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qstep.bpf import insn as bi
-from qstep.bpf.insn import Insn
-from qstep.oracle import Effect, FlatMemory, MemRead, MemWrite, OracleError, run_program, step
-from qstep.oracle.asm import (
+from qstep.bpf.asm import (
     alu32,
     alu64,
     assemble,
@@ -22,8 +20,10 @@ from qstep.oracle.asm import (
     ldx,
     raw,
 )
-from qstep.oracle.asm import st as st_imm
-from qstep.oracle.asm import stx as st_reg
+from qstep.bpf.asm import st as st_imm
+from qstep.bpf.asm import stx as st_reg
+from qstep.bpf.insn import Insn
+from qstep.oracle import Effect, FlatMemory, MemRead, MemWrite, OracleError, run_program, step
 from qstep.oracle.run import POISON, STACK_SIZE, STACK_TOP
 
 M64 = (1 << 64) - 1

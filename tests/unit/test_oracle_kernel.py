@@ -15,9 +15,7 @@ import struct
 import pytest
 
 from qstep.bpf import insn as bi
-from qstep.bpf.insn import Insn, format_insn
-from qstep.oracle import FlatMemory, step
-from qstep.oracle.asm import (
+from qstep.bpf.asm import (
     alu32,
     alu64,
     assemble,
@@ -31,6 +29,8 @@ from qstep.oracle.asm import (
     stx,
     to_bytes,
 )
+from qstep.bpf.insn import Insn, format_insn
+from qstep.oracle import FlatMemory, step
 from qstep.oracle.hostrun import available, load_raw, prog_run
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs root, x86-64 and bpftool")

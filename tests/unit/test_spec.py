@@ -1,4 +1,4 @@
-"""INSPECT_SPEC / expression parser (qstep.probe.spec) and evaluator (qstep.probe.expr)."""
+"""INSPECT_SPEC parser (qstep.probe.spec), expression parser and evaluator (qstep.expr)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qstep.errors import UsageError
-from qstep.probe.expr import (
+from qstep.expr.ast import (
     MASK,
     PRECEDENCE,
     Binary,
@@ -26,20 +26,10 @@ from qstep.probe.expr import (
     Str,
     Unary,
     Value,
-    evaluate,
-    format_value,
 )
-from qstep.probe.spec import (
-    RESERVED,
-    Action,
-    Location,
-    Spec,
-    SpecError,
-    Watch,
-    parse_expression,
-    parse_spec,
-    parse_specs,
-)
+from qstep.expr.evaluate import evaluate, format_value
+from qstep.expr.parser import RESERVED, SpecError, parse_expression
+from qstep.probe.spec import Action, Location, Spec, Watch, parse_spec, parse_specs
 
 DOC_1 = ('process_packet:230 print "hit 1" if $r1 == 0 and mem($r9, 0) == 0x20010db8 '
          "and mem($r9, 8) == 0")

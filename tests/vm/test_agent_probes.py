@@ -1,7 +1,7 @@
 """The agent's probe verbs (docs/probes.md) in the guest: hardware breakpoints at
 JIT addresses, data watchpoints, kprobes, counters and the ring buffer.
 
-The probes are assembled here by hand (qstep.oracle.asm), so these tests depend
+The probes are assembled here by hand (qstep.bpf.asm), so these tests depend
 on the agent and the kernel only, not on the probe code generator.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from qstep.agent.client import AgentClient, AgentError
+from qstep.bpf import asm
 from qstep.bpf.elf import BpfObject
 from qstep.loaded import InsnSite, LoadedProgram
-from qstep.oracle import asm
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm

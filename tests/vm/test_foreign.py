@@ -16,7 +16,7 @@ from qstep.bpf.elf import BpfObject
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
-from qstep.probe.inspect import Inspector
+from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet

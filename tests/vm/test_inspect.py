@@ -19,7 +19,7 @@ from qstep.bpf.elf import BpfObject
 from qstep.listing import bpf_text
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
-from qstep.probe.inspect import Inspector
+from qstep.probe.inspector import Inspector
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.session import Session

@@ -14,15 +14,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from qstep.agent.client import AgentError
+from qstep.bpf.uapi import MapType
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.env import StoppedEnv, UnreadableMemory
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import UsageError, VerifierError
+from qstep.expr.ast import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str
+from qstep.expr.evaluate import evaluate
 from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
-from qstep.probe.expr import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str, evaluate
 from qstep.probe.records import MapValue, ProbeHit, decode_record
 from qstep.probe.spec import Spec, Watch
 from qstep.session import Session
@@ -36,7 +38,6 @@ PT_REGS_ORDER = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "
                  "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss")
 MAX_PROBES = 64
 RINGBUF_BYTES = 1 << 20
-RINGBUF_TYPE, ARRAY_TYPE = 27, 2
 
 
 @dataclass
@@ -178,9 +179,9 @@ class Inspector:
     def attach(self) -> None:
         agent = self.session._agent()
         reply = agent.request("probe_setup", RINGBUF_BYTES)
-        self._events = MapRef("qstep_events", reply.int("events_map_id"), RINGBUF_TYPE,
+        self._events = MapRef("qstep_events", reply.int("events_map_id"), MapType.RINGBUF,
                               0, 0, RINGBUF_BYTES)
-        self._counters = MapRef("qstep_counters", reply.int("counters_map_id"), ARRAY_TYPE,
+        self._counters = MapRef("qstep_counters", reply.int("counters_map_id"), MapType.ARRAY,
                                 4, 8, 512)
         self._reset_counters()
         maps = {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)

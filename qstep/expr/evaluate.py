@@ -1,184 +1,38 @@
-"""Expression AST shared by INSPECT_SPECs and the debugger's `print`/`x`, and its evaluator.
+"""The reference evaluator of expressions (the semantics probes compile to).
 
-Every node is a frozen dataclass with a keyword-only `pos` (0-based column in the
-source text) that is ignored by `==`, and a `to_text()` that unparses it so that
-parsing the text gives an equal node. `Binary.pos`/`Unary.pos` is the operator's
-column. Values are `int` (u64, BPF semantics: arithmetic wraps modulo 2**64, shifts
-use the low 6 bits of the count, comparisons are unsigned) or `bytes`.
-
-`mem(ADDR, SIZE)` yields a little-endian unsigned number for SIZE 1/2/4/8 and bytes
-for other sizes (up to 64). SIZE 0 means "auto": as wide as a string/IPv4/IPv6
-literal it is compared with, else 8 bytes. A number compared with bytes of at most
-8 bytes reads them little-endian (like a load from memory); bytes compared with bytes
-need equal lengths. `Name` (a map or C variable) and `Index` (`map[KEY]`) are
-resolved by the environment.
+Values are `int` (u64: arithmetic wraps modulo 2**64, shifts use the low 6 bits of the
+count, comparisons are unsigned) or `bytes`; see `qstep.expr.ast` for the node rules.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import operator
-from dataclasses import dataclass, field
 from typing import Protocol, assert_never, runtime_checkable
 
 from qstep.errors import UsageError
+from qstep.expr.ast import (
+    BYTES_LITERALS,
+    COMPARISONS,
+    MASK,
+    Binary,
+    Expr,
+    Index,
+    IPv4,
+    IPv6,
+    Mem,
+    Name,
+    Node,
+    Num,
+    Reg,
+    Str,
+    Unary,
+    Value,
+    ipv6_text,
+)
 
-MASK = (1 << 64) - 1
-Value = int | bytes
-
-# C precedence (higher binds tighter); all binary operators are left-associative.
-PRECEDENCE: dict[str, int] = {
-    "||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6,
-    "<": 7, "<=": 7, ">": 7, ">=": 7, "<<": 8, ">>": 8,
-    "+": 9, "-": 9, "*": 10, "/": 10, "%": 10,
-}
-COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
-UNARY_OPS = frozenset({"-", "~", "!"})
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}
-_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\t"): "\\t",
-            ord("\r"): "\\r"}
-
-
-@dataclass(frozen=True)
-class Node:
-    """Base of all AST nodes: `pos` is the 0-based column, not part of equality."""
-
-    pos: int = field(default=0, compare=False, kw_only=True)
-
-    def to_text(self) -> str:
-        """Source text that parses back to an equal node."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Num(Node):
-    """Integer literal (0 <= value < 2**64)."""
-
-    value: int
-
-    def to_text(self) -> str:
-        return str(self.value) if self.value < 0x10000 else hex(self.value)
-
-
-@dataclass(frozen=True)
-class Str(Node):
-    """String literal, as bytes (UTF-8 for non-ASCII characters)."""
-
-    value: bytes
-
-    def to_text(self) -> str:
-        return '"' + "".join(_escape(b) for b in self.value) + '"'
-
-
-def _escape(byte: int) -> str:
-    if byte in _ESCAPES:
-        return _ESCAPES[byte]
-    return chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"
-
-
-@dataclass(frozen=True)
-class IPv4(Node):
-    """IPv4 address literal: 4 bytes in network order."""
-
-    value: bytes
-
-    def to_text(self) -> str:
-        return str(ipaddress.IPv4Address(self.value))
-
-
-@dataclass(frozen=True)
-class IPv6(Node):
-    """IPv6 address literal: 16 bytes in network order."""
-
-    value: bytes
-
-    def to_text(self) -> str:
-        return ipv6_text(self.value)
-
-
-def ipv6_text(packed: bytes) -> str:
-    """Compressed IPv6 text, IPv4-mapped addresses as ::ffff:a.b.c.d."""
-    addr = ipaddress.IPv6Address(packed)
-    return f"::ffff:{addr.ipv4_mapped}" if addr.ipv4_mapped else addr.compressed
-
-
-@dataclass(frozen=True)
-class Reg(Node):
-    """BPF register r0..r10."""
-
-    n: int
-
-    def to_text(self) -> str:
-        return f"$r{self.n}"
-
-
-@dataclass(frozen=True)
-class Mem(Node):
-    """`mem(ADDR, SIZE)`: SIZE bytes at ADDR (SIZE 0: auto width)."""
-
-    addr: Expr
-    size: int
-
-    def to_text(self) -> str:
-        return f"mem({self.addr.to_text()}, {self.size})"
-
-
-@dataclass(frozen=True)
-class Name(Node):
-    """A map or C variable, resolved by the caller."""
-
-    name: str
-
-    def to_text(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True)
-class Index(Node):
-    """`map[KEY]`: a map lookup."""
-
-    base: Name
-    key: Expr
-
-    def to_text(self) -> str:
-        return f"{self.base.to_text()}[{self.key.to_text()}]"
-
-
-@dataclass(frozen=True)
-class Unary(Node):
-    """Unary operator: '-', '~' or '!' (`not` is parsed as '!')."""
-
-    op: str
-    operand: Expr
-
-    def to_text(self) -> str:
-        inner = self.operand.to_text()
-        return f"{self.op}({inner})" if isinstance(self.operand, Binary) else self.op + inner
-
-
-@dataclass(frozen=True)
-class Binary(Node):
-    """Binary operator from PRECEDENCE (`and`/`or` are parsed as '&&'/'||')."""
-
-    op: str
-    left: Expr
-    right: Expr
-
-    def to_text(self) -> str:
-        prec = PRECEDENCE[self.op]
-        return f"{_operand_text(self.left, prec, 0)} {self.op} {_operand_text(self.right, prec, 1)}"
-
-
-def _operand_text(expr: Expr, prec: int, right: int) -> str:
-    """Operand text, parenthesized when it binds looser (or equal, on the right)."""
-    if isinstance(expr, Binary) and PRECEDENCE[expr.op] < prec + right:
-        return f"({expr.to_text()})"
-    return expr.to_text()
-
-
-Expr = Num | Str | IPv4 | IPv6 | Reg | Mem | Name | Index | Unary | Binary
-BYTES_LITERALS = (Str, IPv4, IPv6)
 
 
 class Env(Protocol):
@@ -333,3 +187,4 @@ def format_value(value: Value, hint: object = None) -> str:
     if kind is Str:
         return Str(value).to_text()
     return value.hex(" ")
+

@@ -1,4 +1,4 @@
-"""Tiny BPF assembler: build `Insn` records by hand (tests, probes) and lay them out.
+"""Tiny BPF assembler: build `Insn` records by hand (probes, tests) and lay them out.
 
 Builders return instructions with index 0; `assemble` assigns slot indexes in order.
 `src=None` selects the immediate (BPF_K) form of ALU and jump instructions.
