@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from qstep.images.guest import build_initramfs
-from qstep.images.kernels import catalog_rows, resolve_kernel
+from qstep.images.kernels import catalog_rows, kernel_names, resolve_kernel
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -13,23 +13,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     isub = p.add_subparsers(dest="images_cmd", required=True)
     isub.add_parser("list", help="kernels cached and fetchable").set_defaults(func=list_main)
     f = isub.add_parser("fetch", help="fetch a kernel into the cache")
-    f.add_argument("kernel", nargs="?", help="6.1 (default), 6.12 or a package name")
+    f.add_argument("kernel", nargs="?",
+                   help="6.1 (default), 6.12, 7.2, 7.3, a comma list, all, or a package name")
     f.set_defaults(func=fetch_main)
     b = isub.add_parser("build", help="build the agent and initramfs")
     b.set_defaults(func=build_main)
 
 
 def list_main(args: argparse.Namespace) -> int:
-    rows = [("KERNEL", "PACKAGE", "STATE", "DESCRIPTION"), *catalog_rows()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    rows = [("KERNEL", "PACKAGE", "VERSION", "STATE", "DESCRIPTION"), *catalog_rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return 0
 
 
 def fetch_main(args: argparse.Namespace) -> int:
-    kernel = resolve_kernel(args.kernel)
-    print(f"{kernel.name}: {kernel.bzimage}")
+    names: list[str | None] = [*kernel_names(args.kernel)] if args.kernel else [None]
+    for name in names:
+        kernel = resolve_kernel(name)
+        print(f"{kernel.name}: {kernel.bzimage}")
     return 0
 
 

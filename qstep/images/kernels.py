@@ -1,20 +1,21 @@
 """Test kernels: the catalog in ``images/kernels.json``, fetched with apt into the cache.
 
-Kernels come from Debian's registry as ``linux-image-*-cloud-amd64-unsigned``
-packages. apt runs with a private sources list and state directory under the
-cache, so the host's apt configuration is neither used nor changed.
+Kernels come from Debian's registry: up to 6.x as ``linux-image-*-cloud-amd64-unsigned``
+(image at ``boot/vmlinuz-REL``), from 7.x as ``linux-binary-unsigned-*-cloud-amd64``
+(image at ``usr/lib/modules/REL/vmlinuz.unsigned``). Each catalog entry pins a
+package and its Debian version.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from qstep.errors import HostError, UsageError
+from qstep.images.apt import AptRegistry, installed_version
 from qstep.paths import cache_dir, images_dir
 
 
@@ -26,6 +27,7 @@ class KernelSpec:
     package: str
     pattern: str
     description: str
+    version: str | None = None  # Debian package version pinned for reproducible runs
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ def load_catalog() -> tuple[str, dict[str, KernelSpec], list[str]]:
     """Return (default alias, specs by alias, apt source lines)."""
     data = json.loads((images_dir() / "kernels.json").read_text())
     specs = {
-        alias: KernelSpec(alias, e["package"], e["pattern"], e.get("description", ""))
+        alias: KernelSpec(alias, e["package"], e["pattern"], e.get("description", ""),
+                          e.get("version"))
         for alias, e in data["kernels"].items()
     }
     return data["default"], specs, list(data["apt_sources"])
@@ -56,9 +59,22 @@ def unpacked_dir(package: str) -> Path:
 
 
 def find_bzimage(root: Path) -> Path | None:
-    """The ``boot/vmlinuz-*`` inside an unpacked kernel package, if any."""
+    """The kernel image inside an unpacked kernel package, if any."""
     found = sorted((root / "boot").glob("vmlinuz-*"))
+    found += sorted((root / "usr/lib/modules").glob("*/vmlinuz.unsigned"))
+    found += sorted((root / "usr/lib/modules").glob("*/vmlinuz"))
     return found[0] if found else None
+
+
+def image_release(image: Path) -> str:
+    """``uname -r`` of a packaged image: from ``vmlinuz-REL`` or ``modules/REL/vmlinuz*``."""
+    if image.name.startswith("vmlinuz-"):
+        return image.name.removeprefix("vmlinuz-")
+    return image.parent.name
+
+
+def _packaged(name: str, image: Path) -> Kernel:
+    return Kernel(name, image, image_release(image))
 
 
 def cached_kernels() -> list[Kernel]:
@@ -68,71 +84,10 @@ def cached_kernels() -> list[Kernel]:
     if not root.is_dir():
         return result
     for pkg_dir in sorted(root.iterdir()):
-        image = find_bzimage(pkg_dir)
+        image = None if pkg_dir.name.startswith(".") else find_bzimage(pkg_dir)
         if image is not None:
-            result.append(Kernel(pkg_dir.name, image, image.name.removeprefix("vmlinuz-")))
+            result.append(_packaged(pkg_dir.name, image))
     return result
-
-
-class AptRegistry:
-    """apt-get/apt-cache with private configuration under the cache."""
-
-    def __init__(self, sources: list[str]) -> None:
-        self.root = cache_dir() / "apt"
-        self.sources = sources
-
-    def _options(self) -> list[str]:
-        lists = self.root / "lists"
-        (lists / "partial").mkdir(parents=True, exist_ok=True)
-        (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        sources_file = self.root / "sources.list"
-        text = "\n".join(self.sources) + "\n"
-        if not sources_file.exists() or sources_file.read_text() != text:
-            sources_file.write_text(text)
-        return [
-            "-o", f"Dir::Etc::sourcelist={sources_file}",
-            "-o", "Dir::Etc::sourceparts=-",
-            "-o", f"Dir::State::Lists={lists}",
-            "-o", f"Dir::Cache={self.root / 'cache'}",
-            "-o", "APT::Sandbox::User=root",
-            "-o", "Debug::NoLocking=1",
-        ]
-
-    def _run(self, argv: list[str], cwd: Path | None = None) -> str:
-        if shutil.which(argv[0]) is None:
-            raise HostError(f"{argv[0]} not found: kernels are fetched with Debian's apt")
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise HostError(f"{' '.join(argv[:2])} failed ({proc.returncode}): "
-                            f"{proc.stderr.strip()}")
-        return proc.stdout
-
-    def update(self) -> None:
-        self._run(["apt-get", *self._options(), "update"])
-
-    def has_lists(self) -> bool:
-        lists = self.root / "lists"
-        return lists.is_dir() and any(lists.glob("*_Packages*"))
-
-    def package_names(self, pattern: str) -> list[str]:
-        if not self.has_lists():
-            self.update()
-        out = self._run(["apt-cache", *self._options(), "pkgnames", "linux-image-"])
-        regex = re.compile(pattern)
-        return sorted(n for n in out.split() if regex.match(n))
-
-    def download_and_unpack(self, package: str, dest: Path) -> None:
-        if not self.has_lists():
-            self.update()
-        debs = self.root / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        self._run(["apt-get", *self._options(), "download", package], cwd=debs)
-        deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
-        tmp = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._run(["dpkg-deb", "-x", str(deb), str(tmp)])
-        tmp.rename(dest)
-        deb.unlink()
 
 
 def version_key(name: str) -> list[int]:
@@ -155,7 +110,7 @@ def resolve_kernel(name: str | None, fetch: bool = True) -> Kernel:
     if image is None and spec is not None and not fetch:
         image = _newest_cached(spec.pattern)
     if image is not None:
-        return Kernel(package, image, image.name.removeprefix("vmlinuz-"))
+        return _packaged(package, image)
     if not fetch:
         raise HostError(f"kernel {name} is not cached; run: qstep images fetch {name}")
     return _fetch(name, spec, package, AptRegistry(sources))
@@ -167,42 +122,75 @@ def _newest_cached(pattern: str) -> Path | None:
     return max(matches, key=lambda k: version_key(k.name)).bzimage if matches else None
 
 
-def _fetch(name: str, spec: KernelSpec | None, package: str, apt: AptRegistry) -> Kernel:
-    if spec is None and not package.startswith("linux-image-"):
+def _note(text: str) -> None:
+    print(f"qstep: {text}", file=sys.stderr, flush=True)
+
+
+def _image_candidates(package: str) -> list[str]:
+    """Packages that may hold the image of ``package``: 7.x moved it to linux-binary-unsigned."""
+    release = package.removeprefix("linux-image-").removeprefix("linux-binary-unsigned-")
+    release = release.removesuffix("-unsigned")
+    return list(dict.fromkeys([package, f"linux-image-{release}-unsigned",
+                               f"linux-binary-unsigned-{release}"]))
+
+
+def _choose_package(name: str, spec: KernelSpec | None, package: str,
+                    apt: AptRegistry) -> str:
+    if spec is None and not package.startswith(("linux-image-", "linux-binary-unsigned-")):
         known = ", ".join(sorted(load_catalog()[1]))
         raise UsageError(f"unknown kernel '{name}': use one of {known}, a package name "
                          "or a path to a bzImage")
-    available = apt.package_names(spec.pattern if spec else re.escape(package) + "$")
-    if package not in available:
+    wanted = [package] if spec else _image_candidates(package)
+    pattern = spec.pattern if spec else "|".join(re.escape(w) + "$" for w in wanted)
+    available = apt.package_names(pattern, prefix="linux-")
+    if not any(w in available for w in wanted):
         apt.update()
-        available = apt.package_names(spec.pattern if spec else re.escape(package) + "$")
-    if package not in available:
-        if spec is None or not available:
-            raise HostError(f"kernel package {package} is not in the registry")
-        newest = max(available, key=version_key)
-        print(f"qstep: note: {package} is no longer in the registry; using {newest}")
-        package = newest
+        available = apt.package_names(pattern, prefix="linux-")
+    found = next((w for w in wanted if w in available), None)
+    if found is not None:
+        return found
+    if spec is None or not available:
+        raise HostError(f"kernel package {package} is not in the registry")
+    newest = max(available, key=version_key)
+    _note(f"note: {package} is no longer in the registry; using {newest}")
+    return newest
+
+
+def _fetch(name: str, spec: KernelSpec | None, package: str, apt: AptRegistry) -> Kernel:
+    package = _choose_package(name, spec, package, apt)
+    version = spec.version if spec is not None and package == spec.package else None
+    if version is not None and version not in apt.versions(package):
+        _note(f"note: {package} {version} is no longer in the registry; using its newest")
+        version = None
     target = unpacked_dir(package)
     if find_bzimage(target) is None:
-        print(f"qstep: fetching kernel {package} ...", flush=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        apt.download_and_unpack(package, target)
+        _note(f"fetching kernel {package} {version or ''}...")
+        apt.download_and_unpack(package, target, version)
     image = find_bzimage(target)
     if image is None:
-        raise HostError(f"package {package} holds no boot/vmlinuz-*")
-    return Kernel(package, image, image.name.removeprefix("vmlinuz-"))
+        raise HostError(f"package {package} holds no kernel image (boot/vmlinuz-* or "
+                        "usr/lib/modules/*/vmlinuz*)")
+    return _packaged(package, image)
 
 
-def catalog_rows() -> list[tuple[str, str, str, str]]:
-    """Rows for ``qstep images list``: (alias, package, state, description)."""
+def kernel_names(arg: str) -> list[str]:
+    """``all`` → every catalog alias; ``6.1,7.3`` → both; anything else → itself."""
+    if arg == "all":
+        return list(load_catalog()[1])
+    return [part.strip() for part in arg.split(",") if part.strip()]
+
+
+def catalog_rows() -> list[tuple[str, str, str, str, str]]:
+    """Rows for ``qstep images list``: (alias, package, version, state, description)."""
     default, specs, _ = load_catalog()
     rows = []
-    cached = {k.name for k in cached_kernels()}
+    cached = {k.name: installed_version(unpacked_dir(k.name)) for k in cached_kernels()}
     for alias, spec in specs.items():
         mark = " (default)" if alias == default else ""
         state = "cached" if spec.package in cached else "fetchable"
-        rows.append((alias + mark, spec.package, state, spec.description))
-    listed = {s.package for s in specs.values()}
-    for extra in sorted(cached - listed):
-        rows.append(("-", extra, "cached", "fetched by package name"))
+        version = (cached[spec.package] or "unrecorded") if spec.package in cached \
+            else spec.version or "-"
+        rows.append((alias + mark, spec.package, version, state, spec.description))
+    for extra in sorted(set(cached) - {s.package for s in specs.values()}):
+        rows.append(("-", extra, cached[extra] or "-", "cached", "fetched by package name"))
     return rows
