@@ -4,6 +4,7 @@ import pytest
 
 from qstep.bpf.progtypes import retval_name
 from qstep.errors import UsageError
+from qstep.paths import REPO_ROOT
 from qstep.render import packet_diff
 from qstep.userinput import read_map_file, read_packet
 from qstep.verifier_log import annotate, last_error_lines
@@ -62,3 +63,25 @@ def test_verifier_log_gets_real_source_lines_instead_of_kernel_comments() -> Non
     assert out[1:5] == ["; int x = 0;  @ a.c:3", "0: (b7) r0 = 0", "; return *p;  @ a.c:4",
                         "1: (61) r1 = *(u32 *)(r1 +0)"]
     assert last_error_lines(log, 1) == ["invalid access to packet"]
+
+
+def test_verifier_report_of_7_3_keeps_the_complaint_first_and_real_locations() -> None:
+    """A real 7.3 log: the summary is the complaint, not the ``Suggestion:`` block after it."""
+    log = (REPO_ROOT / "tests/unit/data/verifier-7.3-reject.log").read_text()
+    sources = {2: "void *data = (void *)(long)ctx->data;  @ reject.bpf.c:22",
+               5: "if ((void *)(eth + 1) > data_end)  @ reject.bpf.c:27",
+               6: "return iph->protocol;  @ reject.bpf.c:29"}
+    assert last_error_lines(log, 2) == [
+        "invalid access to packet, off=23 size=1, R1(id=0,off=23,r=14)",
+        "R1 min value is outside of the allowed memory range"]
+    out = annotate(log, sources.get).splitlines()
+    at = out.index("At:")
+    assert out[at + 1:at + 4] == [
+        "  reject_main insn 6: return iph->protocol;  @ reject.bpf.c:29",
+        "  Source context:",
+        "        | ^-- error: access may be outside object bounds"]
+    assert out[at + 4:at + 6] == ["  Instruction context:", "      4 | (07) r3 += 14"]
+    assert "  reject_main insn 5: if ((void *)(eth + 1) > data_end)  @ reject.bpf.c:27" in out
+    assert not [ln for ln in out if "reject.bpf.c:0:" in ln or ln.endswith("| ...")]
+    assert out[-4:-2] == ["Suggestion:", "  Add or adjust a bounds check that proves offset + "
+                          "access_size stays within the object."]
