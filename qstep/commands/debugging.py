@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     _common(t)
     t.add_argument("--max-steps", type=int, default=1_000_000)
     t.add_argument("--raw", action="store_true",
-                   help="absolute stack addresses (default: fp-relative, so runs compare)")
+                   help="raw register values (default: pointers relative to "
+                   "ctx, pkt, map values and fp, so runs compare byte for byte)")
     t.set_defaults(func=trace_main)
 
 
@@ -123,23 +124,15 @@ def run_batch(commands: CommandSet, lines: list[str], as_json: bool) -> int:
     return 0
 
 
-def _entry_r10(first: TraceRecord) -> int | None:
-    """r10 at entry: the first instruction never changes r10."""
-    regs = first.regs_after
-    return regs[10] if regs is not None else None
-
-
 def trace_main(args: argparse.Namespace) -> int:
     if args.print_cmd:
         print_cmd(make_session(args))
         return 0
     with debugger_for(args) as dbg:
-        base: int | None = None
         for item in trace_run(dbg, args.max_steps):
             if isinstance(item, TraceRecord):
-                if base is None and not args.raw:
-                    base = _entry_r10(item)
-                print(json.dumps(item.as_json(base)) if args.json else format_record(item))
+                print(json.dumps(item.as_json(args.raw)) if args.json
+                      else format_record(item, args.raw))
             elif isinstance(item, Event) and item.kind == "exited" and not args.json:
                 print(f"[program exited: retval {item.retval}]")
     return 0

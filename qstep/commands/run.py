@@ -16,8 +16,8 @@ from qstep.commands.common import (
     print_cmd,
 )
 from qstep.errors import UsageError
-from qstep.loaded import LoadedProgram
-from qstep.render import format_map_value, map_entries_text, packet_diff
+from qstep.loaded import LoadedProgram, MapInfo
+from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
 from qstep.session import RunResult, Session
 from qstep.userinput import MapEntry, encode_entry, read_map_file, read_packet
 
@@ -54,7 +54,15 @@ def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) ->
 
 
 def dump_maps(session: Session, prog: LoadedProgram) -> dict[str, list[tuple[bytes, bytes]]]:
-    return {name: session.dump_map(prog, name) for name in sorted(prog.maps)}
+    """Every map's entries; hash-like maps sorted by key bytes, so runs compare."""
+    return {name: in_stable_order(prog.maps[name], session.dump_map(prog, name))
+            for name in sorted(prog.maps)}
+
+
+def in_stable_order(info: MapInfo, entries: list[tuple[bytes, bytes]]
+                    ) -> list[tuple[bytes, bytes]]:
+    """Arrays keep the kernel's index order; other maps (hash order varies) by key."""
+    return entries if info.type in ARRAY_TYPES else sorted(entries)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """Trace mode: run the program once, one BPF instruction at a time, recording each.
 
 A record names the instruction that executed, its source line, and the BPF
-registers after it. The same input gives the same trace.
+registers after it. Pointers are shown relative to what they point into
+(`qstep.debugger.provenance`: ``ctx``, ``pkt+14``, ``map:stats[5]+8``, ``fp-0x28``),
+so the same input gives the same trace, byte for byte, across boots.
 """
 
 from __future__ import annotations
@@ -12,21 +14,29 @@ from typing import Any
 
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, Event
+from qstep.debugger.provenance import Provenance
 from qstep.loaded import InsnSite
+
+Shown = int | str
 
 
 @dataclass(frozen=True)
 class TraceRecord:
+    """One executed instruction and the defined registers after it.
+
+    ``regs_after`` holds raw values (None: undefined; the whole tuple None: the
+    program returned); ``shown`` the same registers as written for people and
+    comparisons (pointers relative to their base).
+    """
+
     step: int
     site: InsnSite
-    regs_after: tuple[int | None, ...] | None  # None: program returned; None entry: undefined
+    regs_after: tuple[int | None, ...] | None
     retval: int | None = None
+    shown: tuple[Shown | None, ...] | None = None
 
-    def as_json(self, frame_base: int | None = None) -> dict[str, Any]:
-        """JSON form; with ``frame_base`` (r10 at the program's entry), values that
-        point into the BPF stack are written ``fp-0x28``, relative to it, because
-        the kernel stack's absolute address differs between otherwise identical runs.
-        """
+    def as_json(self, raw: bool = False) -> dict[str, Any]:
+        """JSON form: registers as ``shown``, or their raw values with ``raw``."""
         s = self.site
         data: dict[str, Any] = {
             "step": self.step, "insn": s.index, "function": s.function.name,
@@ -34,9 +44,9 @@ class TraceRecord:
             "file": s.source.file.rsplit("/", 1)[-1] if s.source else None,
             "line": s.source.line if s.source else None,
         }
-        if self.regs_after is not None:
-            data["regs"] = {f"r{n}": stack_relative(v, frame_base)
-                            for n, v in enumerate(self.regs_after) if v is not None}
+        values = self.regs_after if raw or self.shown is None else self.shown
+        if values is not None:
+            data["regs"] = {f"r{n}": v for n, v in enumerate(values) if v is not None}
         if self.retval is not None:
             data["retval"] = self.retval
         return data
@@ -48,8 +58,10 @@ def trace_run(dbg: Debugger, max_steps: int = 1_000_000) -> Iterator[TraceRecord
     dbg.add_breakpoint(f"#{main.start_insn}", temporary=True)
     event = dbg.run()
     defined = DefinedRegs()
+    before = dbg.regs().values if event.kind == "stopped" else ()
+    provenance = Provenance(dbg.prog, before, dbg.read_memory) if before else None
     step = 0
-    while event.kind == "stopped" and step < max_steps:
+    while event.kind == "stopped" and step < max_steps and provenance is not None:
         site = event.site
         assert site is not None
         event = dbg.stepi()
@@ -59,9 +71,26 @@ def trace_run(dbg: Debugger, max_steps: int = 1_000_000) -> Iterator[TraceRecord
             break
         live = defined.after(site.insn)
         values = dbg.regs().values
-        yield TraceRecord(step, site, tuple(v if n in live else None
-                                            for n, v in enumerate(values)))
+        provenance.step(site, before, values)
+        before = values
+        regs = tuple(v if n in live else None for n, v in enumerate(values))
+        yield TraceRecord(step, site, regs, shown=shown_regs(regs, provenance))
     yield event
+
+
+def shown_regs(regs: tuple[int | None, ...], provenance: Provenance) -> tuple[Shown | None, ...]:
+    """Defined registers as shown: relative to their base, else stack-relative, else raw."""
+    fp = provenance.base_of(10)
+    frame_base = fp.addr if fp is not None else None
+    out: list[Shown | None] = []
+    for n, v in enumerate(regs):
+        if v is None:
+            out.append(None)
+            continue
+        described = provenance.describe(n, v)
+        out.append(stack_relative(described, frame_base) if isinstance(described, int)
+                   else described)
+    return tuple(out)
 
 
 STACK_SPAN = 16 * 512  # deepest BPF call chain's stack, generously
@@ -75,11 +104,14 @@ def stack_relative(value: int, frame_base: int | None) -> int | str:
     return f"fp-{-delta:#x}" if delta < 0 else f"fp+{delta:#x}"
 
 
-def format_record(rec: TraceRecord) -> str:
+def format_record(rec: TraceRecord, raw: bool = False) -> str:
+    """One line: step, instruction, function:offset, source line, registers after."""
     s = rec.site
     where = f"{s.function.name}:{s.index - s.function.start_insn}"
     line = s.source.short() if s.source else "?"
     if rec.regs_after is None:
         return f"{rec.step:6} {s.index:5} {where:<24} {line:<16} exit, retval {rec.retval}"
-    regs = " ".join(f"r{n}={v:#x}" for n, v in enumerate(rec.regs_after) if v is not None)
+    values = rec.regs_after if raw or rec.shown is None else rec.shown
+    regs = " ".join(f"r{n}={v:#x}" if isinstance(v, int) else f"r{n}={v}"
+                    for n, v in enumerate(values) if v is not None)
     return f"{rec.step:6} {s.index:5} {where:<24} {line:<16} {regs}"
