@@ -26,7 +26,7 @@ DW_LNE_SET_ADDRESS = 0x02
 INSN_SIZE = 8
 UNKNOWN_SECTION = ""
 # What pyelftools raises on corrupt DWARF (it also asserts on some inconsistencies).
-_DECODE_ERRORS = (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError,
+DECODE_ERRORS = (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError,
                   AssertionError, OverflowError, TypeError)
 
 
@@ -41,9 +41,10 @@ class LineRow:
     is_stmt: bool
 
 
-def _set_address_sections(elffile: ELFFile) -> list[tuple[int, str]]:
-    """(offset in .debug_line, section name) for each ABS64 relocation, by offset."""
-    rel = elffile.get_section_by_name(".rel.debug_line")
+def abs64_sections(elffile: ELFFile, rel_name: str = ".rel.debug_line") -> list[tuple[int, str]]:
+    """(offset in the relocated section, target section name) of each ABS64 relocation
+    in ``rel_name``, by offset."""
+    rel = elffile.get_section_by_name(rel_name)
     if not isinstance(rel, RelocationSection):
         return []
     symtab = elffile.get_section(rel["sh_link"])
@@ -61,7 +62,7 @@ def _set_address_sections(elffile: ELFFile) -> list[tuple[int, str]]:
     return out
 
 
-def _file_name(lineprog: Any, file_index: int) -> str:
+def file_name(lineprog: Any, file_index: int) -> str:
     """Path of a line-table file index (DWARF 5 is 0-based, older is 1-based)."""
     header = lineprog.header
     version = header["version"]
@@ -95,7 +96,7 @@ def _program_rows(lineprog: Any, relocs: list[tuple[int, str]],
         state = entry.state
         if state is None or state.end_sequence:
             continue
-        row = LineRow(state.address // INSN_SIZE, _file_name(lineprog, state.file), state.line,
+        row = LineRow(state.address // INSN_SIZE, file_name(lineprog, state.file), state.line,
                       state.column, bool(state.is_stmt))
         out.setdefault(current, []).append(row)
 
@@ -110,12 +111,12 @@ def section_lines(elffile: ELFFile) -> dict[str, list[LineRow]]:
         return {}
     try:
         dwarf = elffile.get_dwarf_info()
-        relocs = _set_address_sections(elffile)
+        relocs = abs64_sections(elffile)
         out: dict[str, list[LineRow]] = {}
         for cu in dwarf.iter_CUs():
             lineprog = dwarf.line_program_for_CU(cu)
             if lineprog is not None:
                 _program_rows(lineprog, relocs, out)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ObjectError(f"DWARF line table: cannot decode ({exc})") from exc
     return out

@@ -462,7 +462,7 @@ def _words(name: str) -> set[str]:
     return set(re.findall(r"[a-z]+", name.lower()))
 
 
-def _names_an_address(name: str, big_endian: bool) -> bool:
+def names_an_address(name: str, big_endian: bool) -> bool:
     """True if a field of this name holds an IP address (e.g. ``dst``, ``saddr``, ``dstv6``).
 
     Counters and indexes named after an address (``vip_num``, ``src_port``) do not.
@@ -476,7 +476,7 @@ def _names_an_address(name: str, big_endian: bool) -> bool:
 
 
 def _format_addr(data: bytes, name: str, big_endian: bool = False) -> str | None:
-    if len(data) in (4, 16) and _names_an_address(name, big_endian or len(data) == 16):
+    if len(data) in (4, 16) and names_an_address(name, big_endian or len(data) == 16):
         return str(ipaddress.ip_address(data))
     if len(data) == 6 and _words(name) & MAC_WORDS:
         return ":".join(f"{b:02x}" for b in data)

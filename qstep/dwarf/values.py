@@ -1,0 +1,107 @@
+"""Reading a variable's bytes from its DWARF location on a stopped program."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qstep.dwarf.location import Location, MachineState, PieceValue, Unavailable, evaluate_piece
+from qstep.dwarf.types import CType
+from qstep.errors import QstepError
+
+OPTIMIZED_OUT = "optimized out"
+
+
+@dataclass(frozen=True)
+class Value:
+    """Bytes of an object of ``type``; ``valid[i]`` says whether byte i is known."""
+
+    type: CType
+    data: bytes
+    valid: tuple[bool, ...]
+    address: int | None = None  # the whole object is in memory there
+    reason: str = ""  # why some bytes are unknown
+
+    @property
+    def available(self) -> bool:
+        return all(self.valid)
+
+    @property
+    def unavailable(self) -> bool:
+        return not any(self.valid)
+
+    def part(self, offset: int, size: int, ctype: CType) -> Value:
+        """A sub-object (member, element) of this value."""
+        addr = self.address + offset if self.address is not None else None
+        return Value(ctype, self.data[offset:offset + size], self.valid[offset:offset + size],
+                     addr, self.reason)
+
+    def as_int(self) -> int:
+        """The bytes as a little-endian integer, signed if the type is."""
+        value = int.from_bytes(self.data, "little")
+        bits = len(self.data) * 8
+        if self.type.is_signed and bits and value >> (bits - 1):
+            value -= 1 << bits
+        return value
+
+
+def unavailable(ctype: CType, reason: str = OPTIMIZED_OUT) -> Value:
+    size = ctype.byte_size
+    return Value(ctype, bytes(size), (False,) * size, None, reason)
+
+
+def in_memory(ctype: CType, address: int, state: MachineState) -> Value:
+    """An object at a known address (globals, ``*ptr``)."""
+    size = ctype.byte_size
+    try:
+        return Value(ctype, state.mem(address, size), (True,) * size, address)
+    except QstepError as err:
+        return Value(ctype, bytes(size), (False,) * size, address,
+                     f"cannot read memory at {address:#x}: {err}")
+
+
+def read_value(loc: Location | None, ctype: CType, state: MachineState) -> Value:
+    """The value of a variable of type ``ctype`` at ``loc`` (None: optimized out)."""
+    if loc is None:
+        return unavailable(ctype)
+    size = ctype.byte_size
+    data, valid = bytearray(), []
+    reasons: list[str] = []
+    address = None
+    for piece in loc.pieces:
+        want = piece.size if piece.size is not None else size - len(data)
+        chunk, ok, addr = _piece_bytes(piece.ops, want, state, reasons)
+        if piece.size is None and len(loc.pieces) == 1:
+            address = addr
+        data += chunk
+        valid += ok
+    data, valid = data[:size], valid[:size]
+    missing = size - len(data)
+    data += bytes(missing)
+    valid += [False] * missing
+    return Value(ctype, bytes(data), tuple(valid), address, "; ".join(dict.fromkeys(reasons)))
+
+
+def _piece_bytes(ops: tuple, want: int, state: MachineState,
+                 reasons: list[str]) -> tuple[bytes, list[bool], int | None]:
+    try:
+        pv = evaluate_piece(ops, state)
+        if pv.kind == "mem":
+            return state.mem(pv.value, want), [True] * want, pv.value
+        raw = _raw(pv)
+    except Unavailable as why:
+        reasons.append(str(why))
+        return bytes(want), [False] * want, None
+    except QstepError as err:
+        reasons.append(str(err))
+        return bytes(want), [False] * want, None
+    chunk = raw[:want]
+    ok = [True] * len(chunk) + [False] * (want - len(chunk))
+    if len(chunk) < want:
+        reasons.append(f"only {len(chunk)} of {want} bytes are in a register")
+    return chunk + bytes(want - len(chunk)), ok, None
+
+
+def _raw(pv: PieceValue) -> bytes:
+    if pv.kind == "bytes":
+        return pv.data
+    return pv.value.to_bytes(8, "little")

@@ -1,0 +1,246 @@
+"""qstep.dwarf on clang-19 objects, checked against llvm-dwarfdump-19 (independent truth)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dwarfdump import DumpDie, dwarfdump, normalize
+
+from qstep.bpf import insn as bi
+from qstep.bpf.elf import BpfObject
+from qstep.dwarf.frame import stack_size_from_insns, stack_size_from_prologue
+from qstep.dwarf.location import Location, Op, frame_offset
+from qstep.dwarf.model import DwarfModel, Frame
+from qstep.dwarf.types import ptype_text
+
+PROGS = ["tests/progs/vars.bpf.c", "tests/progs/calls.bpf.c", "examples/l4lb/l4lb.bpf.c"]
+VAR_TAGS = ("DW_TAG_variable", "DW_TAG_formal_parameter")
+
+
+def ops_tuples(loc: Location | None) -> list[tuple[object, ...]] | None:
+    """qstep's ops in the shape of ``dwarfdump.normalize``."""
+    if loc is None:
+        return None
+    out: list[tuple[object, ...]] = []
+    for piece in loc.pieces:
+        out.extend(_op_tuple(op) for op in piece.ops)
+        if piece.size is not None:
+            out.append(("piece", piece.size))
+    return out
+
+
+def _op_tuple(op: Op) -> tuple[object, ...]:
+    return (op.name, *op.args)
+
+
+@pytest.fixture(scope="module", params=PROGS)
+def prog(request: pytest.FixtureRequest,
+         bpf_obj: Callable[[str], Path]) -> tuple[BpfObject, DwarfModel, DumpDie]:
+    path = bpf_obj(request.param)
+    obj = BpfObject.open(path)
+    return obj, DwarfModel.from_bytes(obj.data), dwarfdump(path)
+
+
+def _concrete(root: DumpDie) -> list[DumpDie]:
+    return [d for d in root.children if d.tag == "DW_TAG_subprogram"
+            and "DW_AT_low_pc" in d.attrs]
+
+
+def _scopes(die: DumpDie, depth: int = 0) -> list[tuple[DumpDie, int]]:
+    """(scope DIE, inline depth) for the subprogram and every nested scope."""
+    out = [(die, depth)]
+    for c in die.children:
+        if c.tag == "DW_TAG_inlined_subroutine":
+            out.extend(_scopes(c, depth + 1))
+        elif c.tag == "DW_TAG_lexical_block":
+            out.extend(_scopes(c, depth))
+    return out
+
+
+def _insns(die: DumpDie, func_lo: int, func_hi: int) -> list[int]:
+    if die.ranges:
+        return [i for lo, hi in die.ranges for i in range(lo // 8, hi // 8)]
+    if "DW_AT_low_pc" in die.attrs and "DW_AT_high_pc" in die.attrs:
+        return list(range(int(die.attrs["DW_AT_low_pc"], 16) // 8,
+                          int(die.attrs["DW_AT_high_pc"], 16) // 8))
+    return list(range(func_lo, func_hi))
+
+
+def _frame(frames: list[Frame], depth: int) -> Frame:
+    return frames[::-1][depth]
+
+
+def test_every_location_at_every_instruction_matches_dwarfdump(
+        prog: tuple[BpfObject, DwarfModel, DumpDie]) -> None:
+    _obj, model, root = prog
+    checked = unavailable = 0
+    for sub in _concrete(root):
+        func = next(f for f in model.functions if f.name == sub.name())
+        for scope, depth in _scopes(sub):
+            insns = _insns(scope, func.lo, func.hi)
+            for var in [c for c in scope.children if c.tag in VAR_TAGS]:
+                for insn in insns:
+                    expected = _expected(var, insn)
+                    frame = _frame(model.frames_at(func.section, insn), depth)
+                    got = frame.find(var.name())
+                    assert got is not None, (func.name, insn, var.name())
+                    assert ops_tuples(got.location_at(insn)) == expected, (
+                        func.name, insn, var.name())
+                    checked += 1
+                    unavailable += expected is None
+    assert checked > 100 and 0 < unavailable < checked
+    print(f"{checked} (instruction, variable) pairs, {unavailable} optimized out")
+
+
+def _expected(var: DumpDie, insn: int) -> list[tuple[object, ...]] | None:
+    if "DW_AT_const_value" in var.attrs:
+        return [("const", int(var.attrs["DW_AT_const_value"], 0)), ("stack_value",)]
+    if var.entries:
+        for lo, hi, expr in var.entries:
+            if lo // 8 <= insn < hi // 8:
+                return normalize(expr)
+        return None
+    loc = var.attrs.get("DW_AT_location")
+    return normalize(loc) if loc else None
+
+
+def test_inlined_frames_match_dwarfdump(prog: tuple[BpfObject, DwarfModel, DumpDie]) -> None:
+    _obj, model, root = prog
+    for sub in _concrete(root):
+        func = next(f for f in model.functions if f.name == sub.name())
+        for insn in range(func.lo, func.hi):
+            chain = [(sub.name(), False, 0)]
+            scope = sub
+            while True:
+                inner = next((c for c in scope.children
+                              if c.tag in ("DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
+                              and insn in _insns(c, -1, -1)), None)
+                if inner is None:
+                    break
+                if inner.tag == "DW_TAG_inlined_subroutine":
+                    chain.append((inner.name(), True, int(inner.attrs["DW_AT_call_line"])))
+                scope = inner
+            got = [(f.function, f.inlined, f.call_line)
+                   for f in model.frames_at(func.section, insn)][::-1]
+            assert got == chain, (func.name, insn)
+
+
+def test_vars_has_nested_inlined_frames(bpf_obj: Callable[[str], Path]) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/vars.bpf.c"))
+    model = DwarfModel.from_bytes(obj.data)
+    depths = {len(model.frames_at("xdp", i)) for i in range(len(obj.section_insns["xdp"]))}
+    assert depths == {1, 2, 3}
+    [checksum] = [f for f in model.functions if f.name == "checksum"]
+    assert checksum.section == ".text"
+    frame = model.frames_at(".text", checksum.lo + 2)[0]
+    assert [v.name for v in frame.params] == ["bytes", "n"]
+    n = frame.find("n")
+    assert n is not None and n.location_at(0) is not None
+    assert n.location_at(0).describe() == "=16"  # type: ignore[union-attr]
+
+
+def _member_rows(die: DumpDie) -> list[tuple[str, int, int]]:
+    rows = []
+    for m in die.children:
+        if m.tag != "DW_TAG_member":
+            continue
+        if "DW_AT_data_bit_offset" in m.attrs:
+            rows.append((m.name(), int(m.attrs["DW_AT_data_bit_offset"], 0),
+                         int(m.attrs["DW_AT_bit_size"], 0)))
+        else:
+            rows.append((m.name(), int(m.attrs["DW_AT_data_member_location"], 0) * 8, 0))
+    return rows
+
+
+def test_struct_members_match_dwarfdump(prog: tuple[BpfObject, DwarfModel, DumpDie]) -> None:
+    _obj, model, root = prog
+    structs = [d for d in root.walk() if d.tag == "DW_TAG_structure_type" and d.name()]
+    assert structs
+    for s in structs:
+        t = model.find_type(f"struct {s.name()}")
+        assert t is not None
+        got = [(m.name, m.offset * 8 + m.bit_offset, m.bit_size) for m in t.members]
+        assert got == _member_rows(s), s.name()
+        assert t.byte_size == int(s.attrs["DW_AT_byte_size"], 0)
+
+
+def test_ptype_and_type_names(bpf_obj: Callable[[str], Path]) -> None:
+    model = DwarfModel.from_bytes(BpfObject.open(bpf_obj("tests/progs/vars.bpf.c")).data)
+    meta = model.find_type("struct pkt_meta")
+    assert meta is not None
+    assert ptype_text(meta) == (
+        "struct pkt_meta {\n    __u32 len;\n    __u8 version : 4;\n    __u8 ihl : 4;\n"
+        "    __u8 ttl;\n    __u16 csum_ok : 1;\n    __u16 frag : 3;\n"
+        "    __u16 reserved : 12;\n}")
+    frames = model.frames_at(".text", next(f.lo for f in model.functions
+                                            if f.name == "classify"))
+    m = frames[0].find("m")
+    assert m is not None and m.type.c_name() == "const struct pkt_meta *"
+    assert model.globals["weights"].type.c_name() == "__u32[4]"
+    assert model.globals["scale"].type.c_name() == "const volatile __u32"
+    assert (model.globals["total_seen"].section, model.globals["weights"].section,
+            model.globals["scale"].section) == (".bss", ".data", ".rodata")
+    assert model.find_type("__be32") is not None
+    assert ptype_text(model.find_type("__be32")) == "unsigned int"  # type: ignore[arg-type]
+
+
+def _touched(insns: list[bi.Insn], stack_size: int) -> set[int]:
+    """r10 offsets of every byte the code loads or stores directly."""
+    out: set[int] = set()
+    for ins in insns:
+        base = ins.src if ins.cls == bi.LDX else ins.dst
+        if ins.cls in (bi.LDX, bi.STX, bi.ST) and base == 10:
+            size = bi.SIZE_BYTES[ins.code & 0x18]
+            out.update(range(ins.off, ins.off + size))
+    return out
+
+
+def test_stack_size_puts_every_stack_variable_on_bytes_the_code_touches(
+        prog: tuple[BpfObject, DwarfModel, DumpDie]) -> None:
+    obj, model, _root = prog
+    checked = 0
+    for func in model.functions:
+        insns = [i for i in obj.section_insns[func.section] if func.lo <= i.index < func.hi]
+        size = stack_size_from_insns(insns)
+        touched = _touched(insns, size)
+        for insn in range(func.lo, func.hi):
+            for frame in model.frames_at(func.section, insn):
+                for var in frame.variables:
+                    loc = var.location_at(insn)
+                    for off, nbytes in _stack_slots(loc, var.type.byte_size, size):
+                        assert touched & set(range(off, off + nbytes)), (func.name, var.name)
+                        checked += 1
+    if prog[0].path.name != "calls.bpf.o":
+        assert checked > 0
+
+
+def _stack_slots(loc: Location | None, whole: int, size: int) -> list[tuple[int, int]]:
+    if loc is None:
+        return []
+    out = []
+    for piece in loc.pieces:
+        ops = piece.ops
+        if not ops or ops[-1].name == "stack_value":
+            continue
+        first = ops[0]
+        if first.name == "fbreg" or (first.name == "breg" and first.args[0] == 10):
+            off = frame_offset(first.args[-1], size)
+            assert off is not None
+            extra = sum(o.args[0] for o in ops[1:] if o.name == "plus_uconst")
+            out.append((off + extra, piece.size or whole))
+    return out
+
+
+def test_stack_size_values() -> None:
+    def st(code: int, dst: int, src: int, off: int, imm: int = 0, index: int = 0) -> bi.Insn:
+        return bi.Insn(index, code, dst, src, off, imm)
+    # *(u32 *)(r10 - 4) = r1: 4 bytes, rounded up to LLVM's 8-byte frame alignment.
+    assert stack_size_from_insns([st(0x63, 10, 1, -4)]) == 8
+    # r2 = r10; r2 += -16: the object is only reached through a pointer.
+    assert stack_size_from_insns([st(0xBF, 2, 10, 0), st(0x07, 2, 0, 0, -16)]) == 16
+    assert stack_size_from_insns([st(0xB7, 0, 0, 0, 1)]) == 0
+    # x86-64 JIT prologue of 6.1: nop5, xchg ax,ax, push rbp, mov rbp,rsp, sub rsp,0x38
+    code = bytes.fromhex("0f1f440000" "6690" "55" "4889e5" "4881ec38000000")
+    assert stack_size_from_prologue(code) == 0x38
