@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from dwarf_fixture import fixed_convention
 from dwarfdump import DumpDie, dwarfdump, normalize
 
 from qstep.bpf import insn as bi
@@ -14,6 +16,7 @@ from qstep.dwarf.frame import stack_size_from_insns, stack_size_from_prologue
 from qstep.dwarf.location import Location, Op, frame_offset
 from qstep.dwarf.model import DwarfModel, Frame
 from qstep.dwarf.types import ptype_text
+from qstep.dwarf.values import read_value
 
 PROGS = ["tests/progs/vars.bpf.c", "tests/progs/calls.bpf.c", "examples/l4lb/l4lb.bpf.c"]
 VAR_TAGS = ("DW_TAG_variable", "DW_TAG_formal_parameter")
@@ -244,3 +247,47 @@ def test_stack_size_values() -> None:
     # x86-64 JIT prologue of 6.1: nop5, xchg ax,ax, push rbp, mov rbp,rsp, sub rsp,0x38
     code = bytes.fromhex("0f1f440000" "6690" "55" "4889e5" "4881ec38000000")
     assert stack_size_from_prologue(code) == 0x38
+
+
+class _Regs:
+    """Registers and memory for comparing evaluated locations (memory is not read)."""
+
+    def __init__(self, stack_size: int) -> None:
+        self.stack_size = stack_size
+
+    def reg(self, n: int) -> int:
+        return 0x10000 * (n + 1)
+
+    def mem(self, addr: int, size: int) -> bytes:
+        return addr.to_bytes(8, "little")[:size].ljust(size, b"\0")
+
+    def entry_reg(self, n: int) -> int | None:
+        return None
+
+
+def test_fixed_offset_convention_fixture_gives_the_same_values(
+        bpf_obj: Callable[[str], Path], tmp_path: Path) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/vars.bpf.c"))
+    data, patched = fixed_convention(obj)
+    assert patched >= 10
+    fixture = tmp_path / "vars_fixed.o"
+    fixture.write_bytes(data)
+    dump = subprocess.run(["llvm-dwarfdump-19", "--debug-info", str(fixture)], check=True,
+                          capture_output=True, text=True).stdout
+    assert "DW_OP_fbreg -28" in dump and "DW_OP_breg10 W10-16" in dump
+    assert "DW_OP_fbreg +" not in dump and "DW_OP_breg10 W10+" not in dump
+    old, new = DwarfModel.from_bytes(obj.data), DwarfModel.from_bytes(data)
+    compared = 0
+    for func in old.functions:
+        insns = [i for i in obj.section_insns[func.section] if func.lo <= i.index < func.hi]
+        size = stack_size_from_insns(insns)
+        for insn in range(func.lo, func.hi):
+            for f_old, f_new in zip(old.frames_at(func.section, insn),
+                                    new.frames_at(func.section, insn), strict=True):
+                for v_old, v_new in zip(f_old.variables, f_new.variables, strict=True):
+                    a = read_value(v_old.location_at(insn), v_old.type, _Regs(size))
+                    # The fixed convention needs no stack size: a wrong one changes nothing.
+                    b = read_value(v_new.location_at(insn), v_new.type, _Regs(size + 4096))
+                    assert (a.data, a.valid, a.address) == (b.data, b.valid, b.address)
+                    compared += a.address is not None
+    assert compared > 50
