@@ -56,7 +56,7 @@ class Session:
         try:
             assert machine.agent_sock is not None
             self.agent = AgentClient(machine.agent_sock, machine.check_alive,
-                                     machine.console_tail)
+                                     machine.console_tail, machine.window)
             self.agent.wait_ready(self.boot_timeout)
         except BaseException:
             machine.shutdown()

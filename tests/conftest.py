@@ -67,3 +67,10 @@ def vm() -> Iterator[Session]:
 def vm612() -> Iterator[Session]:
     """A second guest with the 6.12 kernel, for the tests that compare kernels."""
     yield from _session("6.12")
+
+
+@pytest.fixture(params=["6.1", "6.12"])
+def guest(request: pytest.FixtureRequest) -> Session:
+    """The shared guest of each test kernel in turn: a test using it runs on both."""
+    session: Session = request.getfixturevalue("vm" if request.param == "6.1" else "vm612")
+    return session

@@ -1,5 +1,5 @@
 /*
- * qstep-agent: the in-guest agent of qstep, protocol v1 (docs/agent-protocol.md).
+ * qstep-agent: the in-guest agent of qstep, protocol v2 (docs/agent-protocol.md).
  *
  * Build (fully static; images/agent/Makefile does the same):
  *   gcc -static -O2 -Wall -Wextra -o qstep-agent qstep-agent.c \
@@ -7,8 +7,10 @@
  * libbpf must be linked statically: --wrap only rewrites references that the
  * static link resolves, and libbpf enters the kernel via syscall(__NR_bpf, ...).
  *
- * Usage: qstep-agent [DEVICE]   DEVICE (e.g. /dev/ttyS1) is opened and put in
- * raw mode; without it the agent serves stdin/stdout (host tests).
+ * Usage: qstep-agent [--window FILE] [DEVICE]   DEVICE (e.g. /dev/ttyS1) is
+ * opened and put in raw mode; without it the agent serves stdin/stdout (host
+ * tests). Large blobs travel through a shared-memory window: FILE, or else (with
+ * a DEVICE) the BAR2 of the ivshmem PCI device, mapped through sysfs.
  *        qstep-agent --load-pin OBJ.o PROG_NAME PIN_PATH   an ordinary loader
  * (no interception) for "foreign" programs: loads and pins PROG_NAME alone.
  *
@@ -19,6 +21,7 @@
  * instruction that survives verification.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -33,7 +36,9 @@
 #include <unistd.h>
 #include <poll.h>
 #include <time.h>
+#include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,13 +49,13 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define DUMP_MAX_ENTRIES 100000
 #define RUN_MAX_OUT (64u << 20)
 #define MAX_ARGS 8
 #define FLUSH_THRESHOLD (1u << 20)
 /* A verifier log over LOG_CAP bytes is sent as its first LOG_HEAD and last
- * LOG_TAIL bytes: the serial line carries ~150 KB/s. */
+ * LOG_TAIL bytes (as hex, the serial line carries ~100 KB/s of blob bytes). */
 #define LOG_CAP (1u << 20)
 #define LOG_HEAD (64u << 10)
 #define LOG_TAIL (LOG_CAP - LOG_HEAD)
@@ -119,6 +124,158 @@ static void buf_free(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* ------------------------------------------------------------ shared-memory window */
+
+/* Header layout and ring rules: qstep/agent/window.py and qstep/agent/ring.py. */
+#define WIN_MAGIC "QSTEPWIN"
+#define WIN_LAYOUT 1
+#define WIN_H2G_TAIL 64     /* u64, we write: host blobs consumed up to here */
+#define WIN_G2H_TAIL 128    /* u64, the host writes: our blobs consumed up to here */
+#define WIN_ATTACHED 192    /* u32, we write our protocol version once mapped */
+#define WIN_ENABLED 196     /* u32, the host writes: 1 = reply blobs may go here */
+#define WIN_MIN_BLOB 64     /* smaller blobs stay inline as hex */
+#define WIN_WAIT_US 200000  /* longest wait for the host to free ring space */
+
+struct win_header {
+	char magic[8];
+	__u32 layout, header_size;
+	__u64 ring_size, h2g_off, g2h_off;
+};
+
+static struct window {
+	unsigned char *base;   /* NULL: no window, every blob is hex */
+	size_t size;
+	__u64 ring_size, h2g_off, g2h_off;
+	__u64 head;            /* our producer position in the guest->host ring */
+	int waited;            /* a wait for space timed out during this reply */
+} g_win;
+
+static volatile __u64 *win_u64(size_t off)
+{
+	return (volatile __u64 *)(g_win.base + off);
+}
+
+static volatile __u32 *win_u32(size_t off)
+{
+	return (volatile __u32 *)(g_win.base + off);
+}
+
+/* Adopts a mapping whose header the host wrote; returns 0 or -1 (unmapped). */
+static int window_adopt(unsigned char *base, size_t size)
+{
+	struct win_header h;
+
+	memcpy(&h, base, sizeof(h));
+	if (memcmp(h.magic, WIN_MAGIC, 8) || h.layout != WIN_LAYOUT || !h.ring_size ||
+	    h.h2g_off < 256 || h.h2g_off + h.ring_size > h.g2h_off || h.g2h_off > size ||
+	    h.ring_size > size - h.g2h_off) {
+		munmap(base, size);
+		return -1;
+	}
+	g_win = (struct window){.base = base, .size = size, .ring_size = h.ring_size,
+				.h2g_off = h.h2g_off, .g2h_off = h.g2h_off};
+	__atomic_store_n(win_u32(WIN_ATTACHED), PROTOCOL_VERSION, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int window_map(const char *path)
+{
+	int fd = open(path, O_RDWR | O_SYNC | O_CLOEXEC);
+	struct stat st;
+	void *base;
+
+	if (fd < 0 || fstat(fd, &st) || st.st_size < 4096) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return base == MAP_FAILED ? -1 : window_adopt(base, (size_t)st.st_size);
+}
+
+static int sysfs_read(const char *dir, const char *file, char *out, size_t n)
+{
+	char path[512];
+	ssize_t got;
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/%s", dir, file);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	got = read(fd, out, n - 1);
+	close(fd);
+	out[got > 0 ? got : 0] = '\0';
+	return got > 0 ? 0 : -1;
+}
+
+/* The ivshmem-plain device (1af4:1110): its BAR2 is the window. No driver
+ * needed: sysfs maps the BAR; "enable" turns on memory decoding. */
+static int window_find_pci(void)
+{
+	DIR *d = opendir("/sys/bus/pci/devices");
+	struct dirent *e;
+	char vendor[16], device[16], path[512];
+	int found = -1;
+
+	while (d && found && (e = readdir(d))) {
+		if (e->d_name[0] == '.' || sysfs_read(e->d_name, "vendor", vendor, sizeof(vendor)) ||
+		    sysfs_read(e->d_name, "device", device, sizeof(device)) ||
+		    strncmp(vendor, "0x1af4", 6) || strncmp(device, "0x1110", 6))
+			continue;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/enable", e->d_name);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0 && write(fd, "1", 1) < 0)
+			fprintf(stderr, "qstep-agent: enabling %s: %s\n", e->d_name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2", e->d_name);
+		found = window_map(path);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Where `len` bytes go in a ring with consumer `tail` (rules: ring.py). */
+static int ring_place(__u64 size, __u64 *head, __u64 tail, __u64 len, __u64 *pos)
+{
+	__u64 off = *head % size, start;
+	int empty = tail == *head;
+
+	if (!len || len > size || tail > *head)
+		return -1;
+	start = empty || off + len > size ? *head + (size - off) % size : *head;
+	if (!empty && start + len - tail > size)
+		return -1;
+	*head = start + len;
+	*pos = start;
+	return 0;
+}
+
+/* A "s:POS:LEN" token -> its bytes in the host->guest ring, or NULL. */
+static const unsigned char *window_blob(const char *t, __u64 *pos, __u64 *len)
+{
+	char *end;
+
+	if (strncmp(t, "s:", 2) || !isdigit((unsigned char)t[2]))
+		return NULL;
+	*pos = strtoull(t + 2, &end, 10);
+	if (*end != ':' || !isdigit((unsigned char)end[1]))
+		return NULL;
+	*len = strtoull(end + 1, &end, 10);
+	if (*end || !g_win.base || *len > g_win.ring_size || *pos % g_win.ring_size + *len > g_win.ring_size)
+		return NULL;
+	return g_win.base + g_win.h2g_off + *pos % g_win.ring_size;
+}
+
+/* Frees the host's blobs of a request up to `end` (they have been copied). */
+static void window_release(__u64 end)
+{
+	if (g_win.base && end)
+		__atomic_store_n(win_u64(WIN_H2G_TAIL), end, __ATOMIC_RELEASE);
+}
+
 /* ------------------------------------------------------------ reply writer */
 
 struct reply {
@@ -168,9 +325,38 @@ static void reply_hex_digits(struct reply *r, const void *data, size_t n)
 	r->out.p[r->out.len] = '\0';
 }
 
-/* Appends " x:<hex>" to the current line. */
+/* Space for `n` bytes in the guest->host ring; when it is full, the lines
+ * written so far go out first so that the host can free it. */
+static int reply_place(struct reply *r, size_t n, __u64 *pos)
+{
+	__u64 tail = __atomic_load_n(win_u64(WIN_G2H_TAIL), __ATOMIC_ACQUIRE);
+
+	if (!ring_place(g_win.ring_size, &g_win.head, tail, n, pos))
+		return 0;
+	if (g_win.waited || n > g_win.ring_size)
+		return -1;
+	reply_flush(r);
+	for (long waited = 0; waited < WIN_WAIT_US; waited += 500) {
+		usleep(500);
+		tail = __atomic_load_n(win_u64(WIN_G2H_TAIL), __ATOMIC_ACQUIRE);
+		if (!ring_place(g_win.ring_size, &g_win.head, tail, n, pos))
+			return 0;
+	}
+	g_win.waited = 1;
+	return -1;
+}
+
+/* Appends " s:POS:LEN" (the bytes copied into the window) or " x:<hex>". */
 static void reply_hex(struct reply *r, const void *data, size_t n)
 {
+	__u64 pos;
+
+	if (g_win.base && n >= WIN_MIN_BLOB && *win_u32(WIN_ENABLED) == 1 &&
+	    !reply_place(r, n, &pos)) {
+		memcpy(g_win.base + g_win.g2h_off + pos % g_win.ring_size, data, n);
+		buf_printf(&r->out, " s:%llu:%zu", (unsigned long long)pos, n);
+		return;
+	}
 	buf_add(&r->out, " x:", 3);
 	reply_hex_digits(r, data, n);
 }
@@ -223,6 +409,7 @@ static void reply_log(struct reply *r, const char *key, const char *log, size_t 
 	size_t head = LOG_HEAD, tail = len - LOG_TAIL;   /* send [0, head) and [tail, len) */
 	const char *nl;
 	char marker[64];
+	struct buf cut = {0};
 
 	reply_head(r, key);
 	if (len <= LOG_CAP) {
@@ -236,10 +423,12 @@ static void reply_log(struct reply *r, const char *key, const char *log, size_t 
 		tail = (size_t)(nl - log) + 1;
 	snprintf(marker, sizeof(marker), "%s... [%zu bytes omitted] ...\n",
 		 log[head - 1] == '\n' ? "" : "\n", tail - head);
-	reply_hex(r, log, head);
-	reply_hex_digits(r, marker, strlen(marker));
-	reply_hex_digits(r, log + tail, len - tail);
+	buf_add(&cut, log, head);
+	buf_add(&cut, marker, strlen(marker));
+	buf_add(&cut, log + tail, len - tail);
+	reply_hex(r, cut.p, cut.len);
 	reply_end_line(r);
+	buf_free(&cut);
 }
 
 /* Terminal error line; always returns -1 so verbs can `return reply_err(...)`. */
@@ -265,8 +454,9 @@ static int reply_err(struct reply *r, const char *fmt, ...)
 struct arg {
 	const char *s;      /* the token (words) */
 	long long i;        /* integers */
-	unsigned char *b;   /* blobs, decoded in place */
+	unsigned char *b;   /* blobs: hex decoded in place, or a copy from the window */
 	size_t n;
+	unsigned char *owned;   /* the copy, freed after the request */
 };
 
 /* -2^63 .. 2^64-1; values over 2^63-1 (kernel addresses) keep their bits. */
@@ -286,7 +476,7 @@ static int parse_int(const char *t, long long *v)
 
 static int is_word(const char *t)
 {
-	return *t && strncmp(t, "x:", 2) != 0 &&
+	return *t && strncmp(t, "x:", 2) != 0 && strncmp(t, "s:", 2) != 0 &&
 	       strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-") == strlen(t);
 }
 
@@ -298,7 +488,17 @@ static int hexval(char c)
 static int parse_blob(char *t, struct arg *a)
 {
 	size_t len = strlen(t);
+	const unsigned char *shared;
+	__u64 pos, n;
 
+	if ((shared = window_blob(t, &pos, &n))) {
+		if (!(a->owned = malloc(n + 1)))
+			return -1;
+		memcpy(a->owned, shared, n);
+		a->b = a->owned;
+		a->n = n;
+		return 0;
+	}
 	if (strncmp(t, "x:", 2) != 0 || len % 2)
 		return -1;
 	a->b = (unsigned char *)t;
@@ -1020,6 +1220,7 @@ static int do_kallsyms(struct agent *ag, struct reply *r, struct arg *a)
 /* ------------------------------------------------------------ guest files and commands */
 
 #define EXEC_OUTPUT_CAP (1u << 20)
+#define GET_MAX (256u << 20)
 #define EXEC_TIMEOUT_MS 60000
 
 /* put <path> <data>: create or truncate a file, mode 0755. */
@@ -1048,6 +1249,34 @@ static int do_put(struct agent *ag, struct reply *r, struct arg *a)
 		err = errno;
 	if (close(fd) && !err)
 		err = errno;
+	return err ? reply_err(r, "%s: %s", a[0].s, strerror(err)) : 0;
+}
+
+/* get <path>: a file's contents (at most GET_MAX bytes). */
+static int do_get(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct buf data = {0};
+	char chunk[65536];
+	ssize_t got;
+	int fd, err = 0;
+
+	(void)ag;
+	if (a[0].s[0] != '/')
+		return reply_err(r, "path must be absolute, got '%s'", a[0].s);
+	if ((fd = open(a[0].s, O_RDONLY | O_CLOEXEC)) < 0)
+		return reply_err(r, "%s: %s", a[0].s, strerror(errno));
+	while (!err && (got = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (got < 0 && errno != EINTR)
+			err = errno;
+		else if (got > 0 && data.len + (size_t)got > GET_MAX)
+			err = EFBIG;
+		else if (got > 0)
+			buf_add(&data, chunk, (size_t)got);
+	}
+	close(fd);
+	if (!err)
+		reply_blob(r, "data", data.p, data.len);
+	buf_free(&data);
 	return err ? reply_err(r, "%s: %s", a[0].s, strerror(err)) : 0;
 }
 
@@ -1835,47 +2064,65 @@ static const struct verb {
 	{"probe_detach", "i", do_probe_detach},
 	{"probe_drain", "", do_probe_drain},
 	{"put", "wb", do_put},
+	{"get", "w", do_get},
 	{"exec", "b", do_exec},
 	{"find_prog", "ww", do_find_prog},
 	{"info_id", "i", do_info_id},
 	{"run_id", "iibbi", do_run_id},
 };
 
+static const struct verb *find_verb(const char *name)
+{
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strcmp(name, verbs[i].name) == 0)
+			return &verbs[i];
+	return NULL;
+}
+
+static void serve_tokens(struct agent *ag, struct reply *r, char **tok, int ntok, int too_many,
+			 __u64 shared_end)
+{
+	struct arg args[MAX_ARGS] = {{0}};
+	const struct verb *v;
+	long long seq;
+	int parsed;
+
+	/* a request without a valid seq is answered as request 0 */
+	r->seq = parse_int(tok[0], &seq) == 0 && seq >= 0 ? tok[0] : "0";
+	v = ntok >= 2 ? find_verb(tok[1]) : NULL;
+	parsed = v && !too_many && r->seq == tok[0] &&
+		 parse_args(r, v->name, v->spec, tok + 2, ntok - 2, args) == 0;
+	window_release(shared_end);   /* its blobs are copied (or refused) by now */
+	g_win.waited = 0;
+	if (r->seq != tok[0] || ntok < 2)
+		reply_err(r, "bad request: expected '<seq> <verb> [args]'");
+	else if (too_many)
+		reply_err(r, "bad request: too many arguments");
+	else if (!v)
+		reply_err(r, "unknown verb '%.64s'", tok[1]);
+	else if (parsed && v->fn(ag, r, args) == 0)
+		reply_ok(r);
+	for (int i = 0; i < MAX_ARGS; i++)
+		free(args[i].owned);
+}
+
 static void serve_line(struct agent *ag, struct reply *r, char *line)
 {
 	char *tok[MAX_ARGS + 2], *save = NULL;
-	struct arg args[MAX_ARGS] = {{0}};
 	int ntok = 0, too_many = 0;
-	long long seq;
+	__u64 shared_end = 0, pos, len;
 
 	line[strcspn(line, "\r\n")] = '\0';
 	for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+		if (window_blob(t, &pos, &len))
+			shared_end = pos + len > shared_end ? pos + len : shared_end;
 		if (ntok < MAX_ARGS + 2)
 			tok[ntok++] = t;
 		else
 			too_many = 1;
 	}
-	if (ntok == 0)
-		return;   /* blank line */
-	/* a request without a valid seq is answered as request 0 */
-	r->seq = parse_int(tok[0], &seq) == 0 && seq >= 0 ? tok[0] : "0";
-	if (r->seq != tok[0] || ntok < 2) {
-		reply_err(r, "bad request: expected '<seq> <verb> [args]'");
-		return;
-	}
-	if (too_many) {
-		reply_err(r, "bad request: too many arguments");
-		return;
-	}
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-		if (strcmp(tok[1], verbs[i].name) != 0)
-			continue;
-		if (parse_args(r, verbs[i].name, verbs[i].spec, tok + 2, ntok - 2, args) == 0 &&
-		    verbs[i].fn(ag, r, args) == 0)
-			reply_ok(r);
-		return;
-	}
-	reply_err(r, "unknown verb '%.64s'", tok[1]);
+	if (ntok)   /* else a blank line */
+		serve_tokens(ag, r, tok, ntok, too_many, shared_end);
 }
 
 /* Raw mode: no echo, no CR/LF translation, 8 bits, blocking reads. */
@@ -1903,18 +2150,26 @@ int main(int argc, char **argv)
 	char *line = NULL;
 	size_t cap = 0;
 	FILE *in = stdin;
+	const char *window = NULL;
 
 	if (argc == 5 && strcmp(argv[1], "--load-pin") == 0)
 		return load_pin(argv[2], argv[3], argv[4]);
+	if (argc >= 3 && strcmp(argv[1], "--window") == 0) {
+		window = argv[2];
+		argv += 2, argc -= 2;
+	}
 	if (argc > 2) {
-		fprintf(stderr, "usage: %s [DEVICE]\n       %s --load-pin OBJ.o PROG_NAME PIN_PATH\n",
-			argv[0], argv[0]);
+		fprintf(stderr, "usage: %s [--window FILE] [DEVICE]\n"
+			"       %s --load-pin OBJ.o PROG_NAME PIN_PATH\n", argv[0], argv[0]);
 		return 2;
 	}
 	if (argc == 2 && ((r.fd = open_device(argv[1])) < 0 || !(in = fdopen(r.fd, "r")))) {
 		fprintf(stderr, "qstep-agent: %s: %s\n", argv[1], strerror(errno));
 		return 1;
 	}
+	if (window ? window_map(window) : argc == 2 ? window_find_pci() : 0)
+		fprintf(stderr, "qstep-agent: no shared window%s%s: blobs go as hex\n",
+			window ? " at " : "", window ? window : "");
 	signal(SIGPIPE, SIG_IGN);
 	libbpf_set_print(libbpf_print);
 	uname(&u);

@@ -10,13 +10,20 @@ from qstep.agent.protocol import (
     PROTOCOL_VERSION,
     READY_RE,
     Reply,
+    SharedRef,
     Token,
+    WireToken,
     encode_request,
     parse_reply_line,
 )
+from qstep.agent.window import HostWindow
 from qstep.errors import GuestError
 
 POLL = 0.25
+SEND_CHUNK = 1 << 20
+# Blobs from this size on go through the shared window when there is one: below
+# it the hex text is about as short as the reference and needs no copy.
+SHARED_MIN = 64
 
 
 class AgentError(Exception):
@@ -28,15 +35,17 @@ class AgentError(Exception):
 
 
 class AgentClient:
-    """Talks protocol v1 over a connected stream socket.
+    """Talks protocol v2 over a connected stream socket (and a shared window, if any).
 
     ``check_alive`` is called whenever the channel is quiet, so a crashed or
     vanished guest ends a wait at once instead of at its timeout.
     """
 
     def __init__(self, sock: socket.socket, check_alive: Callable[[], None],
-                 console_tail: Callable[[], str]) -> None:
+                 console_tail: Callable[[], str], window: HostWindow | None = None) -> None:
         self._sock = sock
+        self._window = window
+        self._shared: HostWindow | None = None
         self._sock.settimeout(POLL)
         self._buf = bytearray()
         self._seq = 0
@@ -60,23 +69,52 @@ class AgentClient:
                 raise GuestError(f"agent speaks protocol {match.group(1)}, "
                                  f"qstep speaks {PROTOCOL_VERSION}; rebuild the guest image")
             self.kernel_release = match.group(2)
+            self.use_window(True)
             return self.kernel_release
+
+    def use_window(self, on: bool) -> bool:
+        """Move large blobs through the shared window (if the agent mapped it) or as
+        hex on the serial line; returns whether the window is in use."""
+        window = self._window
+        self._shared = window if on and window and window.attached(PROTOCOL_VERSION) else None
+        if window is not None:
+            window.enable(self._shared is not None)
+        return self._shared is not None
 
     def request(self, verb: str, *args: Token, timeout: float = 60.0) -> Reply:
         """Send one request and return its reply; raise ``AgentError`` on ``err``."""
-        return self.wait_reply(self.send(verb, *args), timeout, verb)
+        return self.wait_reply(self.send(verb, *args, timeout=timeout), timeout, verb)
 
-    def send(self, verb: str, *args: Token) -> int:
+    def send(self, verb: str, *args: Token, timeout: float = 60.0) -> int:
         """Send a request without waiting; returns its sequence number."""
         self._seq += 1
-        try:
-            self._sock.sendall(encode_request(self._seq, verb, *args))
-        except (ConnectionResetError, BrokenPipeError):
-            self._check_alive()
-            raise GuestError(f"agent channel closed while sending '{verb}'",
-                             self._console_tail()) from None
+        line = encode_request(self._seq, verb, *map(self._wire, args))
+        self._send_all(line, time.monotonic() + timeout, verb)
         self._pending = Reply(self._seq)
         return self._seq
+
+    def _wire(self, token: Token) -> WireToken:
+        """A large blob placed in the shared window, or the token itself."""
+        if self._shared is None or not isinstance(token, bytes) or len(token) < SHARED_MIN:
+            return token
+        return self._shared.put(token) or token
+
+    def _send_all(self, data: bytes, deadline: float, verb: str) -> None:
+        view = memoryview(data)
+        while view:
+            self._sock.settimeout(POLL)
+            try:
+                view = view[self._sock.send(view[:SEND_CHUNK]):]
+            except TimeoutError:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise GuestError(
+                        f"timed out sending '{verb}' to the agent ({len(data) - len(view)} of "
+                        f"{len(data)} bytes sent)", self._console_tail()) from None
+            except (ConnectionResetError, BrokenPipeError):
+                self._check_alive()
+                raise GuestError(f"agent channel closed while sending '{verb}'",
+                                 self._console_tail()) from None
 
     def wait_reply(self, seq: int, timeout: float, verb: str = "request") -> Reply:
         """Block until the reply to ``seq`` is complete."""
@@ -100,6 +138,7 @@ class AgentClient:
             if line is None:
                 return None
             parsed = parse_reply_line(line)
+            values = [self._resolve(v, verb) for v in parsed.values]
             if parsed.seq != seq:
                 continue  # a late line of an abandoned request
             if parsed.key == "ok":
@@ -109,7 +148,19 @@ class AgentClient:
                 self._pending = None
                 reply.error = parsed.rest
                 raise AgentError(parsed.rest, reply)
-            reply.lines.append((parsed.key, parsed.values))
+            reply.lines.append((parsed.key, values))
+
+    def _resolve(self, token: WireToken, verb: str) -> Token:
+        """A reply token with shared-window blobs copied out (and their space freed)."""
+        if not isinstance(token, SharedRef):
+            return token
+        if self._window is None:
+            raise GuestError(f"the agent's '{verb}' reply refers to a shared window "
+                             "this machine does not have")
+        try:
+            return self._window.take(token)
+        except ValueError as err:
+            raise GuestError(f"the agent's '{verb}' reply: {err}") from None
 
     def _next_line(self, deadline: float, what: str) -> str | None:
         """One line, or None once ``deadline`` passes with no complete line.

@@ -1,37 +1,56 @@
-"""Agent protocol v1 framing (docs/agent-protocol.md): pure encode/decode functions."""
+"""Agent protocol v2 framing (docs/agent-protocol.md): pure encode/decode functions."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 READY_RE = re.compile(r"^QSTEP-AGENT (\d+) READY ?(.*)$")
 WORD_RE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
+SHARED_RE = re.compile(r"s:([0-9]+):([0-9]+)")
+BLOB_PREFIXES = ("x:", "s:")
 
 Token = int | str | bytes
 
 
-def encode_token(token: Token) -> str:
-    """Encode one argument: int → decimal, bytes → ``x:hex``, str → word."""
+@dataclass(frozen=True)
+class SharedRef:
+    """A blob in the shared-memory window: ``length`` bytes at ring position ``pos``."""
+
+    pos: int
+    length: int
+
+
+WireToken = Token | SharedRef
+
+
+def encode_token(token: WireToken) -> str:
+    """Encode one argument: int → decimal, bytes → ``x:hex``, SharedRef → ``s:POS:LEN``,
+    str → word."""
     if isinstance(token, bool):
         raise TypeError("bool is not a protocol token")
     if isinstance(token, int):
         return str(token)
     if isinstance(token, bytes | bytearray):
         return "x:" + bytes(token).hex()
-    if not WORD_RE.match(token) or token.startswith("x:"):
+    if isinstance(token, SharedRef):
+        return f"s:{token.pos}:{token.length}"
+    if not WORD_RE.match(token) or token.startswith(BLOB_PREFIXES):
         raise ValueError(f"not a protocol word: {token!r}")
     return token
 
 
-def encode_request(seq: int, verb: str, *args: Token) -> bytes:
+def encode_request(seq: int, verb: str, *args: WireToken) -> bytes:
     return (" ".join([str(seq), encode_token(verb), *map(encode_token, args)]) + "\n").encode()
 
 
-def decode_token(text: str) -> Token:
+def decode_token(text: str) -> WireToken:
     if text.startswith("x:"):
         return bytes.fromhex(text[2:])
+    shared = SHARED_RE.fullmatch(text)
+    if shared:
+        return SharedRef(int(shared.group(1)), int(shared.group(2)))
     if re.fullmatch(r"-?[0-9]+", text):
         return int(text)
     return text
@@ -74,7 +93,7 @@ class Reply:
 class ReplyLine:
     seq: int
     key: str
-    values: list[Token]
+    values: list[WireToken]
     rest: str
 
 

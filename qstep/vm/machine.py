@@ -19,12 +19,15 @@ from types import TracebackType
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from qstep.agent.window import HostWindow
 from qstep.errors import GuestError, HostError
 from qstep.vm.console import ConsoleMonitor
 from qstep.vm.lifetime import die_with_parent
 from qstep.vm.qemu_cmd import VmConfig, qemu_argv
 
 CONNECT_TIMEOUT = 30.0
+WINDOW_BYTES = 64 << 20
+SHM_DIR = Path("/dev/shm")  # tmpfs: the window's pages are never written back to a disk
 
 
 class Machine:
@@ -32,9 +35,12 @@ class Machine:
 
     def __init__(self, kernel: Path, initrd: Path, *, accel: str = "tcg",
                  memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
-                 append_extra: tuple[str, ...] = ()) -> None:
+                 append_extra: tuple[str, ...] = (), window_bytes: int = WINDOW_BYTES) -> None:
         self._kernel, self._initrd, self._accel = kernel, initrd, accel
         self._memory_mb, self._qemu, self._append_extra = memory_mb, qemu, append_extra
+        self._window_bytes = window_bytes
+        self.window: HostWindow | None = None  # the agent's shared-memory window
+        self._window_dir: Path | None = None
         self.workdir: Path | None = None
         self.config: VmConfig | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -46,7 +52,14 @@ class Machine:
     def make_config(self, workdir: Path) -> VmConfig:
         return VmConfig(kernel=Path(self._kernel), initrd=Path(self._initrd), workdir=workdir,
                         qemu=self._qemu, accel=self._accel, memory_mb=self._memory_mb,
-                        append_extra=tuple(self._append_extra))
+                        append_extra=tuple(self._append_extra),
+                        window=self._window_path(workdir),
+                        window_bytes=self._window_bytes)
+
+    def _window_path(self, workdir: Path) -> Path | None:
+        if self.window is not None:
+            return self.window.path
+        return workdir / "window" if self._window_bytes else None  # --print-cmd
 
     @property
     def argv(self) -> list[str]:
@@ -69,14 +82,22 @@ class Machine:
             raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
                             "(or run: make deps)")
         self.workdir = Path(tempfile.mkdtemp(prefix="qstep-vm-"))
-        self.config = self.make_config(self.workdir)
         try:
+            self._create_window()
+            self.config = self.make_config(self.workdir)
             self._spawn()
             self.agent_sock = self._connect_unix(self.config.agent_socket)
             self.qmp = self._connect_qmp()
         except BaseException:
             self.shutdown()
             raise
+
+    def _create_window(self) -> None:
+        if not self._window_bytes:
+            return
+        shm = SHM_DIR if SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK) else None
+        self._window_dir = Path(tempfile.mkdtemp(prefix="qstep-window-", dir=shm))
+        self.window = HostWindow(self._window_dir / "window", self._window_bytes)
 
     def _spawn(self) -> None:
         assert self.workdir is not None
@@ -155,9 +176,13 @@ class Machine:
             self._close_channels()
             if self.console is not None:
                 self.console.join(1.0)
-            if self.workdir is not None:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                self.workdir = None
+            if self.window is not None:
+                self.window.close()
+                self.window = None
+            for tmp in (self.workdir, self._window_dir):
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            self.workdir = self._window_dir = None
 
     def _quit_qmp(self) -> None:
         if self.qmp is None or self.process is None or self.process.poll() is not None:

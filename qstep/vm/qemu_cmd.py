@@ -22,6 +22,8 @@ class VmConfig:
     memory_mb: int = 512
     cpus: int = 1
     append_extra: tuple[str, ...] = field(default_factory=tuple)
+    window: Path | None = None  # file backing the agent's shared-memory window
+    window_bytes: int = 64 << 20
 
     @property
     def qmp_socket(self) -> Path:
@@ -65,6 +67,22 @@ def agent_args(cfg: VmConfig) -> list[str]:
             "-serial", "chardev:agent0"]
 
 
+def window_args(cfg: VmConfig) -> list[str]:
+    """The agent's shared-memory window: a host file shown to the guest as the BAR2 of
+    an ivshmem-plain PCI device (the agent maps it through sysfs; no guest driver).
+
+    Measured (bench/transfer_rate.py, TCG): hex over the ttyS1 serial line moves
+    about 100 KB/s of blob bytes, so a 700 KB object took ~7 s each way; through
+    this window large blobs cost a copy (hundreds of MB/s). The serial line stays
+    the control channel. virtio-serial would need a module on the 6.1 cloud kernel.
+    """
+    if cfg.window is None:
+        return []
+    return ["-object", f"memory-backend-file,id=window0,share=on,mem-path={cfg.window},"
+            f"size={cfg.window_bytes}",
+            "-device", "ivshmem-plain,memdev=window0"]
+
+
 def qmp_args(cfg: VmConfig) -> list[str]:
     return ["-chardev", f"socket,id=qmp0,path={cfg.qmp_socket},server=on,wait=off",
             "-mon", "chardev=qmp0,mode=control"]
@@ -78,7 +96,7 @@ def gdb_args(cfg: VmConfig) -> list[str]:
 def qemu_argv(cfg: VmConfig) -> list[str]:
     """The complete argv for QEMU."""
     return [cfg.qemu, *machine_args(cfg), *boot_args(cfg), *console_args(),
-            *agent_args(cfg), *qmp_args(cfg), *gdb_args(cfg)]
+            *agent_args(cfg), *window_args(cfg), *qmp_args(cfg), *gdb_args(cfg)]
 
 
 def printable(argv: list[str]) -> str:

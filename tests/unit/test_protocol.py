@@ -1,6 +1,6 @@
 import pytest
 
-from qstep.agent.protocol import Reply, encode_request, parse_reply_line
+from qstep.agent.protocol import Reply, SharedRef, encode_request, parse_reply_line
 
 
 def test_request_encoding_of_each_token_kind() -> None:
@@ -42,3 +42,18 @@ def test_reply_accessors() -> None:
         reply.get("missing")
     with pytest.raises(TypeError):
         reply.blob("retval")
+
+
+def test_shared_window_references_encode_and_decode() -> None:
+    assert encode_request(2, "put", "/tmp/f", SharedRef(4096, 70)) == b"2 put /tmp/f s:4096:70\n"
+    assert parse_reply_line("2 data s:8192:100 x:01").values == [SharedRef(8192, 100), b"\x01"]
+
+
+@pytest.mark.parametrize("text", ["s:", "s:1", "s:1:", "s:x:2", "s:1:2:3"])
+def test_malformed_references_stay_words(text: str) -> None:
+    assert parse_reply_line(f"1 name {text}").values == [text]
+
+
+def test_words_that_look_like_references_are_refused() -> None:
+    with pytest.raises(ValueError):
+        encode_request(1, "find_prog", "name", "s:1:2")

@@ -1,6 +1,14 @@
 from pathlib import Path
 
-from qstep.vm.qemu_cmd import VmConfig, agent_args, boot_args, machine_args, printable, qemu_argv
+from qstep.vm.qemu_cmd import (
+    VmConfig,
+    agent_args,
+    boot_args,
+    machine_args,
+    printable,
+    qemu_argv,
+    window_args,
+)
 
 
 def config(**kw: object) -> VmConfig:
@@ -43,3 +51,12 @@ def test_full_argv_has_each_socket_once_and_no_tcp() -> None:
 
 def test_printable_quotes_the_append_string() -> None:
     assert "'console=ttyS0 " in printable(qemu_argv(config()))
+
+
+def test_the_agent_window_is_an_ivshmem_device_backed_by_the_file() -> None:
+    args = window_args(config(window=Path("/shm/w/window"), window_bytes=1 << 26))
+    assert args == ["-object", "memory-backend-file,id=window0,share=on,"
+                    "mem-path=/shm/w/window,size=67108864",
+                    "-device", "ivshmem-plain,memdev=window0"]
+    assert window_args(config()) == []
+    assert "ivshmem-plain,memdev=window0" in qemu_argv(config(window=Path("/w/window")))

@@ -19,13 +19,6 @@ EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 EXPECTED = json.loads((EXAMPLE / "expected.json").read_text())
 
 
-@pytest.fixture(params=["6.1", "6.12"])
-def guest(request: pytest.FixtureRequest) -> Session:
-    """The example runs on both test kernels."""
-    session: Session = request.getfixturevalue("vm" if request.param == "6.1" else "vm612")
-    return session
-
-
 @pytest.fixture
 def l4lb(guest: Session, l4lb_obj: Path) -> Iterator[LoadedProgram]:
     """A freshly loaded l4lb (fresh maps) filled from maps.txt."""
