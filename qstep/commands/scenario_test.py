@@ -1,0 +1,62 @@
+"""``qstep test``: check scenario files on one or more kernels (CI, git bisect run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qstep.errors import QstepError
+from qstep.images.kernels import kernel_names
+from qstep.scenario.report import (
+    EXIT_UNTESTABLE,
+    CheckResult,
+    exit_code,
+    junit_xml,
+    results_json,
+    summary_text,
+    write_atomically,
+)
+from qstep.scenario.runner import LOAD_CASE, Prepared, kernels_of, prepare, run_on_kernel
+from qstep.scenario.toml_load import load_scenario
+from qstep.session import Session
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("test", help="check scenario files (TOML) on kernels; exit 0 good, "
+                       "1 bad, 125 cannot test (git bisect run)")
+    p.add_argument("scenarios", nargs="+", type=Path, metavar="SCENARIO")
+    p.add_argument("--kernel", help="kernels to use instead of the scenarios' own: "
+                   "K[,K...] or 'all'")
+    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write JSON results here")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    scenarios = [load_scenario(path) for path in args.scenarios]  # bad files fail first
+    results: list[CheckResult] = []
+    prepared: list[Prepared] = []
+    for scenario in scenarios:
+        try:
+            prepared.append(prepare(scenario))
+        except QstepError as err:
+            report_one(results, CheckResult(scenario.name, "-", LOAD_CASE, "error", (str(err),)))
+    override = kernel_names(args.kernel) if args.kernel else None
+    for kernel in kernels_of(prepared, override):
+        wanted = [p for p in prepared if override or kernel in p.scenario.kernels]
+        run_on_kernel(kernel, wanted, lambda k: Session(kernel=k, accel=args.accel),
+                      lambda r: report_one(results, r))
+    print(summary_text(results).splitlines()[-1])
+    if args.junit:
+        write_atomically(args.junit, junit_xml(results))
+    if args.json:
+        write_atomically(args.json, results_json(results))
+    return exit_code(results) if results else EXIT_UNTESTABLE
+
+
+def report_one(results: list[CheckResult], result: CheckResult) -> None:
+    """Keep a result and show it at once (a long run shows progress)."""
+    results.append(result)
+    print("\n".join(summary_text([result]).splitlines()[:-1]), flush=True, file=sys.stdout)

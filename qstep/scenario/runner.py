@@ -1,0 +1,195 @@
+"""Check scenarios in guests: one boot per kernel, a fresh load of the program per case."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from qstep.bpf.elf import BpfObject
+from qstep.bpf.progtypes import retval_name
+from qstep.errors import QstepError, VerifierError
+from qstep.loaded import LoadedProgram
+from qstep.render import format_map_value
+from qstep.scenario.build import object_of
+from qstep.scenario.model import Case, CaseExpectation, Scenario
+from qstep.scenario.report import CheckResult
+from qstep.session import RunResult, Session
+from qstep.userinput import MapEntry, encode_entry
+
+LOAD_CASE = "load"  # the name of the check of the verifier's verdict
+
+SessionFactory = Callable[[str], Session]
+ResultSink = Callable[[CheckResult], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A scenario whose object is built and opened, ready for any kernel."""
+
+    scenario: Scenario
+    obj: BpfObject
+    program: str
+
+
+def prepare(scenario: Scenario) -> Prepared:
+    """Build (if given as C) and open the object; pick the program. Raises QstepError."""
+    obj = BpfObject.open(object_of(scenario))
+    if scenario.program:
+        return Prepared(scenario, obj, obj.find_program(scenario.program).name)
+    if len(obj.programs) != 1:
+        names = ", ".join(p.name for p in obj.programs)
+        raise QstepError(f"{scenario.file}: the object has several programs ({names}); "
+                         "name one with 'program'")
+    return Prepared(scenario, obj, obj.programs[0].name)
+
+
+def run_on_kernel(kernel: str, prepared: list[Prepared], make_session: SessionFactory,
+                  sink: ResultSink) -> None:
+    """Boot ``kernel`` once and check every prepared scenario on it."""
+    try:
+        with make_session(kernel) as session:
+            for item in prepared:
+                check_scenario(session, kernel, item, sink)
+    except QstepError as err:  # the kernel or the guest, not the program
+        for item in prepared:
+            sink(CheckResult(item.scenario.name, kernel, LOAD_CASE, "error",
+                             (f"cannot test on {kernel}: {err}",)))
+
+
+def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSink) -> None:
+    """The verifier's verdict, then each case on a fresh load."""
+    scenario, started = item.scenario, time.monotonic()
+    try:
+        session.unload(session.load(item.obj, item.program))
+        verdict, log = "accept", ""
+    except VerifierError as err:
+        verdict, log = "reject", f"{err}\n{err.log}"
+    failures = verdict_failures(scenario, verdict, log)
+    sink(CheckResult(scenario.name, kernel, LOAD_CASE, "fail" if failures else "pass",
+                     tuple(failures), {"verifier": verdict},
+                     time.monotonic() - started))
+    if verdict == "reject":
+        return
+    for case in scenario.cases:
+        sink(check_case(session, kernel, item, case))
+
+
+def verdict_failures(scenario: Scenario, verdict: str, log: str) -> list[str]:
+    expected = scenario.verifier
+    failures = []
+    if expected.verdict is None and verdict == "reject":
+        failures.append(f"the verifier rejected the program: {first_line(log)}")
+    elif expected.verdict is not None and expected.verdict != verdict:
+        failures.append(f"verifier: expected {expected.verdict}, got {verdict}"
+                        + (f": {first_line(log)}" if log else ""))
+    if expected.message is not None and not expected.message.search(log):
+        failures.append(f"verifier log does not match /{expected.message.pattern}/")
+    return failures
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def check_case(session: Session, kernel: str, item: Prepared, case: Case) -> CheckResult:
+    """Load, fill maps, run the case's packet, compare; one result."""
+    scenario, started = item.scenario, time.monotonic()
+    try:
+        with loaded(session, item) as prog:
+            fill_maps(session, prog, item.scenario, case)
+            result = session.test_run(prog, case.packet, repeat=case.repeat)
+            failures, details = compare(session, prog, case.expect, result)
+    except QstepError as err:
+        return CheckResult(scenario.name, kernel, case.name, "error", (str(err),),
+                           duration_s=time.monotonic() - started)
+    return CheckResult(scenario.name, kernel, case.name, "fail" if failures else "pass",
+                       tuple(failures), details, time.monotonic() - started)
+
+
+@contextmanager
+def loaded(session: Session, item: Prepared) -> Iterator[LoadedProgram]:
+    prog = session.load(item.obj, item.program)
+    try:
+        yield prog
+    finally:
+        session.unload(prog)
+
+
+def fill_maps(session: Session, prog: LoadedProgram, scenario: Scenario, case: Case) -> None:
+    lines = list(scenario.maps) + [(text, str(case.where)) for text in case.maps]
+    for text, origin in lines:
+        name, _, rest = text.strip().partition(" ")
+        entry = MapEntry(name, rest.strip(), origin)
+        info = prog.maps.get(name)
+        if info is None:
+            raise QstepError(f"{origin}: unknown map '{name}'; maps: "
+                             f"{', '.join(sorted(prog.maps))}")
+        key, value = encode_entry(entry, info, prog.btf)
+        session.update_map(prog, name, key, value)
+
+
+def compare(session: Session, prog: LoadedProgram, expect: CaseExpectation,
+            result: RunResult) -> tuple[list[str], dict[str, Any]]:
+    """What differs from the expectation, and the observed values."""
+    name = retval_name(prog.prog_type, result.retval)
+    details: dict[str, Any] = {"retval": result.retval, "retval_name": name,
+                               "packet_out": result.data_out.hex()}
+    failures = retval_failures(expect.retval, result.retval, name)
+    failures += packet_failures(expect, result.data_out)
+    failures += map_failures(session, prog, expect)
+    return failures, details
+
+
+def retval_failures(expected: int | str | None, retval: int, name: str | None) -> list[str]:
+    if expected is None:
+        return []
+    signed = retval - (1 << 32) if retval >= 1 << 31 else retval
+    shown = f"{retval}" + (f" ({name})" if name else "")
+    if isinstance(expected, str):
+        return [] if expected == name else [f"retval: expected {expected}, got {shown}"]
+    return [] if expected in (retval, signed) else [f"retval: expected {expected}, got {shown}"]
+
+
+def packet_failures(expect: CaseExpectation, out: bytes) -> list[str]:
+    if expect.packet_out is None:
+        return []
+    want, mask = expect.packet_out, expect.packet_out_mask
+    if len(out) != len(want):
+        return [f"packet_out: expected {len(want)} bytes, got {len(out)}"]
+    mask = mask if mask is not None else b"\xff" * len(want)
+    for i, (a, b) in enumerate(zip(want, out, strict=True)):
+        m = mask[i] if i < len(mask) else 0xFF
+        if a & m != b & m:
+            return [f"packet_out: byte {i}: expected {a:#04x}, got {b:#04x} (mask {m:#04x})"]
+    return []
+
+
+def map_failures(session: Session, prog: LoadedProgram, expect: CaseExpectation) -> list[str]:
+    failures = []
+    dumps: dict[str, dict[bytes, bytes]] = {}
+    for map_name, key_text, value_text in expect.maps:
+        info = prog.maps.get(map_name)
+        if info is None:
+            failures.append(f"maps: no map '{map_name}'")
+            continue
+        if map_name not in dumps:
+            dumps[map_name] = dict(session.dump_map(prog, map_name))
+        key, want = encode_entry(MapEntry(map_name, f"{key_text}={value_text}", "expect"),
+                                 info, prog.btf)
+        got = dumps[map_name].get(key)
+        if got is None:
+            failures.append(f"maps: {map_name}[{key_text}] is absent")
+        elif got != want:
+            failures.append(f"maps: {map_name}[{key_text}]: expected "
+                            f"{format_map_value(want, info.btf_value_type_id, prog.btf)}, got "
+                            f"{format_map_value(got, info.btf_value_type_id, prog.btf)}")
+    return failures
+
+
+def kernels_of(scenarios: list[Prepared], override: list[str] | None) -> list[str]:
+    """The kernels to boot, in first-seen order."""
+    names = override if override else [k for p in scenarios for k in p.scenario.kernels]
+    return list(dict.fromkeys(names))

@@ -1,0 +1,82 @@
+"""`qstep test`: the bundled example's scenario, its reports and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from qstep.paths import REPO_ROOT
+
+pytestmark = pytest.mark.vm
+
+SCENARIO = REPO_ROOT / "examples" / "l4lb" / "scenario.toml"
+
+
+def qstep_test(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qstep.cli", "test", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def variant(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the example scenario beside it (relative paths keep working)."""
+    text = SCENARIO.read_text()
+    assert old in text
+    path = SCENARIO.parent / f".variant-{tmp_path.name}.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_example_scenario_passes_with_junit_and_json(tmp_path: Path) -> None:
+    junit, out = tmp_path / "junit.xml", tmp_path / "results.json"
+    proc = qstep_test(str(SCENARIO), "--kernel", "6.1", "--junit", str(junit),
+                      "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "9 passed, 0 failed"
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "l4lb [6.1]"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("9", "0", "0")
+    results = json.loads(out.read_text())
+    assert results["exit_code"] == 0
+    by_case = {c["case"]: c for c in results["checks"]}
+    assert by_case["ctl_lookup_fail"]["details"]["retval_name"] == "TC_ACT_SHOT"
+
+
+def test_a_wrong_expectation_fails_with_exit_1(tmp_path: Path) -> None:
+    path = variant(tmp_path, '"{packets: 25, bytes: 1800}"', '"{packets: 24, bytes: 1800}"')
+    try:
+        proc = qstep_test(str(path), "--kernel", "6.1")
+    finally:
+        path.unlink()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ("        maps: stats[1]: expected {packets: 24, bytes: 1800}, got "
+            "{packets: 25, bytes: 1800}") in proc.stdout.splitlines()
+    assert proc.stdout.splitlines()[-1] == "8 passed, 1 failed"
+
+
+def test_untestable_kernel_and_source_give_125(tmp_path: Path) -> None:
+    proc = qstep_test(str(SCENARIO), "--kernel", str(tmp_path / "no-such-bzImage"))
+    assert proc.returncode == 125, proc.stdout + proc.stderr
+    assert "ERROR l4lb" in proc.stdout
+    broken = tmp_path / "broken.bpf.c"
+    broken.write_text("int f(void) { return nope; }\n")
+    toml = tmp_path / "s.toml"
+    toml.write_text('[scenario]\nsource = "broken.bpf.c"\n')
+    proc = qstep_test(str(toml))
+    assert proc.returncode == 125
+    assert "broken.bpf.c does not compile" in proc.stdout
+    assert "use of undeclared identifier 'nope'" in proc.stdout
+
+
+def test_malformed_scenario_is_a_usage_error(tmp_path: Path) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text('[scenario]\nsource = "x.c"\n[[case]]\npackt = "p.hex"\n')
+    proc = qstep_test(str(toml))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"qstep: error: {toml}:4: unknown key 'case[0].packt'; "
+                                   "expected one of: expect, inspect, maps, name, packet, "
+                                   "packet_hex, repeat")
