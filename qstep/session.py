@@ -132,6 +132,13 @@ class Session:
         except AgentError as err:
             raise UsageError(f"copying a file to {guest_path} in the guest: {err}") from None
 
+    def get_file(self, guest_path: str) -> bytes:
+        """Copy a file out of the guest."""
+        try:
+            return self._agent().request("get", guest_path).blob("data")
+        except AgentError as err:
+            raise UsageError(f"copying {guest_path} out of the guest: {err}") from None
+
     def guest_command(self, command: str) -> tuple[int, str]:
         """Run ``/bin/sh -c command`` in the guest; (status, output)."""
         reply = self._agent().request("exec", command.encode(), timeout=90)

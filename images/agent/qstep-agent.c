@@ -55,7 +55,7 @@
 #define MAX_ARGS 8
 #define FLUSH_THRESHOLD (1u << 20)
 /* A verifier log over LOG_CAP bytes is sent as its first LOG_HEAD and last
- * LOG_TAIL bytes (as hex, the serial line carries ~100 KB/s of blob bytes). */
+ * LOG_TAIL bytes (as hex, the serial line carries ~90 KB/s out of the guest). */
 #define LOG_CAP (1u << 20)
 #define LOG_HEAD (64u << 10)
 #define LOG_TAIL (LOG_CAP - LOG_HEAD)
