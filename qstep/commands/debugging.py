@@ -20,6 +20,7 @@ from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.commands import CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.repl import interactive_loop
+from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import QstepError, UsageError
 from qstep.target import open_target
@@ -96,7 +97,7 @@ def debug_main(args: argparse.Namespace) -> int:
     interactive = not batch
     start = args.start if args.start is not None else interactive
     with debugger_for(args) as dbg:
-        commands = CommandSet(dbg)
+        commands = CommandSet(dbg, SourceView(open_program(args)[0], dbg))
         if start:
             main = dbg.prog.functions[0]
             emit(commands.execute(f"tbreak #{main.start_insn}"), args.json)

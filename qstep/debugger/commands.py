@@ -12,6 +12,8 @@ from qstep.debugger.engine import Breakpoint, Debugger, Event
 from qstep.debugger.env import StoppedEnv
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BPF_TO_X86
+from qstep.debugger.source import SourceView
+from qstep.debugger.source_commands import SourceCommands
 from qstep.debugger.sourcefiles import source_lines
 from qstep.errors import UsageError
 from qstep.expr.evaluate import evaluate
@@ -62,8 +64,9 @@ def site_data(site: InsnSite | None) -> dict[str, Any] | None:
 class CommandSet:
     """Parses one command line and runs it against a ``Debugger``."""
 
-    def __init__(self, dbg: Debugger) -> None:
+    def __init__(self, dbg: Debugger, source: SourceView | None = None) -> None:
         self.dbg = dbg
+        self.source = SourceCommands(source) if source is not None else None
         self.commands: list[Command] = []
         self._register()
 
@@ -88,6 +91,11 @@ class CommandSet:
         add("print", ("p",), CommandSet.cmd_print, "EXPR: $r0..$r10, mem(ADDR, SIZE), C ops")
         add("x", (), CommandSet.cmd_x, "/NFU ADDR: examine memory (U: b h w g; F: x d u)")
         add("backtrace", ("bt", "where"), CommandSet.cmd_backtrace, "the bpf-to-bpf call stack")
+        add("frame", ("f",), CommandSet.cmd_frame, "[N]: select frame N (C variables)")
+        add("up", (), CommandSet.cmd_up, "[N]: select the caller's frame")
+        add("down", (), CommandSet.cmd_down, "[N]: select the callee's frame")
+        add("ptype", (), CommandSet.cmd_ptype, "EXPR|TYPE: the type, structs expanded")
+        add("whatis", (), CommandSet.cmd_whatis, "EXPR|TYPE: the type's name")
         add("list", ("l",), CommandSet.cmd_list, "[LOC]: source around a location")
         add("disassemble", ("disas",), CommandSet.cmd_disas, "source / BPF / x86 around pc")
         add("kill", ("k",), CommandSet.cmd_kill, "let the run finish without breakpoints")
@@ -122,7 +130,7 @@ class CommandSet:
         word, fmt, rest = match.groups()
         command = self.find(word)
         return command.handler(self, (fmt or "") + (" " if fmt else "") + rest
-                               if command.name == "x" else rest)
+                               if command.name in ("x", "print") else rest)
 
     # -- events --------------------------------------------------------
     def event_output(self, event: Event) -> Output:
@@ -259,7 +267,10 @@ class CommandSet:
             return self.info_breakpoints()
         if what in ("frame", "f"):
             return self.cmd_backtrace("1")
-        raise UsageError("info what? registers, breakpoints, frame")
+        if what in ("locals", "args") and self.source is not None:
+            return Output(*(self.source.info_locals() if what == "locals"
+                            else self.source.info_args()))
+        raise UsageError("info what? registers, breakpoints, frame, locals, args")
 
     def info_registers(self, which: str) -> Output:
         regs = self.dbg.regs()
@@ -285,8 +296,12 @@ class CommandSet:
         return Output("\n".join(rows) if data else "No breakpoints.", {"breakpoints": data})
 
     def cmd_print(self, arg: str) -> Output:
+        fmt, arg = (arg[1:].partition(" ")[::2]) if arg.startswith("/") else ("", arg)
         if not arg.strip():
             raise UsageError("print what? e.g. print $r1 + 8, print mem($r10 - 8, 8)")
+        typed = self.source.print(fmt, arg) if self.source is not None else None
+        if typed is not None:
+            return Output(*typed)
         value = evaluate(parse_expression(arg), StoppedEnv(self.dbg))
         if isinstance(value, bytes):
             return Output(value.hex(" "), {"value": value.hex()})
@@ -310,13 +325,36 @@ class CommandSet:
         return Output("\n".join(lines), {"addr": value, "unit": unit, "values": words})
 
     def cmd_backtrace(self, arg: str) -> Output:
+        limit_arg = int(arg) if arg.strip().isdigit() else None
+        if self.source is not None:
+            return Output(*self.source.backtrace(limit_arg))
         frames = self.dbg.frames()
-        limit = int(arg) if arg.strip().isdigit() else len(frames)
+        limit = limit_arg if limit_arg is not None else len(frames)
         lines, data = [], []
         for f in frames[:limit]:
             lines.append(f"#{f.level}  {site_text(f.site)}  r10={f.r10:#x}")
             data.append({"level": f.level, "where": site_data(f.site), "r10": f.r10})
         return Output("\n".join(lines) or "no frames (not in the program)", {"frames": data})
+
+    def _source(self) -> SourceCommands:
+        if self.source is None:
+            raise UsageError("no DWARF for this program (compile it with -g)")
+        return self.source
+
+    def cmd_frame(self, arg: str) -> Output:
+        return Output(*self._source().frame(arg))
+
+    def cmd_up(self, arg: str) -> Output:
+        return Output(*self._source().frame(arg, relative=1))
+
+    def cmd_down(self, arg: str) -> Output:
+        return Output(*self._source().frame(arg, relative=-1))
+
+    def cmd_ptype(self, arg: str) -> Output:
+        return Output(*self._source().ptype(arg))
+
+    def cmd_whatis(self, arg: str) -> Output:
+        return Output(*self._source().whatis(arg))
 
     def cmd_list(self, arg: str) -> Output:
         here = self.dbg.site() if self.dbg.stopped else None

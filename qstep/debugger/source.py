@@ -1,0 +1,196 @@
+"""The C-level view of a stopped program: source frames (inlined calls included) and
+the values of their variables, from the object's DWARF.
+
+Each bpf-to-bpf frame (``qstep.debugger.frames``) expands into its inlined calls,
+innermost first, as gdb shows them. Inlined frames share their function's
+registers. In outer bpf-to-bpf frames only r10 is known (r0-r5 are clobbered by
+the call, r6-r9 may be reused by the callee), so variables held there in other
+registers are reported unavailable rather than guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import capstone
+
+from qstep.bpf.elf import BpfObject
+from qstep.debugger.engine import Debugger
+from qstep.debugger.frames import Frame as CallFrame
+from qstep.dwarf.frame import stack_size_from_insns
+from qstep.dwarf.location import Unavailable
+from qstep.dwarf.model import DwarfModel, GlobalVar, Variable
+from qstep.dwarf.model import Frame as Scope
+from qstep.dwarf.values import Value, in_memory, read_value, unavailable
+from qstep.errors import UsageError
+from qstep.loaded import InsnSite, JitFunction
+
+_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One frame as the user sees it: a function or an inlined call of one."""
+
+    level: int
+    function: str
+    inlined: bool
+    file: str
+    line: int
+    call: CallFrame  # the bpf-to-bpf frame it runs in
+    scope: Scope | None  # variables (None: no DWARF for this code)
+
+    @property
+    def innermost_call(self) -> bool:
+        return self.call.level == 0
+
+
+class FrameState:
+    """Registers and memory of one bpf-to-bpf frame, for DWARF location evaluation."""
+
+    def __init__(self, dbg: Debugger, call: CallFrame, stack_size: int) -> None:
+        self._dbg = dbg
+        self._call = call
+        self._regs = dbg.regs() if call.level == 0 else None
+        self.stack_size = stack_size
+
+    def reg(self, n: int) -> int:
+        if self._regs is not None:
+            return self._regs[n]
+        if n == 10:
+            return self._call.r10
+        raise Unavailable(f"r{n} of a calling frame is not known here")
+
+    def mem(self, addr: int, size: int) -> bytes:
+        return self._dbg.read_memory(addr, size)
+
+    def entry_reg(self, n: int) -> int | None:
+        return None
+
+
+class SourceView:
+    """DWARF variables and frames for one debugged program."""
+
+    def __init__(self, obj: BpfObject, dbg: Debugger) -> None:
+        self.obj = obj
+        self.dbg = dbg
+        self.model = DwarfModel.from_bytes(obj.data)
+        self._selected = 0
+        self._selected_at: int | None = None
+        self._stack_sizes: dict[str, int] = {}
+
+    # -- program places --------------------------------------------------
+    def place(self, site: InsnSite) -> tuple[str, int] | None:
+        """(ELF section, slot) of a loaded instruction."""
+        func = site.function
+        prog = next((p for p in self.obj.functions if p.name == func.name), None)
+        if prog is None:
+            return None
+        return prog.section, prog.offset + site.index - func.start_insn
+
+    def scopes_at(self, site: InsnSite) -> list[Scope]:
+        place = self.place(site)
+        return self.model.frames_at(*place) if place else []
+
+    def stack_size(self, func: JitFunction) -> int:
+        size = self._stack_sizes.get(func.name)
+        if size is None:
+            prog = next((p for p in self.obj.functions if p.name == func.name), None)
+            size = stack_size_from_insns(prog.insns) if prog else 0
+            self._stack_sizes[func.name] = size
+        return size
+
+    # -- frames -----------------------------------------------------------
+    def frames(self) -> list[SourceFrame]:
+        out: list[SourceFrame] = []
+        for call in self.dbg.frames():
+            site = call.site
+            scopes = self.scopes_at(site) if site is not None else []
+            file = site.source.file if site and site.source else ""
+            line = site.source.line if site and site.source else 0
+            if not scopes:
+                out.append(SourceFrame(len(out), call.function.name, False, file, line, call,
+                                       None))
+                continue
+            for scope in scopes:
+                out.append(SourceFrame(len(out), scope.function, scope.inlined, file, line,
+                                       call, scope))
+                file, line = scope.call_file or file, scope.call_line
+        return out
+
+    def _reset_if_moved(self) -> None:
+        pc = self.dbg.pc()
+        if pc != self._selected_at:
+            self._selected, self._selected_at = 0, pc
+
+    @property
+    def selected_level(self) -> int:
+        self._reset_if_moved()
+        return self._selected
+
+    def select(self, level: int) -> SourceFrame:
+        frames = self.frames()
+        if not frames:
+            raise UsageError("no frames (the program is not stopped in its code)")
+        if not 0 <= level < len(frames):
+            raise UsageError(f"no frame at level {level} (frames 0..{len(frames) - 1})")
+        self._reset_if_moved()
+        self._selected = level
+        return frames[level]
+
+    def selected(self) -> SourceFrame:
+        frames = self.frames()
+        if not frames:
+            raise UsageError("no frames (the program is not stopped in its code)")
+        return frames[min(self.selected_level, len(frames) - 1)]
+
+    # -- values -------------------------------------------------------------
+    def state(self, frame: SourceFrame) -> FrameState:
+        return FrameState(self.dbg, frame.call, self.stack_size(frame.call.function))
+
+    def value(self, frame: SourceFrame, var: Variable) -> Value:
+        site = frame.call.site
+        if site is None:
+            return unavailable(var.type, "not in the program")
+        place = self.place(site)
+        if place is None:
+            return unavailable(var.type, "no DWARF for this function")
+        return read_value(var.location_at(place[1]), var.type, self.state(frame))
+
+    def global_value(self, var: GlobalVar) -> Value:
+        base = self.global_base(var.section)
+        if base is None:
+            return unavailable(var.type, f"the address of {var.section} is not known (the "
+                                         "program never refers to it)")
+        return in_memory(var.type, base + var.offset, self.state(self.selected()))
+
+    @cached_property
+    def _global_bases(self) -> dict[str, int]:
+        """Guest address of each global-data section, from the JIT's ``movabs`` of a
+        ``ld_imm64`` that refers to it (the kernel patched the map value address in)."""
+        out: dict[str, int] = {}
+        for site in self.dbg.prog.sites.values():
+            if not site.insn.is_ldimm64 or site.jit_start is None or site.jit_end is None:
+                continue
+            place = self.place(site)
+            elf_insn = next((i for i in self.obj.section_insns.get(place[0], [])
+                             if i.index == place[1]), None) if place else None
+            found = (self.obj.ldimm64_map(place[0], elf_insn)
+                     if place and elf_insn is not None else None)
+            if found is None or not found[0].is_global_data or found[0].section in out:
+                continue
+            imm = _movabs_imm(self.dbg.prog.jit_bytes(site.jit_start, site.jit_end))
+            if imm is not None:
+                out[found[0].section] = imm - found[1]
+        return out
+
+    def global_base(self, section: str) -> int | None:
+        return self._global_bases.get(section)
+
+
+def _movabs_imm(code: bytes) -> int | None:
+    for ins in _CS.disasm(code, 0):
+        if ins.mnemonic == "movabs":
+            return int(ins.op_str.split(", ")[1], 0)
+    return None

@@ -1,0 +1,303 @@
+"""C variables in the debugger on tests/progs/vars.bpf.c, checked at every instruction
+against values known by construction from the input packet and the map contents.
+
+The program is stepped one BPF instruction at a time from its entry to its exit;
+at every stop every variable of every frame (inlined calls and calling frames
+included) that DWARF says is available is read and compared with its expected
+value. A value that changes (loop counters, map value fields, fields of stack
+structs being filled in) must walk its known sequence of values in order; memory
+of a stack struct may hold stale bytes only before its first expected value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qstep.bpf.elf import BpfObject
+from qstep.debugger.commands import CommandSet
+from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.source import SourceFrame, SourceView
+from qstep.debugger.source_commands import SourceCommands
+from qstep.dwarf.format import decode
+from qstep.dwarf.frame import stack_size_from_prologue
+from qstep.dwarf.model import Variable
+from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
+from qstep.session import Session
+from qstep.target import open_target
+
+pytestmark = pytest.mark.vm
+
+SADDR, DADDR, SPORT, DPORT, TTL = "10.0.0.1", "10.0.0.10", 1234, 80, 64
+MAP_PACKETS, MAP_BYTES = 5, 1000
+
+
+def packet() -> bytes:
+    eth = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
+    udp = struct.pack(">HHHH", SPORT, DPORT, 16, 0) + b"payload!"
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, TTL, 17, 0,
+                     ipaddress.ip_address(SADDR).packed, ipaddress.ip_address(DADDR).packed)
+    return eth + ip + udp
+
+
+PKT = packet()
+
+
+def le(data: bytes) -> int:
+    return int.from_bytes(data, "little")
+
+
+def u32(v: int) -> int:
+    return v & 0xFFFFFFFF
+
+
+S_LE, D_LE = le(PKT[26:30]), le(PKT[30:34])
+SPORT_LE, DPORT_LE = le(PKT[34:36]), le(PKT[36:38])
+X, Y = int(ipaddress.ip_address(SADDR)), int(ipaddress.ip_address(DADDR))
+MIXED = u32(X ^ (Y >> 3))
+H = u32(MIXED + SPORT * 7 + DPORT)
+KEY_BYTES = PKT[26:38] + bytes([17, 0, 0, 0])
+ACCS = [0]
+for b in KEY_BYTES:
+    ACCS.append(u32(ACCS[-1] * 31 + b))
+SUM = ACCS[-1]
+
+# Leaf → its values in execution order (one value: constant once set).
+KEY = {"saddr": [0, S_LE], "daddr": [0, D_LE], "sport": [0, SPORT_LE], "dport": [0, DPORT_LE],
+       "proto": [0, 17], "pad": [[0, 0, 0]]}
+META = {"len": [0, len(PKT)], "version": [0, 4], "ihl": [0, 5], "ttl": [0, TTL],
+        "csum_ok": [0, 1], "frag": [0], "reserved": [0]}
+COUNTERS = {"packets": [MAP_PACKETS, MAP_PACKETS + 1], "bytes": [MAP_BYTES, MAP_BYTES + len(PKT)],
+            "last_len": [0, H ^ SUM], "hits": [[0, 0, 0, 0], [0, 0, 1, 0]]}
+PAIR = {"lo": [SPORT], "hi": [DPORT]}
+PKT_MEM = ("mem", PKT)
+# (function, variable) → what it holds: leaves of a value, of "*var", or packet memory.
+EXPECTED: dict[tuple[str, str], Any] = {
+    ("vars_main", "data"): PKT_MEM, ("vars_main", "end"): ("end", PKT),
+    ("vars_main", "key"): KEY, ("vars_main", "meta"): META, ("vars_main", "zero"): [0],
+    ("vars_main", "cnt"): ("*", COUNTERS), ("vars_main", "h"): [H],
+    ("vars_main", "sum"): [SUM], ("vars_main", "act"): ["ACT_PASS"],
+    ("read_key", "data"): PKT_MEM, ("read_key", "end"): ("end", PKT),
+    ("read_key", "key"): ("*", KEY), ("read_key", "meta"): ("*", META),
+    ("read_key", "eth"): ("*", {"h_proto": [8]}),
+    ("read_key", "ip"): ("*", {"ihl": [5], "version": [4], "ttl": [TTL], "protocol": [17],
+                               "saddr": [S_LE], "daddr": [D_LE]}),
+    ("read_key", "udp"): ("*", {"source": [SPORT_LE], "dest": [DPORT_LE]}),
+    ("hash_key", "k"): ("*", KEY), ("hash_key", "folded"): [MIXED], ("hash_key", "ports"): PAIR,
+    ("fold_addr", "a"): [S_LE], ("fold_addr", "b"): [D_LE], ("fold_addr", "x"): [X],
+    ("fold_addr", "y"): [Y], ("fold_addr", "mixed"): [MIXED],
+    ("ports_of", "k"): ("*", KEY), ("ports_of", "p"): PAIR,
+    ("checksum", "bytes"): ("*", [KEY_BYTES[0]]), ("checksum", "n"): [16],
+    ("checksum", "i"): list(range(17)), ("checksum", "acc"): ACCS,
+    ("classify", "m"): ("*", META), ("classify", "c"): ("*", COUNTERS),
+    ("classify", "a"): ["ACT_PASS"],
+}
+UNCHECKABLE = {("vars_main", "ctx")}  # a context pointer: its value is not known by construction
+
+
+@pytest.fixture(scope="module")
+def vars_prog(vm: Session, bpf_obj: Callable[[str], Path]) -> Iterator[tuple[BpfObject,
+                                                                            LoadedProgram]]:
+    obj = BpfObject.open(bpf_obj("tests/progs/vars.bpf.c"))
+    prog = vm.load(obj, "vars_main")
+    value = struct.pack("<QQI4I", MAP_PACKETS, MAP_BYTES, 0, 0, 0, 0, 0) + bytes(4)
+    vm.update_map(prog, "counters", struct.pack("<I", 0), value)
+    yield obj, prog
+    vm.unload(prog)
+
+
+@pytest.fixture
+def stopped(vm: Session, vars_prog: tuple[BpfObject, LoadedProgram]) -> Iterator[
+        tuple[Debugger, SourceView]]:
+    """A debugger stopped at the entry of vars_main, with the map reset."""
+    obj, prog = vars_prog
+    value = struct.pack("<QQI4I", MAP_PACKETS, MAP_BYTES, 0, 0, 0, 0, 0) + bytes(4)
+    vm.update_map(prog, "counters", struct.pack("<I", 0), value)
+    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
+    with open_target("rsp", vm.machine.config.gdb_socket) as target:
+        dbg = Debugger(prog, target, vm.agent, RunRequest(PKT))
+        try:
+            dbg.add_breakpoint("vars_main")
+            assert dbg.run().reason == "breakpoint"
+            yield dbg, SourceView(obj, dbg)
+        finally:
+            dbg.detach()
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: value}
+
+
+class Checker:
+    """Walks each leaf through its expected values; counts what was checked."""
+
+    def __init__(self) -> None:
+        self.position: dict[tuple[str, str, str], int] = {}
+        self.memory_ok: set[tuple[str, str, str]] = set()
+        self.pairs: set[tuple[int, str, str]] = set()
+        self.unavailable: set[tuple[int, str, str]] = set()
+        self.values_checked = 0
+
+    def leaf(self, key: tuple[str, str, str], got: Any, seq: list[Any], in_memory: bool,
+             where: str) -> None:
+        """Registers and constants must walk ``seq`` in order. Stack memory that DWARF
+        names may be stale until the code stores the value (clang names the slot before
+        the store); once it held an expected value it must keep holding expected values."""
+        if in_memory:
+            if got not in seq:
+                assert key not in self.memory_ok, f"{where}: {'.'.join(key[1:])} = {got!r}, " \
+                                                  f"expected one of {seq}"
+                return
+            self.memory_ok.add(key)
+            self.position.setdefault(key, 0)
+        else:
+            pos = self.position.get(key, 0)
+            later = [i for i in range(pos, len(seq)) if seq[i] == got]
+            assert later, f"{where}: {'.'.join(key[1:])} = {got!r}, expected one of {seq[pos:]}"
+            self.position[key] = later[0]
+        self.values_checked += 1
+
+    def complete(self) -> None:
+        for key, pos in self.position.items():
+            assert pos >= 0, key
+
+
+def check_variable(view: SourceView, cmds: SourceCommands, frame: SourceFrame, name: str,
+                   checker: Checker, line: int) -> None:
+    assert frame.scope is not None
+    var = frame.scope.find(name)
+    assert var is not None
+    value = view.value(frame, var)
+    pair = (line, frame.function, name)
+    where = f"{frame.function}:{line} insn {frame.call.site.index if frame.call.site else '?'}"
+    if value.unavailable:
+        checker.unavailable.add(pair)
+        return
+    spec = EXPECTED[(frame.function, name)]
+    if isinstance(spec, tuple) and spec[0] in ("mem", "end"):
+        base = le(value.data) - (len(PKT) if spec[0] == "end" else 0)
+        assert view.dbg.read_memory(base, len(PKT)) == PKT, where
+        checker.values_checked += 1
+    elif isinstance(spec, tuple):
+        view.select(frame.level)
+        target = cmds.resolve(f"*{name}")
+        assert target is not None
+        check_leaves(decode(target), spec[1], (frame.function, "*" + name), checker, where, True)
+    else:
+        check_leaves(decode(value), spec, (frame.function, name), checker, where,
+                     _has_memory_piece(view, frame, var))
+    checker.pairs.add(pair)
+
+
+def _has_memory_piece(view: SourceView, frame: SourceFrame, var: Variable) -> bool:
+    """True if part of the value is read from stack memory (which DWARF may name before
+    the code has stored the value there)."""
+    assert frame.call.site is not None
+    place = view.place(frame.call.site)
+    assert place is not None
+    loc = var.location_at(place[1])
+    return loc is not None and any(
+        p.ops and p.ops[-1].name != "stack_value" and p.ops[0].name != "reg"
+        for p in loc.pieces)
+
+
+def check_leaves(got: Any, spec: Any, key: tuple[str, str], checker: Checker, where: str,
+                 in_memory: bool) -> None:
+    leaves = flatten(got) if isinstance(spec, dict) else {"": got}
+    wanted = flatten(spec) if isinstance(spec, dict) else {"": spec}
+    for path, seq in wanted.items():
+        if isinstance(seq, list) and seq and isinstance(seq[0], list) and not isinstance(
+                leaves.get(path), list):
+            continue
+        value = leaves.get(path)
+        if value is None or (isinstance(value, list) and None in value):
+            continue  # this part is optimized out here
+        checker.leaf((key[0], key[1], path), value, seq, in_memory, where)
+
+
+def test_every_available_variable_at_every_instruction_has_its_true_value(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    cmds = SourceCommands(view)
+    checker = Checker()
+    steps = 0
+    while True:
+        frames = view.frames()
+        line = frames[0].line
+        for frame in frames:
+            assert frame.scope is not None, frame
+            for var in frame.scope.variables:
+                if (frame.function, var.name) not in UNCHECKABLE:
+                    check_variable(view, cmds, frame, var.name, checker, line)
+        event = dbg.stepi()
+        steps += 1
+        if event.kind == "exited":
+            assert event.retval == 2  # XDP_PASS
+            break
+    checker.complete()
+    assert {k[:2] for k in checker.position} >= {("checksum", "i"), ("checksum", "acc"),
+                                                  ("vars_main", "h"), ("fold_addr", "mixed")}
+    only_unavailable = checker.unavailable - checker.pairs
+    print(f"\nsource variables: {steps} instructions, {len(checker.pairs)} (line, variable) "
+          f"pairs checked ({checker.values_checked} values), {len(only_unavailable)} "
+          "pairs only unavailable")
+    assert len(checker.pairs) >= 60 and checker.values_checked >= 500
+
+
+def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    commands = CommandSet(dbg, view)
+    dbg.add_breakpoint("vars.bpf.c:69")  # fold_addr, inlined into hash_key, into vars_main
+    event = dbg.cont()
+    assert event.reason == "breakpoint"
+    bt = commands.execute("bt")
+    assert [(f["function"], f["inlined"], f["line"]) for f in bt.data["frames"]] == [
+        ("fold_addr", True, 69), ("hash_key", True, 84), ("vars_main", False, 151)]
+    assert bt.text.splitlines()[1].startswith("#1  hash_key [inlined] at vars.bpf.c:84")
+    assert commands.execute("print x").text == str(X)
+    assert commands.execute("info args").text == "a = <optimized out>\nb = <optimized out>"
+    assert commands.execute("up").data["frame"]["function"] == "hash_key"
+    assert commands.execute("print folded").text in ("<optimized out>", str(MIXED))
+    with pytest.raises(UsageError, match="No symbol \"x\""):
+        commands.execute("whatis x")
+    with pytest.raises(UsageError, match="No symbol \"key\""):
+        commands.execute("print key.saddr")
+    assert commands.execute("frame 2").data["frame"]["function"] == "vars_main"
+    assert commands.execute("print key.saddr").text == SADDR
+    assert commands.execute("print/x key.dport").text == hex(DPORT_LE)
+    assert commands.execute("print key").data["value"]["proto"] == 17
+    assert commands.execute("print meta.ihl").text == "5"
+    assert commands.execute("whatis key").text == "type = struct flow_key"
+    assert commands.execute("ptype meta").text.splitlines()[2] == "    __u8 version : 4;"
+    assert commands.execute("print weights").text == "{1, 2, 3, 4}"
+    assert commands.execute("print weights[3]").text == "4"
+    assert commands.execute("print scale").text == "3"
+    locals_ = commands.execute("info locals").data["variables"]
+    assert {v["name"] for v in locals_} >= {"key", "meta", "zero", "h", "sum", "cnt", "act"}
+    with pytest.raises(UsageError, match="no member 'nope'"):
+        commands.execute("print key.nope")
+    with pytest.raises(UsageError, match="cannot dereference"):
+        commands.execute("print *zero")
+    with pytest.raises(UsageError, match="context the kernel rewrites"):
+        commands.execute("print ctx->data")
+    assert commands.execute("down").data["frame"]["level"] == 1
+
+
+def test_stack_size_from_code_equals_the_jit_prologue(
+        vars_prog: tuple[BpfObject, LoadedProgram], stopped: tuple[Debugger, SourceView]) -> None:
+    _obj, prog = vars_prog
+    _dbg, view = stopped
+    for func in prog.functions:
+        jit = stack_size_from_prologue(prog.jit_bytes(func.addr, func.addr + 64), func.addr)
+        assert (jit or 0) == view.stack_size(func), func.name
