@@ -222,7 +222,12 @@ def _format_alu(insn: Insn) -> str:
     return f"{dst} {text} {operand}"
 
 
+ADDR_PERCPU = -1  # kernel-internal mov (verifier-inlined helpers, 6.10+): add the CPU offset
+
+
 def _format_movsx(insn: Insn) -> str:
+    if insn.cls == ALU64 and insn.uses_reg_src and insn.off == ADDR_PERCPU:
+        return f"r{insn.dst} = &(void __percpu *)(r{insn.src})"
     allowed = (8, 16, 32) if insn.cls == ALU64 else (8, 16)
     if not insn.uses_reg_src or insn.off not in allowed:
         return _invalid(insn)

@@ -73,6 +73,7 @@ class Scenario:
     file: Path
     object: Path | None
     source: Path | None
+    cflags: tuple[str, ...]  # extra clang flags for ``source`` (e.g. -mcpu=v4)
     program: str | None
     kernels: tuple[str, ...]
     maps: tuple[tuple[str, str], ...]  # ('NAME KEY=VALUE', origin)

@@ -137,10 +137,28 @@ def compare(session: Session, prog: LoadedProgram, expect: CaseExpectation,
     name = retval_name(prog.prog_type, result.retval)
     details: dict[str, Any] = {"retval": result.retval, "retval_name": name,
                                "packet_out": result.data_out.hex()}
+    dumps = {name: dict(session.dump_map(prog, name)) for name in sorted(prog.maps)}
+    details["maps"] = maps_details(prog, dumps)
     failures = retval_failures(expect.retval, result.retval, name)
     failures += packet_failures(expect, result.data_out)
-    failures += map_failures(session, prog, expect)
+    failures += map_failures(prog, expect, dumps)
     return failures, details
+
+
+MAX_DETAIL_ENTRIES = 64
+
+
+def maps_details(prog: LoadedProgram, dumps: dict[str, dict[bytes, bytes]]
+                 ) -> dict[str, list[list[str]]]:
+    """Non-zero entries of each map as typed text (at most 64 a map), sorted by key."""
+    out: dict[str, list[list[str]]] = {}
+    for name, entries in dumps.items():
+        info = prog.maps[name]
+        rows = [[format_map_value(k, info.btf_key_type_id, prog.btf),
+                 format_map_value(v, info.btf_value_type_id, prog.btf)]
+                for k, v in sorted(entries.items()) if any(v)]
+        out[name] = rows[:MAX_DETAIL_ENTRIES]
+    return out
 
 
 def retval_failures(expected: int | str | None, retval: int, name: str | None) -> list[str]:
@@ -167,16 +185,14 @@ def packet_failures(expect: CaseExpectation, out: bytes) -> list[str]:
     return []
 
 
-def map_failures(session: Session, prog: LoadedProgram, expect: CaseExpectation) -> list[str]:
+def map_failures(prog: LoadedProgram, expect: CaseExpectation,
+                 dumps: dict[str, dict[bytes, bytes]]) -> list[str]:
     failures = []
-    dumps: dict[str, dict[bytes, bytes]] = {}
     for map_name, key_text, value_text in expect.maps:
         info = prog.maps.get(map_name)
         if info is None:
             failures.append(f"maps: no map '{map_name}'")
             continue
-        if map_name not in dumps:
-            dumps[map_name] = dict(session.dump_map(prog, map_name))
         key, want = encode_entry(MapEntry(map_name, f"{key_text}={value_text}", "expect"),
                                  info, prog.btf)
         got = dumps[map_name].get(key)

@@ -22,7 +22,7 @@ from qstep.scenario.tomlpos import Path as KeyPath
 from qstep.scenario.tomlpos import key_lines, line_of
 from qstep.userinput import parse_hex, read_map_file, read_packet
 
-SCENARIO_KEYS = {"name", "object", "source", "program", "kernels", "maps_file", "maps",
+SCENARIO_KEYS = {"name", "object", "source", "cflags", "program", "kernels", "maps_file", "maps",
                  "expect"}
 SCENARIO_EXPECT_KEYS = {"verifier", "verifier_message"}
 CASE_KEYS = {"name", "packet", "packet_hex", "repeat", "maps", "expect", "inspect"}
@@ -119,6 +119,7 @@ def load_scenario(file: Path) -> Scenario:
         name=reader.get(head, ("scenario",), "name", str, file.stem),
         file=file, object=reader.path(head, ("scenario",), "object"),
         source=reader.path(head, ("scenario",), "source"),
+        cflags=reader.strings(head, ("scenario",), "cflags"),
         program=reader.get(head, ("scenario",), "program", str),
         kernels=reader.strings(head, ("scenario",), "kernels") or ("6.1",),
         maps=_scenario_maps(reader, head),

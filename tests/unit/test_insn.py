@@ -125,6 +125,9 @@ CASES = [
     (raw(0x0D, off=1), "(0d) invalid"),
     (raw(0x96), "(96) invalid"),
     (raw(0xBF, 1, 2, off=4), "(bf) invalid"),
+    # the verifier's per-CPU address move (inlined bpf_get_smp_processor_id, 6.10+)
+    (raw(0xBF, 0, 0, off=-1), "r0 = &(void __percpu *)(r0)"),
+    (raw(0xBC, 0, 0, off=-1), "(bc) invalid"),
     (raw(0x07, 1, off=1, imm=1), "(07) invalid"),
     (raw(0xD7, 1, imm=8), "(d7) invalid"),
     (raw(0x98, 1), "(98) invalid"),

@@ -80,3 +80,34 @@ def test_malformed_scenario_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.stderr.strip() == (f"qstep: error: {toml}:4: unknown key 'case[0].packt'; "
                                    "expected one of: expect, inspect, maps, name, packet, "
                                    "packet_hex, repeat")
+
+
+SCENARIOS = REPO_ROOT / "tests" / "scenarios"
+
+
+def qstep_bisect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qstep.cli", "bisect", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_bisect_finds_where_isa_v4_became_accepted() -> None:
+    proc = qstep_bisect(str(SCENARIOS / "alu_v4.toml"), "--kernels", "6.12,6.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["good"], result["bad"], result["boots"]) == ("6.1", "6.12", 2)
+    assert result["outcomes"]["6.1"]["verdict"] == "reject"
+    assert "BPF_LDX uses reserved fields" in result["outcomes"]["6.1"]["log"]
+    assert result["outcomes"]["6.12"]["cases"]["b = -3"]["retval"] == 13795
+    text = qstep_bisect(str(SCENARIOS / "alu_v4.toml"), "--kernels", "6.1,6.12").stdout
+    assert "first change: 6.1 -> 6.12" in text.splitlines()
+
+
+def test_bisect_shows_an_inlined_helper_per_instruction() -> None:
+    proc = qstep_bisect(str(SCENARIOS / "cpu_id.toml"), "--kernels", "6.1,6.12")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "no change of outcome" in lines
+    assert "insn 0 (cpu_id_main, cpu_id.bpf.c:13):" in lines
+    rewrite = next(line for line in lines if line.startswith("  6.12: verifier rewrote"))
+    assert "r0 = &(void __percpu *)(r0); r0 = *(u32 *)(r0 +0)" in rewrite
+    assert "call ADDR" in next(line for line in lines if line.startswith("  6.1: x86"))
