@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qstep.debugger.engine import Debugger
 from qstep.errors import QstepError, UsageError
+
+NameLookup = Callable[[str], "int | bytes | None"]
 
 
 class UnreadableMemory(UsageError):
@@ -13,9 +17,10 @@ class UnreadableMemory(UsageError):
 class StoppedEnv:
     """``reg``/``mem``/``name`` for ``qstep.expr.evaluate`` at the current stop."""
 
-    def __init__(self, dbg: Debugger) -> None:
+    def __init__(self, dbg: Debugger, names: NameLookup | None = None) -> None:
         self._dbg = dbg
         self._regs = dbg.regs()
+        self._names = names
 
     def reg(self, n: int) -> int:
         return self._regs[n]
@@ -27,5 +32,8 @@ class StoppedEnv:
             raise UnreadableMemory(f"cannot read {size} bytes at {addr:#x}: {err}") from err
 
     def name(self, name: str) -> int | bytes:
-        raise UsageError(f"unknown name '{name}' (C variables are not supported yet; use "
-                         "registers $r0..$r10 and mem(ADDR, SIZE))")
+        found = self._names(name) if self._names is not None else None
+        if found is None:
+            raise UsageError(f"unknown name '{name}' (no C variable of that name here; "
+                             "registers are $r0..$r10, memory mem(ADDR, SIZE))")
+        return found

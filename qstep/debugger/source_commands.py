@@ -13,6 +13,7 @@ from qstep.dwarf.values import Value
 from qstep.errors import UsageError
 
 Result = tuple[str, dict[str, Any]]
+MASK64 = (1 << 64) - 1
 
 
 def frame_text(f: SourceFrame) -> str:
@@ -53,11 +54,22 @@ class SourceCommands:
             return None
         found = self.lookup(path.name)
         if found is None:
-            if path.steps:
-                raise UsageError(f'No symbol "{path.name}" in current context.')
-            return None
+            raise UsageError(f'No symbol "{path.name}" in current context.')
         value, frame = found
         return apply_steps(value, path, text.strip(), self.view.state(frame))
+
+    def scalar(self, name: str) -> int | bytes | None:
+        """A variable for the untyped expression evaluator: integers (pointers as
+        addresses), other objects as bytes; None when there is no such variable."""
+        found = self.lookup(name)
+        if found is None:
+            return None
+        value = found[0]
+        if not value.available:
+            raise UsageError(f"'{name}' is {format_value(value, name).strip('<>')} here")
+        if value.type.is_scalar:
+            return value.as_int() & MASK64
+        return value.data
 
     def print(self, fmt: str, text: str) -> Result | None:
         value = self.resolve(text)

@@ -283,6 +283,10 @@ def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView
     assert commands.execute("print weights").text == "{1, 2, 3, 4}"
     assert commands.execute("print weights[3]").text == "4"
     assert commands.execute("print scale").text == "3"
+    assert commands.execute("print zero + scale * 2 + 7").data["value"] == 13
+    assert commands.execute("print meta.len").text == str(len(PKT))
+    with pytest.raises(UsageError, match="No symbol \"nosuch\""):
+        commands.execute("print nosuch")
     locals_ = commands.execute("info locals").data["variables"]
     assert {v["name"] for v in locals_} >= {"key", "meta", "zero", "h", "sum", "cnt", "act"}
     with pytest.raises(UsageError, match="no member 'nope'"):
