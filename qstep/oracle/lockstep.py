@@ -1,0 +1,192 @@
+"""Run a real JIT-compiled program in lockstep with BPF semantics (``qstep verify-jit``).
+
+For every BPF instruction of a real run the reference interpreter computes, from the
+registers before it, the state after it: it executes the xlated instructions the kernel
+really JIT-compiled for that instruction, reads memory from the stopped guest, takes
+``ld_imm64`` constants from the JIT's own x86 code, and leaves helper results unknown.
+The debugger then steps the real program, and its registers, memory writes and next
+instruction must agree. The first disagreement localises a JIT miscompile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import capstone
+
+from qstep.bpf.insn import Insn
+from qstep.debugger.engine import Debugger
+from qstep.listing import xlated_span
+from qstep.loaded import InsnSite, LoadedProgram
+from qstep.oracle.interp import MemWrite, step
+
+M64 = (1 << 64) - 1
+MemReader = Callable[[int, int], bytes]
+RegsReader = Callable[[], tuple[int, ...]]
+
+
+@dataclass
+class Expected:
+    """What BPF semantics say one instruction does."""
+
+    regs: list[int]
+    unknown: set[int]
+    writes: list[MemWrite] = field(default_factory=list)
+    next_insn: int | None = None
+    call_target: int | None = None
+    exits: bool = False
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first instruction where the JIT's result differs from BPF semantics."""
+
+    step: int
+    site: InsnSite
+    what: str
+    regs_before: tuple[int, ...]
+    regs_after: tuple[int, ...]
+    expected: tuple[int, ...]
+    unknown: frozenset[int]
+
+
+@dataclass
+class LockstepReport:
+    """How many instructions agreed, and the divergence that ended the run (if any)."""
+
+    checked: int = 0
+    divergence: Divergence | None = None
+    retval: int | None = None
+
+
+def imm_loads(prog: LoadedProgram, site: InsnSite) -> Iterator[int]:
+    """Immediate values the JIT loads into registers in this instruction's x86 code."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    code = prog.jit_bytes(site.jit_start or 0, site.jit_end or 0)
+    for ins in md.disasm(code, site.jit_start or 0):
+        ops = ins.operands
+        if (ins.mnemonic in ("mov", "movabs") and len(ops) == 2
+                and ops[1].type == capstone.x86.X86_OP_IMM
+                and ops[0].type == capstone.x86.X86_OP_REG):
+            yield ops[1].imm & (M64 if ops[0].size == 8 else 0xFFFFFFFF)
+
+
+class Oracle:
+    """Runs the xlated span of one original instruction from a given state."""
+
+    def __init__(self, prog: LoadedProgram, read: MemReader) -> None:
+        self.prog = prog
+        self.read_guest = read
+        self.orig_of_xlated = {s.xlated_index: i for i, s in prog.sites.items()
+                               if s.xlated_index is not None}
+
+    def expect(self, site: InsnSite, regs: Sequence[int]) -> Expected:
+        span = xlated_span(self.prog, site)
+        by_index = {x.index: x for x in span}
+        # Verifier patches may use BPF_REG_AX (r11, x86 r10 in the JIT) as a scratch
+        # register inside the span; it is written before it is read.
+        exp = Expected([*regs, 0], set())
+        overlay: dict[int, int] = {}
+        imms = iter(imm_loads(self.prog, site))
+
+        def read(addr: int, size: int) -> bytes:
+            data = bytearray(self.read_guest(addr, size))
+            for i in range(size):
+                if addr + i in overlay:
+                    data[i] = overlay[addr + i]
+            return bytes(data)
+
+        def ldimm64(_insn: Insn) -> int:
+            return next(imms)
+
+        pc = span[0].index
+        while pc in by_index:
+            eff = step(by_index[pc], exp.regs, read, ldimm64)
+            exp.regs = list(eff.regs)
+            exp.unknown |= set(eff.unknown)
+            for w in eff.writes:
+                exp.writes.append(w)
+                overlay.update({w.addr + i: b for i, b in enumerate(w.value)})
+            if eff.kind == "call_bpf":
+                # The kernel rewrites a JIT-ed pseudo call's imm (6.1: the subprogram
+                # number), so the target comes from the original relative offset.
+                exp.call_target = site.insn.call_target
+                return exp
+            if eff.kind == "exit":
+                exp.exits = True
+                return exp
+            assert eff.next_pc is not None
+            pc = eff.next_pc
+        exp.next_insn = self.orig_of_xlated[pc]
+        return exp
+
+
+def lockstep(dbg: Debugger, read_regs: RegsReader | None = None) -> LockstepReport:
+    """Step the whole run from the entry, checking each instruction; stop at the first
+    divergence. ``read_regs`` replaces the debugger's register read (tests inject
+    faults through it)."""
+    regs_of: RegsReader = read_regs or (lambda: dbg.regs().values)
+    prog = dbg.prog
+    oracle = Oracle(prog, dbg.read_memory)
+    dbg.add_breakpoint(f"#{prog.functions[0].start_insn}", temporary=True)
+    event = dbg.run()
+    frames: list[tuple[int, ...]] = []  # caller registers at each bpf-to-bpf call
+    report = LockstepReport()
+    while event.kind == "stopped" and event.site is not None:
+        site, before = event.site, regs_of()
+        exp = oracle.expect(site, before)
+        event = dbg.stepi()
+        if exp.exits and not frames:
+            report.retval = event.retval
+            if event.kind != "exited" or event.retval != exp.regs[0] & 0xFFFFFFFF:
+                report.divergence = Divergence(report.checked + 1, site, (
+                    f"the program returned {event.retval}, BPF semantics give "
+                    f"{exp.regs[0] & 0xFFFFFFFF}"), before, (), tuple(exp.regs[:11]),
+                    frozenset())
+            else:
+                report.checked += 1
+            return report
+        if event.kind != "stopped" or event.site is None:
+            report.divergence = Divergence(report.checked + 1, site,
+                                           f"the run ended ({event.kind}) mid-program",
+                                           before, (), tuple(exp.regs[:11]), frozenset())
+            return report
+        found = _compare(dbg, exp, frames, before, regs_of(), event.site.index)
+        if found is not None:
+            what, after, unknown = found
+            report.divergence = Divergence(report.checked + 1, site, what, before, after,
+                                           tuple(exp.regs[:11]), frozenset(unknown))
+            return report
+        report.checked += 1
+    return report
+
+
+def _compare(dbg: Debugger, exp: Expected, frames: list[tuple[int, ...]],
+             before: tuple[int, ...], after: tuple[int, ...], next_insn: int
+             ) -> tuple[str, tuple[int, ...], set[int]] | None:
+    """What disagrees after one instruction, or None."""
+    want_next: int | None
+    if exp.call_target is not None:
+        frames.append(before)
+        unknown, want_next = {10}, exp.call_target
+    elif exp.exits:
+        caller = frames.pop()
+        exp.regs = [exp.regs[0], *caller[1:]]
+        unknown, want_next = {1, 2, 3, 4, 5}, next_insn
+    else:
+        unknown, want_next = exp.unknown, exp.next_insn
+    if next_insn != want_next:
+        return (f"execution continued at insn {next_insn}, BPF semantics give insn "
+                f"{want_next}", after, unknown)
+    for n in range(11):
+        if n not in unknown and after[n] != exp.regs[n]:
+            return (f"r{n} is {after[n]:#x}, BPF semantics give {exp.regs[n]:#x}", after,
+                    unknown)
+    for w in exp.writes:
+        got = dbg.read_memory(w.addr, w.size)
+        if got != w.value:
+            return (f"memory at {w.addr:#x} holds {got.hex()}, BPF semantics wrote "
+                    f"{w.value.hex()}", after, unknown)
+    return None
