@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from qstep import pytest_plugin
 from qstep.paths import REPO_ROOT, cache_dir
 from qstep.session import Session
 
@@ -50,23 +51,28 @@ def l4lb_obj(bpf_obj: Callable[[str], Path]) -> Path:
     return bpf_obj("examples/l4lb/l4lb.bpf.c")
 
 
-def _session(kernel: str) -> Iterator[Session]:
+def pytest_configure(config: pytest.Config) -> None:
+    """qstep's own VM tests use its pytest plugin (normally loaded by its entry point)."""
+    if not config.pluginmanager.has_plugin("qstep"):
+        config.pluginmanager.register(pytest_plugin, "qstep")
+
+
+def _guest(guests: pytest_plugin.GuestPool, kernel: str) -> Session:
     if os.geteuid() != 0:
         pytest.skip("VM tests fetch kernels with apt and need root")
-    with Session(kernel=kernel) as session:
-        yield session
+    return guests.get(kernel)
 
 
 @pytest.fixture(scope="session")
-def vm() -> Iterator[Session]:
+def vm(qstep_guests: pytest_plugin.GuestPool) -> Session:
     """One guest with the default test kernel, shared by all tests that allow it."""
-    yield from _session(os.environ.get("QSTEP_TEST_KERNEL", "6.1"))
+    return _guest(qstep_guests, os.environ.get("QSTEP_TEST_KERNEL", "6.1"))
 
 
 @pytest.fixture(scope="session")
-def vm612() -> Iterator[Session]:
+def vm612(qstep_guests: pytest_plugin.GuestPool) -> Session:
     """A second guest with the 6.12 kernel, for the tests that compare kernels."""
-    yield from _session("6.12")
+    return _guest(qstep_guests, "6.12")
 
 
 @pytest.fixture(params=["6.1", "6.12"])
