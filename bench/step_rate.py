@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 
 from qstep.bpf.elf import BpfObject
+from qstep.debugger.engine import RunRequest
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT, cache_dir
 from qstep.session import Session
-from qstep.target import KINDS, Target, open_target
+from qstep.target import KINDS, Target
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -39,17 +40,14 @@ class Bench:
     packet: bytes
 
     def send_run(self, repeat: int = 1) -> int:
-        assert self.session.agent is not None
-        return self.session.agent.send("run", self.prog.handle, repeat, self.packet, b"",
-                                       len(self.packet) + 4096)
+        return self.session.start_run(self.prog, RunRequest(self.packet, repeat=repeat))
 
     def finish(self, target: Target, seq: int) -> None:
         """Clear breakpoints, let the run end, collect its reply, stop the idle guest."""
         target.clear_all()
         target.resume()
-        assert self.session.agent is not None
-        reply = self.session.agent.wait_reply(seq, 120, "run")
-        assert reply.int("retval") == 7, reply
+        result = self.session.poll_run(seq, 120)
+        assert result is not None and result.retval == 7, result
         target.interrupt()
 
     def in_jit(self, pc: int) -> bool:
@@ -97,7 +95,7 @@ def step_pass(bench: Bench, target: Target, with_regs: bool) -> tuple[int, float
 
 def steps_per_second(bench: Bench, kind: str, with_regs: bool, min_steps: int) -> float:
     total_steps, total_time = 0, 0.0
-    with open_target(kind, gdb_socket(bench.session)) as target:
+    with bench.session.target(kind) as target:
         while total_steps < min_steps:
             steps, elapsed = step_pass(bench, target, with_regs)
             total_steps += steps
@@ -107,7 +105,7 @@ def steps_per_second(bench: Bench, kind: str, with_regs: bool, min_steps: int) -
 
 def hit_round_trip(bench: Bench, kind: str, hits: int) -> float:
     """Seconds per resume → breakpoint stop, over one run repeated ``hits`` times."""
-    with open_target(kind, gdb_socket(bench.session)) as target:
+    with bench.session.target(kind) as target:
         seq = stop_at_entry(bench, target, repeat=hits)
         start = time.perf_counter()
         for _ in range(hits - 1):
@@ -119,13 +117,8 @@ def hit_round_trip(bench: Bench, kind: str, hits: int) -> float:
     return elapsed / (hits - 1)
 
 
-def gdb_socket(session: Session) -> str:
-    assert session.machine is not None and session.machine.config is not None
-    return str(session.machine.config.gdb_socket)
-
-
 def steps_per_run(bench: Bench) -> int:
-    with open_target("rsp", gdb_socket(bench.session)) as target:
+    with bench.session.target("rsp") as target:
         return step_pass(bench, target, with_regs=False)[0]
 
 

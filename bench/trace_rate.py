@@ -22,7 +22,6 @@ from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT, cache_dir
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -86,16 +85,12 @@ def main() -> None:
     packet = read_packet(str(EXAMPLE / "packets/ipv4_to_v4real.hex"))
     with Session(kernel=args.kernel) as session:
         prog = load_example(session)
-        assert session.machine is not None and session.machine.config is not None
-        assert session.agent is not None
         print(f"kernel {session.release}, TCG; l4lb_ingress on ipv4_to_v4real")
         for backend in ("rsp", "gdb"):
-            with open_target(backend, session.machine.config.gdb_socket) as target:
-                dbg = Debugger(prog, target, session.agent, RunRequest(packet))
+            with session.debugger(prog, RunRequest(packet), backend) as dbg:
                 per_step = raw_steps(dbg)
                 insns, steps, trace_s = traced(dbg)
                 hit = breakpoint_round_trip(dbg, 30)
-                dbg.detach()
             raw_rate, trace_rate = 1 / per_step, insns / trace_s
             print(f"  {backend:4} raw x86 step+regs: {raw_rate:7.0f}/s   traced BPF insns: "
                   f"{trace_rate:7.0f}/s = {trace_rate / raw_rate:.0%} of raw "

@@ -8,16 +8,13 @@ source lines come from libbpf's relocated ``line_info`` and the object's BTF.
 from __future__ import annotations
 
 import bisect
-import struct
 from dataclasses import dataclass, field
 
-from qstep.agent.protocol import Reply
+from qstep.agent.replies import LoadInfo, MapInfo, ProgInfo
 from qstep.bpf import insn as bpf_insn
-from qstep.bpf.btf import Btf, LineInfo, decode_func_info, decode_line_info
+from qstep.bpf.btf import Btf, LineInfo
 from qstep.bpf.progtypes import prog_type_name
 from qstep.errors import GuestError
-
-LINE_REC = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
 
 
 @dataclass(frozen=True)
@@ -78,18 +75,6 @@ class InsnSite:
         return self.jit_start is not None
 
 
-@dataclass(frozen=True)
-class MapInfo:
-    name: str
-    id: int
-    type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    btf_key_type_id: int
-    btf_value_type_id: int
-
-
 @dataclass
 class LoadedProgram:
     """Everything known about one loaded program."""
@@ -107,6 +92,8 @@ class LoadedProgram:
     sites: dict[int, InsnSite]
     maps: dict[str, MapInfo]
     map_ids: list[int] = field(default_factory=list)
+    # Subprograms the verifier dropped as unreachable: no JIT code, not in ``functions``.
+    removed_functions: list[JitFunction] = field(default_factory=list)
     foreign: bool = False  # loaded outside qstep: coarse JIT map, no agent handle
     _ranges: list[tuple[int, int, int]] | None = field(default=None, repr=False)
     _range_starts: list[int] = field(default_factory=list, repr=False)
@@ -139,22 +126,9 @@ class LoadedProgram:
         return b""
 
 
-def _u32s(blob: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(blob) // 4}I", blob))
-
-
-def _u64s(blob: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(blob) // 8}Q", blob))
-
-
-def _records(blob: bytes, rec_size: int, rec: struct.Struct) -> list[tuple[int, ...]]:
-    if rec_size < rec.size:
-        return []
-    return [rec.unpack_from(blob, off) for off in range(0, len(blob) - rec.size + 1, rec_size)]
-
 
 def source_locations(line_info: list[LineInfo], insn_count: int) -> dict[int, SourceLoc]:
-    """Source position of each instruction from libbpf's relocated line_info."""
+    """Source position of each instruction from a relocated line_info."""
     by_insn: dict[int, SourceLoc] = {}
     records = sorted(line_info, key=lambda r: r.insn_off)
     for pos, rec in enumerate(records):
@@ -165,72 +139,90 @@ def source_locations(line_info: list[LineInfo], insn_count: int) -> dict[int, So
     return by_insn
 
 
-def build_functions(load: Reply, info: Reply, btf: Btf, insn_count: int) -> list[JitFunction]:
-    """Pair libbpf's func_info (original indices) with the kernel's ksyms and lengths."""
-    funcs = sorted((f.insn_off, f.name) for f in decode_func_info(
-        load.blob("func_info"), load.int("func_info_rec_size"), btf))
-    ksyms = _u64s(info.blob("jited_ksyms"))
-    lens = _u32s(info.blob("jited_func_lens"))
-    if not funcs:
-        funcs = [(0, "main")]
-    if len(funcs) != len(ksyms) or len(ksyms) != len(lens):
-        raise GuestError(f"kernel reports {len(ksyms)} JIT functions for {len(funcs)} "
+def jit_functions(starts: list[tuple[int, int, str]], info: ProgInfo) -> list[JitFunction]:
+    """JIT functions from ``(start, end, name)`` in the kernel's order and its ksyms."""
+    ksyms, lens = info.jited_ksyms, info.jited_func_lens
+    if not len(starts) == len(ksyms) == len(lens):
+        raise GuestError(f"kernel reports {len(ksyms)} JIT functions for {len(starts)} "
                          "functions in func_info")
-    result = []
-    offset = 0
-    for i, ((start, name), addr, length) in enumerate(zip(funcs, ksyms, lens, strict=True)):
-        end = funcs[i + 1][0] if i + 1 < len(funcs) else insn_count
+    result, offset = [], 0
+    for i, ((start, end, name), addr, length) in enumerate(zip(starts, ksyms, lens,
+                                                              strict=True)):
         result.append(JitFunction(i, name, start, end, addr, length, offset))
         offset += length
     return result
 
 
-def jit_ranges(info: Reply, functions: list[JitFunction]) -> dict[int, tuple[int, int, int]]:
-    """Original index → (xlated index, JIT start, JIT end) from the kernel's reports."""
-    recs = _records(info.blob("kline_info"), info.int("kline_info_rec_size"), LINE_REC)
-    addrs = _u64s(info.blob("jited_line_info"))
-    if len(recs) != len(addrs):
-        raise GuestError(f"kernel line_info ({len(recs)}) and jited_line_info "
+def record_ranges(keys: list[int], info: ProgInfo,
+                  functions: list[JitFunction]) -> dict[int, tuple[int, int]]:
+    """``keys[k]`` → the JIT range of the kernel's k-th line-info record.
+
+    A range ends where the next record starts, or at its function's end.
+    """
+    addrs = info.jited_line_info
+    if len(keys) != len(addrs):
+        raise GuestError(f"kernel line_info ({len(keys)}) and jited_line_info "
                          f"({len(addrs)}) differ in length")
-    result: dict[int, tuple[int, int, int]] = {}
-    for k, ((xlated, _f, _l, orig), addr) in enumerate(zip(recs, addrs, strict=True)):
+    ranges = {}
+    for k, (key, addr) in enumerate(zip(keys, addrs, strict=True)):
         func = next((f for f in functions if f.contains(addr)), None)
         if func is None:
-            raise GuestError(f"JIT address {addr:#x} of insn {orig} is outside every function")
+            raise GuestError(f"JIT address {addr:#x} of insn {key} is outside every function")
         nxt = addrs[k + 1] if k + 1 < len(addrs) else None
         end = nxt if nxt is not None and func.contains(nxt) and nxt >= addr else (
             func.addr + func.length)
-        result[orig] = (xlated, addr, end)
-    return result
+        ranges[key] = (addr, end)
+    return ranges
 
 
-def parse_maps(load: Reply) -> dict[str, MapInfo]:
-    maps = {}
-    for vals in load.all("map"):
-        name, *rest = vals
-        nums = [int(n) for n in rest]
-        if len(nums) != 7:
-            raise GuestError(f"malformed map line from the agent: {vals!r}")
-        maps[str(name)] = MapInfo(str(name), *nums)
-    return maps
+def function_of(functions: list[JitFunction], index: int) -> JitFunction:
+    """The function (live or removed) whose instruction range holds ``index``."""
+    return next(f for f in functions if f.start_insn <= index < f.end_insn)
 
 
-def build_loaded(load: Reply, info: Reply, btf: Btf) -> LoadedProgram:
-    """Join the agent's ``load`` and ``info`` replies into a ``LoadedProgram``."""
-    insns = bpf_insn.decode(load.blob("insns"))
-    count = len(load.blob("insns")) // 8
-    line_info = decode_line_info(load.blob("line_info"), load.int("line_info_rec_size"), btf)
-    sources = source_locations(line_info, count)
-    functions = build_functions(load, info, btf, count)
-    ranges = jit_ranges(info, functions)
+def libbpf_functions(load: LoadInfo, info: ProgInfo, btf: Btf,
+                     count: int) -> tuple[list[JitFunction], list[JitFunction]]:
+    """libbpf's functions (original indices) paired with the kernel's JIT functions.
+
+    The verifier drops subprograms unreachable from the entry point, so the kernel
+    may report fewer JIT functions than libbpf's func_info has. Each JIT function's
+    first address is its first line-info record, whose synthetic ``line_col`` is
+    the original index: that names which functions survived. Returns (live, removed).
+    """
+    funcs = sorted((f.insn_off, f.name) for f in load.func_info.funcs(btf)) or [(0, "main")]
+    bounds = [(start, funcs[i + 1][0] if i + 1 < len(funcs) else count, name)
+              for i, (start, name) in enumerate(funcs)]
+    start_at = {addr: line.line_col for line, addr in zip(
+        info.kernel_lines(), info.jited_line_info, strict=False)}
+    live_starts = [start_at.get(addr) for addr in info.jited_ksyms]
+    if len(bounds) == len(info.jited_ksyms) or None in live_starts:
+        live = bounds  # nothing dropped (or no per-instruction line info to tell)
+    else:
+        by_start = {b[0]: b for b in bounds}
+        live = [by_start[s] for s in live_starts if s in by_start]
+    removed = [JitFunction(-1, name, start, end, 0, 0, 0)
+               for start, end, name in bounds if (start, end, name) not in live]
+    return jit_functions(live, info), removed
+
+
+def build_loaded(load: LoadInfo, info: ProgInfo, btf: Btf) -> LoadedProgram:
+    """Join the agent's ``load`` and ``info`` reports into a ``LoadedProgram``."""
+    insns = bpf_insn.decode(load.insns)
+    count = len(load.insns) // 8
+    sources = source_locations(load.line_info.lines(btf), count)
+    functions, removed = libbpf_functions(load, info, btf, count)
+    lines = info.kernel_lines()
+    # The synthetic line info carries each record's original index in line_col.
+    ranges = record_ranges([line.line_col for line in lines], info, functions)
+    xlated_of = {line.line_col: line.insn_off for line in lines}
     sites = {}
     for ins in insns:
-        func = next(f for f in functions if f.start_insn <= ins.index < f.end_insn)
-        xl, start, end = ranges.get(ins.index, (None, None, None))
-        sites[ins.index] = InsnSite(ins, func, sources.get(ins.index), xl, start, end)
+        func = function_of(functions + removed, ins.index)
+        start, end = ranges.get(ins.index, (None, None))
+        sites[ins.index] = InsnSite(ins, func, sources.get(ins.index),
+                                    xlated_of.get(ins.index), start, end)
     return LoadedProgram(
-        handle=load.int("handle"), prog_id=info.int("id"), prog_type=info.int("type"),
-        name=str(info.get("name")), tag=info.blob("tag").hex(), btf=btf, insns=insns,
-        xlated=bpf_insn.decode(info.blob("xlated")), jited_image=info.blob("jited"),
-        functions=functions, sites=sites, maps=parse_maps(load),
-        map_ids=_u32s(info.blob("map_ids")))
+        handle=load.handle, prog_id=info.prog_id, prog_type=info.prog_type, name=info.name,
+        tag=info.tag, btf=btf, insns=insns, xlated=bpf_insn.decode(info.xlated),
+        jited_image=info.jited, functions=functions, sites=sites, maps=load.maps,
+        map_ids=info.map_ids, removed_functions=removed)

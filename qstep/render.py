@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from qstep.agent.replies import MapInfo
 from qstep.bpf import values
 from qstep.bpf.btf import Btf
 from qstep.bpf.uapi import MapType
-from qstep.loaded import MapInfo
 
 ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 

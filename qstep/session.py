@@ -1,36 +1,79 @@
-"""A debugging session: one booted guest with its agent, and programs loaded into it."""
+"""A qstep session: one booted guest, its agent, and the programs in it.
+
+``Session`` is the hub every front end uses: it boots the guest, speaks every
+agent verb, loads or selects programs, runs them, sets up probes, reads maps and
+hands out debuggers::
+
+    from qstep import BpfObject, RunRequest, Session
+
+    with Session(kernel="6.1") as session:
+        prog = session.load(BpfObject.open("prog.bpf.o"), "xdp_main")
+        print(session.test_run(prog, packet).retval)
+        with session.debugger(prog, RunRequest(packet)) as dbg:
+            dbg.add_breakpoint("prog.bpf.c:42")
+            event = dbg.run()
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
+from qstep.agent import replies
 from qstep.agent.client import AgentClient, AgentError
-from qstep.bpf.btf import decode_line_info
+from qstep.agent.protocol import Reply, Token
+from qstep.agent.replies import (
+    AttachedProbe,
+    FoundProgram,
+    MapDump,
+    ProbeChannel,
+    ProbeRecords,
+    RunResult,
+)
 from qstep.bpf.elf import BpfObject
+from qstep.debugger.engine import Debugger, RunRequest
 from qstep.errors import GuestError, HostError, UsageError, VerifierError
+from qstep.foreign import build_foreign
 from qstep.images.guest import build_initramfs
 from qstep.images.kernels import Kernel, resolve_kernel
 from qstep.loaded import LoadedProgram, build_loaded
+from qstep.target import Target, open_target
 from qstep.verifier_log import annotate, last_error_lines
 from qstep.vm.machine import Machine
 
 BOOT_TIMEOUT = 180.0
+SELECTORS = ("id", "name", "tag", "pinned")
+
+__all__ = ["SELECTORS", "FromObject", "InGuest", "ProgramSource", "RunResult", "Session"]
 
 
 @dataclass(frozen=True)
-class RunResult:
-    """The outcome of one BPF_PROG_TEST_RUN."""
+class FromObject:
+    """A program of a BPF ELF object, for qstep to load (exact JIT map)."""
 
-    retval: int
-    duration_ns: int
-    data_out: bytes
-    ctx_out: bytes
+    obj: BpfObject
+    name: str
+
+
+@dataclass(frozen=True)
+class InGuest:
+    """A program already in the guest, by ``id``, ``name``, ``tag`` or ``pinned`` path."""
+
+    kind: str
+    value: str
+
+
+ProgramSource = FromObject | InGuest
 
 
 class Session:
-    """Boots the guest on enter, shuts it down on exit; loads and runs programs."""
+    """Boots the guest on enter and shuts it down on exit; every guest action goes here.
+
+    ``kernel`` is "6.1" (default), "6.12", a package name or a bzImage path;
+    ``accel`` is "tcg" or "kvm".
+    """
 
     def __init__(self, kernel: str | None = None, accel: str = "tcg",
                  memory_mb: int = 512, boot_timeout: float = BOOT_TIMEOUT) -> None:
@@ -70,44 +113,50 @@ class Session:
 
     @property
     def release(self) -> str:
+        """The guest kernel's release string (``uname -r``)."""
         return self.agent.kernel_release if self.agent else ""
 
-    def _agent(self) -> AgentClient:
+    def _request(self, verb: str, *args: Token, timeout: float = 60.0) -> Reply:
         if self.agent is None:
-            raise HostError("the session is not started")
-        return self.agent
+            raise HostError("the session is not started (use 'with Session() as s:')")
+        return self.agent.request(verb, *args, timeout=timeout)
+
+    def hello(self) -> int:
+        """A round trip to the agent; returns its protocol version."""
+        return self._request("hello").int("version")
 
     # -- programs ------------------------------------------------------
+    def open_program(self, source: ProgramSource) -> LoadedProgram:
+        """Load a program from an object, or describe one already in the guest."""
+        if isinstance(source, FromObject):
+            return self.load(source.obj, source.name)
+        return self.load_foreign(self.find_program(source.kind, source.value))
+
     def load(self, obj: BpfObject, prog_name: str) -> LoadedProgram:
         """Load one program of ``obj``; raise ``VerifierError`` with an annotated log."""
-        agent = self._agent()
         try:
-            load = agent.request("load", obj.data, prog_name, timeout=300)
+            load = self._request("load", obj.data, prog_name, timeout=300)
         except AgentError as err:
             raise self._load_error(obj, prog_name, err) from None
-        info = agent.request("info", load.int("handle"))
-        return build_loaded(load, info, obj.btf)
+        info = replies.decode_load(load)
+        return build_loaded(info, replies.decode_prog_info(self._request("info", info.handle)),
+                            obj.btf)
 
     def _load_error(self, obj: BpfObject, prog_name: str, err: AgentError) -> Exception:
-        log = err.reply.blob("log").decode(errors="replace") if err.reply.has("log") else ""
-        if not log.strip():
+        rejected = replies.decode_rejected(err.reply)
+        if not rejected.log.strip():
             return GuestError(f"loading {prog_name} failed: {err}")
-        source_of = self._source_lookup(obj, err)
-        annotated = annotate(log, source_of)
+        annotated = annotate(rejected.log, self._source_lookup(obj, rejected))
         summary = " / ".join(last_error_lines(annotated, 2))
         return VerifierError(f"the verifier rejected {prog_name}: {summary}\n"
                              f"--- verifier log (source lines from the object) ---\n"
                              f"{annotated}", annotated)
 
     @staticmethod
-    def _source_lookup(obj: BpfObject, err: AgentError) -> Callable[[int], str | None]:
+    def _source_lookup(obj: BpfObject,
+                       rejected: replies.RejectedLoad) -> Callable[[int], str | None]:
         """Instruction index → 'source text  @ file:line' from the rejected load."""
-        reply = err.reply
-        if not reply.has("line_info"):
-            return lambda _index: None
-        records = decode_line_info(reply.blob("line_info"),
-                                           reply.int("line_info_rec_size"), obj.btf)
-        records.sort(key=lambda r: r.insn_off)
+        records = sorted(rejected.line_info.lines(obj.btf), key=lambda r: r.insn_off)
 
         def source_of(index: int) -> str | None:
             best = None
@@ -121,74 +170,155 @@ class Session:
         return source_of
 
     def unload(self, prog: LoadedProgram) -> None:
+        """Unload a program qstep loaded (programs loaded by others are left alone)."""
         if not prog.foreign:
-            self._agent().request("unload", prog.handle)
+            self._request("unload", prog.handle)
 
-    # -- programs loaded outside qstep -----------------------------------
+    def find_program(self, kind: str, value: str) -> int:
+        """The id of a program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
+        return self.find(kind, value).prog_id
+
+    def find(self, kind: str, value: str) -> FoundProgram:
+        """A program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
+        if kind not in SELECTORS:
+            raise UsageError(f"select a program by id, name, tag or pinned, not '{kind}'")
+        try:
+            return replies.decode_found(self._request("find_prog", kind, value))
+        except AgentError as err:
+            raise UsageError(str(err)) from None
+
+    def load_foreign(self, prog_id: int) -> LoadedProgram:
+        """Describe a program qstep did not load (coarse JIT map: its own line info)."""
+        return build_foreign(replies.decode_prog_info(self._request("info_id", prog_id)))
+
+    # -- guest files and commands ----------------------------------------
     def put_file(self, guest_path: str, data: bytes) -> None:
         """Copy a file into the guest."""
         try:
-            self._agent().request("put", guest_path, data)
+            self._request("put", guest_path, data)
         except AgentError as err:
             raise UsageError(f"copying a file to {guest_path} in the guest: {err}") from None
 
     def get_file(self, guest_path: str) -> bytes:
         """Copy a file out of the guest."""
         try:
-            return self._agent().request("get", guest_path).blob("data")
+            return replies.decode_file(self._request("get", guest_path))
         except AgentError as err:
             raise UsageError(f"copying {guest_path} out of the guest: {err}") from None
 
     def guest_command(self, command: str) -> tuple[int, str]:
         """Run ``/bin/sh -c command`` in the guest; (status, output)."""
-        reply = self._agent().request("exec", command.encode(), timeout=90)
-        return reply.int("status"), reply.blob("output").decode(errors="replace")
+        result = replies.decode_command(self._request("exec", command.encode(), timeout=90))
+        return result.status, result.output
 
-    def find_program(self, kind: str, value: str) -> int:
-        """The id of a program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
-        if kind not in ("id", "name", "tag", "pinned"):
-            raise UsageError(f"select a program by id, name, tag or pinned, not '{kind}'")
-        try:
-            return self._agent().request("find_prog", kind, value).int("prog_id")
-        except AgentError as err:
-            raise UsageError(str(err)) from None
+    def kallsyms(self, symbol: str) -> int:
+        """The address of a kernel symbol in the guest."""
+        return replies.decode_address(self._request("kallsyms", symbol))
 
-    def load_foreign(self, prog_id: int) -> LoadedProgram:
-        """Describe a program qstep did not load (coarse JIT map: its own line info)."""
-        from qstep.foreign import build_foreign
-        return build_foreign(self._agent().request("info_id", prog_id))
-
-    # -- maps and runs -------------------------------------------------
-    def update_map(self, prog: LoadedProgram, map_name: str, key: bytes, value: bytes) -> None:
+    # -- maps ------------------------------------------------------------
+    def _map_id(self, prog: LoadedProgram, map_name: str) -> int:
         if map_name not in prog.maps:
             raise UsageError(f"unknown map '{map_name}'; maps: {', '.join(sorted(prog.maps))}")
+        return prog.maps[map_name].id
+
+    def update_map(self, prog: LoadedProgram, map_name: str, key: bytes, value: bytes) -> None:
+        """Write one entry of a map of ``prog`` (raw key and value bytes)."""
+        map_id = self._map_id(prog, map_name)
         try:
-            if prog.foreign:
-                self._agent().request("update_id", prog.maps[map_name].id, key, value)
-            else:
-                self._agent().request("update", prog.handle, map_name, key, value)
+            self.update_map_id(map_id, key, value)
         except AgentError as err:
             raise UsageError(f"map {map_name}: update failed: {err}") from None
 
     def dump_map(self, prog: LoadedProgram, map_name: str) -> list[tuple[bytes, bytes]]:
-        reply = (self._agent().request("dump_id", prog.maps[map_name].id) if prog.foreign
-                 else self._agent().request("dump", prog.handle, map_name))
-        return [(v[0], v[1]) for v in reply.all("entry")
-                if isinstance(v[0], bytes) and isinstance(v[1], bytes)]
+        """Every (key, value) of a map of ``prog``."""
+        return self.dump_map_id(self._map_id(prog, map_name)).entries
 
+    def update_map_id(self, map_id: int, key: bytes, value: bytes) -> None:
+        """Write one entry of any map in the guest, by map id."""
+        self._request("update_id", map_id, key, value)
+
+    def dump_map_id(self, map_id: int) -> MapDump:
+        """The entries of any map in the guest, by map id."""
+        return replies.decode_dump(self._request("dump_id", map_id))
+
+    # -- runs ------------------------------------------------------------
     def test_run(self, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
                  repeat: int = 1, out_size: int | None = None) -> RunResult:
+        """Run ``prog`` once on ``data`` (BPF_PROG_TEST_RUN, ``repeat`` times)."""
         size = out_size if out_size is not None else len(data) + 4096
         try:
-            verb, target = ("run_id", prog.prog_id) if prog.foreign else ("run", prog.handle)
-            reply = self._agent().request(verb, target, repeat, data, ctx, size,
-                                          timeout=60 + repeat / 1000)
+            reply = self._request(*self._run_args(prog, RunRequest(data, ctx, repeat), size),
+                                  timeout=60 + repeat / 1000)
         except AgentError as err:
             raise UsageError(f"BPF_PROG_TEST_RUN of {prog.name} failed: {err}") from None
-        return RunResult(reply.int("retval"), reply.int("duration"),
-                         reply.blob("data_out"), reply.blob("ctx_out"))
+        return replies.decode_run(reply)
 
-    def kallsyms(self, symbol: str) -> int:
-        reply = self._agent().request("kallsyms", symbol)
-        return int(str(reply.get("addr")), 16)
+    @staticmethod
+    def _run_args(prog: LoadedProgram, request: RunRequest,
+                  out_size: int) -> tuple[str, int, int, bytes, bytes, int]:
+        verb, target = ("run_id", prog.prog_id) if prog.foreign else ("run", prog.handle)
+        return verb, target, request.repeat, request.data, request.ctx, out_size
 
+    def start_run(self, prog: LoadedProgram, request: RunRequest) -> int:
+        """Start a test run without waiting (the CPU may stop in it); returns a run id."""
+        if self.agent is None:
+            raise HostError("the session is not started")
+        return self.agent.send(*self._run_args(prog, request, len(request.data) + 4096))
+
+    def poll_run(self, run: int, timeout: float) -> RunResult | None:
+        """The result of a started run if it ends within ``timeout`` seconds."""
+        assert self.agent is not None
+        try:
+            reply = self.agent.poll_reply(run, timeout, "run")
+        except AgentError as err:
+            raise GuestError(f"BPF_PROG_TEST_RUN failed: {err}") from None
+        return None if reply is None else replies.decode_run(reply)
+
+    # -- debugging -------------------------------------------------------
+    @contextmanager
+    def target(self, backend: str | None = None) -> Iterator[Target]:
+        """The guest CPU through QEMU's gdbstub ("rsp", default, or "gdb"); one at a time."""
+        if self.machine is None or self.machine.config is None:
+            raise HostError("the session is not started")
+        with open_target(backend, self.machine.config.gdb_socket) as target:
+            yield target
+
+    @contextmanager
+    def debugger(self, prog: LoadedProgram, request: RunRequest,
+                 backend: str | None = None) -> Iterator[Debugger]:
+        """A debugger for ``prog`` that runs it on ``request``; detached on exit."""
+        with self.target(backend) as target:
+            dbg = Debugger(prog, target, self, request)
+            try:
+                yield dbg
+            finally:
+                dbg.detach()
+
+    # -- probes ----------------------------------------------------------
+    def probe_setup(self, ringbuf_bytes: int) -> ProbeChannel:
+        """Create (or reset) the probe event ring buffer and counters."""
+        return replies.decode_probe_channel(self._request("probe_setup", ringbuf_bytes))
+
+    def probe_attach(self, probe_id: int, addr: int, insns: bytes, map_refs: bytes,
+                     bp_type: int = 4, bp_len: int = 8, mode: str = "auto") -> AttachedProbe:
+        """Load a probe program and attach it at a kernel address.
+
+        Raises ``VerifierError`` (with the log) when the verifier rejects it,
+        ``UsageError`` for any other refusal.
+        """
+        try:
+            return replies.decode_attached(self._request(
+                "probe_attach", probe_id, addr, bp_type, bp_len, insns, map_refs, mode))
+        except AgentError as err:
+            log = replies.error_log(err.reply)
+            if log:
+                raise VerifierError(str(err), log) from None
+            raise UsageError(str(err)) from None
+
+    def probe_detach(self, handle: int) -> None:
+        """Detach and unload one probe."""
+        self._request("probe_detach", handle)
+
+    def probe_drain(self) -> ProbeRecords:
+        """Every probe record written since the last drain."""
+        return replies.decode_drain(self._request("probe_drain"))

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from qstep.agent.replies import MapInfo
 from qstep.bpf import values
 from qstep.bpf.btf import Btf
 from qstep.errors import UsageError
-from qstep.loaded import MapInfo
 
 HEX_TEXT = re.compile(r"^[0-9a-fA-F\s:]*$")
 

@@ -23,7 +23,6 @@ from qstep.debugger.repl import interactive_loop
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import QstepError, UsageError
-from qstep.target import open_target
 from qstep.userinput import read_packet
 
 
@@ -67,14 +66,8 @@ def debugger_for(args: argparse.Namespace) -> Iterator[Debugger]:
     with session:
         prog = session.load(obj, prog_name)
         fill_maps(session, prog, entries)
-        assert session.machine is not None and session.machine.config is not None
-        assert session.agent is not None
-        with open_target(args.backend, session.machine.config.gdb_socket) as target:
-            dbg = Debugger(prog, target, session.agent, RunRequest(packet))
-            try:
-                yield dbg
-            finally:
-                dbg.detach()
+        with session.debugger(prog, RunRequest(packet), args.backend) as dbg:
+            yield dbg
 
 
 def emit(out: Output, as_json: bool) -> None:

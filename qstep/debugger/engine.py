@@ -10,11 +10,11 @@ breakpoint on the return address, so stepping never wanders into the kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import capstone
 
-from qstep.agent.client import AgentClient, AgentError
-from qstep.agent.protocol import Reply
+from qstep.agent.replies import RunResult
 from qstep.debugger.frames import Frame, backtrace
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
@@ -67,6 +67,14 @@ class RunRequest:
     repeat: int = 1
 
 
+class ProgramRunner(Protocol):
+    """Starts test runs and collects their results (``qstep.session.Session``)."""
+
+    def start_run(self, prog: LoadedProgram, request: RunRequest) -> int: ...
+
+    def poll_run(self, run: int, timeout: float) -> RunResult | None: ...
+
+
 @dataclass
 class _X86:
     mnemonic: str
@@ -77,11 +85,11 @@ class _X86:
 class Debugger:
     """Breakpoints and execution control for one loaded program."""
 
-    def __init__(self, prog: LoadedProgram, target: Target, agent: AgentClient,
+    def __init__(self, prog: LoadedProgram, target: Target, runner: ProgramRunner,
                  request: RunRequest) -> None:
         self.prog = prog
         self.target = target
-        self.agent = agent
+        self.runner = runner
         self.request = request
         self.breakpoints: dict[int, Breakpoint] = {}
         self._next_number = 1
@@ -198,11 +206,7 @@ class Debugger:
         self._clear_inserted()
         for addr in [*self._enabled_addrs(), *self.kernel_breakpoints]:
             self._insert(addr)
-        req = self.request
-        verb, target = ("run_id", self.prog.prog_id) if self.prog.foreign else (
-            "run", self.prog.handle)
-        self._run_seq = self.agent.send(verb, target, req.repeat, req.data, req.ctx,
-                                        len(req.data) + 4096)
+        self._run_seq = self.runner.start_run(self.prog, self.request)
         return self._resume_and_wait()
 
     def cont(self) -> Event:
@@ -236,23 +240,23 @@ class Debugger:
                 return self._stop_event(stop)
             if self._run_seq is None:
                 continue  # nothing runs: only a stop (e.g. an interrupt) can end the wait
-            reply = self._poll_agent(0.0)
-            if reply is not None:
-                return self._exit_event(reply)
+            result = self._poll_run()
+            if result is not None:
+                return self._exit_event(result)
 
-    def _poll_agent(self, timeout: float) -> Reply | None:
+    def _poll_run(self) -> RunResult | None:
         assert self._run_seq is not None
         try:
-            return self.agent.poll_reply(self._run_seq, timeout, "run")
-        except AgentError as err:
+            return self.runner.poll_run(self._run_seq, 0.0)
+        except Exception:
             self._run_seq = None
-            raise GuestError(f"BPF_PROG_TEST_RUN failed: {err}") from None
+            raise
 
-    def _exit_event(self, reply: Reply) -> Event:
+    def _exit_event(self, result: RunResult) -> Event:
         self._run_seq = None
         # The VM keeps running (idle); breakpoints stay inserted for the next run.
-        event = Event("exited", "exited", retval=reply.int("retval"),
-                      duration_ns=reply.int("duration"), data_out=reply.blob("data_out"))
+        event = Event("exited", "exited", retval=result.retval,
+                      duration_ns=result.duration_ns, data_out=result.data_out)
         self.last_event = event
         return event
 

@@ -13,7 +13,6 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from qstep.agent.client import AgentError
 from qstep.bpf.uapi import MapType
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.env import StoppedEnv, UnreadableMemory
@@ -28,7 +27,6 @@ from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_prob
 from qstep.probe.records import MapValue, ProbeHit, decode_record
 from qstep.probe.spec import Spec, Watch
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.target.base import REG_NAMES, X86Regs
 
 HW_SLOTS = 4
@@ -177,11 +175,10 @@ class Inspector:
 
     # -- guest probes --------------------------------------------------
     def attach(self) -> None:
-        agent = self.session._agent()
-        reply = agent.request("probe_setup", RINGBUF_BYTES)
-        self._events = MapRef("qstep_events", reply.int("events_map_id"), MapType.RINGBUF,
+        channel = self.session.probe_setup(RINGBUF_BYTES)
+        self._events = MapRef("qstep_events", channel.events_map_id, MapType.RINGBUF,
                               0, 0, RINGBUF_BYTES)
-        self._counters = MapRef("qstep_counters", reply.int("counters_map_id"), MapType.ARRAY,
+        self._counters = MapRef("qstep_counters", channel.counters_map_id, MapType.ARRAY,
                                 4, 8, 512)
         self._reset_counters()
         maps = {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)
@@ -192,11 +189,10 @@ class Inspector:
 
     def _reset_counters(self) -> None:
         assert self._counters is not None
-        agent = self.session._agent()
         for probe in self.probes:
             for k in range(8):
-                agent.request("update_id", self._counters.map_id,
-                              struct.pack("<I", 8 * probe.probe_id + k), bytes(8))
+                self.session.update_map_id(self._counters.map_id,
+                                           struct.pack("<I", 8 * probe.probe_id + k), bytes(8))
 
     def _attach_one(self, probe: Probe, maps: dict[str, MapRef]) -> None:
         assert self._events is not None and self._counters is not None
@@ -208,23 +204,21 @@ class Inspector:
             raise UsageError(f"inspect: spec {probe.number}: {err}{hint}") from None
         refs = b"".join(struct.pack("<I", i) for i in probe.compiled.map_refs)
         try:
-            reply = self.session._agent().request(
-                "probe_attach", probe.probe_id, probe.addr, 4, 8, probe.compiled.insns, refs,
-                "auto")
-        except AgentError as err:
-            log = err.reply.blob("log").decode(errors="replace") if err.reply.has("log") else ""
-            if log:
-                raise VerifierError(f"inspect: spec {probe.number}: the verifier rejected the "
-                                    f"probe program: {err}\n{log}\n{probe.compiled.text}",
-                                    log) from None
+            attached = self.session.probe_attach(probe.probe_id, probe.addr,
+                                                 probe.compiled.insns, refs)
+        except VerifierError as err:
+            raise VerifierError(f"inspect: spec {probe.number}: the verifier rejected the "
+                                f"probe program: {err}\n{err.log}\n{probe.compiled.text}",
+                                err.log) from None
+        except UsageError as err:
             raise UsageError(f"inspect: spec {probe.number}: {err}") from None
-        probe.handle = reply.int("probe_handle")
-        probe.attached = str(reply.get("attached"))
+        probe.handle = attached.handle
+        probe.attached = attached.attached
 
     def detach(self) -> None:
         for probe in self.probes:
             if probe.handle is not None:
-                self.session._agent().request("probe_detach", probe.handle)
+                self.session.probe_detach(probe.handle)
                 probe.handle = None
 
     # -- runs ----------------------------------------------------------
@@ -243,12 +237,10 @@ class Inspector:
         return retvals
 
     def _drain(self, run: int) -> None:
-        reply = self.session._agent().request("probe_drain")
-        self.lost += reply.int("lost") if reply.has("lost") else 0
+        drained = self.session.probe_drain()
+        self.lost += drained.lost
         by_id = {p.probe_id: p for p in self.probes if p.compiled is not None}
-        for values in reply.all("record"):
-            blob = values[0]
-            assert isinstance(blob, bytes)
+        for blob in drained.records:
             probe_id = int.from_bytes(blob[:4], "little")
             probe = by_id.get(probe_id)
             if probe is None or probe.compiled is None:
@@ -261,10 +253,8 @@ class Inspector:
     def _read_counters(self) -> None:
         if self._counters is None:
             return
-        reply = self.session._agent().request("dump_id", self._counters.map_id)
-        table = {int.from_bytes(v[0], "little"): int.from_bytes(v[1], "little")
-                 for v in reply.all("entry") if isinstance(v[0], bytes) and
-                 isinstance(v[1], bytes)}
+        table = {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+                 for k, v in self.session.dump_map_id(self._counters.map_id).entries}
         for probe in self.probes:
             if probe.mode != "guest":
                 continue
@@ -277,35 +267,30 @@ class Inspector:
     def _run_with_host_probes(self, host: list[Probe], packet: bytes, repeat: int,
                               run: int) -> int:
         session = self.session
-        assert session.machine is not None and session.machine.config is not None
         stop_helper = (session.kallsyms(STOP_HELPER)  # while the agent can still answer
                        if any(p.spec.action.stop for p in self.probes) else None)
-        with open_target("rsp", session.machine.config.gdb_socket) as target:
-            dbg = Debugger(self.prog, target, session._agent(), RunRequest(packet, repeat=repeat))
-            try:
-                by_addr: dict[int, list[Probe]] = {}
-                for probe in host:
-                    by_addr.setdefault(probe.addr, []).append(probe)
-                    if len(by_addr[probe.addr]) == 1:
-                        dbg.add_breakpoint(f"*{probe.addr:#x}")
-                if stop_helper is not None:
-                    dbg.kernel_breakpoints.add(stop_helper)
-                self._armed.clear()
-                event = dbg.run()
-                while event.kind == "stopped":
-                    if event.reason == "kernel":
-                        event = self._hand_over(dbg)
-                        continue
-                    if event.reason == "watchpoint":
-                        self._watch_hit(dbg, event.watch_addr, run)
-                    else:
-                        for probe in by_addr.get(dbg.pc(), []):
-                            self._host_hit(dbg, probe, run)
-                    event = dbg.cont()
-                assert event.retval is not None
-                return event.retval
-            finally:
-                dbg.detach()
+        with session.debugger(self.prog, RunRequest(packet, repeat=repeat)) as dbg:
+            by_addr: dict[int, list[Probe]] = {}
+            for probe in host:
+                by_addr.setdefault(probe.addr, []).append(probe)
+                if len(by_addr[probe.addr]) == 1:
+                    dbg.add_breakpoint(f"*{probe.addr:#x}")
+            if stop_helper is not None:
+                dbg.kernel_breakpoints.add(stop_helper)
+            self._armed.clear()
+            event = dbg.run()
+            while event.kind == "stopped":
+                if event.reason == "kernel":
+                    event = self._hand_over(dbg)
+                    continue
+                if event.reason == "watchpoint":
+                    self._watch_hit(dbg, event.watch_addr, run)
+                else:
+                    for probe in by_addr.get(dbg.pc(), []):
+                        self._host_hit(dbg, probe, run)
+                event = dbg.cont()
+            assert event.retval is not None
+            return event.retval
 
     def _hand_over(self, dbg: Debugger) -> Event:
         """A probe asked for a stop (the VM is in its helper call): stop in the program.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from qstep.agent.client import AgentClient, AgentError
 from qstep.bpf import asm
 from qstep.bpf.elf import BpfObject
+from qstep.errors import QstepError
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.session import Session
 
@@ -85,10 +85,9 @@ class Probes:
     """The agent's probe maps, and every probe a test attaches (detached at the end)."""
 
     def __init__(self, vm: Session) -> None:
-        assert vm.agent is not None
-        self.agent: AgentClient = vm.agent
-        setup = self.agent.request("probe_setup", RINGBUF_BYTES)
-        self.events_id, self.counters_id = setup.int("events_map_id"), setup.int("counters_map_id")
+        self.vm = vm
+        channel = vm.probe_setup(RINGBUF_BYTES)
+        self.events_id, self.counters_id = channel.events_map_id, channel.counters_map_id
         self.refs = struct.pack("<2I", self.events_id, self.counters_id)
         self.handles: list[int] = []
         self.drain()  # leftovers of earlier tests
@@ -96,23 +95,21 @@ class Probes:
     def attach(self, probe_id: int, addr: int, code: bytes, bp_type: int = HW_X,
                bp_len: int = 8, mode: str = "hw") -> str:
         """Attach; return how (kprobe / hw_breakpoint)."""
-        rep = self.agent.request("probe_attach", probe_id, addr, bp_type, bp_len, code,
-                                 self.refs, mode)
-        self.handles.append(rep.int("probe_handle"))
-        return str(rep.get("attached"))
+        attached = self.vm.probe_attach(probe_id, addr, code, self.refs, bp_type, bp_len, mode)
+        self.handles.append(attached.handle)
+        return attached.attached
 
     def detach(self, handle: int) -> None:
-        self.agent.request("probe_detach", handle)
+        self.vm.probe_detach(handle)
         self.handles.remove(handle)
 
     def drain(self) -> list[bytes]:
-        rep = self.agent.request("probe_drain")
-        assert rep.int("lost") == 0
-        return [bytes(v[0]) for v in rep.all("record")]  # type: ignore[arg-type]
+        drained = self.vm.probe_drain()
+        assert drained.lost == 0
+        return drained.records
 
     def counter(self, probe_id: int, k: int = 0) -> int:
-        rep = self.agent.request("dump_id", self.counters_id)
-        entries = {bytes(v[0]): bytes(v[1]) for v in rep.all("entry")}  # type: ignore[arg-type]
+        entries = dict(self.vm.dump_map_id(self.counters_id).entries)
         assert len(entries) == 512
         return u64s(entries[struct.pack("<I", 8 * probe_id + k)])[0]
 
@@ -178,7 +175,7 @@ def test_fifth_hardware_probe_is_refused(vm: Session, calls: LoadedProgram,
     addrs = [jit_start(calls.sites[i]) for i in (0, 1, 2, 3, 5)]
     for p, addr in enumerate(addrs[:4]):
         assert probes.attach(10 + p, addr, counting_probe(10 + p)) == "hw_breakpoint"
-    with pytest.raises(AgentError, match=f"^{re.escape(NO_SLOT)}$"):
+    with pytest.raises(QstepError, match=f"^{re.escape(NO_SLOT)}$"):
         probes.attach(14, addrs[4], counting_probe(14))
     vm.test_run(calls, PACKET)
     assert sorted(struct.unpack_from("<I", r)[0] for r in probes.drain()) == [10, 11, 12, 13]
@@ -229,7 +226,7 @@ def test_write_watchpoint_on_a_global(vm: Session, maps: LoadedProgram,
 def test_kprobe_mode(vm: Session, calls: LoadedProgram, probes: Probes) -> None:
     """No kprobe in JIT code on a stock kernel; elsewhere a kprobe runs the probe."""
     addr = jit_start(calls.sites[2])
-    with pytest.raises(AgentError) as err:
+    with pytest.raises(QstepError) as err:
         probes.attach(30, addr, counting_probe(30), mode="kprobe")
     assert str(err.value) == (
         f"kprobe at {addr:#x}: perf_event_open: Invalid argument "
@@ -242,7 +239,7 @@ def test_kprobe_mode(vm: Session, calls: LoadedProgram, probes: Probes) -> None:
     assert [struct.unpack("<IIQ", r)[:2] for r in probes.drain()] == [(30, 0)]
     # a kprobe's context is pt_regs only: a probe reading addr loads as perf_event
     # but not as a kprobe; auto mode then falls back to a hardware breakpoint
-    with pytest.raises(AgentError, match="loading the probe as a kprobe program"):
+    with pytest.raises(QstepError, match="loading the probe as a kprobe program"):
         probes.attach(31, func, counting_probe(31, (CTX_ADDR,)), mode="kprobe")
     assert probes.attach(31, func, counting_probe(31, (CTX_ADDR,)), mode="auto") \
         == "hw_breakpoint"

@@ -24,7 +24,6 @@ from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
@@ -51,13 +50,11 @@ def l4lb(vm: Session, l4lb_obj: Path) -> Iterator[LoadedProgram]:
 def debugger(request: pytest.FixtureRequest, vm: Session,
              l4lb: LoadedProgram) -> Iterator[Callable[[bytes], Debugger]]:
     """A factory: debugger(packet) → Debugger attached through the given backend."""
-    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
-    agent = vm.agent
-    with open_target(request.param, vm.machine.config.gdb_socket) as target:
+    with vm.target(request.param) as target:
         made: list[Debugger] = []
 
         def make(packet: bytes, repeat: int = 1) -> Debugger:
-            dbg = Debugger(l4lb, target, agent, RunRequest(packet, repeat=repeat))
+            dbg = Debugger(l4lb, target, vm, RunRequest(packet, repeat=repeat))
             made.append(dbg)
             return dbg
         yield make

@@ -122,19 +122,16 @@ def test_qemu_dying_mid_debug_session_is_a_clear_error_and_nothing_is_left(
         l4lb_obj: Path) -> None:
     import signal
 
-    from qstep.debugger.engine import Debugger, RunRequest
+    from qstep.debugger.engine import RunRequest
     from qstep.errors import QstepError
-    from qstep.target import open_target
 
     with Session() as session:
         prog = session.load(BpfObject.open(l4lb_obj), "l4lb_ingress")
-        assert session.machine is not None and session.machine.config is not None
-        assert session.agent is not None
+        assert session.machine is not None
         pid = session.machine.pid
         assert pid is not None
         with pytest.raises(QstepError) as info, \
-                open_target("rsp", session.machine.config.gdb_socket) as target:
-            dbg = Debugger(prog, target, session.agent, RunRequest(bytes(64)))
+                session.debugger(prog, RunRequest(bytes(64))) as dbg:
             dbg.add_breakpoint("l4lb_ingress")
             assert dbg.run().kind == "stopped"
             os.kill(pid, signal.SIGKILL)

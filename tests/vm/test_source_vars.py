@@ -30,7 +30,6 @@ from qstep.dwarf.model import Variable
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.session import Session
-from qstep.target import open_target
 
 pytestmark = pytest.mark.vm
 
@@ -119,15 +118,10 @@ def stopped(vm: Session, vars_prog: tuple[BpfObject, LoadedProgram]) -> Iterator
     obj, prog = vars_prog
     value = struct.pack("<QQI4I", MAP_PACKETS, MAP_BYTES, 0, 0, 0, 0, 0) + bytes(4)
     vm.update_map(prog, "counters", struct.pack("<I", 0), value)
-    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
-    with open_target("rsp", vm.machine.config.gdb_socket) as target:
-        dbg = Debugger(prog, target, vm.agent, RunRequest(PKT))
-        try:
-            dbg.add_breakpoint("vars_main")
-            assert dbg.run().reason == "breakpoint"
-            yield dbg, SourceView(obj, dbg)
-        finally:
-            dbg.detach()
+    with vm.debugger(prog, RunRequest(PKT)) as dbg:
+        dbg.add_breakpoint("vars_main")
+        assert dbg.run().reason == "breakpoint"
+        yield dbg, SourceView(obj, dbg)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

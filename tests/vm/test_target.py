@@ -19,8 +19,9 @@ from pathlib import Path
 import capstone
 import pytest
 
-from qstep.agent.protocol import Reply
+from qstep.agent.replies import RunResult
 from qstep.bpf.elf import BpfObject
+from qstep.debugger.engine import RunRequest
 from qstep.listing import map_namer
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.paths import REPO_ROOT
@@ -120,11 +121,6 @@ def l4lb(vm: Session, l4lb_obj: Path) -> Iterator[LoadedProgram]:
     vm.unload(prog)
 
 
-def gdb_socket(vm: Session) -> Path:
-    assert vm.machine is not None and vm.machine.config is not None
-    return vm.machine.config.gdb_socket
-
-
 @dataclass
 class Run:
     """A BPF_PROG_TEST_RUN in flight and the target stopped inside it."""
@@ -133,14 +129,13 @@ class Run:
     target: Target
     seq: int
     stop: Stop
-    reply: Reply | None = None
+    reply: RunResult | None = None
 
-    def finish(self) -> Reply:
-        """The agent's reply (the VM must be running)."""
-        assert self.vm.agent is not None
+    def finish(self) -> RunResult:
+        """The run's result (the VM must be running)."""
         deadline = time.monotonic() + 60
         while self.reply is None and time.monotonic() < deadline:
-            self.reply = self.vm.agent.poll_reply(self.seq, 1.0)
+            self.reply = self.vm.poll_run(self.seq, 1.0)
         assert self.reply is not None, "the test run did not finish"
         return self.reply
 
@@ -149,21 +144,17 @@ class Run:
 def run_stopped_at(vm: Session, prog: LoadedProgram, kind: str, addr: int) -> Iterator[Run]:
     """A target stopped at a breakpoint ``addr`` during a test run; on exit the
     target is closed (VM running, no breakpoints) and the run has finished."""
-    assert vm.agent is not None
-    target = open_target(kind, gdb_socket(vm))
-    run = None
-    try:
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(vm.target(kind))
         target.set_breakpoint(addr)
         target.resume()
-        seq = vm.agent.send("run", prog.handle, 1, PACKET, b"", len(PACKET) + 4096)
+        seq = vm.start_run(prog, RunRequest(PACKET))
         stop = target.wait(30)
         assert stop is not None, "the breakpoint was not hit"
         run = Run(vm, target, seq, stop)
+        stack.callback(run.finish)
+        stack.callback(target.close)
         yield run
-    finally:
-        target.close()
-        if run is not None:
-            run.finish()
 
 
 def first_x86_len(prog: LoadedProgram, addr: int) -> int:
@@ -206,7 +197,7 @@ def test_break_step_and_continue_through_a_run(vm: Session, l4lb: LoadedProgram,
         target.clear_all()
         assert not target.breakpoints
         target.resume()
-        assert run.finish().int("retval") == RETVAL
+        assert run.finish().retval == RETVAL
         assert target.wait(0) is None and target.running
 
 
@@ -227,7 +218,7 @@ def test_resume_steps_off_the_breakpoint_at_pc(vm: Session, l4lb: LoadedProgram,
 @pytest.mark.vm
 @pytest.mark.parametrize("kind", KINDS)
 def test_interrupt_an_idle_guest(vm: Session, kind: str) -> None:
-    with open_target(kind, gdb_socket(vm)) as target:
+    with vm.target(kind) as target:
         assert not target.running
         target.resume()
         assert target.wait(0.2) is None
@@ -250,7 +241,7 @@ def test_registers_are_identical_between_backends(vm: Session, l4lb: LoadedProgr
         target.clear_all()
         target.close(resume=False)  # the VM stays stopped at the same place
         for kind in ("gdb", "rsp"):
-            with open_target(kind, gdb_socket(vm)) as other:
+            with vm.target(kind) as other:
                 seen.append(other.registers())
                 assert other.read_memory(seen[0].rsp, 64) == stack
                 other.close(resume=kind == "rsp")
@@ -262,7 +253,7 @@ def test_registers_are_identical_between_backends(vm: Session, l4lb: LoadedProgr
 @pytest.mark.parametrize("kind", KINDS)
 def test_large_read_equals_small_reads(vm: Session, kind: str) -> None:
     base = vm.kallsyms("bpf_prog_test_run_skb") & ~0xFFF
-    with open_target(kind, gdb_socket(vm)) as target:
+    with vm.target(kind) as target:
         whole = target.read_memory(base, 4096)
         parts = b"".join(target.read_memory(base + off, 100) for off in range(0, 4096, 100))
         assert len(whole) == 4096 and whole == parts[:4096]
@@ -304,7 +295,8 @@ def test_watchpoint_on_the_stats_value(vm: Session, l4lb: LoadedProgram, kind: s
 @pytest.mark.vm
 def test_gdb_death_is_reported_and_reaped(vm: Session) -> None:
     try:
-        with GdbMiTarget(gdb_socket(vm)) as target:
+        with vm.target("gdb") as target:
+            assert isinstance(target, GdbMiTarget)
             pid = target.pid
             os.kill(pid, signal.SIGKILL)
             with pytest.raises(TargetError, match=rf"^gdb \(pid {pid}\) died \(killed by "
@@ -315,6 +307,6 @@ def test_gdb_death_is_reported_and_reaped(vm: Session) -> None:
                 target.step()
     finally:
         # gdb left QEMU's VM stopped: a new client detaches and the guest runs again.
-        with open_target("rsp", gdb_socket(vm)) as again:
+        with vm.target("rsp") as again:
             assert not again.running
     assert vm.kallsyms("bpf_prog_test_run_skb") > 0

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from qstep.bpf.elf import BpfObject
-from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.engine import RunRequest
 from qstep.loaded import LoadedProgram
 from qstep.oracle.lockstep import lockstep
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
@@ -59,14 +58,9 @@ def test_every_instruction_agrees_with_the_oracle(
         source: str, name: str, packet: str, with_maps: bool) -> None:
     vm: Session = request.getfixturevalue("vm" if kernel == "6.1" else "vm612")
     prog = _setup(vm, bpf_obj(source), name, with_maps)
-    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
     try:
-        with open_target("rsp", vm.machine.config.gdb_socket) as target:
-            dbg = Debugger(prog, target, vm.agent, RunRequest(read_packet(packet)))
-            try:
-                report = lockstep(dbg)
-            finally:
-                dbg.detach()
+        with vm.debugger(prog, RunRequest(read_packet(packet))) as dbg:
+            report = lockstep(dbg)
         assert report.divergence is None, report.divergence
         assert report.checked > 10
     finally:
