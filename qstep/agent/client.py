@@ -69,6 +69,8 @@ class AgentClient:
                 raise GuestError(f"agent speaks protocol {match.group(1)}, "
                                  f"qstep speaks {PROTOCOL_VERSION}; rebuild the guest image")
             self.kernel_release = match.group(2)
+            if self._window is not None:
+                self._window.unlink()  # QEMU and the agent have mapped it by now
             self.use_window(True)
             return self.kernel_release
 

@@ -80,6 +80,11 @@ class HostWindow:
         """Ring position up to which the host has taken the agent's blobs."""
         return self._u64(G2H_TAIL)
 
+    def unlink(self) -> None:
+        """Remove the file once both sides have mapped it: the memory lives on in the
+        mappings and goes away with them, even if the host is killed."""
+        self.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         self._map.close()
 

@@ -63,6 +63,7 @@ def round_trip(ch: Channel, path: Path, data: bytes) -> bytes:
 
 def test_the_agent_attaches_and_large_blobs_use_the_window(ch: Channel, tmp_path: Path) -> None:
     assert ch.client.use_window(True)
+    assert not ch.window.path.exists()  # unlinked once the agent was up
     data = os.urandom(1 << 20)
     assert round_trip(ch, tmp_path / "blob", data) == data
     assert ch.window.guest_consumed >= len(data)

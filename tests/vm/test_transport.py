@@ -111,6 +111,7 @@ def test_multi_megabyte_object_loads_and_runs(guest: Session, huge_obj: Path) ->
 def test_blobs_cross_the_window_both_ways(vm: Session) -> None:
     window, agent = window_of(vm), vm.agent
     assert agent is not None and agent.use_window(True)
+    assert not window.path.exists()  # nothing left in /dev/shm if qstep is killed
     data = os.urandom(8 << 20)
     sent_before, got_before = window.guest_consumed, window.host_consumed
     vm.put_file("/tmp/transport-blob", data)
