@@ -7,7 +7,16 @@ import os
 import sys
 
 from qstep import __version__
-from qstep.commands import bisect, debugging, disasm, images, inspect, run, scenario_test
+from qstep.commands import (
+    bisect,
+    debugging,
+    disasm,
+    images,
+    inspect,
+    run,
+    scenario_test,
+    verify_jit,
+)
 from qstep.errors import QstepError, VerifierError
 
 
@@ -16,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "kernel under QEMU.")
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (images, run, disasm, debugging, inspect, scenario_test, bisect):
+    for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
+                   verify_jit):
         module.add_parser(sub)
     return parser
 

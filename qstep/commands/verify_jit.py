@@ -1,0 +1,148 @@
+"""``qstep verify-jit``: run a program in lockstep with BPF semantics on real kernels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qstep.bpf.insn import format_insn
+from qstep.commands.common import add_object_options, open_program
+from qstep.commands.run import fill_maps, map_entries
+from qstep.debugger.engine import RunRequest
+from qstep.errors import UsageError
+from qstep.images.kernels import kernel_names
+from qstep.listing import bpf_text, disassemble_x86, xlated_span
+from qstep.loaded import LoadedProgram
+from qstep.oracle.lockstep import Divergence, LockstepReport, lockstep
+from qstep.scenario.runner import fill_maps as scenario_maps
+from qstep.scenario.runner import prepare
+from qstep.scenario.toml_load import load_scenario
+from qstep.session import Session
+from qstep.userinput import read_packet
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("verify-jit", help="run the program in lockstep with the reference "
+                       "BPF interpreter and report the first instruction where the JIT "
+                       "differs from BPF semantics")
+    add_object_options(p)
+    p.add_argument("--packet", action="append", default=[],
+                   help="packet: a file (hex text or raw) or hex; repeatable (with a "
+                   "scenario file as PROG: its cases)")
+    p.add_argument("--map", nargs=2, action="append", default=[],
+                   metavar=("NAME", "KEY=VALUE"))
+    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    p.add_argument("--kernel", help="K[,K...] or 'all' (default 6.1, or the scenario's)")
+    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.object.suffix == ".toml":
+        return verify_scenario(args)
+    if not args.packet:
+        raise UsageError("give at least one --packet (or a scenario file as PROG)")
+    packets = [(arg, read_packet(arg)) for arg in args.packet]
+    entries = map_entries(args)
+    obj, prog_name = open_program(args)
+    results: list[dict[str, Any]] = []
+    for kernel in kernel_names(args.kernel or "6.1"):
+        with Session(kernel=kernel, accel=args.accel) as session:
+            for origin, data in packets:
+                prog = session.load(obj, prog_name)
+                try:
+                    fill_maps(session, prog, entries)
+                    results.append(verify_one(session, prog, kernel, origin, data, args.json))
+                finally:
+                    session.unload(prog)
+    return finish(results, args.json)
+
+
+def verify_scenario(args: argparse.Namespace) -> int:
+    """Every case of a scenario file, on its kernels (or --kernel)."""
+    item = prepare(load_scenario(args.object))
+    results: list[dict[str, Any]] = []
+    kernels = kernel_names(args.kernel) if args.kernel else list(item.scenario.kernels)
+    for kernel in kernels:
+        with Session(kernel=kernel, accel=args.accel) as session:
+            for case in item.scenario.cases:
+                prog = session.load(item.obj, item.program)
+                try:
+                    scenario_maps(session, prog, item.scenario, case)
+                    results.append(verify_one(session, prog, kernel, case.name, case.packet,
+                                              args.json))
+                finally:
+                    session.unload(prog)
+    return finish(results, args.json)
+
+
+def verify_one(session: Session, prog: LoadedProgram, kernel: str, origin: str,
+               packet: bytes, as_json: bool) -> dict[str, Any]:
+    with session.debugger(prog, RunRequest(packet)) as dbg:
+        report = lockstep(dbg)
+    result = run_result(kernel, origin, prog, report)
+    if not as_json:
+        print("\n".join(run_text(result, prog, report)), flush=True)
+    return result
+
+
+def finish(results: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(results, indent=2))
+    return 1 if any(r["divergence"] for r in results) else 0
+
+
+def run_result(kernel: str, origin: str, prog: LoadedProgram,
+               report: LockstepReport) -> dict[str, Any]:
+    return {"kernel": kernel, "packet": origin, "program": prog.name,
+            "checked": report.checked, "retval": report.retval,
+            "divergence": divergence_json(prog, report.divergence)}
+
+
+def divergence_json(prog: LoadedProgram, div: Divergence | None) -> dict[str, Any] | None:
+    if div is None:
+        return None
+    site = div.site
+    return {"step": div.step, "insn": site.index, "function": site.function.name,
+            "offset": site.index - site.function.start_insn,
+            "source": site.source.short() if site.source else None,
+            "what": div.what, "bpf": bpf_text(prog, site),
+            "xlated": [format_insn(x) for x in xlated_span(prog, site)],
+            "x86": x86_of(prog, div), "regs_before": list(div.regs_before),
+            "regs_after": list(div.regs_after), "expected_after": list(div.expected),
+            "unknown": sorted(div.unknown)}
+
+
+def x86_of(prog: LoadedProgram, div: Divergence) -> list[str]:
+    site = div.site
+    if site.jit_start is None or site.jit_end is None:
+        return []
+    code = prog.jit_bytes(site.jit_start, site.jit_end)
+    return [f"{x.addr:#x}: {x.text}" for x in disassemble_x86(code, site.jit_start)]
+
+
+def run_text(result: dict[str, Any], prog: LoadedProgram, report: LockstepReport) -> list[str]:
+    head = f"{result['kernel']} {result['packet']}:"
+    div = result["divergence"]
+    if div is None:
+        return [f"{head} {report.checked} instructions agree with BPF semantics "
+                f"(retval {report.retval})"]
+    regs = lambda values: " ".join(  # noqa: E731
+        f"r{n}={v:#x}" for n, v in enumerate(values[:11]))
+    return [
+        f"{head} DIVERGENCE at step {div['step']}, insn {div['insn']} "
+        f"({div['function']}+{div['offset']}, {div['source']})",
+        f"  {div['what']}",
+        f"  bpf:      {div['bpf']}",
+        *(f"  xlated:   {x}" for x in div["xlated"]),
+        *(f"  x86:      {x}" for x in div["x86"]),
+        f"  before:   {regs(div['regs_before'])}",
+        f"  after:    {regs(div['regs_after'])}",
+        f"  expected: {regs(div['expected_after'])}"
+        + (f"  (unknown: {', '.join(f'r{n}' for n in div['unknown'])})"
+           if div["unknown"] else ""),
+        f"  {report.checked} instructions agreed before it ({prog.name})",
+    ]
