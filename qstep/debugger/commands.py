@@ -302,7 +302,7 @@ class CommandSet:
         typed = self.source.print(fmt, arg) if self.source is not None else None
         if typed is not None:
             return Output(*typed)
-        value = evaluate(parse_expression(arg), self._env())
+        value = evaluate(parse_expression(arg), StoppedEnv(self.dbg))
         if isinstance(value, bytes):
             return Output(value.hex(" "), {"value": value.hex()})
         signed = self._signed(value)
@@ -312,7 +312,9 @@ class CommandSet:
     def cmd_x(self, arg: str) -> Output:
         fmt, _, expr = arg.partition(" ") if arg.startswith("/") else ("", "", arg)
         count, unit, style = _parse_x_format(fmt)
-        value = evaluate(parse_expression(expr), self._env())
+        typed = self.source.number(expr) if self.source is not None else None
+        value = typed if typed is not None else evaluate(parse_expression(expr),
+                                                         StoppedEnv(self.dbg))
         if isinstance(value, bytes):
             raise UsageError("x needs an address, not a byte string")
         data = self.dbg.read_memory(value, count * unit)
@@ -335,9 +337,6 @@ class CommandSet:
             lines.append(f"#{f.level}  {site_text(f.site)}  r10={f.r10:#x}")
             data.append({"level": f.level, "where": site_data(f.site), "r10": f.r10})
         return Output("\n".join(lines) or "no frames (not in the program)", {"frames": data})
-
-    def _env(self) -> StoppedEnv:
-        return StoppedEnv(self.dbg, self.source.scalar if self.source is not None else None)
 
     def _source(self) -> SourceCommands:
         if self.source is None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from qstep.debugger.engine import Debugger
 from qstep.errors import QstepError, UsageError
-
-NameLookup = Callable[[str], "int | bytes | None"]
 
 
 class UnreadableMemory(UsageError):
@@ -17,10 +13,9 @@ class UnreadableMemory(UsageError):
 class StoppedEnv:
     """``reg``/``mem``/``name`` for ``qstep.expr.evaluate`` at the current stop."""
 
-    def __init__(self, dbg: Debugger, names: NameLookup | None = None) -> None:
+    def __init__(self, dbg: Debugger) -> None:
         self._dbg = dbg
         self._regs = dbg.regs()
-        self._names = names
 
     def reg(self, n: int) -> int:
         return self._regs[n]
@@ -32,8 +27,5 @@ class StoppedEnv:
             raise UnreadableMemory(f"cannot read {size} bytes at {addr:#x}: {err}") from err
 
     def name(self, name: str) -> int | bytes:
-        found = self._names(name) if self._names is not None else None
-        if found is None:
-            raise UsageError(f"unknown name '{name}' (no C variable of that name here; "
-                             "registers are $r0..$r10, memory mem(ADDR, SIZE))")
-        return found
+        raise UsageError(f"unknown name '{name}' (C variables need the object's DWARF; "
+                         "registers are $r0..$r10, memory mem(ADDR, SIZE))")

@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from qstep.debugger.source import SourceFrame, SourceView
-from qstep.debugger.varpath import IDENT, apply_steps, parse_path
 from qstep.dwarf.format import check_format, decode, format_value
+from qstep.dwarf.location import Unavailable
 from qstep.dwarf.types import CType, ptype_text
 from qstep.dwarf.values import Value
 from qstep.errors import UsageError
+from qstep.expr.ast import Expr, Member, Name
+from qstep.expr.parser import parse_expression
+from qstep.expr.typed import evaluate_typed, uses_c
 
 Result = tuple[str, dict[str, Any]]
 MASK64 = (1 << 64) - 1
@@ -27,6 +30,31 @@ def frame_data(f: SourceFrame) -> dict[str, Any]:
     return {"level": f.level, "function": f.function, "inlined": f.inlined,
             "file": f.file or None, "line": f.line or None,
             "insn": f.call.site.index if f.call.site else None, "r10": f.call.r10}
+
+
+class FrameEnv:
+    """``qstep.expr.typed`` environment of the selected frame."""
+
+    def __init__(self, cmds: SourceCommands) -> None:
+        self._cmds = cmds
+        self._frame = cmds.view.selected()
+        self._state = cmds.view.state(self._frame)
+
+    def reg(self, n: int) -> int:
+        try:
+            return self._state.reg(n)
+        except Unavailable as why:
+            raise UsageError(str(why)) from None
+
+    def mem(self, addr: int, size: int) -> bytes:
+        return self._state.mem(addr, size)
+
+    def variable(self, name: str) -> Value | None:
+        found = self._cmds.lookup(name)
+        return found[0] if found is not None else None
+
+    def find_type(self, name: str) -> CType | None:
+        return self._cmds.view.model.find_type(name)
 
 
 class SourceCommands:
@@ -47,39 +75,39 @@ class SourceCommands:
             return self.view.global_value(glob), frame
         return None
 
-    def resolve(self, text: str) -> Value | None:
-        """The typed value of a variable path, or None when ``text`` is not one."""
-        path = parse_path(text)
-        if path is None:
-            return None
-        found = self.lookup(path.name)
-        if found is None:
-            raise UsageError(f'No symbol "{path.name}" in current context.')
-        value, frame = found
-        return apply_steps(value, path, text.strip(), self.view.state(frame))
+    def parse(self, text: str) -> Expr:
+        return parse_expression(text, lambda word: self.view.model.find_type(word) is not None)
 
-    def scalar(self, name: str) -> int | bytes | None:
-        """A variable for the untyped expression evaluator: integers (pointers as
-        addresses), other objects as bytes; None when there is no such variable."""
-        found = self.lookup(name)
-        if found is None:
+    def evaluate(self, expr: Expr, text: str) -> Value:
+        try:
+            return evaluate_typed(expr, FrameEnv(self))
+        except UsageError as err:
+            raise UsageError(f"{text.strip()}: {err}") from None
+
+    def resolve(self, text: str) -> Value | None:
+        """The typed value of a C expression, or None when it uses no C names/operators."""
+        expr = self.parse(text)
+        return self.evaluate(expr, text) if uses_c(expr) else None
+
+    def number(self, text: str) -> int | None:
+        """A C expression's value as an address/integer (``x``), None without C."""
+        value = self.resolve(text)
+        if value is None:
             return None
-        value = found[0]
-        if not value.available:
-            raise UsageError(f"'{name}' is {format_value(value, name).strip('<>')} here")
-        if value.type.is_scalar:
-            return value.as_int() & MASK64
-        return value.data
+        if value.type.strip().kind == "array" and value.address is not None:
+            return value.address
+        if not value.type.is_scalar or not value.available:
+            raise UsageError(f"{text.strip()}: needs a number or an address, not "
+                             f"{value.type.c_name()}")
+        return value.as_int() & MASK64
 
     def print(self, fmt: str, text: str) -> Result | None:
         value = self.resolve(text)
         if value is None:
             return None
         check_format(fmt)
-        path = parse_path(text)
-        assert path is not None
-        last = next((str(s.arg) for s in reversed(path.steps) if s.kind in ("member", "arrow")),
-                    path.name)
+        expr = self.parse(text)
+        last = expr.name if isinstance(expr, Member | Name) else ""
         shown = format_value(value, last, fmt)
         return shown, {"value": decode(value), "type": value.type.c_name(), "text": shown,
                        "address": value.address}
@@ -110,16 +138,14 @@ class SourceCommands:
         text = text.strip()
         if not text:
             raise UsageError("which expression or type?")
-        if parse_path(text) is not None and self.view.dbg.stopped:
+        named = self.view.model.find_type(text)
+        if named is not None:
+            return named
+        if self.view.dbg.stopped:
             value = self.resolve(text)
             if value is not None:
                 return value.type
-        found = self.view.model.find_type(text)
-        if found is None:
-            if IDENT.fullmatch(text):
-                raise UsageError(f"No symbol \"{text}\" in current context.")
-            raise UsageError(f"no type or variable '{text}'")
-        return found
+        raise UsageError(f"no type or variable '{text}'")
 
     def ptype(self, text: str) -> Result:
         t = self.type_of(text)

@@ -66,14 +66,16 @@ def read_value(loc: Location | None, ctype: CType, state: MachineState) -> Value
     size = ctype.byte_size
     data, valid = bytearray(), []
     reasons: list[str] = []
-    address = None
+    addrs: list[int | None] = []
     for piece in loc.pieces:
         want = piece.size if piece.size is not None else size - len(data)
         chunk, ok, addr = _piece_bytes(piece.ops, want, state, reasons)
-        if piece.size is None and len(loc.pieces) == 1:
-            address = addr
+        addrs.append(None if addr is None else addr - len(data))
         data += chunk
         valid += ok
+    # In memory as a whole when every piece is memory, contiguous from one start.
+    whole = len(data) >= size and all(a == addrs[0] for a in addrs)
+    address = addrs[0] if addrs and whole else None
     data, valid = data[:size], valid[:size]
     missing = size - len(data)
     data += bytes(missing)

@@ -11,7 +11,8 @@ for other sizes (up to 64). SIZE 0 means "auto": as wide as a string/IPv4/IPv6
 literal it is compared with, else 8 bytes. A number compared with bytes of at most
 8 bytes reads them little-endian (like a load from memory); bytes compared with bytes
 need equal lengths. `Name` (a map or C variable) and `Index` (`map[KEY]`) are
-resolved by the environment.
+resolved by the environment. The C nodes (`Member`, `Subscript`, `Deref`, `AddrOf`,
+`Cast`, `SizeOf`) need C types: `qstep.expr.typed` evaluates them with DWARF.
 """
 
 from __future__ import annotations
@@ -164,6 +165,85 @@ class Binary(Node):
         return f"{_operand_text(self.left, prec, 0)} {self.op} {_operand_text(self.right, prec, 1)}"
 
 
+@dataclass(frozen=True)
+class Member(Node):
+    """`base.name` or `base->name` (a C struct/union member)."""
+
+    base: Expr
+    name: str
+    arrow: bool = False
+
+    def to_text(self) -> str:
+        return f"{_postfix_text(self.base)}{'->' if self.arrow else '.'}{self.name}"
+
+
+@dataclass(frozen=True)
+class Subscript(Node):
+    """`base[index]` on something other than a bare name (C array or pointer indexing)."""
+
+    base: Expr
+    index: Expr
+
+    def to_text(self) -> str:
+        return f"{_postfix_text(self.base)}[{self.index.to_text()}]"
+
+
+@dataclass(frozen=True)
+class Deref(Node):
+    """`*operand` (C pointer dereference)."""
+
+    operand: Expr
+
+    def to_text(self) -> str:
+        return "*" + _prefix_text(self.operand)
+
+
+@dataclass(frozen=True)
+class AddrOf(Node):
+    """`&operand` (the address of a C object in memory)."""
+
+    operand: Expr
+
+    def to_text(self) -> str:
+        return "&" + _prefix_text(self.operand)
+
+
+@dataclass(frozen=True)
+class Cast(Node):
+    """`(TYPE)operand`: a conversion to a C type of the object (e.g. `struct x *`)."""
+
+    type_name: str
+    operand: Expr
+
+    def to_text(self) -> str:
+        return f"({self.type_name}){_prefix_text(self.operand)}"
+
+
+@dataclass(frozen=True)
+class SizeOf(Node):
+    """`sizeof(TYPE)` (type_name set) or `sizeof EXPR`."""
+
+    type_name: str = ""
+    operand: Expr | None = None
+
+    def to_text(self) -> str:
+        if self.operand is not None:
+            return f"sizeof({self.operand.to_text()})"
+        return f"sizeof({self.type_name})"
+
+
+C_NODES = (Member, Subscript, Deref, AddrOf, Cast, SizeOf)
+
+
+def _postfix_text(expr: Expr) -> str:
+    simple = isinstance(expr, Name | Index | Member | Subscript | Reg | Num)
+    return expr.to_text() if simple else f"({expr.to_text()})"
+
+
+def _prefix_text(expr: Expr) -> str:
+    return expr.to_text() if not isinstance(expr, Binary) else f"({expr.to_text()})"
+
+
 def _operand_text(expr: Expr, prec: int, right: int) -> str:
     """Operand text, parenthesized when it binds looser (or equal, on the right)."""
     if isinstance(expr, Binary) and PRECEDENCE[expr.op] < prec + right:
@@ -171,5 +251,6 @@ def _operand_text(expr: Expr, prec: int, right: int) -> str:
     return expr.to_text()
 
 
-Expr = Num | Str | IPv4 | IPv6 | Reg | Mem | Name | Index | Unary | Binary
+Expr = (Num | Str | IPv4 | IPv6 | Reg | Mem | Name | Index | Unary | Binary | Member | Subscript
+        | Deref | AddrOf | Cast | SizeOf)
 BYTES_LITERALS = (Str, IPv4, IPv6)

@@ -15,17 +15,23 @@ from qstep.expr.ast import (
     BYTES_LITERALS,
     COMPARISONS,
     MASK,
+    AddrOf,
     Binary,
+    Cast,
+    Deref,
     Expr,
     Index,
     IPv4,
     IPv6,
     Mem,
+    Member,
     Name,
     Node,
     Num,
     Reg,
+    SizeOf,
     Str,
+    Subscript,
     Unary,
     Value,
     ipv6_text,
@@ -81,6 +87,9 @@ def evaluate(expr: Expr, env: Env) -> Value:
             return _unary(expr.op, _number(evaluate(expr.operand, env), expr))
         case Binary():
             return _binary(expr, env)
+        case Member() | Subscript() | Deref() | AddrOf() | Cast() | SizeOf():
+            raise _fail(f"{expr.to_text()} needs C types (DWARF), which this context lacks",
+                        expr)
         case _:
             assert_never(expr)
 

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 
 _ESCAPES = {"\\": 0x5C, '"': 0x22, "n": 0x0A, "t": 0x09, "r": 0x0D, "0": 0x00}
-_OPS2 = frozenset({"<<", ">>", "<=", ">=", "==", "!=", "&&", "||"})
-_OPS1 = frozenset("+-*/%<>&^|~!()[],")
+_OPS2 = frozenset({"<<", ">>", "<=", ">=", "==", "!=", "&&", "||", "->"})
+_OPS1 = frozenset("+-*/%<>&^|~!()[],.")
 
 SPACE = re.compile(r"\s*", re.ASCII)
 IDENT = re.compile(r"[A-Za-z_][0-9A-Za-z_]*")

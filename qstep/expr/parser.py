@@ -5,13 +5,17 @@ Grammar::
     EXPR    := binary operators, loosest first, all left-associative (as in C):
                || or | && and | '|' | ^ | & | == != | < <= > >= | << >> | + - | * / %
                then unary - ~ ! not (`not` is `!` and binds like it)
+               and the C prefixes * & (TYPE) sizeof(TYPE) sizeof UNARY
+    POSTFIX := PRIMARY { .NAME | ->NAME | [EXPR] }
     PRIMARY := NUM | STRING | IPV4 | IPV6 | $rN | rN | reg(rN) | mem(EXPR, SIZE)
                | NAME | NAME[EXPR] | (EXPR)
 
 NUM is decimal or 0x hex below 2**64; STRING is "..." with escapes \\ \" \n \t \r \0
 \xNN; registers are r0..r10 only; SIZE is a literal 1..64, or 0 for "auto". IPv6
 literals use any standard form (`::1`, `::ffff:1.2.3.4`). A NAME is a map or C variable
-that the caller resolves. The spec language (`qstep.probe.spec`) extends `ExprParser`.
+that the caller resolves. `(WORDS *...)` is a cast when its first word is a C type
+keyword or a name the caller's ``is_type`` accepts (a typedef), as C decides. The spec
+language (`qstep.probe.spec`) extends `ExprParser`.
 """
 
 from __future__ import annotations
@@ -22,16 +26,22 @@ from typing import NoReturn
 from qstep.errors import UsageError
 from qstep.expr.ast import (
     PRECEDENCE,
+    AddrOf,
     Binary,
+    Cast,
+    Deref,
     Expr,
     Index,
     IPv4,
     IPv6,
     Mem,
+    Member,
     Name,
     Num,
     Reg,
+    SizeOf,
     Str,
+    Subscript,
     Unary,
 )
 from qstep.expr.lexer import ParseFailure, Tok, scan
@@ -39,6 +49,8 @@ from qstep.expr.lexer import ParseFailure, Tok, scan
 MAX_OPERATORS = 128
 RESERVED = frozenset({"and", "or", "not", "if", "print", "skip", "stop", "watch", "reg", "mem"})
 _WORD_OPS = {"and": "&&", "or": "||", "not": "!"}
+TYPE_WORDS = frozenset({"struct", "union", "enum", "unsigned", "signed", "char", "short", "int",
+                        "long", "void", "const", "volatile", "_Bool"})
 
 
 class SpecError(UsageError):
@@ -64,10 +76,12 @@ _LITERALS: dict[str, Callable[[Tok], Expr]] = {
 class ExprParser:
     """Recursive-descent parser over a lazily scanned token stream (one lookahead)."""
 
-    def __init__(self, text: str, pos: int) -> None:
+    def __init__(self, text: str, pos: int,
+                 is_type: Callable[[str], bool] | None = None) -> None:
         self.text = text
         self.tok = scan(text, pos)
         self.budget = MAX_OPERATORS
+        self.is_type = is_type or (lambda _name: False)
 
     def advance(self) -> Tok:
         tok = self.tok
@@ -96,7 +110,7 @@ class ExprParser:
         if tok.kind in _LITERALS:
             return True
         if tok.kind == "op":
-            return tok.text in ("(", "-", "~", "!")
+            return tok.text in ("(", "-", "~", "!", "*", "&")
         return tok.kind == "word" and (tok.text not in RESERVED
                                        or tok.text in ("not", "reg", "mem"))
 
@@ -133,8 +147,18 @@ class ExprParser:
         return None
 
     def unary(self) -> Expr:
+        if self.at("*", "&"):
+            tok = self.advance()
+            self.spend(tok.pos)
+            self.need_expr(f"an operand after '{tok.text}'")
+            node = Deref if tok.text == "*" else AddrOf
+            return node(self.unary(), pos=tok.pos)
+        if self.at("sizeof"):
+            return self.sizeof()
+        if self.at("(") and self.type_follows():
+            return self.cast()
         if not self.at("-", "~", "!", "not"):
-            return self.primary()
+            return self.postfix(self.primary())
         tok = self.advance()
         self.spend(tok.pos)
         self.need_expr(f"an operand after '{tok.text}'")
@@ -153,6 +177,57 @@ class ExprParser:
         if tok.kind == "word" and tok.text not in RESERVED:
             return self.name()
         self.fail("an expression")
+
+    def type_follows(self) -> bool:
+        """True if the token after the current '(' starts a C type name."""
+        nxt = scan(self.text, self.tok.end)
+        return nxt.kind == "word" and (nxt.text in TYPE_WORDS or self.is_type(nxt.text))
+
+    def type_name(self) -> str:
+        """C type words and '*'s up to (not including) ')'."""
+        words: list[str] = []
+        while self.tok.kind == "word" or self.at("*"):
+            words.append(self.advance().text)
+        if not words:
+            self.fail("a type name")
+        text = " ".join(w for w in words if w != "*")
+        stars = words.count("*")
+        return text + (" " + "*" * stars if stars else "")
+
+    def cast(self) -> Cast:
+        opening = self.advance()
+        self.spend(opening.pos)
+        name = self.type_name()
+        self.expect(")", f"')' to close the cast at column {opening.pos + 1}")
+        self.need_expr(f"an operand after the cast to ({name})")
+        return Cast(name, self.unary(), pos=opening.pos)
+
+    def sizeof(self) -> SizeOf:
+        tok = self.advance()
+        self.spend(tok.pos)
+        if self.at("(") and self.type_follows():
+            self.advance()
+            name = self.type_name()
+            self.expect(")", "')' after sizeof(TYPE")
+            return SizeOf(name, pos=tok.pos)
+        self.need_expr("an operand after 'sizeof'")
+        return SizeOf("", self.unary(), pos=tok.pos)
+
+    def postfix(self, base: Expr) -> Expr:
+        """Members (. ->) and subscripts after a primary expression."""
+        while self.at(".", "->", "["):
+            tok = self.advance()
+            self.spend(tok.pos)
+            if tok.text == "[":
+                self.need_expr("an index in [INDEX]")
+                index = self.expr()
+                self.expect("]", f"']' to close the '[' at column {tok.pos + 1}")
+                base = Subscript(base, index, pos=tok.pos)
+                continue
+            if self.tok.kind != "word":
+                self.fail(f"a member name after '{tok.text}'")
+            base = Member(base, self.advance().text, tok.text == "->", pos=tok.pos)
+        return base
 
     def paren(self) -> Expr:
         opening = self.advance()
@@ -194,10 +269,10 @@ class ExprParser:
         return Index(base, key, pos=tok.pos)
 
 
-def parse_expression(text: str) -> Expr:
-    """Parse a debugger expression (`print`/`x` argument)."""
+def parse_expression(text: str, is_type: Callable[[str], bool] | None = None) -> Expr:
+    """Parse a debugger expression (`print`/`x` argument); ``is_type`` names typedefs."""
     try:
-        parser = ExprParser(text, 0)
+        parser = ExprParser(text, 0, is_type)
         parser.need_expr("an expression")
         expr = parser.expr()
         if parser.tok.kind != "eof":

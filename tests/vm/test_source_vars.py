@@ -269,6 +269,15 @@ def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView
         commands.execute("print key.saddr")
     assert commands.execute("frame 2").data["frame"]["function"] == "vars_main"
     assert commands.execute("print key.saddr").text == SADDR
+    # C expressions: byte comparisons with address literals, &, sizeof, x on an address.
+    assert commands.execute(f"print key.saddr == {SADDR} && key.daddr == {DADDR}").text == "1"
+    assert commands.execute("print sizeof(key) + sizeof(struct pkt_meta)").text == "24"
+    # key.saddr is stored by '*(u32 *)(r10 - 16) = r8' (the code, not DWARF, says where).
+    assert commands.execute("print &key.saddr").data["value"] == bt.data["frames"][2]["r10"] - 16
+    assert commands.execute("x/4xb &key").data["values"] == list(PKT[26:30])
+    assert commands.execute("print (unsigned int)-1 > 0").text == "1"
+    assert commands.execute("print cnt->packets + cnt->bytes").text == str(
+        MAP_PACKETS + MAP_BYTES)
     assert commands.execute("print/x key.dport").text == hex(DPORT_LE)
     assert commands.execute("print key").data["value"]["proto"] == 17
     assert commands.execute("print meta.ihl").text == "5"
