@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${QSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qstep}
 venv="$cache/venv"
 packages=(qemu-system-x86 gdb clang-19 llvm-19 busybox-static cpio libbpf-dev libelf-dev
-          zlib1g-dev libzstd-dev bpftool gcc make python3-venv linux-libc-dev)
+          zlib1g-dev libzstd-dev bpftool gcc make python3-venv linux-libc-dev lcov)
 
 missing=()
 for p in "${packages[@]}"; do

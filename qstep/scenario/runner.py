@@ -10,6 +10,8 @@ from typing import Any
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
+from qstep.debugger.engine import RunRequest
+from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.errors import QstepError, VerifierError
 from qstep.loaded import LoadedProgram
 from qstep.render import format_map_value
@@ -23,6 +25,8 @@ LOAD_CASE = "load"  # the name of the check of the verifier's verdict
 
 SessionFactory = Callable[[str], Session]
 ResultSink = Callable[[CheckResult], None]
+# (kernel, scenario, (program as loaded, executed original instruction indexes))
+CoverageSink = Callable[[str, "Prepared", tuple[LoadedProgram, list[int]]], None]
 
 
 @dataclass(frozen=True)
@@ -47,20 +51,21 @@ def prepare(scenario: Scenario) -> Prepared:
 
 
 def run_on_kernel(kernel: str, prepared: list[Prepared], make_session: SessionFactory,
-                  sink: ResultSink) -> None:
+                  sink: ResultSink, coverage: CoverageSink | None = None) -> None:
     """Boot ``kernel`` once and check every prepared scenario on it."""
     try:
         with make_session(kernel) as session:
             for item in prepared:
-                check_scenario(session, kernel, item, sink)
+                check_scenario(session, kernel, item, sink, coverage)
     except QstepError as err:  # the kernel or the guest, not the program
         for item in prepared:
             sink(CheckResult(item.scenario.name, kernel, LOAD_CASE, "error",
                              (f"cannot test on {kernel}: {err}",)))
 
 
-def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSink) -> None:
-    """The verifier's verdict, then each case on a fresh load."""
+def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSink,
+                   coverage: CoverageSink | None = None) -> None:
+    """The verifier's verdict, then each case on a fresh load (and traced for coverage)."""
     scenario, started = item.scenario, time.monotonic()
     try:
         session.unload(session.load(item.obj, item.program))
@@ -75,6 +80,17 @@ def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSi
         return
     for case in scenario.cases:
         sink(check_case(session, kernel, item, case))
+        if coverage is not None:
+            coverage(kernel, item, trace_case(session, item, case))
+
+
+def trace_case(session: Session, item: Prepared, case: Case) -> tuple[LoadedProgram, list[int]]:
+    """One run of the case under the debugger: the original indexes it executed, in order."""
+    with loaded(session, item) as prog:
+        fill_maps(session, prog, item.scenario, case)
+        with session.debugger(prog, RunRequest(case.packet)) as dbg:
+            executed = [r.site.index for r in trace_run(dbg) if isinstance(r, TraceRecord)]
+    return prog, executed
 
 
 def verdict_failures(scenario: Scenario, verdict: str, log: str) -> list[str]:

@@ -111,3 +111,22 @@ def test_bisect_shows_an_inlined_helper_per_instruction() -> None:
     rewrite = next(line for line in lines if line.startswith("  6.12: verifier rewrote"))
     assert "r0 = &(void __percpu *)(r0); r0 = *(u32 *)(r0 +0)" in rewrite
     assert "call ADDR" in next(line for line in lines if line.startswith("  6.1: x86"))
+
+
+def test_coverage_counts_what_the_packets_imply(tmp_path: Path) -> None:
+    info = tmp_path / "l4lb.info"
+    proc = qstep_test(str(SCENARIO), "--kernel", "6.1", "--coverage", str(info))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = info.read_text().splitlines()
+    # 8 cases run l4lb_ingress; all but the truncated packet reach process_packet.
+    assert {"FNDA:8,l4lb_ingress", "FNDA:7,process_packet"} <= set(lines)
+    # l4lb.bpf.c:144 runs for the 5 packets to a VIP; :158 copies an IPv6 real's address
+    # (2 cases), :160 takes an IPv4 real's (3).
+    assert {"DA:144,5", "DA:158,2", "DA:160,3"} <= set(lines)
+    # `if (v6_real)` (insn 153): 3 IPv4 reals jump over the copy, 2 IPv6 fall through.
+    assert {"BRDA:157,153,0,3", "BRDA:157,153,1,2"} <= set(lines)
+    assert proc.stdout.splitlines()[-1].startswith("coverage of l4lb [6.1]: lines: ")
+    html = subprocess.run(["genhtml", "--branch-coverage", "-o", str(tmp_path / "html"),
+                           str(info)], capture_output=True, text=True)
+    assert html.returncode == 0, html.stderr
+    assert (tmp_path / "html" / "index.html").is_file()
