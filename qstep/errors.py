@@ -27,6 +27,10 @@ class VerifierError(QstepError):
         self.log = log
 
 
+class LoadError(QstepError):
+    """Loading a program failed outside the verifier (libbpf, kfuncs, modules, types)."""
+
+
 class HostError(QstepError):
     """A host tool or resource is missing; the message says what to install."""
 

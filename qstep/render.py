@@ -48,8 +48,9 @@ def format_map_value(data: bytes, type_id: int, btf: Btf) -> str:
 
 
 def map_entries_text(info: MapInfo, entries: list[tuple[bytes, bytes]], btf: Btf,
-                     show_zero: bool = False) -> list[str]:
-    """One line per entry; all-zero array slots are summarised unless ``show_zero``."""
+                     show_zero: bool = False, quiet_empty: str | None = None) -> list[str]:
+    """One line per entry; all-zero array slots are summarised unless ``show_zero``;
+    no "(empty)" line when ``quiet_empty`` says why nothing is listed."""
     lines = []
     hidden = 0
     for key, value in entries:
@@ -61,6 +62,6 @@ def map_entries_text(info: MapInfo, entries: list[tuple[bytes, bytes]], btf: Btf
         lines.append(f"    {k} = {v}")
     if hidden:
         lines.append(f"    ({hidden} all-zero entries not shown)")
-    if not entries:
+    if not entries and not quiet_empty:
         lines.append("    (empty)")
     return lines

@@ -34,11 +34,15 @@ from qstep.agent.replies import (
 )
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger, RunRequest
-from qstep.errors import GuestError, HostError, UsageError, VerifierError
+from qstep.errors import GuestError, HostError, LoadError, UsageError, VerifierError
 from qstep.foreign import build_foreign
 from qstep.images.guest import build_initramfs
 from qstep.images.kernels import Kernel, resolve_kernel
+from qstep.images.modules import ModuleTree, module_root
 from qstep.loaded import LoadedProgram, build_loaded
+from qstep.loadfail import explain, missing_ksyms
+from qstep.loadopts import LoadOptions
+from qstep.mapdump import with_declared_types
 from qstep.target import Target, open_target
 from qstep.verifier_log import annotate, last_error_lines
 from qstep.vm.machine import Machine
@@ -55,6 +59,7 @@ class FromObject:
 
     obj: BpfObject
     name: str
+    options: LoadOptions | None = None  # program type, --set globals, kernel modules
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class Session:
         self.kernel: Kernel | None = None
         self.machine: Machine | None = None
         self.agent: AgentClient | None = None
+        self.modules_loaded: list[str] = []  # kernel modules loaded into the guest, in order
 
     def prepare(self) -> Machine:
         """Resolve the kernel and guest image; return an unstarted machine."""
@@ -129,23 +135,70 @@ class Session:
     def open_program(self, source: ProgramSource) -> LoadedProgram:
         """Load a program from an object, or describe one already in the guest."""
         if isinstance(source, FromObject):
-            return self.load(source.obj, source.name)
+            return self.load(source.obj, source.name, source.options)
         return self.load_foreign(self.find_program(source.kind, source.value))
 
-    def load(self, obj: BpfObject, prog_name: str) -> LoadedProgram:
-        """Load one program of ``obj``; raise ``VerifierError`` with an annotated log."""
-        try:
-            load = self._request("load", obj.data, prog_name, timeout=300)
-        except AgentError as err:
-            raise self._load_error(obj, prog_name, err) from None
-        info = replies.decode_load(load)
-        return build_loaded(info, replies.decode_prog_info(self._request("info", info.handle)),
-                            obj.btf)
+    def load(self, obj: BpfObject, prog_name: str,
+             options: LoadOptions | None = None) -> LoadedProgram:
+        """Load one program of ``obj``; raise ``VerifierError`` with an annotated log.
 
-    def _load_error(self, obj: BpfObject, prog_name: str, err: AgentError) -> Exception:
+        ``options``: program/attach type, globals set before load, kernel modules.
+        A kfunc that only a kernel module provides loads that module and retries.
+        """
+        options = options or LoadOptions()
+        self.load_modules(list(options.modules))
+        tokens = options.agent_tokens(obj)
+        tried: dict[str, list[str]] = {}
+        while True:
+            try:
+                load = self._request("load", obj.data, prog_name, *tokens, timeout=300)
+                break
+            except AgentError as err:
+                if not self._load_missing_modules(err, tried):
+                    raise self._load_error(obj, prog_name, err, tried) from None
+        info = replies.decode_load(load)
+        prog = build_loaded(info, replies.decode_prog_info(self._request("info", info.handle)),
+                            obj.btf)
+        prog.maps = with_declared_types(obj, prog.maps)
+        return prog
+
+    def load_modules(self, names: list[str]) -> None:
+        """Load kernel modules of the guest's kernel (and their dependencies)."""
+        if not names:
+            return
+        if self.kernel is None:
+            raise HostError("the session is not started")
+        for module in ModuleTree(module_root(self.kernel)).load_order(names):
+            if module.name in self.modules_loaded:
+                continue
+            try:
+                self._request("module_load", module.name, module.image, timeout=120)
+            except AgentError as err:
+                raise LoadError(str(err)) from None
+            self.modules_loaded.append(module.name)
+
+    def _load_missing_modules(self, err: AgentError, tried: dict[str, list[str]]) -> bool:
+        """Load the modules that define the kernel symbols libbpf missed; False if none."""
+        missing = [s for s in missing_ksyms(replies.error_log(err.reply, "libbpf_log"))
+                   if s not in tried]
+        if not missing or self.kernel is None:
+            return False
+        try:
+            tree = ModuleTree(module_root(self.kernel))
+        except UsageError:
+            return False  # a kernel without modules: the hint says --modules
+        for symbol in missing:
+            tried[symbol] = tree.providers(symbol)
+        wanted = [m for s in missing for m in tried[s] if m not in self.modules_loaded]
+        self.load_modules(wanted)
+        return bool(wanted)
+
+    def _load_error(self, obj: BpfObject, prog_name: str, err: AgentError,
+                    tried: dict[str, list[str]]) -> Exception:
         rejected = replies.decode_rejected(err.reply)
         if not rejected.log.strip():
-            return GuestError(f"loading {prog_name} failed: {err}")
+            return LoadError(explain(prog_name, str(err),
+                                     replies.error_log(err.reply, "libbpf_log"), tried))
         annotated = annotate(rejected.log, self._source_lookup(obj, rejected))
         summary = " / ".join(last_error_lines(annotated, 2))
         return VerifierError(f"the verifier rejected {prog_name}: {summary}\n"

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/klog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -52,7 +53,7 @@
 #define PROTOCOL_VERSION 2
 #define DUMP_MAX_ENTRIES 100000
 #define RUN_MAX_OUT (64u << 20)
-#define MAX_ARGS 8
+#define MAX_ARGS 40
 #define FLUSH_THRESHOLD (1u << 20)
 /* A verifier log over LOG_CAP bytes is sent as its first LOG_HEAD and last
  * LOG_TAIL bytes (as hex, the serial line carries ~90 KB/s out of the guest). */
@@ -513,15 +514,27 @@ static int parse_blob(char *t, struct arg *a)
 	return 0;
 }
 
-/* spec: one char per argument: 'i' integer, 'w' word, 'b' blob */
+/* spec: one char per argument: 'i' integer, 'w' word, 'b' blob; a final '*'
+ * accepts more tokens for the verb to read in a[].s (a[ntok].s is NULL); those
+ * that are blobs are decoded here (a[].b), while the shared window holds them. */
 static int parse_args(struct reply *r, const char *verb, const char *spec,
 		      char **tok, int ntok, struct arg *a)
 {
 	static const char *kind[] = {['i'] = "an integer", ['w'] = "a word", ['b'] = "a blob"};
+	int fixed = (int)strcspn(spec, "*"), more = spec[fixed] == '*';
 
-	if (ntok != (int)strlen(spec))
-		return reply_err(r, "bad request: '%s' takes %zu arguments, got %d", verb, strlen(spec), ntok);
-	for (int i = 0; i < ntok; i++) {
+	if (more ? ntok < fixed : ntok != fixed)
+		return reply_err(r, "bad request: '%s' takes %s%d arguments, got %d", verb,
+				 more ? "at least " : "", fixed, ntok);
+	for (int i = fixed; i < ntok; i++) {
+		__u64 pos, n;
+
+		a[i].s = tok[i];
+		if ((!strncmp(tok[i], "x:", 2) || window_blob(tok[i], &pos, &n)) &&
+		    parse_blob(tok[i], &a[i]))
+			return reply_err(r, "bad request: argument %d of '%s' is a bad blob", i + 1, verb);
+	}
+	for (int i = 0; i < fixed; i++) {
 		int bad = spec[i] == 'i' ? parse_int(tok[i], &a[i].i)
 			: spec[i] == 'w' ? !is_word(tok[i]) : parse_blob(tok[i], &a[i]);
 
@@ -834,6 +847,74 @@ static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog
 		report_map(r, m);
 }
 
+/* The options of `load` after the object and the program name. */
+#define MAX_INITIAL_VALUES 8
+
+struct load_opts {
+	long long prog_type, attach_type;   /* -1: libbpf's choice from the section name */
+	size_t n_init;
+	struct {
+		const char *map;
+		const struct arg *data;   /* the request's argument */
+	} init[MAX_INITIAL_VALUES];
+};
+
+/* prog_type N | attach_type N | initial_value <map> <blob>, in any order. */
+static int parse_load_opts(struct reply *r, struct arg *a, struct load_opts *o)
+{
+	o->prog_type = o->attach_type = -1;
+	o->n_init = 0;
+	for (size_t i = 0; a[i].s; i++) {
+		const char *opt = a[i].s;
+		long long *num = !strcmp(opt, "prog_type") ? &o->prog_type :
+				 !strcmp(opt, "attach_type") ? &o->attach_type : NULL;
+
+		if (num) {
+			if (!a[i + 1].s || parse_int(a[++i].s, num) || *num < 0 || *num > INT32_MAX)
+				return reply_err(r, "bad request: %s takes a non-negative integer", opt);
+			continue;
+		}
+		if (strcmp(opt, "initial_value"))
+			return reply_err(r, "bad request: unknown load option '%.64s'", opt);
+		if (o->n_init == MAX_INITIAL_VALUES || !a[i + 1].s || !a[i + 2].s ||
+		    !is_word(a[i + 1].s) || !a[i + 2].b)
+			return reply_err(r, "bad request: initial_value takes a map name and a blob "
+					 "(at most %d)", MAX_INITIAL_VALUES);
+		o->init[o->n_init].data = &a[i + 2];
+		o->init[o->n_init++].map = a[i + 1].s;
+		i += 2;
+	}
+	return 0;
+}
+
+/* Applies the options to an opened handle; replies err on failure. */
+static int apply_load_opts(struct reply *r, struct handle *h, const struct load_opts *o)
+{
+	if (o->prog_type >= 0 && bpf_program__set_type(h->prog, (enum bpf_prog_type)o->prog_type))
+		return reply_err(r, "cannot set program type %lld", o->prog_type);
+	if (o->attach_type >= 0 &&
+	    bpf_program__set_expected_attach_type(h->prog, (enum bpf_attach_type)o->attach_type))
+		return reply_err(r, "cannot set attach type %lld", o->attach_type);
+	for (size_t i = 0; i < o->n_init; i++) {
+		struct bpf_map *m = bpf_object__find_map_by_name(h->obj, o->init[i].map);
+		size_t size = 0;
+
+		if (!m || !bpf_map__initial_value(m, &size))
+			return reply_err(r, "map '%s' has no initial value to set (global data "
+					 "sections: .rodata, .data, .bss)", o->init[i].map);
+		if (size != o->init[i].data->n)
+			return reply_err(r, "initial value of '%s' must be %zu bytes, got %zu",
+					 o->init[i].map, size, o->init[i].data->n);
+		if (bpf_map__set_initial_value(m, o->init[i].data->b, size))
+			return reply_err(r, "cannot set the initial value of '%s'", o->init[i].map);
+	}
+	if (bpf_program__type(h->prog) == BPF_PROG_TYPE_UNSPEC)
+		return reply_err(r, "program '%s': libbpf knows no program type for its section "
+				 "'%s'; give the program type", bpf_program__name(h->prog),
+				 bpf_program__section_name(h->prog));
+	return 0;
+}
+
 /* Log level 1 first. A log that does not fit fails the load with ENOSPC, even
  * for a correct program; then load again at level 0 with a buffer large enough
  * for any log (1M processed insns): if that load fails, libbpf repeats it at
@@ -849,15 +930,19 @@ static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 	struct handle *h = NULL, **handles = NULL;
 	struct bpf_prog_info info = {0};
 	__u32 len = sizeof(info);
+	struct load_opts opts;
 	char *log = NULL;
 	int err = -ENOSPC;
 
+	if (parse_load_opts(r, &a[2], &opts))
+		return -1;
 	for (size_t i = 0; i < 2 && err == -ENOSPC; i++) {
 		handle_free(h);
 		free(log);
 		if (!(log = malloc(load_attempts[i].log_size)))
 			return reply_err(r, "out of memory");
-		if (!(h = handle_open(r, &a[0], a[1].s))) {
+		if (!(h = handle_open(r, &a[0], a[1].s)) || apply_load_opts(r, h, &opts)) {
+			handle_free(h);
 			free(log);
 			return -1;
 		}
@@ -1041,51 +1126,225 @@ static int do_update(struct agent *ag, struct reply *r, struct arg *a)
 	return 0;
 }
 
-/* One `entry` line unless the key vanished; returns 0 or -1 after err. */
+/* errno as text; the kernel-internal ENOTSUPP (524) has no libc name. */
+static const char *errno_text(int err)
+{
+	return err == 524 ? "not supported for this map type (ENOTSUPP)" : strerror(err);
+}
+
+/* The terminal line of a listing that cannot go on: the entries sent stay valid. */
+static int reply_unlisted(struct reply *r, const char *fmt, ...)
+{
+	struct buf why = {0};
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&why, fmt, ap);
+	va_end(ap);
+	reply_blob(r, "unlisted", why.p, why.len);
+	buf_free(&why);
+	return 0;
+}
+
+static void reply_entry(struct reply *r, const void *key, size_t key_size, const void *val,
+			size_t vsize)
+{
+	reply_head(r, "entry");
+	reply_hex(r, key, key_size);
+	reply_hex(r, val, vsize);
+	reply_end_line(r);
+}
+
+/* One `entry` line unless the key vanished; 1 if the value cannot be read
+ * (`unlisted` sent), else 0. */
 static int dump_entry(struct reply *r, const struct map_view *m, const void *key, void *val)
 {
-	if (bpf_map_lookup_elem(m->fd, key, val))
-		return errno == ENOENT ? 0 :
-		       reply_err(r, "lookup in map %s: %s", m->label, strerror(errno));
-	reply_head(r, "entry");
-	reply_hex(r, key, m->key_size);
-	reply_hex(r, val, m->vsize);
-	reply_end_line(r);
+	if (bpf_map_lookup_elem(m->fd, key, val)) {
+		if (errno == ENOENT)
+			return 0;
+		reply_unlisted(r, "its values cannot be read from user space: %s", errno_text(errno));
+		return 1;
+	}
+	reply_entry(r, key, m->key_size, val, m->vsize);
 	return 0;
+}
+
+/* Arrays up to DUMP_MAX_ENTRIES: every index. */
+static void dump_small_array(struct reply *r, const struct map_view *m, void *val)
+{
+	for (__u32 i = 0; i < m->max_entries; i++)
+		if (dump_entry(r, m, &i, val))
+			return;
+}
+
+/* Larger arrays: read in batches, send the non-zero entries only (at most
+ * DUMP_MAX_ENTRIES), then `zero_entries N` (all-zero values among those read),
+ * `read_entries N` and, if the listing stopped early, `truncated 1`. */
+#define BATCH 4096
+static void dump_big_array(struct reply *r, const struct map_view *m)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	__u32 *keys = calloc(BATCH, sizeof(*keys)), next = 0, count;
+	unsigned char *vals = calloc(BATCH, m->vsize), *zero = calloc(1, m->vsize);
+	unsigned long long read = 0, zeros = 0, sent = 0;
+	int err = 0;
+
+	while (!err && read < m->max_entries && sent < DUMP_MAX_ENTRIES) {
+		__u32 in = next;
+
+		count = BATCH;
+		err = bpf_map_lookup_batch(m->fd, read ? &in : NULL, &next, keys, vals, &count, &opts);
+		err = err && errno != ENOENT ? errno : 0;
+		if (err || !count)
+			break;
+		for (__u32 i = 0; i < count && sent < DUMP_MAX_ENTRIES; i++, read++) {
+			const void *v = vals + (size_t)i * m->vsize;
+
+			if (!memcmp(v, zero, m->vsize))
+				zeros++;
+			else
+				reply_entry(r, &keys[i], sizeof(*keys), v, m->vsize), sent++;
+		}
+	}
+	reply_int(r, "zero_entries", (long long)zeros);
+	reply_int(r, "read_entries", (long long)read);
+	if (err)
+		reply_unlisted(r, "reading it in batches failed after %llu entries: %s", read,
+			       errno_text(err));
+	else if (read < m->max_entries)
+		reply_int(r, "truncated", 1);
+	free(keys), free(vals), free(zero);
+}
+
+/* Hash-like maps: by key. */
+static void dump_by_key(struct reply *r, const struct map_view *m, void *val)
+{
+	unsigned char *key = calloc(1, m->key_size + 4), *next = calloc(1, m->key_size + 4);
+	void *prev = NULL;
+	size_t count = 0;
+
+	for (;;) {
+		if (bpf_map_get_next_key(m->fd, prev, next)) {
+			if (errno != ENOENT)
+				reply_unlisted(r, "it cannot be iterated: %s", errno_text(errno));
+			break;
+		}
+		if (count++ == DUMP_MAX_ENTRIES) {
+			reply_int(r, "truncated", 1);
+			break;
+		}
+		memcpy(key, next, m->key_size);
+		prev = key;
+		if (dump_entry(r, m, key, val))
+			break;
+	}
+	free(key), free(next);
+}
+
+/* Queue and stack maps: pop every value, push them back in the same order;
+ * `entry x: <value>` in pop order (the next value the program would pop first). */
+static void dump_queue(struct reply *r, const struct map_view *m, void *val)
+{
+	struct buf vals = {0};
+	size_t n = 0, failed = 0;
+	int err;
+
+	while (n < m->max_entries && !bpf_map_lookup_and_delete_elem(m->fd, NULL, val)) {
+		buf_add(&vals, val, m->vsize);
+		n++;
+	}
+	err = n < m->max_entries && errno != ENOENT ? errno : 0;
+	for (size_t i = 0; i < n; i++) {   /* a stack gets them back top last */
+		size_t k = m->type == BPF_MAP_TYPE_STACK ? n - 1 - i : i;
+
+		failed += bpf_map_update_elem(m->fd, NULL, vals.p + k * m->vsize, BPF_ANY) != 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		reply_entry(r, "", 0, vals.p + i * m->vsize, m->vsize);
+	if (err)
+		reply_unlisted(r, "popping its values failed: %s", errno_text(err));
+	else if (failed)
+		reply_unlisted(r, "%zu of its %zu values could not be pushed back", failed, n);
+	buf_free(&vals);
+}
+
+/* ring_buffer__consume() callback of dump_ringbuf. */
+struct ringbuf_dump {
+	struct reply *r;
+	size_t n;
+};
+
+static int send_record(void *ctx, void *data, size_t size)
+{
+	struct ringbuf_dump *d = ctx;
+
+	if (d->n++ == DUMP_MAX_ENTRIES)
+		return -E2BIG;
+	reply_blob(d->r, "record", data, size);
+	return 0;
+}
+
+/* Ring buffers: `record <blob>` per record written since the last dump (the
+ * records are consumed: a later dump shows only newer ones). */
+static void dump_ringbuf(struct reply *r, const struct map_view *m)
+{
+	struct ringbuf_dump d = {r, 0};
+	struct ring_buffer *rb = ring_buffer__new(m->fd, send_record, &d, NULL);
+	int n;
+
+	if (!rb) {
+		reply_unlisted(r, "opening the ring buffer failed: %s", errno_text(errno));
+		return;
+	}
+	n = ring_buffer__consume(rb);
+	if (n == -E2BIG)
+		reply_int(r, "truncated", 1);
+	else if (n < 0)
+		reply_unlisted(r, "reading the ring buffer failed: %s", errno_text(-n));
+	ring_buffer__free(rb);
 }
 
 static int dump_map(struct reply *r, const struct map_view *m)
 {
-	unsigned char *key = calloc(1, m->key_size + 4), *next = calloc(1, m->key_size + 4);
 	unsigned char *val = calloc(1, m->vsize + 1);
-	size_t count = 0;
-	int err = 0;
 
 	reply_int(r, "value_size", (long long)m->vsize);
-	if (m->type == BPF_MAP_TYPE_ARRAY || m->type == BPF_MAP_TYPE_PERCPU_ARRAY) {
-		__u32 i;
-
-		for (i = 0; !err && i < m->max_entries && count++ < DUMP_MAX_ENTRIES; i++)
-			err = dump_entry(r, m, &i, val);
-		if (!err && i < m->max_entries)
-			reply_int(r, "truncated", 1);
-	} else {
-		void *prev = NULL;
-
-		while (!err && !bpf_map_get_next_key(m->fd, prev, next)) {
-			if (count++ == DUMP_MAX_ENTRIES) {
-				reply_int(r, "truncated", 1);
-				break;
-			}
-			memcpy(key, next, m->key_size);
-			prev = key;
-			err = dump_entry(r, m, key, val);
-		}
-		if (!err && count <= DUMP_MAX_ENTRIES && errno != ENOENT)
-			err = reply_err(r, "iterating map %s: %s", m->label, strerror(errno));
+	switch (m->type) {
+	case BPF_MAP_TYPE_ARRAY:
+	case BPF_MAP_TYPE_PERCPU_ARRAY:
+		if (m->max_entries <= DUMP_MAX_ENTRIES)
+			dump_small_array(r, m, val);
+		else
+			dump_big_array(r, m);
+		break;
+	case BPF_MAP_TYPE_QUEUE:
+	case BPF_MAP_TYPE_STACK:
+		dump_queue(r, m, val);
+		break;
+	case BPF_MAP_TYPE_RINGBUF:
+		dump_ringbuf(r, m);
+		break;
+	case BPF_MAP_TYPE_BLOOM_FILTER:
+		reply_unlisted(r, "a bloom filter answers membership queries only");
+		break;
+	case BPF_MAP_TYPE_USER_RINGBUF:
+		reply_unlisted(r, "a user ring buffer is written by user space, not by the program");
+		break;
+	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+		reply_unlisted(r, "a perf event array holds perf events; its output reaches only "
+			       "the perf buffers of a reader");
+		break;
+	case BPF_MAP_TYPE_UNSPEC:
+		reply_unlisted(r, "qstep's probe ring buffer is read with probe_drain");
+		break;
+	default:
+		if (m->key_size)
+			dump_by_key(r, m, val);
+		else
+			reply_unlisted(r, "a map of type %u has no keys to list", m->type);
 	}
-	free(key), free(next), free(val);
-	return err;
+	free(val);
+	return 0;
 }
 
 static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
@@ -1099,6 +1358,8 @@ static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
 	return dump_map(r, &v);
 }
 
+static __u32 map_id_of(int fd);
+
 static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct bpf_map_info info = {0};
@@ -1106,7 +1367,6 @@ static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 	struct map_view v = {0};
 	int err;
 
-	(void)ag;
 	if (a[0].i <= 0 || a[0].i > UINT32_MAX)
 		return reply_err(r, "no map with id %lld", a[0].i);
 	if ((v.fd = bpf_map_get_fd_by_id((__u32)a[0].i)) < 0)
@@ -1119,8 +1379,9 @@ static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 		v.max_entries = info.max_entries;
 		v.vsize = value_buf_size(v.type, info.value_size);
 		snprintf(v.label, sizeof(v.label), "id %u", info.id);
-		err = v.key_size ? dump_map(r, &v) :
-		      reply_err(r, "map id %lld (type %u) has no keys to dump", a[0].i, info.type);
+		if (ag->probes.ready && info.id == map_id_of(ag->probes.events_fd))
+			v.type = BPF_MAP_TYPE_UNSPEC;   /* not to be consumed here */
+		err = dump_map(r, &v);
 	}
 	close(v.fd);
 	return err;
@@ -1140,6 +1401,92 @@ static int do_update_id(struct agent *ag, struct reply *r, struct arg *a)
 		err = reply_err(r, "update of map id %lld: %s", a[0].i, strerror(errno));
 	close(fd);
 	return err;
+}
+
+/* ------------------------------------------------------------ program output of a run */
+
+#define PRINTK_CAP (1u << 20)
+#define STREAM_CAP (1u << 20)
+#define CMD_PROG_STREAM_READ_BY_FD 37   /* kernel 6.17+; not in older headers */
+
+/* The trace_pipe (bpf_printk output), opened once, non-blocking; -1 if none. */
+static int trace_pipe_fd(void)
+{
+	static int fd = -2;
+
+	if (fd == -2 && (fd = open("/sys/kernel/tracing/trace_pipe", O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+		fd = open("/sys/kernel/debug/tracing/trace_pipe", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	return fd;
+}
+
+/* Consumes what the trace_pipe holds now; keeps up to PRINTK_CAP bytes in out
+ * (NULL: discards). Returns the bytes that did not fit. */
+static size_t read_trace_pipe(struct buf *out)
+{
+	int fd = trace_pipe_fd();
+	char chunk[65536];
+	size_t lost = 0;
+	ssize_t n;
+
+	while (fd >= 0 && (n = read(fd, chunk, sizeof(chunk))) > 0) {
+		size_t keep = out ? MIN((size_t)n, PRINTK_CAP - out->len) : 0;
+
+		if (out)
+			buf_add(out, chunk, keep);
+		lost += (size_t)n - keep;
+	}
+	return out ? lost : 0;
+}
+
+/* BPF_PROG_STREAM_READ_BY_FD's attribute (kernel 6.17+). */
+struct stream_read_attr {
+	__u64 buf;
+	__u32 buf_len, stream_id, prog_fd;
+};
+
+/* One BPF stream of a program (1 stdout, 2 stderr): 0, or -1 if the kernel
+ * has no streams. Reading consumes. */
+static int read_stream(int prog_fd, __u32 stream_id, struct buf *out)
+{
+	union {
+		union bpf_attr zero;   /* the kernel wants the unused tail zeroed */
+		struct stream_read_attr sr;
+	} attr;
+	char *chunk = malloc(65536);
+	long n = 0;
+
+	while (chunk && out->len < STREAM_CAP) {
+		memset(&attr, 0, sizeof(attr));
+		attr.sr.buf = (uintptr_t)chunk;
+		attr.sr.buf_len = (__u32)MIN(65536u, STREAM_CAP - out->len);
+		attr.sr.stream_id = stream_id;
+		attr.sr.prog_fd = (__u32)prog_fd;
+		if ((n = syscall(__NR_bpf, CMD_PROG_STREAM_READ_BY_FD, &attr, sizeof(attr))) <= 0)
+			break;
+		buf_add(out, chunk, (size_t)n);
+	}
+	free(chunk);
+	return n < 0 ? -1 : 0;
+}
+
+/* `printk <blob>` (trace_pipe lines written during the run; `printk_lost N`
+ * if over 1 MiB) and, on kernels with BPF streams, `stream_stdout <blob>`,
+ * `stream_stderr <blob>`. */
+static void reply_run_output(struct reply *r, int prog_fd)
+{
+	struct buf out = {0};
+	size_t lost = read_trace_pipe(&out);
+
+	if (trace_pipe_fd() >= 0)
+		reply_blob(r, "printk", out.p, out.len);
+	if (lost)
+		reply_int(r, "printk_lost", (long long)lost);
+	for (__u32 id = 1; id <= 2; id++) {
+		out.len = 0;
+		if (read_stream(prog_fd, id, &out) == 0)
+			reply_blob(r, id == 1 ? "stream_stdout" : "stream_stderr", out.p, out.len);
+	}
+	buf_free(&out);
 }
 
 /* The test run of `run` and `run_id`: a[1..4] = repeat, data_in, ctx_in, data_out_size. */
@@ -1165,12 +1512,14 @@ static int test_run(struct reply *r, int prog_fd, struct arg *a)
 		opts.ctx_size_in = opts.ctx_size_out = (__u32)a[3].n;
 		opts.ctx_out = ctx_out;
 	}
+	read_trace_pipe(NULL);   /* older lines are not this run's */
 	err = bpf_prog_test_run_opts(prog_fd, &opts);
 	if (!err) {
 		reply_int(r, "retval", opts.retval);
 		reply_int(r, "duration", opts.duration);
 		reply_blob(r, "data_out", data_out, opts.data_out ? MIN(opts.data_size_out, a[4].i) : 0);
 		reply_blob(r, "ctx_out", ctx_out, opts.ctx_out ? MIN(opts.ctx_size_out, a[3].n) : 0);
+		reply_run_output(r, prog_fd);
 	}
 	free(data_out), free(ctx_out);
 	return err ? reply_err(r, "test_run: %s", strerror(-err)) : 0;
@@ -1388,6 +1737,50 @@ static int do_exec(struct agent *ag, struct reply *r, struct arg *a)
 	reply_blob(r, "output", out.p, out.len);
 	buf_free(&out);
 	return 0;
+}
+
+/* ------------------------------------------------------------ kernel modules */
+
+/* The last kernel log lines that mention name (at most 3), for an error. */
+static void kernel_log_about(const char *name, struct buf *out)
+{
+	int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0), n;
+	char *log = size > 0 ? malloc((size_t)size + 1) : NULL;
+	const char *hits[3] = {0};
+	size_t nhits = 0;
+
+	if (!log || (n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, log, size)) <= 0) {
+		free(log);
+		return;
+	}
+	log[n] = '\0';
+	for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n"))
+		if (strstr(line, name))
+			hits[nhits++ % 3] = line;
+	for (size_t i = nhits > 3 ? nhits - 3 : 0; i < nhits; i++)
+		buf_printf(out, "%s%s", out->len ? " | " : "", hits[i % 3]);
+	free(log);
+}
+
+/* module_load <name> <image>: init_module() of a module's (uncompressed)
+ * image; `already 1` if it was loaded. Dependencies are the host's job. */
+static int do_module_load(struct agent *ag, struct reply *r, struct arg *a)
+{
+	struct buf why = {0};
+	int err;
+
+	(void)ag;
+	if (!syscall(__NR_init_module, a[1].b, (unsigned long)a[1].n, ""))
+		return 0;
+	if ((err = errno) == EEXIST) {
+		reply_int(r, "already", 1);
+		return 0;
+	}
+	kernel_log_about(a[0].s, &why);
+	err = reply_err(r, "loading module %s failed: %s%s%s", a[0].s, strerror(err),
+			why.len ? "; kernel log: " : "", why.len ? why.p : "");
+	buf_free(&why);
+	return err;
 }
 
 /* ------------------------------------------------------------ programs by id ("foreign") */
@@ -2050,7 +2443,7 @@ static const struct verb {
 	int (*fn)(struct agent *, struct reply *, struct arg *);
 } verbs[] = {
 	{"hello", "", do_hello},
-	{"load", "bw", do_load},
+	{"load", "bw*", do_load},
 	{"info", "i", do_info},
 	{"update", "iwbb", do_update},
 	{"dump", "iw", do_dump},
@@ -2069,6 +2462,7 @@ static const struct verb {
 	{"find_prog", "ww", do_find_prog},
 	{"info_id", "i", do_info_id},
 	{"run_id", "iibbi", do_run_id},
+	{"module_load", "wb", do_module_load},
 };
 
 static const struct verb *find_verb(const char *name)
@@ -2082,7 +2476,7 @@ static const struct verb *find_verb(const char *name)
 static void serve_tokens(struct agent *ag, struct reply *r, char **tok, int ntok, int too_many,
 			 __u64 shared_end)
 {
-	struct arg args[MAX_ARGS] = {{0}};
+	struct arg args[MAX_ARGS + 1] = {{0}};   /* args[ntok].s == NULL */
 	const struct verb *v;
 	long long seq;
 	int parsed;

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from qstep.agent.protocol import Reply
 from qstep.bpf.btf import Btf, FuncInfo, LineInfo, decode_func_info, decode_line_info
 from qstep.errors import GuestError
+from qstep.runoutput import RunOutput, split_trace
 
 _KLINE = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
 
@@ -105,6 +106,7 @@ class RunResult:
     duration_ns: int
     data_out: bytes
     ctx_out: bytes
+    output: RunOutput = field(default_factory=RunOutput)  # bpf_printk, BPF streams
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,16 @@ class FoundProgram:
 
 @dataclass(frozen=True)
 class MapDump:
-    """The entries of a map; ``truncated`` when the agent stopped early."""
+    """A map's contents: entries (queue/stack: empty keys, in pop order), ring buffer
+    records, and the limits of the listing (``truncated`` when the agent stopped
+    early, ``unlisted`` why it stopped or could not start)."""
 
     entries: list[tuple[bytes, bytes]]
     truncated: bool = False
+    records: list[bytes] = field(default_factory=list)
+    zero_entries: int | None = None  # huge arrays: all-zero entries not sent
+    read_entries: int | None = None  # huge arrays: entries read
+    unlisted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +232,20 @@ def decode_prog_info(reply: Reply) -> ProgInfo:
 def decode_run(reply: Reply) -> RunResult:
     """The reply to ``run`` / ``run_id``."""
     return RunResult(reply.int("retval"), reply.int("duration"), reply.blob("data_out"),
-                     reply.blob("ctx_out"))
+                     reply.blob("ctx_out"), decode_output(reply))
+
+
+def decode_output(reply: Reply) -> RunOutput:
+    """The program's output lines of a ``run`` / ``run_id`` reply."""
+    def text(key: str) -> str | None:
+        return error_log(reply, key) if reply.has(key) else None
+    printk, other = split_trace(text("printk") or "")
+    return RunOutput(printk, other, _count(reply, "printk_lost") or 0,
+                     text("stream_stdout"), text("stream_stderr"))
+
+
+def _count(reply: Reply, key: str) -> int | None:
+    return reply.int(key) if reply.has(key) else None
 
 
 def decode_found(reply: Reply) -> FoundProgram:
@@ -237,7 +258,11 @@ def decode_dump(reply: Reply) -> MapDump:
     """The reply to ``dump`` / ``dump_id``."""
     entries = [(v[0], v[1]) for v in reply.all("entry")
                if len(v) == 2 and isinstance(v[0], bytes) and isinstance(v[1], bytes)]
-    return MapDump(entries, reply.has("truncated"))
+    return MapDump(entries, reply.has("truncated"),
+                   records=[v[0] for v in reply.all("record") if v and isinstance(v[0], bytes)],
+                   zero_entries=_count(reply, "zero_entries"),
+                   read_entries=_count(reply, "read_entries"),
+                   unlisted=error_log(reply, "unlisted") if reply.has("unlisted") else None)
 
 
 def decode_probe_channel(reply: Reply) -> ProbeChannel:

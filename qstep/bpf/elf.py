@@ -357,6 +357,13 @@ class BpfObject:
                 return p
         return None
 
+    def section_data(self, name: str) -> bytes:
+        """The bytes of a section as the object holds them (zeros for .bss-like ones)."""
+        sec = self._elf.get_section_by_name(name)
+        if sec is None:
+            raise ObjectError(f"{self.path}: no section {name}")
+        return bytes(sec["sh_size"]) if sec["sh_type"] == "SHT_NOBITS" else sec.data()
+
     def find_map(self, name: str) -> MapDef:
         """Map by name (global-data maps are named after their section)."""
         for m in self.maps:

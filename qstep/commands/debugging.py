@@ -12,6 +12,7 @@ from pathlib import Path
 from qstep.commands.common import (
     add_object_options,
     add_vm_options,
+    load_options,
     make_session,
     open_program,
     print_cmd,
@@ -23,6 +24,7 @@ from qstep.debugger.repl import interactive_loop
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import QstepError, UsageError
+from qstep.runoutput import RunOutput
 from qstep.userinput import read_packet
 
 
@@ -64,7 +66,7 @@ def debugger_for(args: argparse.Namespace) -> Iterator[Debugger]:
     obj, prog_name = open_program(args)
     session = make_session(args)
     with session:
-        prog = session.load(obj, prog_name)
+        prog = session.load(obj, prog_name, load_options(args))
         fill_maps(session, prog, entries)
         with session.debugger(prog, RunRequest(packet), args.backend) as dbg:
             yield dbg
@@ -127,6 +129,12 @@ def trace_main(args: argparse.Namespace) -> int:
             if isinstance(item, TraceRecord):
                 print(json.dumps(item.as_json(args.raw)) if args.json
                       else format_record(item, args.raw))
-            elif isinstance(item, Event) and item.kind == "exited" and not args.json:
-                print(f"[program exited: retval {item.retval}]")
+            elif isinstance(item, Event) and item.kind == "exited":
+                output = item.output or RunOutput()
+                if args.json:
+                    if not output.is_empty():
+                        print(json.dumps({"output": output.as_json()}))
+                else:
+                    print("\n".join([f"[program exited: retval {item.retval}]",
+                                     *output.text()]))
     return 0

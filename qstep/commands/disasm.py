@@ -8,6 +8,7 @@ import json
 from qstep.commands.common import (
     add_object_options,
     add_vm_options,
+    load_options,
     make_session,
     open_program,
     print_cmd,
@@ -30,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
         print_cmd(session)
         return 0
     with session:
-        prog = session.load(obj, prog_name)
+        prog = session.load(obj, prog_name, load_options(args))
     listing = build_listing(prog)
     if args.json:
         print(json.dumps({"program": prog.name, "id": prog.prog_id, "kernel": session.release,

@@ -10,7 +10,9 @@ from typing import Any
 
 from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
+    add_load_options,
     add_vm_options,
+    load_options,
     make_session,
     open_program,
     print_cmd,
@@ -47,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="run a shell command in the guest first, e.g. a loader: "
                    "'qstep-agent --load-pin /tmp/x.o PROG /sys/fs/bpf/x' (repeatable)")
     p.add_argument("--prog", help="program name or section")
+    add_load_options(p)
     p.add_argument("--packet", required=True, action="append",
                    help="packet (file or hex); repeat for several runs")
     p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
@@ -85,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
             run_guest_command(session, command, args.json)
         if selector is None:
             assert obj is not None
-            prog = session.load(obj, prog_name)
+            prog = session.load(obj, prog_name, load_options(args))
         else:
             prog = session.load_foreign(session.find_program(selector, value))
             exact = sum(1 for s in prog.sites.values() if s.exact)

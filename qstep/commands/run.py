@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ from qstep.bpf.progtypes import PACKET_PROG_TYPES, retval_name
 from qstep.commands.common import (
     add_object_options,
     add_vm_options,
+    load_options,
     make_session,
     open_program,
     print_cmd,
 )
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram, MapInfo
+from qstep.mapdump import QUEUE_TYPES, MapDump, body_text, limits_text, notes_json
 from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
 from qstep.session import RunResult, Session
 from qstep.userinput import MapEntry, encode_entry, read_map_file, read_packet
@@ -53,16 +56,17 @@ def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) ->
         session.update_map(prog, entry.map_name, key, value)
 
 
-def dump_maps(session: Session, prog: LoadedProgram) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every map's entries; hash-like maps sorted by key bytes, so runs compare."""
-    return {name: in_stable_order(prog.maps[name], session.dump_map(prog, name))
-            for name in sorted(prog.maps)}
+def dump_maps(session: Session, prog: LoadedProgram) -> dict[str, MapDump]:
+    """Every map's contents; hash-like maps sorted by key bytes, so runs compare."""
+    dumps = {name: session.dump_map_id(prog.maps[name].id) for name in sorted(prog.maps)}
+    return {name: replace(d, entries=in_stable_order(prog.maps[name], d.entries))
+            for name, d in dumps.items()}
 
 
 def in_stable_order(info: MapInfo, entries: list[tuple[bytes, bytes]]
                     ) -> list[tuple[bytes, bytes]]:
     """Arrays keep the kernel's index order; other maps (hash order varies) by key."""
-    return entries if info.type in ARRAY_TYPES else sorted(entries)
+    return entries if info.type in ARRAY_TYPES | QUEUE_TYPES else sorted(entries)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -76,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         print_cmd(session)
         return 0
     with session:
-        prog = session.load(obj, prog_name)
+        prog = session.load(obj, prog_name, load_options(args))
         if prog.prog_type not in PACKET_PROG_TYPES:
             raise UsageError(f"{prog_name} is a {prog.type_name} program; run takes packet "
                              "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt)")
@@ -92,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_text(session: Session, prog: LoadedProgram, repeat: int,
              packets: list[tuple[str, bytes]], results: list[RunResult],
-             maps: dict[str, list[tuple[bytes, bytes]]]) -> list[str]:
+             maps: dict[str, MapDump]) -> list[str]:
     lines = [f"program   {prog.name} ({prog.type_name}, id {prog.prog_id}) on {session.release}"]
     for (origin, packet), result in zip(packets, results, strict=True):
         name = retval_name(prog.prog_type, result.retval)
@@ -102,17 +106,22 @@ def run_text(session: Session, prog: LoadedProgram, repeat: int,
             f"retval    {result.retval}" + (f" ({name})" if name else ""),
             f"duration  {result.duration_ns} ns per run (repeat {repeat})",
             "packet out: " + "\n  ".join(packet_diff(packet, result.data_out)),
+            *result.output.text(),
         ]
     lines += ["", "maps after the run" + ("s:" if len(results) > 1 else ":")]
-    for map_name, entries in maps.items():
+    for map_name, dump in maps.items():
+        info = prog.maps[map_name]
         lines.append(f"  {map_name}:")
-        lines.extend(map_entries_text(prog.maps[map_name], entries, prog.btf))
+        body = body_text(info, dump, prog.btf)
+        lines.extend(body if body is not None else
+                     map_entries_text(info, dump.entries, prog.btf, quiet_empty=dump.unlisted))
+        lines.extend(limits_text(info, dump))
     return lines
 
 
 def run_json(session: Session, prog: LoadedProgram, packets: list[tuple[str, bytes]],
              results: list[RunResult],
-             maps: dict[str, list[tuple[bytes, bytes]]]) -> dict[str, Any]:
+             maps: dict[str, MapDump]) -> dict[str, Any]:
     def entry(map_name: str, key: bytes, value: bytes) -> dict[str, str]:
         info = prog.maps[map_name]
         return {"key": format_map_value(key, info.btf_key_type_id, prog.btf),
@@ -124,7 +133,9 @@ def run_json(session: Session, prog: LoadedProgram, packets: list[tuple[str, byt
         "runs": [{"packet": origin, "retval": r.retval,
                   "retval_name": retval_name(prog.prog_type, r.retval),
                   "duration_ns": r.duration_ns, "packet_in": data.hex(),
-                  "packet_out": r.data_out.hex()}
+                  "packet_out": r.data_out.hex(), "output": r.output.as_json()}
                  for (origin, data), r in zip(packets, results, strict=True)],
-        "maps": {n: [entry(n, k, v) for k, v in e] for n, e in maps.items()},
+        "maps": {n: [entry(n, k, v) for k, v in d.entries] for n, d in maps.items()},
+        "map_notes": {n: notes for n, d in maps.items()
+                      if (notes := notes_json(prog.maps[n], d))},
     }

@@ -139,11 +139,13 @@ class CommandSet:
             name = retval_name(self.dbg.prog.prog_type, event.retval)
             label = f"{event.retval}" + (f" ({name})" if name else "")
             diff = packet_diff(self.dbg.request.data, event.data_out)
-            text = (f"[program exited: retval {label}, {event.duration_ns} ns]\n"
-                    f"packet out: " + "\n  ".join(diff))
+            text = "\n".join([f"[program exited: retval {label}, {event.duration_ns} ns]",
+                              "packet out: " + "\n  ".join(diff),
+                              *(event.output.text() if event.output else [])])
             return Output(text, {"event": "exited", "retval": event.retval,
                                  "retval_name": name, "duration_ns": event.duration_ns,
-                                 "packet_out": event.data_out.hex()})
+                                 "packet_out": event.data_out.hex(),
+                                 **({"output": event.output.as_json()} if event.output else {})})
         lines = []
         if event.breakpoint is not None:
             lines.append(f"Breakpoint {event.breakpoint.number}, {site_text(event.site)}")

@@ -20,6 +20,7 @@ from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import GuestError, UsageError
 from qstep.loaded import InsnSite, LoadedProgram
+from qstep.runoutput import RunOutput
 from qstep.target.base import Stop, Target, X86Regs
 
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -56,6 +57,7 @@ class Event:
     duration_ns: int | None = None
     data_out: bytes = b""
     watch_addr: int | None = None
+    output: RunOutput | None = None  # what the program printed (exited runs)
 
 
 @dataclass
@@ -256,7 +258,8 @@ class Debugger:
         self._run_seq = None
         # The VM keeps running (idle); breakpoints stay inserted for the next run.
         event = Event("exited", "exited", retval=result.retval,
-                      duration_ns=result.duration_ns, data_out=result.data_out)
+                      duration_ns=result.duration_ns, data_out=result.data_out,
+                      output=result.output)
         self.last_event = event
         return event
 

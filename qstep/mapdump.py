@@ -1,0 +1,74 @@
+"""A map's contents as the agent's ``dump`` reports them, and how to show them
+without overstating: what was not read, or cannot be, is said."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from qstep.agent.replies import MapDump
+from qstep.bpf.btf import Btf
+from qstep.bpf.elf import BpfObject
+from qstep.bpf.uapi import MapType
+from qstep.loaded import MapInfo
+from qstep.render import format_map_value
+
+QUEUE_TYPES = frozenset({MapType.QUEUE, MapType.STACK})
+
+
+def limits_text(info: MapInfo, dump: MapDump) -> list[str]:
+    """The lines that say what the listing does not show."""
+    lines = []
+    if dump.read_entries is not None:
+        lines.append(f"    ({dump.zero_entries} all-zero entries not shown; "
+                     f"{dump.read_entries} of {info.max_entries} entries read)")
+    if dump.truncated:
+        shown = len(dump.records) if info.type == MapType.RINGBUF else len(dump.entries)
+        lines.append(f"    (listing stopped after {shown}: the rest was not read)")
+    if dump.unlisted:
+        lines.append(f"    (cannot list: {dump.unlisted})")
+    return lines
+
+
+def body_text(info: MapInfo, dump: MapDump, btf: Btf) -> list[str] | None:
+    """Lines for the map types that are not key → value tables, else None."""
+    if info.type == MapType.RINGBUF:
+        return [f"    record {format_map_value(r, 0, btf)}" for r in dump.records] or (
+            ["    (no records since the last read)"] if not dump.unlisted else [])
+    if info.type in QUEUE_TYPES:
+        order = "front first" if info.type == MapType.QUEUE else "top first"
+        values = [format_map_value(v, info.btf_value_type_id, btf) for _, v in dump.entries]
+        return [f"    [{order}] " + ", ".join(values)] if values else ["    (empty)"]
+    return None
+
+
+def notes_json(info: MapInfo, dump: MapDump) -> dict[str, Any]:
+    """What ``run --json`` adds beside a map's entries (empty when nothing)."""
+    notes: dict[str, Any] = {}
+    if info.type == MapType.RINGBUF:
+        notes["records_hex"] = [r.hex() for r in dump.records]
+    if info.type in QUEUE_TYPES:
+        notes["order"] = "front first" if info.type == MapType.QUEUE else "top first"
+    if dump.read_entries is not None:
+        notes["zero_entries"] = dump.zero_entries
+        notes["read_entries"] = dump.read_entries
+    if dump.truncated:
+        notes["truncated"] = True
+    if dump.unlisted:
+        notes["unlisted"] = dump.unlisted
+    return notes
+
+
+
+def with_declared_types(obj: BpfObject, maps: dict[str, MapInfo]) -> dict[str, MapInfo]:
+    """The maps with the key/value types the object declares where the kernel kept
+    none (it takes no BTF for queues, stacks, bloom filters, map-in-map, ...)."""
+    declared = {m.name: m for m in obj.maps}
+    fixed = {}
+    for name, info in maps.items():
+        d = declared.get(name)
+        if d is not None and not (info.btf_key_type_id or info.btf_value_type_id):
+            info = replace(info, btf_key_type_id=d.key_type_id or 0,
+                           btf_value_type_id=d.value_type_id or 0)
+        fixed[name] = info
+    return fixed
