@@ -10,10 +10,13 @@ from typing import Any
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
+from qstep.commands.inspect import value_text
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.errors import QstepError, VerifierError
 from qstep.loaded import LoadedProgram
+from qstep.probe.inspector import Inspector
+from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value
 from qstep.scenario.build import object_of
 from qstep.scenario.model import Case, CaseExpectation, Scenario
@@ -84,6 +87,51 @@ def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSi
             coverage(kernel, item, trace_case(session, item, case))
 
 
+def inspect_failures(session: Session, item: Prepared, case: Case,
+                     details: dict[str, Any]) -> list[str]:
+    """Attach the case's probes on a fresh load, run it, compare hits and printed values."""
+    wanted = case.expect.inspect
+    with loaded(session, item) as prog:
+        fill_maps(session, prog, item.scenario, case)
+        inspector = Inspector(session, prog, parse_specs([w.spec for w in wanted]))
+        inspector.attach()
+        try:
+            inspector.run([case.packet], case.repeat)
+        finally:
+            inspector.detach()
+    printed = {n: [[value_text(h, i, prog) for i in range(len(h.values))]
+                   for h in inspector.hits if h.probe.number == n]
+               for n in range(1, len(wanted) + 1)}
+    details["inspect"] = [printed[n] for n in sorted(printed)]
+    failures = []
+    for number, want in enumerate(wanted, start=1):
+        got = printed[number]
+        if want.hits is not None and len(got) != want.hits:
+            failures.append(f"inspect '{want.spec}': expected {want.hits} hits, got {len(got)}")
+        if want.printed is not None and [tuple(h) for h in got] != list(want.printed):
+            failures.append(f"inspect '{want.spec}': printed {got}, expected "
+                            f"{[list(h) for h in want.printed]}")
+    return failures
+
+
+def trace_failures(session: Session, item: Prepared, case: Case,
+                   details: dict[str, Any]) -> list[str]:
+    """One traced run: its instruction count and the source lines it executed."""
+    want = case.expect.trace
+    assert want is not None
+    prog, executed = trace_case(session, item, case)
+    lines = sorted({s.source.line for i in executed
+                    if (s := prog.sites[i]).source is not None})
+    details["trace"] = {"insns": len(executed), "lines": lines}
+    failures = []
+    if want.insns is not None and want.insns != len(executed):
+        failures.append(f"trace: expected {want.insns} instructions, ran {len(executed)}")
+    missing = [n for n in want.lines if n not in lines]
+    if missing:
+        failures.append(f"trace: lines {', '.join(map(str, missing))} did not run")
+    return failures
+
+
 def trace_case(session: Session, item: Prepared, case: Case) -> tuple[LoadedProgram, list[int]]:
     """One run of the case under the debugger: the original indexes it executed, in order."""
     with loaded(session, item) as prog:
@@ -118,6 +166,10 @@ def check_case(session: Session, kernel: str, item: Prepared, case: Case) -> Che
             fill_maps(session, prog, item.scenario, case)
             result = session.test_run(prog, case.packet, repeat=case.repeat)
             failures, details = compare(session, prog, case.expect, result)
+        if case.expect.inspect:
+            failures += inspect_failures(session, item, case, details)
+        if case.expect.trace is not None:
+            failures += trace_failures(session, item, case, details)
     except QstepError as err:
         return CheckResult(scenario.name, kernel, case.name, "error", (str(err),),
                            duration_s=time.monotonic() - started)
@@ -204,12 +256,12 @@ def packet_failures(expect: CaseExpectation, out: bytes) -> list[str]:
 def map_failures(prog: LoadedProgram, expect: CaseExpectation,
                  dumps: dict[str, dict[bytes, bytes]]) -> list[str]:
     failures = []
-    for map_name, key_text, value_text in expect.maps:
+    for map_name, key_text, wanted_text in expect.maps:
         info = prog.maps.get(map_name)
         if info is None:
             failures.append(f"maps: no map '{map_name}'")
             continue
-        key, want = encode_entry(MapEntry(map_name, f"{key_text}={value_text}", "expect"),
+        key, want = encode_entry(MapEntry(map_name, f"{key_text}={wanted_text}", "expect"),
                                  info, prog.btf)
         got = dumps[map_name].get(key)
         if got is None:

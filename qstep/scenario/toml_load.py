@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qstep.errors import UsageError
+from qstep.probe.spec import parse_spec
 from qstep.scenario.model import (
     Case,
     CaseExpectation,
@@ -216,6 +217,7 @@ def _inspect(reader: _Reader, data: Any, path: KeyPath) -> InspectExpectation:
     spec = reader.get(item, path, "spec", str)
     if spec is None:
         raise reader.fail(path, "an [[case.inspect]] needs 'spec'")
+    reader.guard(path + ("spec",), lambda: parse_spec(spec))
     hits = reader.get(item, path, "hits", int)
     printed = reader.get(item, path, "printed", list)
     if printed is not None and not all(

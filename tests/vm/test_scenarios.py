@@ -22,12 +22,14 @@ def qstep_test(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=900)
 
 
-def variant(tmp_path: Path, old: str, new: str) -> Path:
+def variant(tmp_path: Path, *changes: tuple[str, str]) -> Path:
     """A copy of the example scenario beside it (relative paths keep working)."""
     text = SCENARIO.read_text()
-    assert old in text
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new, 1)
     path = SCENARIO.parent / f".variant-{tmp_path.name}.toml"
-    path.write_text(text.replace(old, new, 1))
+    path.write_text(text)
     return path
 
 
@@ -47,15 +49,19 @@ def test_example_scenario_passes_with_junit_and_json(tmp_path: Path) -> None:
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path: Path) -> None:
-    path = variant(tmp_path, '"{packets: 25, bytes: 1800}"', '"{packets: 24, bytes: 1800}"')
+    path = variant(tmp_path, ('"{packets: 25, bytes: 1800}"', '"{packets: 24, bytes: 1800}"'),
+                   ("hits = 25", "hits = 24"), ("insns = 144", "insns = 143"))
     try:
         proc = qstep_test(str(path), "--kernel", "6.1")
     finally:
         path.unlink()
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
     assert ("        maps: stats[1]: expected {packets: 24, bytes: 1800}, got "
-            "{packets: 25, bytes: 1800}") in proc.stdout.splitlines()
-    assert proc.stdout.splitlines()[-1] == "8 passed, 1 failed"
+            "{packets: 25, bytes: 1800}") in lines
+    assert "        inspect 'l4lb.bpf.c:144 print \"vip found\"': expected 24 hits, got 25" in lines
+    assert "        trace: expected 143 instructions, ran 144" in lines
+    assert lines[-1] == "7 passed, 2 failed"
 
 
 def test_untestable_kernel_and_source_give_125(tmp_path: Path) -> None:
