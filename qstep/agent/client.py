@@ -14,10 +14,11 @@ from qstep.agent.protocol import (
     Token,
     WireToken,
     encode_request,
+    encode_token,
     parse_reply_line,
 )
 from qstep.agent.window import HostWindow
-from qstep.errors import GuestError
+from qstep.errors import GuestError, UsageError
 
 POLL = 0.25
 SEND_CHUNK = 1 << 20
@@ -89,11 +90,23 @@ class AgentClient:
 
     def send(self, verb: str, *args: Token, timeout: float = 60.0) -> int:
         """Send a request without waiting; returns its sequence number."""
+        self._check_args(verb, args)
         self._seq += 1
         line = encode_request(self._seq, verb, *map(self._wire, args))
         self._send_all(line, time.monotonic() + timeout, verb)
         self._pending = Reply(self._seq)
         return self._seq
+
+    def _check_args(self, verb: str, args: tuple[Token, ...]) -> None:
+        """Raise before any blob goes into the window: words that cannot be sent
+        (ValueError), a blob over the window's ring (as hex it would take minutes)."""
+        limit = self._shared.ring_size if self._shared else None
+        for token in (verb, *args):
+            if isinstance(token, str):
+                encode_token(token)
+            elif limit is not None and isinstance(token, bytes) and len(token) > limit:
+                raise UsageError(f"{len(token)} bytes is more than the agent channel takes "
+                                 f"at once ({limit} bytes)")
 
     def _wire(self, token: Token) -> WireToken:
         """A large blob placed in the shared window, or the token itself."""

@@ -17,6 +17,7 @@ import pytest
 
 from qstep.agent.client import AgentClient, AgentError
 from qstep.agent.window import ATTACHED, HostWindow
+from qstep.errors import UsageError
 from qstep.images.guest import build_agent
 
 WINDOW_BYTES = 1 << 22  # rings of ~2 MiB: big blobs do not fit, to test the fallback
@@ -78,10 +79,19 @@ def test_many_requests_reuse_the_rings(ch: Channel, tmp_path: Path) -> None:
     assert ch.window.host_consumed >= 12 * 700_000
 
 
-def test_blobs_larger_than_a_ring_go_as_hex(ch: Channel, tmp_path: Path) -> None:
+def test_a_blob_larger_than_a_ring_is_refused_and_a_reply_goes_as_hex(
+        ch: Channel, tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
-    assert round_trip(ch, tmp_path / "blob", data) == data
+    with pytest.raises(UsageError, match=r"3145728 bytes is more than the agent channel takes "
+                                         r"at once \(2095104 bytes\)"):
+        ch.client.request("exec", b"x" * 200_000, data)  # nothing is left in the window
+    with pytest.raises(ValueError, match="not a protocol word"):
+        ch.client.request("probe_attach", 1, b"z" * 200_000, "two words")
+    (tmp_path / "blob").write_bytes(data)
+    assert ch.client.request("get", str(tmp_path / "blob")).blob("data") == data
     assert ch.window.guest_consumed == 0 and ch.window.host_consumed == 0
+    assert round_trip(ch, tmp_path / "small", b"y" * 2_000_000) == b"y" * 2_000_000
+    assert ch.window.guest_consumed >= 2_000_000  # a whole ring: none of it was taken
 
 
 def test_pipelined_requests_keep_their_blobs(ch: Channel, tmp_path: Path) -> None:
