@@ -35,6 +35,7 @@ class BpfLine:
     patched: list[str] = field(default_factory=list)
     x86: list[X86Line] = field(default_factory=list)
     note: str = ""
+    variables: str = ""  # where C variables live before it runs (``disasm --vars``)
 
 
 @dataclass
@@ -133,8 +134,10 @@ def bpf_line(prog: LoadedProgram, site: InsnSite) -> BpfLine:
     return line
 
 
-def build_listing(prog: LoadedProgram) -> list[FunctionListing]:
-    """Group every instruction by function, then by consecutive source line."""
+def build_listing(prog: LoadedProgram,
+                  variables: dict[int, str] | None = None) -> list[FunctionListing]:
+    """Group every instruction by function, then by consecutive source line;
+    ``variables`` (instruction → text) annotates where C variables live."""
     result = []
     for func in prog.functions:
         fl = FunctionListing(func)
@@ -144,7 +147,9 @@ def build_listing(prog: LoadedProgram) -> list[FunctionListing]:
                 continue  # second slot of ld_imm64
             if not fl.blocks or not _same_line(fl.blocks[-1].source, site.source):
                 fl.blocks.append(SourceBlock(site.source))
-            fl.blocks[-1].insns.append(bpf_line(prog, site))
+            line = bpf_line(prog, site)
+            line.variables = (variables or {}).get(index, "")
+            fl.blocks[-1].insns.append(line)
         result.append(fl)
     return result
 
@@ -179,6 +184,8 @@ def _format_bpf_line(ins: BpfLine, marker: int | None, entries: set[int]) -> lis
     if ins.index in entries:
         state += "   ; JIT code starts with the function prologue"
     lines = [f"  {mark} {ins.index:4}: {ins.text}{state}"]
+    if ins.variables:
+        lines.append(f"            ; vars: {ins.variables}")
     if ins.patched:
         lines.append("            ; patched by the verifier into:")
         lines.extend(f"            ;   {t}" for t in ins.patched)

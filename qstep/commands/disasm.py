@@ -13,6 +13,7 @@ from qstep.commands.common import (
     open_program,
     print_cmd,
 )
+from qstep.dwarf.placement import annotate
 from qstep.listing import build_listing, format_listing, listing_json
 
 
@@ -20,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("disasm", help="show source / BPF / x86 side by side")
     add_object_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--vars", action="store_true",
+                   help="show which C variables live in which register/stack slot (DWARF)")
     add_vm_options(p)
     p.set_defaults(func=main)
 
@@ -32,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     with session:
         prog = session.load(obj, prog_name, load_options(args))
-    listing = build_listing(prog)
+    listing = build_listing(prog, annotate(obj, prog) if args.vars else None)
     if args.json:
         print(json.dumps({"program": prog.name, "id": prog.prog_id, "kernel": session.release,
                           "functions": listing_json(listing)}, indent=1))

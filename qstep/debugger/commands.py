@@ -378,7 +378,8 @@ class CommandSet:
 
     def cmd_disas(self, arg: str) -> Output:
         site = self.dbg.site() if self.dbg.stopped else None
-        listing = build_listing(self.dbg.prog)
+        listing = build_listing(self.dbg.prog, self.source.view.annotations()
+                                if self.source is not None else None)
         if site is not None:
             listing = [fl for fl in listing if fl.function == site.function]
             for fl in listing:

@@ -18,10 +18,10 @@ import capstone
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger
 from qstep.debugger.frames import Frame as CallFrame
-from qstep.dwarf.frame import stack_size_from_insns
 from qstep.dwarf.location import Unavailable
 from qstep.dwarf.model import DwarfModel, GlobalVar, Variable
 from qstep.dwarf.model import Frame as Scope
+from qstep.dwarf.placement import Placement, variables_text
 from qstep.dwarf.values import Value, in_memory, read_value, unavailable
 from qstep.errors import UsageError
 from qstep.loaded import InsnSite, JitFunction
@@ -76,6 +76,7 @@ class SourceView:
         self.obj = obj
         self.dbg = dbg
         self.model = DwarfModel.from_bytes(obj.data)
+        self.places = Placement(obj)
         self._selected = 0
         self._selected_at: int | None = None
         self._stack_sizes: dict[str, int] = {}
@@ -83,11 +84,12 @@ class SourceView:
     # -- program places --------------------------------------------------
     def place(self, site: InsnSite) -> tuple[str, int] | None:
         """(ELF section, slot) of a loaded instruction."""
-        func = site.function
-        prog = next((p for p in self.obj.functions if p.name == func.name), None)
-        if prog is None:
-            return None
-        return prog.section, prog.offset + site.index - func.start_insn
+        return self.places.place(site)
+
+    def annotations(self) -> dict[int, str]:
+        """Instruction → where its C variables live (for ``disas``)."""
+        return {i: variables_text(self.model, self.places, site)
+                for i, site in self.dbg.prog.sites.items()}
 
     def scopes_at(self, site: InsnSite) -> list[Scope]:
         place = self.place(site)
@@ -96,9 +98,7 @@ class SourceView:
     def stack_size(self, func: JitFunction) -> int:
         size = self._stack_sizes.get(func.name)
         if size is None:
-            prog = next((p for p in self.obj.functions if p.name == func.name), None)
-            size = stack_size_from_insns(prog.insns) if prog else 0
-            self._stack_sizes[func.name] = size
+            size = self._stack_sizes[func.name] = self.places.stack_size(func.name)
         return size
 
     # -- frames -----------------------------------------------------------

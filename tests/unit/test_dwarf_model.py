@@ -15,8 +15,10 @@ from qstep.bpf.elf import BpfObject
 from qstep.dwarf.frame import stack_size_from_insns, stack_size_from_prologue
 from qstep.dwarf.location import Location, Op, frame_offset
 from qstep.dwarf.model import DwarfModel, Frame
+from qstep.dwarf.placement import Placement, variables_text
 from qstep.dwarf.types import ptype_text
 from qstep.dwarf.values import read_value
+from qstep.loaded import InsnSite, JitFunction
 
 PROGS = ["tests/progs/vars.bpf.c", "tests/progs/calls.bpf.c", "examples/l4lb/l4lb.bpf.c"]
 VAR_TAGS = ("DW_TAG_variable", "DW_TAG_formal_parameter")
@@ -291,3 +293,19 @@ def test_fixed_offset_convention_fixture_gives_the_same_values(
                     assert (a.data, a.valid, a.address) == (b.data, b.valid, b.address)
                     compared += a.address is not None
     assert compared > 50
+
+
+def test_variables_text_for_disasm_vars(bpf_obj: Callable[[str], Path]) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/vars.bpf.c"))
+    model = DwarfModel.from_bytes(obj.data)
+    main = obj.find_program("vars_main")
+    func = JitFunction(0, "vars_main", 0, main.insn_count, 0, 0, 0)
+
+    def text(index: int) -> str:
+        insn = next(i for i in main.insns if i.index == index)
+        return variables_text(model, Placement(obj), InsnSite(insn, func, None, None, None, None))
+    # Insn 56 runs fold_addr's 'y >> 3' (inlined in hash_key): x is in r8 (llvm-dwarfdump:
+    # [0x1b8, 0x210) DW_OP_reg8), k is the address r10-16 (fbreg +40 - StackSize 56).
+    assert text(56) == ("x@r8 k=r10-16 zero@[r10-28] key@{[r10-16]:12, [r10-4]:1, [r10-3]:3} "
+                        "meta@{[r10-24]:4, [r10-20]:1, [r10-19]:1, [r10-18]:2} cnt@r2")
+    assert text(0).split()[0] == "ctx@r1"

@@ -260,6 +260,9 @@ def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView
         ("fold_addr", True, 69), ("hash_key", True, 84), ("vars_main", False, 151)]
     assert bt.text.splitlines()[1].startswith("#1  hash_key [inlined] at vars.bpf.c:84")
     assert commands.execute("print x").text == str(X)
+    disas = commands.execute("disas").text.splitlines()
+    at = next(i for i, t in enumerate(disas) if t.startswith("  =>"))
+    assert disas[at + 1].strip().startswith("; vars: x@r8 k=r10-16 zero@[r10-28]")
     assert commands.execute("info args").text == "a = <optimized out>\nb = <optimized out>"
     assert commands.execute("up").data["frame"]["function"] == "hash_key"
     assert commands.execute("print folded").text in ("<optimized out>", str(MIXED))
