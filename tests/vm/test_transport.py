@@ -16,7 +16,7 @@ from conftest import clang_bpf
 
 from qstep.agent.window import HostWindow
 from qstep.bpf.elf import BpfObject
-from qstep.errors import GuestError
+from qstep.errors import GuestError, UsageError
 from qstep.listing import build_listing, format_listing
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
@@ -140,3 +140,9 @@ def test_a_reply_timeout_is_a_guest_error_and_the_channel_recovers(vm: Session) 
     with pytest.raises(GuestError, match="timed out waiting for the agent's 'exec' reply"):
         agent.request("exec", b"sleep 2", timeout=0.5)
     assert agent.request("get", "/proc/sys/kernel/ostype").blob("data") == b"Linux\n"
+
+
+def test_a_missing_guest_file_is_a_usage_error(vm: Session) -> None:
+    with pytest.raises(UsageError, match="copying /nonexistent out of the guest: "
+                                         "/nonexistent: No such file or directory"):
+        vm.get_file("/nonexistent")
