@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${QSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qstep}
 venv="$cache/venv"
 packages=(qemu-system-x86 gdb clang-19 llvm-19 busybox-static cpio libbpf-dev libelf-dev
-          zlib1g-dev libzstd-dev bpftool gcc make python3-venv linux-libc-dev lcov)
+          zlib1g-dev libzstd-dev bpftool gcc make python3-venv linux-libc-dev lcov
+          libglib2.0-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -36,3 +37,6 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 ln -sfn "$venv" "$here/.venv"
+# The emulator: QEMU 10 from bookworm-backports, unpacked into the cache (QSTEP_QEMU=system
+# uses the system's QEMU instead, without the recorder).
+"$venv/bin/qstep" images qemu >/dev/null

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from qstep import pytest_plugin
+from qstep.bpf.elf import BpfObject
+from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT, cache_dir
 from qstep.session import Session
+from qstep.userinput import encode_entry, read_map_file
 
 CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 CPU_FLAGS = {"alu": ["-mcpu=v3"], "alu_v4": ["-mcpu=v4"]}
@@ -80,3 +83,13 @@ def guest(request: pytest.FixtureRequest) -> Session:
     """The shared guest of each test kernel in turn: a test using it runs on both."""
     session: Session = request.getfixturevalue("vm" if request.param == "6.1" else "vm612")
     return session
+
+
+def load_program(vm: Session, obj_path: Path, name: str, example_maps: bool) -> LoadedProgram:
+    """Load ``name`` from ``obj_path``; fill the maps from examples/l4lb/maps.txt if asked."""
+    prog = vm.load(BpfObject.open(obj_path), name)
+    if example_maps:
+        for entry in read_map_file(REPO_ROOT / "examples" / "l4lb" / "maps.txt"):
+            key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+            vm.update_map(prog, entry.map_name, key, value)
+    return prog

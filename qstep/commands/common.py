@@ -55,7 +55,8 @@ def make_session(args: argparse.Namespace) -> Session:
 def print_cmd(session: Session) -> None:
     """Print the QEMU command line (sockets under a placeholder directory)."""
     machine = session.prepare()
-    print(printable(qemu_argv(machine.make_config(Path("$QSTEP_VM_DIR")))))
+    env = [f"{k}={v}" for k, v in machine.emulator.env.items()]
+    print(printable([*env, *qemu_argv(machine.make_config(Path("$QSTEP_VM_DIR")))]))
 
 
 def open_program(args: argparse.Namespace) -> tuple[BpfObject, str]:

@@ -17,6 +17,7 @@ from qstep.commands.common import (
     open_program,
     print_cmd,
 )
+from qstep.commands.recorded_trace import recorded_trace_main
 from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.commands import CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
@@ -24,6 +25,8 @@ from qstep.debugger.repl import interactive_loop
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import QstepError, UsageError
+from qstep.recorder.control import DEFAULT_LIMIT
+from qstep.recorder.plugin import recorder_unavailable_reason
 from qstep.runoutput import RunOutput
 from qstep.userinput import read_packet
 
@@ -55,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     t.add_argument("--raw", action="store_true",
                    help="raw register values (default: pointers relative to "
                    "ctx, pkt, map values and fp, so runs compare byte for byte)")
+    t.add_argument("--stepping", action="store_true",
+                   help="step through QEMU's gdbstub instead of recording (slower)")
+    t.add_argument("--mem", action="store_true",
+                   help="also each instruction's memory loads and stores (recording only)")
+    t.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES",
+                   help="largest recording (default 256 MiB)")
     t.set_defaults(func=trace_main)
 
 
@@ -124,6 +133,13 @@ def trace_main(args: argparse.Namespace) -> int:
     if args.print_cmd:
         print_cmd(make_session(args))
         return 0
+    if not args.stepping:
+        reason = recorder_unavailable_reason()
+        if not reason:
+            return recorded_trace_main(args)
+        if args.mem:
+            raise UsageError(f"--mem needs the recorder: {reason}")
+        print(f"qstep: note: {reason}; tracing by stepping", file=sys.stderr)
     with debugger_for(args) as dbg:
         for item in trace_run(dbg, args.max_steps):
             if isinstance(item, TraceRecord):

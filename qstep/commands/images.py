@@ -6,6 +6,7 @@ import argparse
 
 from qstep.images.guest import build_initramfs
 from qstep.images.kernels import catalog_rows, kernel_names, resolve_kernel
+from qstep.images.qemu import resolve_emulator
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     f.set_defaults(func=fetch_main)
     b = isub.add_parser("build", help="build the agent and initramfs")
     b.set_defaults(func=build_main)
+    q = isub.add_parser("qemu", help="fetch the emulator QSTEP_QEMU selects (default QEMU 10)")
+    q.set_defaults(func=qemu_main)
 
 
 def list_main(args: argparse.Namespace) -> int:
@@ -38,4 +41,9 @@ def fetch_main(args: argparse.Namespace) -> int:
 
 def build_main(args: argparse.Namespace) -> int:
     print(build_initramfs())
+    return 0
+
+
+def qemu_main(args: argparse.Namespace) -> int:
+    print(resolve_emulator().binary)
     return 0

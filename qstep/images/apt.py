@@ -39,8 +39,8 @@ def _literal_prefix(pattern: str) -> str:
 class AptRegistry:
     """apt-get/apt-cache with private configuration under the cache."""
 
-    def __init__(self, sources: list[str]) -> None:
-        self.root = cache_dir() / "apt"
+    def __init__(self, sources: list[str], root: Path | None = None) -> None:
+        self.root = root or cache_dir() / "apt"
         self.sources = sources
         self.lists = self.root / "lists"
         self.lists_lock = self.root / "lists.lock"
@@ -130,6 +130,17 @@ class AptRegistry:
                 got = unquote(deb.name.split("_")[1])
                 (stage / VERSION_FILE).write_text(got + "\n")
             return got
+
+    def download_source_tarball(self, package: str, version: str, where: Path) -> Path:
+        """The upstream (orig) tarball of source ``package=version``, fetched into ``where``."""
+        self._ensure_lists()
+        with locked(self.lists_lock, shared=True):
+            self._run(["apt-get", *self._options(), "source", "--download-only", "--tar-only",
+                       f"{package}={version}"], cwd=where)
+        tarballs = sorted(where.glob(f"{package}_*.orig.tar.*"))
+        if not tarballs:
+            raise HostError(f"apt-get source {package}={version} left no orig tarball")
+        return tarballs[0]
 
     def _download(self, package: str, version: str | None, where: Path) -> Path:
         spec = f"{package}={version}" if version else package

@@ -21,6 +21,8 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from qstep.agent.window import HostWindow
 from qstep.errors import GuestError, HostError
+from qstep.images.qemu import Emulator, resolve_emulator
+from qstep.recorder.plugin import find_plugin
 from qstep.vm.console import ConsoleMonitor
 from qstep.vm.lifetime import die_with_parent
 from qstep.vm.qemu_cmd import VmConfig, qemu_argv
@@ -34,10 +36,13 @@ class Machine:
     """A running QEMU guest with console, agent channel, QMP and gdbstub."""
 
     def __init__(self, kernel: Path, initrd: Path, *, accel: str = "tcg",
-                 memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
-                 append_extra: tuple[str, ...] = (), window_bytes: int = WINDOW_BYTES) -> None:
+                 memory_mb: int = 512, emulator: Emulator | None = None,
+                 append_extra: tuple[str, ...] = (), window_bytes: int = WINDOW_BYTES,
+                 recorder: bool = True) -> None:
         self._kernel, self._initrd, self._accel = kernel, initrd, accel
-        self._memory_mb, self._qemu, self._append_extra = memory_mb, qemu, append_extra
+        self._memory_mb, self._append_extra = memory_mb, append_extra
+        self.emulator = emulator or resolve_emulator()
+        self.plugin, self.recorder_error = find_plugin(self.emulator) if recorder else (None, "")
         self._window_bytes = window_bytes
         self.window: HostWindow | None = None  # the agent's shared-memory window
         self._window_dir: Path | None = None
@@ -51,7 +56,9 @@ class Machine:
     # -- configuration -------------------------------------------------
     def make_config(self, workdir: Path) -> VmConfig:
         return VmConfig(kernel=Path(self._kernel), initrd=Path(self._initrd), workdir=workdir,
-                        qemu=self._qemu, accel=self._accel, memory_mb=self._memory_mb,
+                        qemu=self.emulator.binary, data_dirs=self.emulator.data_dirs,
+                        tcg_cpu=self.emulator.tcg_cpu, plugin=self.plugin,
+                        accel=self._accel, memory_mb=self._memory_mb,
                         append_extra=tuple(self._append_extra),
                         window=self._window_path(workdir),
                         window_bytes=self._window_bytes)
@@ -77,7 +84,7 @@ class Machine:
 
     def launch(self) -> None:
         """Start QEMU and connect the agent and QMP channels; clean up on failure."""
-        qemu = self._qemu
+        qemu = self.emulator.binary
         if shutil.which(qemu) is None:
             raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
                             "(or run: make deps)")
@@ -105,6 +112,7 @@ class Machine:
         try:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                env={**os.environ, **self.emulator.env},
                 preexec_fn=die_with_parent, start_new_session=True)
         finally:
             stderr.close()

@@ -17,10 +17,19 @@ def config(**kw: object) -> VmConfig:
     return VmConfig(**base)  # type: ignore[arg-type]
 
 
-def test_tcg_is_default_with_a_cpu_without_cmpxchg16b() -> None:
+def test_tcg_is_default_with_the_qemu64_cpu() -> None:
     args = machine_args(config())
     assert args[args.index("-accel") + 1] == "tcg"
+    assert args[args.index("-cpu") + 1] == "qemu64"
+    args = machine_args(config(tcg_cpu="qemu64,-cx16"))
     assert args[args.index("-cpu") + 1] == "qemu64,-cx16"
+
+
+def test_firmware_dirs_become_L_options() -> None:
+    argv = qemu_argv(config(data_dirs=(Path("/p/qemu"), Path("/p/seabios"))))
+    i = argv.index("-L")
+    assert argv[i:i + 4] == ["-L", "/p/qemu", "-L", "/p/seabios"]
+    assert "-L" not in qemu_argv(config())
 
 
 def test_kvm_uses_host_cpu() -> None:

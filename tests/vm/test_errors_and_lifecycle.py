@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -74,7 +75,12 @@ def test_bad_input_gives_one_clear_error(args: list[str], message: str, l4lb_obj
 def test_print_cmd_shows_qemu_without_booting(l4lb_obj: Path) -> None:
     proc = run_cli("disasm", str(l4lb_obj), "--print-cmd")
     assert proc.returncode == 0
-    assert proc.stdout.startswith("qemu-system-x86_64 ") and "-accel tcg" in proc.stdout
+    argv = shlex.split(proc.stdout)
+    qemu = next(a for a in argv if "=" not in a)
+    assert qemu.endswith("/usr/bin/qemu-system-x86_64") and "-accel tcg" in proc.stdout
+    env = {k: v for k, v in (a.split("=", 1) for a in argv[:argv.index(qemu)])}
+    assert Path(qemu).is_file() and Path(env["QEMU_MODULE_DIR"]).is_dir()
+    assert "qstep-recorder.so,ctl=" in proc.stdout
 
 
 def _machine(*extra: str) -> Machine:

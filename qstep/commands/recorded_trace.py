@@ -1,0 +1,62 @@
+"""``qstep trace`` from a recording: one run under the recorder plugin, no stepping."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from qstep.commands.common import make_session, open_program
+from qstep.commands.run import fill_maps, map_entries
+from qstep.debugger.trace import TraceRecord, format_record, stack_relative
+from qstep.recorder.log import MemAccess
+from qstep.recorder.recording import Recording, trace_records
+from qstep.recorder.run import record_run
+from qstep.session import Session
+from qstep.userinput import read_packet
+
+
+def record(args: argparse.Namespace, session: Session) -> Recording:
+    """Boot, load, fill maps and record one run of the program."""
+    packet = read_packet(args.packet)
+    entries = map_entries(args)
+    obj, prog_name = open_program(args)
+    prog = session.load(obj, prog_name)
+    fill_maps(session, prog, entries)
+    return record_run(session, prog, packet, limit=args.record_limit)[1]
+
+
+def recorded_trace_main(args: argparse.Namespace) -> int:
+    with make_session(args) as session:
+        rec = record(args, session)
+    base: int | None = None
+    for item in trace_records(rec, args.max_steps):
+        if base is None and not args.raw and item.regs_after is not None:
+            base = item.regs_after[10]
+        accesses = rec.steps[item.step - 1].accesses if args.mem else []
+        if args.json:
+            data = item.as_json(base)
+            if args.mem:
+                data["mem"] = [access_json(a, base) for a in accesses]
+            print(json.dumps(data))
+        else:
+            print(format_record(item))
+            for a in accesses:
+                print(f"{'':13}{format_access(a, base)}")
+    if rec.exited and not args.json and len(rec.steps) <= args.max_steps:
+        print(f"[program exited: retval {rec.retval}]")
+    return 0
+
+
+def access_json(a: MemAccess, base: int | None) -> dict[str, Any]:
+    return {"op": "store" if a.store else "load", "size": a.size,
+            "addr": stack_relative(a.addr, base), "value": a.value}
+
+
+def format_access(a: MemAccess, base: int | None) -> str:
+    addr = stack_relative(a.addr, base)
+    where = addr if isinstance(addr, str) else f"{addr:#x}"
+    return f"{'store' if a.store else 'load '} {a.size} [{where}] = {a.value:#x}"
+
+
+__all__ = ["TraceRecord", "recorded_trace_main"]

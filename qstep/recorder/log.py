@@ -1,0 +1,66 @@
+"""The recorder's binary log: boundary records (registers) and memory accesses.
+
+Every record starts with a little-endian u64 header whose low byte is the kind
+(images/recorder/qstep-recorder.c describes the format).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from qstep.errors import GuestError
+
+# The registers a boundary record holds, in order (the plugin's REG_NAMES).
+REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r13", "r14",
+             "r15")
+_BOUNDARY = struct.Struct(f"<{2 + len(REG_NAMES)}Q")
+_MEM = struct.Struct("<4Q")
+_WIDE = struct.Struct("<5Q")
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Registers before the x86 instruction at a BPF instruction's first JIT byte."""
+
+    pc: int
+    regs: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MemAccess:
+    """One load or store by an in-range x86 instruction."""
+
+    pc: int
+    addr: int
+    size: int
+    store: bool
+    value: int
+
+
+LogRecord = Boundary | MemAccess
+
+
+def parse_log(data: bytes) -> list[LogRecord]:
+    """Decode a whole log; a torn or unknown record is a ``GuestError``."""
+    records: list[LogRecord] = []
+    off = 0
+    while off < len(data):
+        kind = data[off]
+        try:
+            if kind == ord("B"):
+                words = _BOUNDARY.unpack_from(data, off)
+                off += _BOUNDARY.size
+                records.append(Boundary(words[1], dict(zip(REG_NAMES, words[2:], strict=True))))
+            elif kind in (ord("M"), ord("W")):
+                rec = _MEM if kind == ord("M") else _WIDE
+                words = rec.unpack_from(data, off)
+                off += rec.size
+                value = words[3] | (words[4] << 64 if kind == ord("W") else 0)
+                records.append(MemAccess(words[1], words[2], 1 << ((words[0] >> 8) & 0xFF),
+                                         bool((words[0] >> 16) & 1), value))
+            else:
+                raise GuestError(f"recorder log: unknown record kind {kind:#x} at {off}")
+        except struct.error:
+            raise GuestError(f"recorder log: record cut short at byte {off}") from None
+    return records

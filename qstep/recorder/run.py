@@ -1,0 +1,39 @@
+"""Record one BPF_PROG_TEST_RUN of a loaded program with the recorder plugin."""
+
+from __future__ import annotations
+
+from qstep.errors import HostError
+from qstep.loaded import LoadedProgram
+from qstep.recorder.control import DEFAULT_LIMIT, RecorderControl
+from qstep.recorder.log import parse_log
+from qstep.recorder.recording import Recording, build_recording
+from qstep.session import RunResult, Session
+
+
+def jit_ranges(prog: LoadedProgram) -> list[tuple[int, int]]:
+    return [(f.addr, f.addr + f.length) for f in prog.functions]
+
+
+def boundaries(prog: LoadedProgram) -> list[int]:
+    return sorted({s.jit_start for s in prog.sites.values() if s.jit_start is not None})
+
+
+def record_run(session: Session, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
+               limit: int = DEFAULT_LIMIT) -> tuple[RunResult, Recording]:
+    """Arm the recorder on ``prog``'s JIT code, run it once, disarm, read the log."""
+    machine, agent = session.machine, session.agent
+    if machine is None or machine.config is None or agent is None:
+        raise HostError("the session is not started")
+    if machine.config.plugin is None:
+        raise HostError(f"no recorder in this QEMU: {machine.recorder_error}")
+    if prog.foreign:
+        raise HostError("recording needs a program loaded by qstep (exact JIT map)")
+    with RecorderControl(machine.config.recorder_socket,
+                         lambda: agent.request("hello")) as control:
+        control.arm(jit_ranges(prog), boundaries(prog), limit)
+        try:
+            result = session.test_run(prog, data, ctx)
+        finally:
+            size = control.disarm(limit)
+    log = machine.config.recorder_log.read_bytes()[:size]
+    return result, build_recording(prog, parse_log(log), result.retval)
