@@ -20,10 +20,10 @@ from conftest import load_program
 
 from qstep.bpf import insn as bi
 from qstep.debugger.engine import Debugger, Event, RunRequest
+from qstep.debugger.regs import MASK64
 from qstep.debugger.trace import TraceRecord, stack_relative, trace_run
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
-from qstep.debugger.regs import MASK64
 from qstep.recorder.control import RecordingTooLarge
 from qstep.recorder.recording import trace_records
 from qstep.recorder.run import record_run
