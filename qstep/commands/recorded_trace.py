@@ -29,18 +29,16 @@ def record(args: argparse.Namespace, session: Session) -> Recording:
 def recorded_trace_main(args: argparse.Namespace) -> int:
     with make_session(args) as session:
         rec = record(args, session)
-    base: int | None = None
+    base = None if args.raw or not rec.steps else rec.steps[0].regs()[10]
     for item in trace_records(rec, args.max_steps):
-        if base is None and not args.raw and item.regs_after is not None:
-            base = item.regs_after[10]
         accesses = rec.steps[item.step - 1].accesses if args.mem else []
         if args.json:
-            data = item.as_json(base)
+            data = item.as_json(args.raw)
             if args.mem:
                 data["mem"] = [access_json(a, base) for a in accesses]
             print(json.dumps(data))
         else:
-            print(format_record(item))
+            print(format_record(item, args.raw))
             for a in accesses:
                 print(f"{'':13}{format_access(a, base)}")
     if rec.exited and not args.json and len(rec.steps) <= args.max_steps:
