@@ -18,7 +18,7 @@ import argparse
 import sys
 import time
 
-from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.images.guest import build_initramfs
 from qstep.paths import REPO_ROOT
@@ -27,7 +27,6 @@ from qstep.recorder.log import Boundary, parse_log
 from qstep.recorder.recording import trace_records
 from qstep.recorder.run import boundaries, jit_ranges, record_run
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.userinput import read_packet
 from qstep.vm.machine import Machine
 
@@ -40,14 +39,10 @@ PACKET = REPO_ROOT / "examples" / "l4lb" / "packets" / "ipv4_to_v4real.hex"
 def stepping_rate(session: Session, data: bytes) -> float:
     """BPF instructions per second traced through the gdbstub (raw protocol)."""
     prog = load_example(session)
-    assert session.machine is not None and session.machine.config is not None
-    assert session.agent is not None
-    with open_target("rsp", session.machine.config.gdb_socket) as target:
-        dbg = Debugger(prog, target, session.agent, RunRequest(data))
+    with session.debugger(prog, RunRequest(data), "rsp") as dbg:
         start = time.perf_counter()
         count = sum(1 for r in trace_run(dbg) if isinstance(r, TraceRecord))
         elapsed = time.perf_counter() - start
-        dbg.detach()
     session.unload(prog)
     return count / elapsed
 
@@ -55,9 +50,9 @@ def stepping_rate(session: Session, data: bytes) -> float:
 def sustained(session: Session, data: bytes, repeat: int) -> tuple[int, int, float]:
     """(BPF instructions recorded, log bytes, seconds) over ``repeat`` armed runs."""
     prog = load_example(session)
-    machine, agent = session.machine, session.agent
-    assert machine is not None and machine.config is not None and agent is not None
-    with RecorderControl(machine.config.recorder_socket, lambda: agent.request("hello")) as ctl:
+    machine = session.machine
+    assert machine is not None and machine.config is not None
+    with RecorderControl(machine.config.recorder_socket, session.hello) as ctl:
         ctl.arm(jit_ranges(prog), boundaries(prog), 1 << 34)
         start = time.perf_counter()
         session.test_run(prog, data, repeat=repeat)

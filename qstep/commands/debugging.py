@@ -17,7 +17,7 @@ from qstep.commands.common import (
     open_program,
     print_cmd,
 )
-from qstep.commands.recorded_trace import recorded_trace_main
+from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
 from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.commands import CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
@@ -27,7 +27,6 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import QstepError, UsageError
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
-from qstep.runoutput import RunOutput
 from qstep.userinput import read_packet
 
 
@@ -146,11 +145,5 @@ def trace_main(args: argparse.Namespace) -> int:
                 print(json.dumps(item.as_json(args.raw)) if args.json
                       else format_record(item, args.raw))
             elif isinstance(item, Event) and item.kind == "exited":
-                output = item.output or RunOutput()
-                if args.json:
-                    if not output.is_empty():
-                        print(json.dumps({"output": output.as_json()}))
-                else:
-                    print("\n".join([f"[program exited: retval {item.retval}]",
-                                     *output.text()]))
+                emit_exit(item.retval, item.output, args.json)
     return 0

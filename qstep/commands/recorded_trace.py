@@ -6,29 +6,41 @@ import argparse
 import json
 from typing import Any
 
-from qstep.commands.common import make_session, open_program
+from qstep.agent.replies import RunResult
+from qstep.commands.common import load_options, make_session, open_program
 from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.trace import TraceRecord, format_record, stack_relative
 from qstep.recorder.log import MemAccess
 from qstep.recorder.recording import Recording, trace_records
 from qstep.recorder.run import record_run
+from qstep.runoutput import RunOutput
 from qstep.session import Session
 from qstep.userinput import read_packet
 
 
-def record(args: argparse.Namespace, session: Session) -> Recording:
-    """Boot, load, fill maps and record one run of the program."""
+def record(args: argparse.Namespace, session: Session) -> tuple[RunResult, Recording]:
+    """Load, fill maps and record one run of the program."""
     packet = read_packet(args.packet)
     entries = map_entries(args)
     obj, prog_name = open_program(args)
-    prog = session.load(obj, prog_name)
+    prog = session.load(obj, prog_name, load_options(args))
     fill_maps(session, prog, entries)
-    return record_run(session, prog, packet, limit=args.record_limit)[1]
+    return record_run(session, prog, packet, limit=args.record_limit)
+
+
+def emit_exit(retval: int | None, output: RunOutput | None, as_json: bool) -> None:
+    """The end of a trace: the return value and what the run printed."""
+    output = output or RunOutput()
+    if as_json:
+        if not output.is_empty():
+            print(json.dumps({"output": output.as_json()}))
+    else:
+        print("\n".join([f"[program exited: retval {retval}]", *output.text()]))
 
 
 def recorded_trace_main(args: argparse.Namespace) -> int:
     with make_session(args) as session:
-        rec = record(args, session)
+        result, rec = record(args, session)
     base = None if args.raw or not rec.steps else rec.steps[0].regs()[10]
     for item in trace_records(rec, args.max_steps):
         accesses = rec.steps[item.step - 1].accesses if args.mem else []
@@ -41,8 +53,8 @@ def recorded_trace_main(args: argparse.Namespace) -> int:
             print(format_record(item, args.raw))
             for a in accesses:
                 print(f"{'':13}{format_access(a, base)}")
-    if rec.exited and not args.json and len(rec.steps) <= args.max_steps:
-        print(f"[program exited: retval {rec.retval}]")
+    if rec.exited and len(rec.steps) <= args.max_steps:
+        emit_exit(rec.retval, result.output, args.json)
     return 0
 
 

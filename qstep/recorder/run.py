@@ -21,15 +21,14 @@ def boundaries(prog: LoadedProgram) -> list[int]:
 def record_run(session: Session, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
                limit: int = DEFAULT_LIMIT) -> tuple[RunResult, Recording]:
     """Arm the recorder on ``prog``'s JIT code, run it once, disarm, read the log."""
-    machine, agent = session.machine, session.agent
-    if machine is None or machine.config is None or agent is None:
+    machine = session.machine
+    if machine is None or machine.config is None or session.agent is None:
         raise HostError("the session is not started")
     if machine.config.plugin is None:
         raise HostError(f"no recorder in this QEMU: {machine.recorder_error}")
     if prog.foreign:
         raise HostError("recording needs a program loaded by qstep (exact JIT map)")
-    with RecorderControl(machine.config.recorder_socket,
-                         lambda: agent.request("hello")) as control:
+    with RecorderControl(machine.config.recorder_socket, session.hello) as control:
         control.arm(jit_ranges(prog), boundaries(prog), limit)
         try:
             result = session.test_run(prog, data, ctx)

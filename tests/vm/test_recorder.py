@@ -17,7 +17,7 @@ import pytest
 from conftest import load_program
 
 from qstep.bpf import insn as bi
-from qstep.debugger.engine import Debugger, Event, RunRequest
+from qstep.debugger.engine import Event, RunRequest
 from qstep.debugger.regs import MASK64
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.loaded import LoadedProgram
@@ -26,7 +26,6 @@ from qstep.recorder.control import RecordingTooLarge
 from qstep.recorder.recording import trace_records
 from qstep.recorder.run import record_run
 from qstep.session import Session
-from qstep.target import open_target
 from qstep.userinput import read_packet
 
 pytestmark = pytest.mark.vm
@@ -67,14 +66,9 @@ def _recorded(vm: Session, load: Callable[[], LoadedProgram],
 def _stepped(vm: Session, load: Callable[[], LoadedProgram],
              data: bytes) -> tuple[list[TraceRecord], int | None]:
     prog = load()
-    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
     try:
-        with open_target("rsp", vm.machine.config.gdb_socket) as target:
-            dbg = Debugger(prog, target, vm.agent, RunRequest(data))
-            try:
-                items = list(trace_run(dbg))
-            finally:
-                dbg.detach()
+        with vm.debugger(prog, RunRequest(data), "rsp") as dbg:
+            items = list(trace_run(dbg))
     finally:
         vm.unload(prog)
     last = items[-1]
