@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,14 @@ COUNTERS = {"packets": [MAP_PACKETS, MAP_PACKETS + 1], "bytes": [MAP_BYTES, MAP_
             "last_len": [0, H ^ SUM], "hits": [[0, 0, 0, 0], [0, 0, 1, 0]]}
 PAIR = {"lo": [SPORT], "hi": [DPORT]}
 PKT_MEM = ("mem", PKT)
+PKT_END = ("end", PKT)
 # (function, variable) → what it holds: leaves of a value, of "*var", or packet memory.
 EXPECTED: dict[tuple[str, str], Any] = {
-    ("vars_main", "data"): PKT_MEM, ("vars_main", "end"): ("end", PKT),
+    ("vars_main", "data"): PKT_MEM, ("vars_main", "end"): PKT_END,
     ("vars_main", "key"): KEY, ("vars_main", "meta"): META, ("vars_main", "zero"): [0],
     ("vars_main", "cnt"): ("*", COUNTERS), ("vars_main", "h"): [H],
     ("vars_main", "sum"): [SUM], ("vars_main", "act"): ["ACT_PASS"],
-    ("read_key", "data"): PKT_MEM, ("read_key", "end"): ("end", PKT),
+    ("read_key", "data"): PKT_MEM, ("read_key", "end"): PKT_END,
     ("read_key", "key"): ("*", KEY), ("read_key", "meta"): ("*", META),
     ("read_key", "eth"): ("*", {"h_proto": [8]}),
     ("read_key", "ip"): ("*", {"ihl": [5], "version": [4], "ttl": [TTL], "protocol": [17],
@@ -98,6 +100,30 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("classify", "a"): ["ACT_PASS"],
 }
 UNCHECKABLE = {("vars_main", "ctx")}  # a context pointer: its value is not known by construction
+
+# calls.bpf.c (see its header): 64 bytes, byte i = i.
+CALLS_PKT = bytes(range(64))
+CALLS_SUMS = [sum(range(k)) for k in range(17)]
+CALLS_EXPECTED: dict[tuple[str, str], Any] = {
+    ("calls_main", "data"): ("mem", CALLS_PKT), ("calls_main", "end"): ("end", CALLS_PKT),
+    ("calls_main", "len"): [64], ("fold", "data"): ("mem", CALLS_PKT),
+    ("fold", "end"): ("end", CALLS_PKT), ("fold", "s"): [120],
+    ("sum_bytes", "p"): ("mem", CALLS_PKT), ("sum_bytes", "end"): ("end", CALLS_PKT),
+    ("sum_bytes", "n"): [16], ("sum_bytes", "sum"): CALLS_SUMS,
+    ("sum_bytes", "i"): list(range(17)), ("mix", "acc"): [120], ("mix", "byte"): [16],
+    ("weight", "len"): [64], ("scale", "len"): [64],
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A program stepped from entry to exit with what its variables hold."""
+
+    program: str
+    packet: bytes
+    expected: dict[tuple[str, str], Any]
+    retval: int
+    uncheckable: frozenset[tuple[str, str]] = frozenset()
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +164,7 @@ class Checker:
 
     def __init__(self) -> None:
         self.position: dict[tuple[str, str, str], int] = {}
+        self.steps = 0
         self.memory_ok: set[tuple[str, str, str]] = set()
         self.pairs: set[tuple[int, str, str]] = set()
         self.unavailable: set[tuple[int, str, str]] = set()
@@ -168,7 +195,7 @@ class Checker:
 
 
 def check_variable(view: SourceView, cmds: SourceCommands, frame: SourceFrame, name: str,
-                   checker: Checker, line: int) -> None:
+                   checker: Checker, line: int, case: Case) -> None:
     assert frame.scope is not None
     var = frame.scope.find(name)
     assert var is not None
@@ -178,10 +205,11 @@ def check_variable(view: SourceView, cmds: SourceCommands, frame: SourceFrame, n
     if value.unavailable:
         checker.unavailable.add(pair)
         return
-    spec = EXPECTED[(frame.function, name)]
+    spec = case.expected[(frame.function, name)]
     if isinstance(spec, tuple) and spec[0] in ("mem", "end"):
-        base = le(value.data) - (len(PKT) if spec[0] == "end" else 0)
-        assert view.dbg.read_memory(base, len(PKT)) == PKT, where
+        data = spec[1]
+        base = le(value.data) - (len(data) if spec[0] == "end" else 0)
+        assert view.dbg.read_memory(base, len(data)) == data, where
         checker.values_checked += 1
     elif isinstance(spec, tuple):
         view.select(frame.level)
@@ -220,33 +248,56 @@ def check_leaves(got: Any, spec: Any, key: tuple[str, str], checker: Checker, wh
         checker.leaf((key[0], key[1], path), value, seq, in_memory, where)
 
 
-def test_every_available_variable_at_every_instruction_has_its_true_value(
-        stopped: tuple[Debugger, SourceView]) -> None:
-    dbg, view = stopped
+def walk(dbg: Debugger, view: SourceView, case: Case) -> Checker:
+    """Step from the entry to the exit, checking every variable of every frame."""
     cmds = SourceCommands(view)
     checker = Checker()
-    steps = 0
     while True:
         frames = view.frames()
         line = frames[0].line
         for frame in frames:
             assert frame.scope is not None, frame
             for var in frame.scope.variables:
-                if (frame.function, var.name) not in UNCHECKABLE:
-                    check_variable(view, cmds, frame, var.name, checker, line)
+                if (frame.function, var.name) not in case.uncheckable:
+                    check_variable(view, cmds, frame, var.name, checker, line, case)
         event = dbg.stepi()
-        steps += 1
+        checker.steps += 1
         if event.kind == "exited":
-            assert event.retval == 2  # XDP_PASS
+            assert event.retval == case.retval
             break
     checker.complete()
+    only_unavailable = checker.unavailable - checker.pairs
+    print(f"\n{case.program}: {checker.steps} instructions, {len(checker.pairs)} "
+          f"(line, variable) pairs checked ({checker.values_checked} values), "
+          f"{len(only_unavailable)} pairs only unavailable")
+    return checker
+
+
+def test_every_available_variable_at_every_instruction_has_its_true_value(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    checker = walk(dbg, view, Case("vars_main", PKT, EXPECTED, 2, frozenset(UNCHECKABLE)))
     assert {k[:2] for k in checker.position} >= {("checksum", "i"), ("checksum", "acc"),
                                                   ("vars_main", "h"), ("fold_addr", "mixed")}
-    only_unavailable = checker.unavailable - checker.pairs
-    print(f"\nsource variables: {steps} instructions, {len(checker.pairs)} (line, variable) "
-          f"pairs checked ({checker.values_checked} values), {len(only_unavailable)} "
-          "pairs only unavailable")
     assert len(checker.pairs) >= 60 and checker.values_checked >= 500
+
+
+def test_calls_variables_at_every_instruction(vm: Session,
+                                              bpf_obj: Callable[[str], Path]) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/calls.bpf.c"))
+    prog = vm.load(obj, "calls_main")
+    try:
+        with vm.debugger(prog, RunRequest(CALLS_PKT)) as dbg:
+            dbg.add_breakpoint("calls_main")
+            assert dbg.run().reason == "breakpoint"
+            case = Case("calls_main", CALLS_PKT, CALLS_EXPECTED, 393,
+                        frozenset({("calls_main", "ctx")}))
+            checker = walk(dbg, SourceView(obj, dbg), case)
+    finally:
+        vm.unload(prog)
+    assert {k[:2] for k in checker.position} >= {("sum_bytes", "sum"), ("sum_bytes", "i"),
+                                                  ("mix", "acc"), ("scale", "len")}
+    assert len(checker.pairs) >= 15
 
 
 def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView]) -> None:
