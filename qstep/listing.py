@@ -82,6 +82,8 @@ def bpf_text(prog: LoadedProgram, site: InsnSite) -> str:
         callee = next((f for f in prog.functions if f.start_insn == target), None)
         if callee is not None:
             text += f"  <{callee.name}>"
+    if site.index in prog.kfunc_names:
+        text += f"  <{prog.kfunc_names[site.index]}>"
     return text
 
 

@@ -95,6 +95,7 @@ class LoadedProgram:
     # Subprograms the verifier dropped as unreachable: no JIT code, not in ``functions``.
     removed_functions: list[JitFunction] = field(default_factory=list)
     foreign: bool = False  # loaded outside qstep: coarse JIT map, no agent handle
+    kfunc_names: dict[int, str] = field(default_factory=dict)  # call insn index → kfunc
     _ranges: list[tuple[int, int, int]] | None = field(default=None, repr=False)
     _range_starts: list[int] = field(default_factory=list, repr=False)
 

@@ -357,6 +357,16 @@ class BpfObject:
                 return p
         return None
 
+    def kfunc_calls(self, function: str) -> dict[int, str]:
+        """Kfunc calls of a function (calls of an undefined, extern symbol): offset in
+        the function → the kfunc's name."""
+        prog = next((p for p in self.functions if p.name == function), None)
+        if prog is None:
+            return {}
+        relocs = self.relocations.get(prog.section, {})
+        return {ins.index - prog.offset: relocs[ins.index].symbol for ins in prog.insns
+                if ins.is_call and ins.index in relocs and not relocs[ins.index].symbol_section}
+
     def section_data(self, name: str) -> bytes:
         """The bytes of a section as the object holds them (zeros for .bss-like ones)."""
         sec = self._elf.get_section_by_name(name)

@@ -38,6 +38,7 @@ import struct
 from dataclasses import dataclass
 
 from qstep.bpf.btf import (
+    INT_BOOL,
     KIND_ARRAY,
     KIND_DATASEC,
     KIND_ENUM,
@@ -272,6 +273,10 @@ class _Encoder:
         if node.kind != "atom":
             raise UsageError(f"{where}: expected an integer, not a {_describe(node)}")
         value = _parse_int(node.text)
+        if t.int_encoding & INT_BOOL:
+            value = {"true": 1, "false": 0}.get(node.text, value)
+            if value not in (0, 1):
+                raise UsageError(f"{where}: a bool takes true, false, 1 or 0, not {node.text!r}")
         if value is not None:
             return value
         for ev in t.enum_values:
