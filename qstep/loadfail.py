@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-LOG_BLOCK = re.compile(r"-- BEGIN PROG LOAD LOG --.*?-- END PROG LOAD LOG --\n?", re.S)
+LOG_BLOCK = re.compile(r"^[^\n]*-- BEGIN PROG LOAD LOG --.*?-- END PROG LOAD LOG --\n?",
+                       re.S | re.M)
 MISSING_KSYM = re.compile(r"extern \((?:func|var) ksym\) '(\w+)': not found")
 NO_PROG_TYPE = "libbpf knows no program type"
 

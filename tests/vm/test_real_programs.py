@@ -17,13 +17,15 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from conftest import clang_bpf
 
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Event, RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
-from qstep.errors import LoadError
+from qstep.errors import LoadError, UsageError
 from qstep.listing import build_listing, format_listing
 from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions
@@ -240,3 +242,39 @@ def test_rodata_defaults_and_values(guest: Session, bpf_obj: Callable[[str], obj
         result = guest.test_run(prog, ipv4_tcp(80))
         assert (result.retval, result.output.printk) == (retval, printk), sets
         guest.unload(prog)
+
+
+MISSING_KFUNC = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+extern int bpf_qstep_no_such_kfunc(struct xdp_md *ctx) __ksym;
+SEC("xdp")
+int uses_missing(struct xdp_md *ctx) { return bpf_qstep_no_such_kfunc(ctx); }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_missing_kfunc_shows_libbpf_and_a_hint(guest: Session, tmp_path: Path) -> None:
+    source = tmp_path / "missing.bpf.c"
+    source.write_text(MISSING_KFUNC)
+    obj = BpfObject.open(clang_bpf(source, tmp_path / "missing.bpf.o"))
+    with pytest.raises(LoadError) as err:
+        guest.load(obj, "uses_missing")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("loading uses_missing failed: ")
+    assert ("  libbpf: extern (func ksym) 'bpf_qstep_no_such_kfunc': not found in kernel or "
+            "module BTFs") in lines
+    assert lines[-1] == "  hint: 'bpf_qstep_no_such_kfunc' is in no kernel module of this kernel"
+
+
+def test_modules_on_request(guest: Session) -> None:
+    guest.load_modules(["nf_conntrack"])
+    loaded = guest.modules_loaded
+    assert "nf_conntrack" in loaded
+    for dep in ("nf_defrag_ipv4", "nf_defrag_ipv6", "libcrc32c"):
+        assert loaded.index(dep) < loaded.index("nf_conntrack")
+    status, output = guest.guest_command("cat /proc/modules")
+    assert status == 0 and {m.split()[0] for m in output.splitlines()} >= set(loaded)
+    with pytest.raises(UsageError) as err:
+        guest.load_modules(["no_such_module"])
+    assert str(err.value).startswith("no kernel module 'no_such_module' in ")
