@@ -3,9 +3,9 @@ the values of their variables, from the object's DWARF.
 
 Each bpf-to-bpf frame (``qstep.debugger.frames``) expands into its inlined calls,
 innermost first, as gdb shows them. Inlined frames share their function's
-registers. In outer bpf-to-bpf frames only r10 is known (r0-r5 are clobbered by
-the call, r6-r9 may be reused by the callee), so variables held there in other
-registers are reported unavailable rather than guessed.
+registers. In calling bpf-to-bpf frames r10 and the callee-saved r6-r9 are known
+(``qstep.debugger.unwind``); r0-r5 are clobbered by the call, so variables held
+there are reported unavailable rather than guessed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import capstone
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger
 from qstep.debugger.frames import Frame as CallFrame
+from qstep.debugger.unwind import caller_register
 from qstep.dwarf.location import Unavailable
 from qstep.dwarf.model import DwarfModel, GlobalVar, Variable
 from qstep.dwarf.model import Frame as Scope
@@ -52,15 +53,17 @@ class FrameState:
     def __init__(self, dbg: Debugger, call: CallFrame, stack_size: int) -> None:
         self._dbg = dbg
         self._call = call
-        self._regs = dbg.regs() if call.level == 0 else None
+        self._regs = dbg.regs()
         self.stack_size = stack_size
 
     def reg(self, n: int) -> int:
-        if self._regs is not None:
+        if self._call.level == 0:
             return self._regs[n]
-        if n == 10:
-            return self._call.r10
-        raise Unavailable(f"r{n} of a calling frame is not known here")
+        value = caller_register(self._dbg.prog, self._dbg.frames(), self._call.level, n,
+                                self._regs[n], self._dbg.read_memory)
+        if value is None:
+            raise Unavailable(f"r{n} of a calling frame is clobbered by the call")
+        return value
 
     def mem(self, addr: int, size: int) -> bytes:
         return self._dbg.read_memory(addr, size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from dwarf_fixture import fixed_convention
@@ -12,6 +13,7 @@ from dwarfdump import DumpDie, dwarfdump, normalize
 
 from qstep.bpf import insn as bi
 from qstep.bpf.elf import BpfObject
+from qstep.debugger.unwind import saved_registers
 from qstep.dwarf.frame import stack_size_from_insns, stack_size_from_prologue
 from qstep.dwarf.location import Location, Op, frame_offset
 from qstep.dwarf.model import DwarfModel, Frame
@@ -309,3 +311,14 @@ def test_variables_text_for_disasm_vars(bpf_obj: Callable[[str], Path]) -> None:
     assert text(56) == ("x@r8 k=r10-16 zero@[r10-28] key@{[r10-16]:12, [r10-4]:1, [r10-3]:3} "
                         "meta@{[r10-24]:4, [r10-20]:1, [r10-19]:1, [r10-18]:2} cnt@r2")
     assert text(0).split()[0] == "ctx@r1"
+
+
+def test_callee_saved_slots_from_a_jit_prologue() -> None:
+    # 6.1 x86-64 JIT: nop5; xchg ax,ax; push rbp; mov rbp,rsp; sub rsp,0x38; push rbx;
+    # push r13; then the body (mov rdi, rax).
+    code = bytes.fromhex("0f1f440000" "6690" "55" "4889e5" "4881ec38000000" "53" "4155"
+                         "4889c7")
+    func = JitFunction(0, "f", 0, 4, 0x1000, len(code), 0)
+    prog = SimpleNamespace(jit_bytes=lambda start, end: code[start - 0x1000:end - 0x1000])
+    # r6 = rbx at rbp-0x38-8, r7 = r13 below it; r8/r9 (r14/r15) are not saved.
+    assert saved_registers(prog, func) == {6: -0x40, 7: -0x48}  # type: ignore[arg-type]

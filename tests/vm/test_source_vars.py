@@ -115,6 +115,41 @@ CALLS_EXPECTED: dict[tuple[str, str], Any] = {
 }
 
 
+# shapes.bpf.c (see its header): byte i = 3 * i + 1.
+SHAPES_PKT = bytes((3 * i + 1) & 0xFF for i in range(64))
+SB = SHAPES_PKT[:16]
+COUNT_STATES = [[0] * 8]
+for byte in SB:
+    COUNT_STATES.append(list(COUNT_STATES[-1]))
+    COUNT_STATES[-1][byte & 7] += 1
+TOTAL = sum(i * c for i, c in enumerate(COUNT_STATES[-1]))
+BIAS = -5
+SPREAD_ACCS = [sum(i * COUNT_STATES[-1][i] for i in range(k)) for k in range(9)]
+DELTA = SB[5] - 2 * SB[6]
+SHAPE = {"name": [[0] * 4, list(b"shp\0")], "a": {"x": [0, SB[0]], "y": [0, -SB[1]]},
+         "b": {"x": [0, TOTAL], "y": [0, SB[2] - 100]},
+         "tag": {"raw": [0, SB[3], SB[3] | SB[4] << 16],
+                 "half": {"lo": [0, SB[3]], "hi": [0, SB[4]]}},
+         "delta": [0, DELTA], "flags": [0, 0x8001]}
+LAST_SHAPE = {"name": [list(b"non\0"), list(b"shp\0")], "a": {"x": [0, SB[0]], "y": [0, -SB[1]]},
+              "b": {"x": [0, TOTAL], "y": [0, SB[2] - 100]},
+              "tag": {"raw": [0, SB[3] | SB[4] << 16],
+                      "half": {"lo": [0, SB[3]], "hi": [0, SB[4]]}},
+              "delta": [0, DELTA], "flags": [0, 0x8001]}
+KIND = ["K_SMALL", "K_MEDIUM", "K_LARGE"][min((TOTAL + BIAS) // 100, 2)]
+SHAPES_EXPECTED: dict[tuple[str, str], Any] = {
+    ("shapes_main", "bytes"): [list(SB)], ("shapes_main", "counts"): COUNT_STATES,
+    ("shapes_main", "s"): SHAPE, ("shapes_main", "k"): [KIND],
+    ("shapes_main", "total"): [TOTAL], ("shapes_main", "i"): list(range(17)),
+    ("spread", "counts"): ("*", [COUNT_STATES[-1][0]]), ("spread", "acc"): SPREAD_ACCS,
+    ("spread", "i"): list(range(9)), ("make_shape", "s"): ("*", SHAPE),
+    ("make_shape", "b"): ("*", [SB[0]]), ("make_shape", "total"): [TOTAL],
+    ("kind_of", "total"): [TOTAL + BIAS], ("kind_of", "k"): [KIND],
+}
+SHAPES_GLOBALS = {"histogram": [[0, 0, 0, 0], [1, 0, 0, 0]], "last_shape": LAST_SHAPE,
+                  "bias": [BIAS]}
+
+
 @dataclass(frozen=True)
 class Case:
     """A program stepped from entry to exit with what its variables hold."""
@@ -124,6 +159,7 @@ class Case:
     expected: dict[tuple[str, str], Any]
     retval: int
     uncheckable: frozenset[tuple[str, str]] = frozenset()
+    globals: dict[str, Any] | None = None
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +201,7 @@ class Checker:
     def __init__(self) -> None:
         self.position: dict[tuple[str, str, str], int] = {}
         self.steps = 0
+        self.outer_registers: set[tuple[str, str]] = set()
         self.memory_ok: set[tuple[str, str, str]] = set()
         self.pairs: set[tuple[int, str, str]] = set()
         self.unavailable: set[tuple[int, str, str]] = set()
@@ -206,6 +243,8 @@ def check_variable(view: SourceView, cmds: SourceCommands, frame: SourceFrame, n
         checker.unavailable.add(pair)
         return
     spec = case.expected[(frame.function, name)]
+    if frame.call.level > 0 and not _has_memory_piece(view, frame, var):
+        checker.outer_registers.add((frame.function, name))
     if isinstance(spec, tuple) and spec[0] in ("mem", "end"):
         data = spec[1]
         base = le(value.data) - (len(data) if spec[0] == "end" else 0)
@@ -260,6 +299,12 @@ def walk(dbg: Debugger, view: SourceView, case: Case) -> Checker:
             for var in frame.scope.variables:
                 if (frame.function, var.name) not in case.uncheckable:
                     check_variable(view, cmds, frame, var.name, checker, line, case)
+        for name, spec in (case.globals or {}).items():
+            found = cmds.lookup(name)
+            assert found is not None and found[0].available, name
+            check_leaves(decode(found[0]), spec, ("<global>", name), checker,
+                         f"global {name} at line {line}", True)
+            checker.pairs.add((line, "<global>", name))
         event = dbg.stepi()
         checker.steps += 1
         if event.kind == "exited":
@@ -298,6 +343,28 @@ def test_calls_variables_at_every_instruction(vm: Session,
     assert {k[:2] for k in checker.position} >= {("sum_bytes", "sum"), ("sum_bytes", "i"),
                                                   ("mix", "acc"), ("scale", "len")}
     assert len(checker.pairs) >= 15
+
+
+def test_shapes_variables_and_globals_at_every_instruction(
+        vm: Session, bpf_obj: Callable[[str], Path]) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/shapes.bpf.c"))
+    prog = vm.load(obj, "shapes_main")
+    try:
+        with vm.debugger(prog, RunRequest(SHAPES_PKT)) as dbg:
+            dbg.add_breakpoint("shapes_main")
+            assert dbg.run().reason == "breakpoint"
+            case = Case("shapes_main", SHAPES_PKT, SHAPES_EXPECTED, 0,
+                        frozenset({("shapes_main", "skb")}), SHAPES_GLOBALS)
+            checker = walk(dbg, SourceView(obj, dbg), case)
+    finally:
+        vm.unload(prog)
+    covered = {k[:2] for k in checker.position}
+    assert covered >= {("shapes_main", "counts"), ("spread", "acc"), ("kind_of", "total"),
+                       ("make_shape", "*s"), ("<global>", "last_shape"),
+                       ("<global>", "histogram")}
+    # total (r6) and i (r6) live across calls: read in the calling frame from the
+    # callee's saved registers or the register itself (qstep.debugger.unwind).
+    assert {("shapes_main", "total"), ("shapes_main", "i")} <= checker.outer_registers
 
 
 def test_print_info_ptype_and_inlined_frames(stopped: tuple[Debugger, SourceView]) -> None:
