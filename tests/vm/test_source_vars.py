@@ -327,19 +327,23 @@ def test_every_available_variable_at_every_instruction_has_its_true_value(
     assert len(checker.pairs) >= 60 and checker.values_checked >= 500
 
 
-def test_calls_variables_at_every_instruction(vm: Session,
-                                              bpf_obj: Callable[[str], Path]) -> None:
-    obj = BpfObject.open(bpf_obj("tests/progs/calls.bpf.c"))
-    prog = vm.load(obj, "calls_main")
+def walk_fresh(vm: Session, path: Path, case: Case) -> Checker:
+    """Load the program (globals at their initial values), walk it once, unload it."""
+    obj = BpfObject.open(path)
+    prog = vm.load(obj, case.program)
     try:
-        with vm.debugger(prog, RunRequest(CALLS_PKT)) as dbg:
-            dbg.add_breakpoint("calls_main")
+        with vm.debugger(prog, RunRequest(case.packet)) as dbg:
+            dbg.add_breakpoint(case.program)
             assert dbg.run().reason == "breakpoint"
-            case = Case("calls_main", CALLS_PKT, CALLS_EXPECTED, 393,
-                        frozenset({("calls_main", "ctx")}))
-            checker = walk(dbg, SourceView(obj, dbg), case)
+            return walk(dbg, SourceView(obj, dbg), case)
     finally:
         vm.unload(prog)
+
+
+def test_calls_variables_at_every_instruction(vm: Session,
+                                              bpf_obj: Callable[[str], Path]) -> None:
+    checker = walk_fresh(vm, bpf_obj("tests/progs/calls.bpf.c"), Case(
+        "calls_main", CALLS_PKT, CALLS_EXPECTED, 393, frozenset({("calls_main", "ctx")})))
     assert {k[:2] for k in checker.position} >= {("sum_bytes", "sum"), ("sum_bytes", "i"),
                                                   ("mix", "acc"), ("scale", "len")}
     assert len(checker.pairs) >= 15
@@ -347,17 +351,9 @@ def test_calls_variables_at_every_instruction(vm: Session,
 
 def test_shapes_variables_and_globals_at_every_instruction(
         vm: Session, bpf_obj: Callable[[str], Path]) -> None:
-    obj = BpfObject.open(bpf_obj("tests/progs/shapes.bpf.c"))
-    prog = vm.load(obj, "shapes_main")
-    try:
-        with vm.debugger(prog, RunRequest(SHAPES_PKT)) as dbg:
-            dbg.add_breakpoint("shapes_main")
-            assert dbg.run().reason == "breakpoint"
-            case = Case("shapes_main", SHAPES_PKT, SHAPES_EXPECTED, 0,
-                        frozenset({("shapes_main", "skb")}), SHAPES_GLOBALS)
-            checker = walk(dbg, SourceView(obj, dbg), case)
-    finally:
-        vm.unload(prog)
+    checker = walk_fresh(vm, bpf_obj("tests/progs/shapes.bpf.c"), Case(
+        "shapes_main", SHAPES_PKT, SHAPES_EXPECTED, 0, frozenset({("shapes_main", "skb")}),
+        SHAPES_GLOBALS))
     covered = {k[:2] for k in checker.position}
     assert covered >= {("shapes_main", "counts"), ("spread", "acc"), ("kind_of", "total"),
                        ("make_shape", "*s"), ("<global>", "last_shape"),
