@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qstep.bpf.insn import format_insn
-from qstep.commands.common import add_object_options, open_program
+from qstep.commands.common import add_object_options, load_options, open_program
 from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.engine import RunRequest
 from qstep.errors import UsageError
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     for kernel in kernel_names(args.kernel or "6.1"):
         with Session(kernel=kernel, accel=args.accel) as session:
             for origin, data in packets:
-                prog = session.load(obj, prog_name)
+                prog = session.load(obj, prog_name, load_options(args))
                 try:
                     fill_maps(session, prog, entries)
                     results.append(verify_one(session, prog, kernel, origin, data, args.json))
