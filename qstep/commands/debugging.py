@@ -24,7 +24,7 @@ from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.repl import interactive_loop
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
-from qstep.errors import QstepError, UsageError
+from qstep.errors import GuestError, QstepError, UsageError
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
 from qstep.userinput import read_packet
@@ -112,7 +112,9 @@ def debug_main(args: argparse.Namespace) -> int:
 
 
 def run_batch(commands: CommandSet, lines: list[str], as_json: bool) -> int:
-    """Run commands in order; an error is printed and ends the batch with status 1."""
+    """Run commands in order, as gdb does: a failing command prints its error and the
+    rest still run (a dead guest ends the batch); status 1 if any command failed."""
+    status = 0
     for line in lines:
         if not as_json:
             print(f"(qstep) {line}", flush=True)
@@ -121,11 +123,14 @@ def run_batch(commands: CommandSet, lines: list[str], as_json: bool) -> int:
         except QstepError as err:
             print(json.dumps({"error": str(err), "command": line}) if as_json
                   else f"error: {err}", file=sys.stderr if not as_json else sys.stdout)
-            return 1
+            if isinstance(err, GuestError):
+                return 1
+            status = 1
+            continue
         emit(out, as_json)
         if out.quit:
             break
-    return 0
+    return status
 
 
 def trace_main(args: argparse.Namespace) -> int:

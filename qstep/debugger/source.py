@@ -72,6 +72,24 @@ class FrameState:
         return None
 
 
+class _Memory:
+    """Guest memory only (for objects at known addresses, such as globals)."""
+
+    stack_size = 0
+
+    def __init__(self, dbg: Debugger) -> None:
+        self._dbg = dbg
+
+    def reg(self, n: int) -> int:
+        raise Unavailable("no frame")
+
+    def mem(self, addr: int, size: int) -> bytes:
+        return self._dbg.read_memory(addr, size)
+
+    def entry_reg(self, n: int) -> int | None:
+        return None
+
+
 class SourceView:
     """DWARF variables and frames for one debugged program."""
 
@@ -142,6 +160,13 @@ class SourceView:
         self._selected = level
         return frames[level]
 
+    def selected_or_none(self) -> SourceFrame | None:
+        """The selected frame, None when the program is not stopped in its code."""
+        if not self.dbg.stopped:
+            return None
+        frames = self.frames()
+        return frames[min(self.selected_level, len(frames) - 1)] if frames else None
+
     def selected(self) -> SourceFrame:
         frames = self.frames()
         if not frames:
@@ -166,7 +191,7 @@ class SourceView:
         if base is None:
             return unavailable(var.type, f"the address of {var.section} is not known (the "
                                          "program never refers to it)")
-        return in_memory(var.type, base + var.offset, self.state(self.selected()))
+        return in_memory(var.type, base + var.offset, _Memory(self.dbg))
 
     @cached_property
     def _global_bases(self) -> dict[str, int]:

@@ -37,21 +37,19 @@ class FrameEnv:
 
     def __init__(self, cmds: SourceCommands) -> None:
         self._cmds = cmds
-        self._frame = cmds.view.selected()
-        self._state = cmds.view.state(self._frame)
 
     def reg(self, n: int) -> int:
+        view = self._cmds.view
         try:
-            return self._state.reg(n)
+            return view.state(view.selected()).reg(n)
         except Unavailable as why:
             raise UsageError(str(why)) from None
 
     def mem(self, addr: int, size: int) -> bytes:
-        return self._state.mem(addr, size)
+        return self._cmds.view.dbg.read_memory(addr, size)
 
     def variable(self, name: str) -> Value | None:
-        found = self._cmds.lookup(name)
-        return found[0] if found is not None else None
+        return self._cmds.lookup(name)
 
     def find_type(self, name: str) -> CType | None:
         return self._cmds.view.model.find_type(name)
@@ -64,15 +62,15 @@ class SourceCommands:
         self.view = view
 
     # -- values ------------------------------------------------------------
-    def lookup(self, name: str) -> tuple[Value, SourceFrame] | None:
+    def lookup(self, name: str) -> Value | None:
         """A variable of the selected frame, else a global (None: no such name)."""
-        frame = self.view.selected()
-        var = frame.scope.find(name) if frame.scope else None
-        if var is not None:
-            return self.view.value(frame, var), frame
+        frame = self.view.selected_or_none()
+        var = frame.scope.find(name) if frame is not None and frame.scope else None
+        if frame is not None and var is not None:
+            return self.view.value(frame, var)
         glob = self.view.model.globals.get(name)
         if glob is not None and glob.section.startswith((".data", ".rodata", ".bss")):
-            return self.view.global_value(glob), frame
+            return self.view.global_value(glob)
         return None
 
     def parse(self, text: str) -> Expr:

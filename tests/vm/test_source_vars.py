@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,8 +303,8 @@ def walk(dbg: Debugger, view: SourceView, case: Case) -> Checker:
                     check_variable(view, cmds, frame, var.name, checker, line, case)
         for name, spec in (case.globals or {}).items():
             found = cmds.lookup(name)
-            assert found is not None and found[0].available, name
-            check_leaves(decode(found[0]), spec, ("<global>", name), checker,
+            assert found is not None and found.available, name
+            check_leaves(decode(found), spec, ("<global>", name), checker,
                          f"global {name} at line {line}", True)
             checker.pairs.add((line, "<global>", name))
         event = dbg.stepi()
@@ -425,3 +427,29 @@ def test_stack_size_from_code_equals_the_jit_prologue(
     for func in prog.functions:
         jit = stack_size_from_prologue(prog.jit_bytes(func.addr, func.addr + 64), func.addr)
         assert (jit or 0) == view.stack_size(func), func.name
+
+
+def test_types_and_globals_before_run(vm: Session,
+                                      vars_prog: tuple[BpfObject, LoadedProgram]) -> None:
+    obj, prog = vars_prog
+    with vm.debugger(prog, RunRequest(PKT)) as dbg:
+        commands = CommandSet(dbg, SourceView(obj, dbg))
+        assert commands.execute("print sizeof(struct flow_key)").text == "16"
+        assert commands.execute("print weights[1] * scale").text == "6"
+        assert commands.execute("whatis weights").text == "type = __u32[4]"
+        with pytest.raises(UsageError, match='No symbol "key"'):
+            commands.execute("print key")
+
+
+def test_batch_cli_reports_failures_and_runs_the_rest(bpf_obj: Callable[[str], Path]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qstep.cli", "debug", str(bpf_obj("tests/progs/vars.bpf.c")),
+         "--packet", PKT.hex(), "--map", "counters", "0={packets: 5, bytes: 1000}",
+         "-ex", "break vars.bpf.c:69", "-ex", "run", "-ex", "print nosuch", "-ex", "up 2",
+         "-ex", "print key.saddr", "-ex", "print/x cnt->bytes"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1  # 'print nosuch' failed
+    assert 'error: nosuch: No symbol "nosuch" in current context (column 1)' in proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[out.index("(qstep) print key.saddr") + 1] == SADDR
+    assert out[out.index("(qstep) print/x cnt->bytes") + 1] == hex(MAP_BYTES)
