@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import clang_bpf
 from dwarf_fixture import fixed_convention
 from dwarfdump import DumpDie, dwarfdump, normalize
 
@@ -21,8 +22,13 @@ from qstep.dwarf.placement import Placement, variables_text
 from qstep.dwarf.types import ptype_text
 from qstep.dwarf.values import read_value
 from qstep.loaded import InsnSite, JitFunction
+from qstep.paths import REPO_ROOT
 
-PROGS = ["tests/progs/vars.bpf.c", "tests/progs/calls.bpf.c", "examples/l4lb/l4lb.bpf.c"]
+# (source, extra clang flags): clang-19's default DWARF 5, DWARF 4 (.debug_loc, DW_FORM_addr)
+# and -O1 (other register allocation and inlining).
+PROGS = [("tests/progs/vars.bpf.c", ()), ("tests/progs/calls.bpf.c", ()),
+         ("tests/progs/shapes.bpf.c", ()), ("examples/l4lb/l4lb.bpf.c", ()),
+         ("tests/progs/vars.bpf.c", ("-gdwarf-4",)), ("tests/progs/shapes.bpf.c", ("-O1",))]
 VAR_TAGS = ("DW_TAG_variable", "DW_TAG_formal_parameter")
 
 
@@ -42,10 +48,15 @@ def _op_tuple(op: Op) -> tuple[object, ...]:
     return (op.name, *op.args)
 
 
-@pytest.fixture(scope="module", params=PROGS)
-def prog(request: pytest.FixtureRequest,
-         bpf_obj: Callable[[str], Path]) -> tuple[BpfObject, DwarfModel, DumpDie]:
-    path = bpf_obj(request.param)
+@pytest.fixture(scope="module", params=PROGS, ids=lambda p: " ".join((p[0], *p[1])))
+def prog(request: pytest.FixtureRequest, bpf_obj: Callable[[str], Path],
+         tmp_path_factory: pytest.TempPathFactory) -> tuple[BpfObject, DwarfModel, DumpDie]:
+    source, flags = request.param
+    if flags:
+        out = tmp_path_factory.mktemp("dwarf") / Path(source).name.replace(".c", ".o")
+        path = clang_bpf(REPO_ROOT / source, out, *flags)
+    else:
+        path = bpf_obj(source)
     obj = BpfObject.open(path)
     return obj, DwarfModel.from_bytes(obj.data), dwarfdump(path)
 
@@ -194,13 +205,22 @@ def test_ptype_and_type_names(bpf_obj: Callable[[str], Path]) -> None:
 
 
 def _touched(insns: list[bi.Insn], stack_size: int) -> set[int]:
-    """r10 offsets of every byte the code loads or stores directly."""
+    """r10 offsets of every byte the code loads or stores directly, and of every
+    address ``r10 + k`` it computes (a stack object passed to a helper or a callee)."""
     out: set[int] = set()
+    derived: dict[int, int] = {}
     for ins in insns:
         base = ins.src if ins.cls == bi.LDX else ins.dst
         if ins.cls in (bi.LDX, bi.STX, bi.ST) and base == 10:
             size = bi.SIZE_BYTES[ins.code & 0x18]
             out.update(range(ins.off, ins.off + size))
+        elif ins.code == 0xBF and ins.src == 10:  # rX = r10
+            derived[ins.dst] = 0
+        elif ins.code == 0x07 and ins.dst in derived:  # rX += imm
+            derived[ins.dst] += ins.imm
+            out.add(derived[ins.dst])
+        elif ins.cls in (bi.ALU, bi.ALU64, bi.LD, bi.LDX):
+            derived.pop(ins.dst, None)
     return out
 
 
