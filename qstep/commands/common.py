@@ -1,15 +1,28 @@
-"""Options and steps shared by the subcommands that boot a guest."""
+"""Options and steps shared by the subcommands that boot a guest.
+
+Every command that works on one program (``disasm``, ``run``, ``debug``,
+``trace``, ``inspect``) takes it the same way: a BPF object (``--prog`` picks
+one of its programs) or ``id N`` / ``name NAME`` / ``tag TAG`` / ``pinned PATH``
+for a program already in the guest, loaded there by ``--guest-cmd``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qstep.bpf.elf import BpfObject
 from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions, parse_attach_type, parse_prog_type
-from qstep.session import Session
+from qstep.session import SELECTORS, FromObject, InGuest, ProgramSource, Session
+from qstep.userinput import MapEntry, encode_entry, read_map_file
 from qstep.vm.qemu_cmd import printable, qemu_argv
+
+PROGRAM_HELP = ("a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME', 'tag TAG', "
+                "'pinned PATH' for a program loaded in the guest (see --guest-cmd)")
 
 
 def add_vm_options(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +34,38 @@ def add_vm_options(parser: argparse.ArgumentParser) -> None:
                         help="print the QEMU command line and exit")
 
 
-def add_object_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("object", type=Path, help="BPF ELF object (clang -target bpf -g)")
+def add_program_options(parser: argparse.ArgumentParser, value: bool = True) -> None:
+    """PROG [VALUE], --prog, --guest-file, --guest-cmd.
+
+    Without ``value`` the selector's value is the first of the command's other
+    positionals (``inspect``), taken by ``program_source``.
+    """
+    parser.add_argument("object", type=Path, metavar="PROG", help=PROGRAM_HELP)
+    if value:
+        parser.add_argument("selector_value", nargs="?", metavar="VALUE",
+                            help="the id, name, tag or pinned path when PROG is a selector")
     parser.add_argument("--prog", help="program name or section (default: the only one)")
     add_load_options(parser)
+    parser.add_argument("--guest-file", action="append", default=[], metavar="LOCAL:GUEST",
+                        help="copy a file into the guest first (repeatable)")
+    parser.add_argument("--guest-cmd", action="append", default=[], metavar="CMD",
+                        help="run a shell command in the guest first, e.g. a loader: "
+                        "'qstep-agent --load-pin /tmp/x.o PROG /sys/fs/bpf/x' (repeatable)")
+
+
+def add_input_options(parser: argparse.ArgumentParser, several_packets: bool) -> None:
+    """--packet (once, or repeatable), --map, --maps."""
+    if several_packets:
+        parser.add_argument("--packet", required=True, action="append",
+                            help="packet: a file (hex text or raw) or hex; repeat to run "
+                            "several packets in turn (maps persist between them)")
+    else:
+        parser.add_argument("--packet", required=True,
+                            help="packet: a file (hex text or raw) or hex")
+    parser.add_argument("--map", nargs=2, action="append", default=[],
+                        metavar=("NAME", "KEY=VALUE"),
+                        help="write a map entry before the run (typed: ints, IPs, {field: v})")
+    parser.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +100,7 @@ def print_cmd(session: Session) -> None:
     print(printable([*env, *qemu_argv(machine.make_config(Path("$QSTEP_VM_DIR")))]))
 
 
-def open_program(args: argparse.Namespace) -> tuple[BpfObject, str]:
+def open_object(args: argparse.Namespace) -> tuple[BpfObject, str]:
     """Open the object and pick the program (by name or section)."""
     obj = BpfObject.open(args.object)
     if args.prog:
@@ -68,3 +109,74 @@ def open_program(args: argparse.Namespace) -> tuple[BpfObject, str]:
         names = ", ".join(f"{p.name} ({p.section})" for p in obj.programs)
         raise UsageError(f"{args.object} has several programs; pick one with --prog: {names}")
     return obj, obj.programs[0].name
+
+
+def program_source(args: argparse.Namespace, rest: list[str] | None = None) -> ProgramSource:
+    """What PROG names; a selector's value comes from VALUE or the front of ``rest``."""
+    kind = str(args.object)
+    if kind not in SELECTORS:
+        obj, name = open_object(args)
+        return FromObject(obj, name, load_options(args))
+    value = getattr(args, "selector_value", None)
+    if value is None and rest:
+        value = rest.pop(0)
+    if value is None:
+        raise UsageError(f"'{kind}' needs a value: {args.command} {kind} VALUE ...")
+    return InGuest(kind, value)
+
+
+@dataclass
+class Setup:
+    """What runs in the guest before the program is opened."""
+
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    entries: list[MapEntry] = field(default_factory=list)
+
+
+def read_setup(args: argparse.Namespace) -> Setup:
+    """Read every local input (files, map entries) before the guest boots."""
+    entries = read_map_file(args.maps) if getattr(args, "maps", None) else []
+    entries += [MapEntry(n, t, f"--map {n}") for n, t in getattr(args, "map", [])]
+    return Setup([guest_file(f) for f in args.guest_file], list(args.guest_cmd), entries)
+
+
+def guest_file(spec: str) -> tuple[str, bytes]:
+    local, sep, guest = spec.rpartition(":")
+    if not sep or not local or not guest.startswith("/"):
+        raise UsageError(f"--guest-file {spec}: expected LOCAL:/absolute/guest/path")
+    path = Path(local)
+    if not path.is_file():
+        raise UsageError(f"--guest-file: {local} does not exist")
+    return guest, path.read_bytes()
+
+
+def open_in_session(session: Session, source: ProgramSource, setup: Setup,
+                    quiet: bool = False) -> LoadedProgram:
+    """Copy files, run guest commands, open the program, fill its maps."""
+    for guest_path, data in setup.files:
+        session.put_file(guest_path, data)
+    for command in setup.commands:
+        status, output = session.guest_command(command)
+        if status != 0:
+            raise UsageError(f"guest command failed (status {status}): {command}\n{output}")
+        if output.strip() and not quiet:
+            print(f"guest: {output.rstrip()}")
+    prog = session.open_program(source)
+    if prog.foreign and not quiet:
+        exact = sum(1 for s in prog.sites.values() if s.exact)
+        print(f"note: {prog.name} (id {prog.prog_id}) was loaded outside qstep: JIT "
+              f"addresses are known only at its own line-info records ({exact} of "
+              f"{len(prog.sites)} instructions)", file=sys.stderr)
+    fill_maps(session, prog, setup.entries)
+    return prog
+
+
+def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) -> None:
+    for entry in entries:
+        info = prog.maps.get(entry.map_name)
+        if info is None:
+            raise UsageError(f"{entry.origin}: unknown map '{entry.map_name}'; maps: "
+                             f"{', '.join(sorted(prog.maps))}")
+        key, value = encode_entry(entry, info, prog.btf)
+        session.update_map(prog, entry.map_name, key, value)

@@ -10,15 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qstep.commands.common import (
-    add_object_options,
+    add_input_options,
+    add_program_options,
     add_vm_options,
-    load_options,
     make_session,
-    open_program,
+    open_in_session,
     print_cmd,
+    program_source,
+    read_setup,
 )
 from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
-from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.commands import CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.repl import interactive_loop
@@ -27,14 +28,13 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
+from qstep.session import FromObject
 from qstep.userinput import read_packet
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    add_object_options(p)
-    p.add_argument("--packet", required=True, help="packet: a file (hex text or raw) or hex")
-    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    add_program_options(p)
+    add_input_options(p, several_packets=False)
     p.add_argument("--backend", choices=["rsp", "gdb"], default="rsp",
                    help="debug connection: raw GDB protocol (rsp, faster) or gdb/MI")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
@@ -67,17 +67,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 @contextmanager
-def debugger_for(args: argparse.Namespace) -> Iterator[Debugger]:
-    """Boot, load, fill maps, attach the target; tear all of it down afterwards."""
+def debugger_for(args: argparse.Namespace) -> Iterator[tuple[Debugger, SourceView | None]]:
+    """Boot, open the program, fill maps, attach the target; tear all of it down afterwards.
+
+    The source view (C variables) needs the object's DWARF: None for a program
+    loaded outside qstep.
+    """
     packet = read_packet(args.packet)
-    entries = map_entries(args)
-    obj, prog_name = open_program(args)
+    setup = read_setup(args)
+    source = program_source(args)
     session = make_session(args)
     with session:
-        prog = session.load(obj, prog_name, load_options(args))
-        fill_maps(session, prog, entries)
+        prog = open_in_session(session, source, setup, quiet=args.json)
         with session.debugger(prog, RunRequest(packet), args.backend) as dbg:
-            yield dbg
+            view = SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
+            yield dbg, view
 
 
 def emit(out: Output, as_json: bool) -> None:
@@ -99,8 +103,8 @@ def debug_main(args: argparse.Namespace) -> int:
         batch += split_commands(args.batch_file.read_text())
     interactive = not batch
     start = args.start if args.start is not None else interactive
-    with debugger_for(args) as dbg:
-        commands = CommandSet(dbg, SourceView(open_program(args)[0], dbg))
+    with debugger_for(args) as (dbg, view):
+        commands = CommandSet(dbg, view)
         if start:
             main = dbg.prog.functions[0]
             emit(commands.execute(f"tbreak #{main.start_insn}"), args.json)
@@ -144,7 +148,7 @@ def trace_main(args: argparse.Namespace) -> int:
         if args.mem:
             raise UsageError(f"--mem needs the recorder: {reason}")
         print(f"qstep: note: {reason}; tracing by stepping", file=sys.stderr)
-    with debugger_for(args) as dbg:
+    with debugger_for(args) as (dbg, _view):
         for item in trace_run(dbg, args.max_steps):
             if isinstance(item, TraceRecord):
                 print(json.dumps(item.as_json(args.raw)) if args.json

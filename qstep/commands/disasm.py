@@ -6,20 +6,25 @@ import argparse
 import json
 
 from qstep.commands.common import (
-    add_object_options,
+    Setup,
+    add_program_options,
     add_vm_options,
-    load_options,
     make_session,
-    open_program,
+    open_in_session,
     print_cmd,
+    program_source,
+    read_setup,
 )
 from qstep.dwarf.placement import annotate
+from qstep.errors import UsageError
 from qstep.listing import build_listing, format_listing, listing_json
+from qstep.loaded import LoadedProgram
+from qstep.session import FromObject, ProgramSource
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("disasm", help="show source / BPF / x86 side by side")
-    add_object_options(p)
+    add_program_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--vars", action="store_true",
                    help="show which C variables live in which register/stack slot (DWARF)")
@@ -28,14 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    obj, prog_name = open_program(args)
+    setup: Setup = read_setup(args)
+    source = program_source(args)
+    if args.vars and not isinstance(source, FromObject):
+        raise UsageError("--vars needs the object file (DWARF); a program loaded in the "
+                         "guest has only BTF")
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)
         return 0
     with session:
-        prog = session.load(obj, prog_name, load_options(args))
-    listing = build_listing(prog, annotate(obj, prog) if args.vars else None)
+        prog = open_in_session(session, source, setup, quiet=args.json)
+    listing = build_listing(prog, variables(args, source, prog))
     if args.json:
         print(json.dumps({"program": prog.name, "id": prog.prog_id, "kernel": session.release,
                           "functions": listing_json(listing)}, indent=1))
@@ -46,3 +55,9 @@ def main(args: argparse.Namespace) -> int:
           f"{len(prog.jited_image)} bytes of x86\n")
     print(format_listing(listing))
     return 0
+
+
+def variables(args: argparse.Namespace, source: ProgramSource,
+              prog: LoadedProgram) -> dict[int, str] | None:
+    """--vars: where each C variable lives (needs the object's DWARF)."""
+    return annotate(source.obj, prog) if args.vars and isinstance(source, FromObject) else None

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
-    add_load_options,
+    add_input_options,
+    add_program_options,
     add_vm_options,
-    load_options,
     make_session,
-    open_program,
+    open_in_session,
     print_cmd,
+    program_source,
+    read_setup,
 )
 from qstep.commands.debugging import run_batch
-from qstep.commands.run import fill_maps, map_entries
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
@@ -31,29 +31,16 @@ from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value
-from qstep.session import Session
 from qstep.userinput import read_packet
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("inspect", help="conditional breakpoints with print actions, run in "
                        "the guest: 'LOC [skip N] print ITEMS [if COND]'")
-    p.add_argument("object", type=Path, metavar="PROG",
-                   help="a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME', "
-                   "'tag TAG', 'pinned PATH' for a program loaded in the guest")
+    add_program_options(p, value=False)
     p.add_argument("specs", nargs="+", metavar="SPEC",
                    help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
-    p.add_argument("--guest-file", action="append", default=[], metavar="LOCAL:GUEST",
-                   help="copy a file into the guest first (repeatable)")
-    p.add_argument("--guest-cmd", action="append", default=[], metavar="CMD",
-                   help="run a shell command in the guest first, e.g. a loader: "
-                   "'qstep-agent --load-pin /tmp/x.o PROG /sys/fs/bpf/x' (repeatable)")
-    p.add_argument("--prog", help="program name or section")
-    add_load_options(p)
-    p.add_argument("--packet", required=True, action="append",
-                   help="packet (file or hex); repeat for several runs")
-    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    add_input_options(p, several_packets=True)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--json", action="store_true", help="JSON lines: one per hit, then a summary")
     p.add_argument("-ex", dest="commands", action="append", default=[],
@@ -63,40 +50,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=main)
 
 
-SELECTORS = ("id", "name", "tag", "pinned")
-
-
 def main(args: argparse.Namespace) -> int:
-    selector = str(args.object) if str(args.object) in SELECTORS else None
-    if selector is not None:
-        if len(args.specs) < 2:
-            raise UsageError(f"inspect {selector} VALUE SPEC...: give the {selector} and a spec")
-        value = args.specs.pop(0)
+    source = program_source(args, args.specs)
+    if not args.specs:
+        raise UsageError("inspect: give at least one SPEC after the program")
     specs = parse_specs(args.specs)
     packets = [read_packet(p) for p in args.packet]
-    entries = map_entries(args)
-    files = [guest_file(f) for f in args.guest_file]
-    obj, prog_name = open_program(args) if selector is None else (None, "")
+    setup = read_setup(args)
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)
         return 0
     with session:
-        for guest_path, data in files:
-            session.put_file(guest_path, data)
-        for command in args.guest_cmd:
-            run_guest_command(session, command, args.json)
-        if selector is None:
-            assert obj is not None
-            prog = session.load(obj, prog_name, load_options(args))
-        else:
-            prog = session.load_foreign(session.find_program(selector, value))
-            exact = sum(1 for s in prog.sites.values() if s.exact)
-            if not args.json:
-                print(f"note: {prog.name} (id {prog.prog_id}) was loaded outside qstep: JIT "
-                      f"addresses are known only at its own line-info records ({exact} of "
-                      f"{len(prog.sites)} instructions)")
-        fill_maps(session, prog, entries)
+        prog = open_in_session(session, source, setup, quiet=args.json)
         inspector = Inspector(session, prog, specs)
         inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
         for probe in inspector.probes:
@@ -109,24 +75,6 @@ def main(args: argparse.Namespace) -> int:
             inspector.detach()
     emit(inspector, prog, retvals, args.json)
     return 0
-
-
-def guest_file(spec: str) -> tuple[str, bytes]:
-    local, sep, guest = spec.rpartition(":")
-    if not sep or not local or not guest.startswith("/"):
-        raise UsageError(f"--guest-file {spec}: expected LOCAL:/absolute/guest/path")
-    path = Path(local)
-    if not path.is_file():
-        raise UsageError(f"--guest-file: {local} does not exist")
-    return guest, path.read_bytes()
-
-
-def run_guest_command(session: Session, command: str, as_json: bool) -> None:
-    status, output = session.guest_command(command)
-    if status != 0:
-        raise UsageError(f"guest command failed (status {status}): {command}\n{output}")
-    if output.strip() and not as_json:
-        print(f"guest: {output.rstrip()}")
 
 
 def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,

@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from qstep.agent.replies import RunResult
-from qstep.commands.common import load_options, make_session, open_program
-from qstep.commands.run import fill_maps, map_entries
+from qstep.commands.common import make_session, open_in_session, program_source, read_setup
 from qstep.debugger.trace import TraceRecord, format_record, stack_relative
 from qstep.recorder.log import MemAccess
 from qstep.recorder.recording import Recording, trace_records
@@ -21,10 +20,8 @@ from qstep.userinput import read_packet
 def record(args: argparse.Namespace, session: Session) -> tuple[RunResult, Recording]:
     """Load, fill maps and record one run of the program."""
     packet = read_packet(args.packet)
-    entries = map_entries(args)
-    obj, prog_name = open_program(args)
-    prog = session.load(obj, prog_name, load_options(args))
-    fill_maps(session, prog, entries)
+    setup, source = read_setup(args), program_source(args)
+    prog = open_in_session(session, source, setup, quiet=args.json)
     return record_run(session, prog, packet, limit=args.record_limit)
 
 

@@ -5,55 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from qstep.bpf.progtypes import PACKET_PROG_TYPES, retval_name
 from qstep.commands.common import (
-    add_object_options,
+    add_input_options,
+    add_program_options,
     add_vm_options,
-    load_options,
     make_session,
-    open_program,
+    open_in_session,
     print_cmd,
+    program_source,
+    read_setup,
 )
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram, MapInfo
 from qstep.mapdump import QUEUE_TYPES, MapDump, body_text, limits_text, notes_json
 from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
 from qstep.session import RunResult, Session
-from qstep.userinput import MapEntry, encode_entry, read_map_file, read_packet
+from qstep.userinput import read_packet
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run a program once (BPF_PROG_TEST_RUN) and show the result")
-    add_object_options(p)
-    p.add_argument("--packet", required=True, action="append",
-                   help="packet: a file (hex text or raw) or hex; repeat to run several "
-                   "packets in turn (maps persist between them)")
-    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"),
-                   help="write a map entry before the run (typed: ints, IPs, {field: v})")
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    add_program_options(p)
+    add_input_options(p, several_packets=True)
     p.add_argument("--repeat", type=int, default=1, help="run N times (duration is the mean)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_vm_options(p)
     p.set_defaults(func=main)
-
-
-def map_entries(args: argparse.Namespace) -> list[MapEntry]:
-    entries = read_map_file(args.maps) if args.maps else []
-    entries += [MapEntry(n, t, f"--map {n}") for n, t in args.map]
-    return entries
-
-
-def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) -> None:
-    for entry in entries:
-        info = prog.maps.get(entry.map_name)
-        if info is None:
-            raise UsageError(f"{entry.origin}: unknown map '{entry.map_name}'; maps: "
-                             f"{', '.join(sorted(prog.maps))}")
-        key, value = encode_entry(entry, info, prog.btf)
-        session.update_map(prog, entry.map_name, key, value)
 
 
 def dump_maps(session: Session, prog: LoadedProgram) -> dict[str, MapDump]:
@@ -73,18 +53,17 @@ def main(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
     packets = [(arg, read_packet(arg)) for arg in args.packet]
-    entries = map_entries(args)
-    obj, prog_name = open_program(args)
+    setup = read_setup(args)
+    source = program_source(args)
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)
         return 0
     with session:
-        prog = session.load(obj, prog_name, load_options(args))
+        prog = open_in_session(session, source, setup, quiet=args.json)
         if prog.prog_type not in PACKET_PROG_TYPES:
-            raise UsageError(f"{prog_name} is a {prog.type_name} program; run takes packet "
+            raise UsageError(f"{prog.name} is a {prog.type_name} program; run takes packet "
                              "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt)")
-        fill_maps(session, prog, entries)
         results = [session.test_run(prog, data, repeat=args.repeat) for _, data in packets]
         maps = dump_maps(session, prog)
     if args.json:
