@@ -34,17 +34,23 @@ def add_vm_options(parser: argparse.ArgumentParser) -> None:
                         help="print the QEMU command line and exit")
 
 
+def add_object_options(parser: argparse.ArgumentParser,
+                       help_text: str = "BPF ELF object (clang -target bpf -g)") -> None:
+    """PROG (an object file) and --prog."""
+    parser.add_argument("object", type=Path, metavar="PROG", help=help_text)
+    parser.add_argument("--prog", help="program name or section (default: the only one)")
+
+
 def add_program_options(parser: argparse.ArgumentParser, value: bool = True) -> None:
-    """PROG [VALUE], --prog, --guest-file, --guest-cmd.
+    """PROG [VALUE], --prog, the load options, --guest-file, --guest-cmd.
 
     Without ``value`` the selector's value is the first of the command's other
     positionals (``inspect``), taken by ``program_source``.
     """
-    parser.add_argument("object", type=Path, metavar="PROG", help=PROGRAM_HELP)
+    add_object_options(parser, PROGRAM_HELP)
     if value:
         parser.add_argument("selector_value", nargs="?", metavar="VALUE",
                             help="the id, name, tag or pinned path when PROG is a selector")
-    parser.add_argument("--prog", help="program name or section (default: the only one)")
     add_load_options(parser)
     parser.add_argument("--guest-file", action="append", default=[], metavar="LOCAL:GUEST",
                         help="copy a file into the guest first (repeatable)")
@@ -136,9 +142,14 @@ class Setup:
 
 def read_setup(args: argparse.Namespace) -> Setup:
     """Read every local input (files, map entries) before the guest boots."""
+    return Setup([guest_file(f) for f in args.guest_file], list(args.guest_cmd),
+                 map_entries(args))
+
+
+def map_entries(args: argparse.Namespace) -> list[MapEntry]:
+    """The entries of --maps FILE and --map NAME KEY=VALUE, in that order."""
     entries = read_map_file(args.maps) if getattr(args, "maps", None) else []
-    entries += [MapEntry(n, t, f"--map {n}") for n, t in getattr(args, "map", [])]
-    return Setup([guest_file(f) for f in args.guest_file], list(args.guest_cmd), entries)
+    return entries + [MapEntry(n, t, f"--map {n}") for n, t in getattr(args, "map", [])]
 
 
 def guest_file(spec: str) -> tuple[str, bytes]:

@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from qstep.bpf.insn import format_insn
-from qstep.commands.common import add_object_options, load_options, open_program
-from qstep.commands.run import fill_maps, map_entries
+from qstep.commands.common import (
+    add_load_options,
+    add_object_options,
+    fill_maps,
+    load_options,
+    map_entries,
+    open_object,
+)
 from qstep.debugger.engine import RunRequest
 from qstep.errors import UsageError
 from qstep.images.kernels import kernel_names
@@ -28,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        "BPF interpreter and report the first instruction where the JIT "
                        "differs from BPF semantics")
     add_object_options(p)
+    add_load_options(p)
     p.add_argument("--packet", action="append", default=[],
                    help="packet: a file (hex text or raw) or hex; repeatable (with a "
                    "scenario file as PROG: its cases)")
@@ -47,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("give at least one --packet (or a scenario file as PROG)")
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     entries = map_entries(args)
-    obj, prog_name = open_program(args)
+    obj, prog_name = open_object(args)
     results: list[dict[str, Any]] = []
     for kernel in kernel_names(args.kernel or "6.1"):
         with Session(kernel=kernel, accel=args.accel) as session:
