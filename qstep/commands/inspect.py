@@ -109,6 +109,9 @@ def emit(inspector: Inspector, prog: LoadedProgram, retvals: list[int], as_json:
     for run, retval in enumerate(retvals, start=1):
         name = retval_name(prog.prog_type, retval)
         print(f"run {run}: retval {retval}" + (f" ({name})" if name else ""))
+        output = inspector.outputs[run - 1] if run <= len(inspector.outputs) else None
+        for line in output.text() if output else []:
+            print(f"  {line}")
     print("\n".join(summary_text(inspector)))
 
 
@@ -211,4 +214,5 @@ def summary_json(inspector: Inspector, prog: LoadedProgram,
                          "insn": p.site.index, "mode": p.attached, **p.counters.as_dict()}
                         for p in inspector.probes],
             "lost": inspector.lost,
-            "retvals": retvals}
+            "retvals": retvals,
+            "outputs": [o.as_json() for o in inspector.outputs]}

@@ -26,6 +26,7 @@ from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
 from qstep.probe.records import MapValue, ProbeHit, decode_record
 from qstep.probe.spec import Spec, Watch
+from qstep.runoutput import RunOutput
 from qstep.session import Session
 from qstep.target.base import REG_NAMES, X86Regs
 
@@ -168,6 +169,7 @@ class Inspector:
                 check_host_probe(probe)
         self.on_stop: StopHandler | None = None
         self.hits: list[Hit] = []
+        self.outputs: list[RunOutput] = []  # what the program printed, per run
         self.lost = 0
         self._armed: dict[tuple[int, int, str], tuple[Probe, bytes]] = {}
         self._events: MapRef | None = None
@@ -231,7 +233,9 @@ class Inspector:
             if host or stops:
                 retvals.append(self._run_with_host_probes(host, packet, repeat, run))
             else:
-                retvals.append(self.session.test_run(self.prog, packet, repeat=repeat).retval)
+                result = self.session.test_run(self.prog, packet, repeat=repeat)
+                retvals.append(result.retval)
+                self.outputs.append(result.output)
             self._drain(run)
         self._read_counters()
         return retvals
@@ -290,6 +294,7 @@ class Inspector:
                         self._host_hit(dbg, probe, run)
                 event = dbg.cont()
             assert event.retval is not None
+            self.outputs.append(event.output or RunOutput())
             return event.retval
 
     def _hand_over(self, dbg: Debugger) -> Event:

@@ -210,6 +210,7 @@ def test_inspect(guest: Session, loaded: LoadedProgram, case: Case) -> None:
     finally:
         inspector.detach()
     assert retvals == [case.retval]
+    assert [o.printk for o in inspector.outputs] == [list(case.printk)]
     [hit] = inspector.hits
     expected: list[int | bytes] = [case.at_call[r] for r in regs]
     if case.memory is not None:
