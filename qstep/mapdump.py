@@ -22,7 +22,10 @@ def limits_text(info: MapInfo, dump: MapDump) -> list[str]:
     if dump.read_entries is not None:
         lines.append(f"    ({dump.zero_entries} all-zero entries not shown; "
                      f"{dump.read_entries} of {info.max_entries} entries read)")
-    if dump.truncated:
+    if dump.truncated and dump.read_entries is not None:
+        lines.append(f"    (reading stopped at the agent's limit: entries from index "
+                     f"{dump.read_entries} on were not read)")
+    elif dump.truncated:
         shown = len(dump.records) if info.type == MapType.RINGBUF else len(dump.entries)
         lines.append(f"    (listing stopped after {shown}: the rest was not read)")
     if dump.unlisted:

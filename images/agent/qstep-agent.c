@@ -1178,18 +1178,23 @@ static void dump_small_array(struct reply *r, const struct map_view *m, void *va
 }
 
 /* Larger arrays: read in batches, send the non-zero entries only (at most
- * DUMP_MAX_ENTRIES), then `zero_entries N` (all-zero values among those read),
- * `read_entries N` and, if the listing stopped early, `truncated 1`. */
-#define BATCH 4096
+ * DUMP_MAX_ENTRIES, for at most DUMP_BUDGET_MS), then `zero_entries N` (all-zero
+ * values among those read), `read_entries N` and, if the listing stopped early,
+ * `truncated 1`. */
+#define BATCH 16384
+#define DUMP_BUDGET_MS 20000
+static long long now_ms(void);
+
 static void dump_big_array(struct reply *r, const struct map_view *m)
 {
+	long long deadline = now_ms() + DUMP_BUDGET_MS;
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	__u32 *keys = calloc(BATCH, sizeof(*keys)), next = 0, count;
 	unsigned char *vals = calloc(BATCH, m->vsize), *zero = calloc(1, m->vsize);
 	unsigned long long read = 0, zeros = 0, sent = 0;
 	int err = 0;
 
-	while (!err && read < m->max_entries && sent < DUMP_MAX_ENTRIES) {
+	while (!err && read < m->max_entries && sent < DUMP_MAX_ENTRIES && now_ms() < deadline) {
 		__u32 in = next;
 
 		count = BATCH;

@@ -114,7 +114,7 @@ def test_huge_array_summary_says_what_was_read() -> None:
     assert (dump.zero_entries, dump.read_entries, dump.truncated) == (99, 100, True)
     assert limits_text(info(MapType.ARRAY, 1 << 25), dump) == [
         "    (99 all-zero entries not shown; 100 of 33554432 entries read)",
-        "    (listing stopped after 1: the rest was not read)"]
+        "    (reading stopped at the agent's limit: entries from index 100 on were not read)"]
     assert notes_json(info(MapType.ARRAY, 1 << 25), dump) == {
         "zero_entries": 99, "read_entries": 100, "truncated": True}
 
