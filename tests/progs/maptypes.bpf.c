@@ -15,7 +15,12 @@
  *   big         ARRAY, 2^20 u32  big[len * 1000] += 1, big[2^20 - 1] = 0xabcd
  * Created but not used by the program (they must load and dump honestly):
  *   jumps PROG_ARRAY, outer ARRAY_OF_MAPS (inner_one), tx_ports DEVMAP,
- *   cpus CPUMAP, sk_data SK_STORAGE.
+ *   cpus CPUMAP, sk_data SK_STORAGE, pc_hash PERCPU_HASH, lru_pc_hash
+ *   LRU_PERCPU_HASH, outer_hash HASH_OF_MAPS, tx_hash DEVMAP_HASH, socks
+ *   SOCKMAP, sock_hash SOCKHASH, xsks XSKMAP, stacks STACK_TRACE, cgroups
+ *   CGROUP_ARRAY, task_data TASK_STORAGE, inode_data INODE_STORAGE, from_user
+ *   USER_RINGBUF, reuse REUSEPORT_SOCKARRAY: every map type of kernel 6.1 but
+ *   STRUCT_OPS and the deprecated cgroup storage.
  *
  * Returns XDP_PASS (2) if the saddr is in `prefixes`, else XDP_DROP (1);
  * frames shorter than 34 bytes: XDP_ABORTED (0).
@@ -145,6 +150,95 @@ struct {
 	__type(key, int);
 	__type(value, __u64);
 } sk_data SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} pc_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} lru_pc_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct inner);
+} outer_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} tx_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} sock_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 8 * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} task_data SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_INODE_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} inode_data SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, 4096);
+} from_user SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} reuse SEC(".maps");
 
 SEC("xdp")
 int maptypes_main(struct xdp_md *ctx)

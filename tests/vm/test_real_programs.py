@@ -13,6 +13,7 @@ and at one helper or kfunc call the argument registers the C source fixes
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import pytest
 from conftest import clang_bpf
 
 from qstep.bpf.elf import BpfObject
+from qstep.commands.run import dump_maps, run_json, run_text
 from qstep.debugger.engine import Event, RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.errors import LoadError, UsageError
@@ -75,6 +77,15 @@ def check_maptypes(session: Session, prog: LoadedProgram) -> None:
     assert dump["seen"].unlisted == "a bloom filter answers membership queries only"
     assert dump["sk_data"].unlisted is not None and "cannot be iterated" in dump["sk_data"].unlisted
     assert dump["perf_events"].unlisted is not None
+    assert dump["from_user"].unlisted == ("a user ring buffer is written by user space, not by "
+                                          "the program")
+    for name in ("task_data", "inode_data"):  # keyed by fds of tasks and files: no listing
+        assert dump[name].unlisted == ("it cannot be iterated: not supported for this map "
+                                       "type (ENOTSUPP)")
+    for name in ("jumps", "tx_ports", "cpus", "pc_hash", "lru_pc_hash", "outer_hash",
+                 "tx_hash", "socks", "sock_hash", "stacks"):  # listable, and empty
+        assert (dump[name].entries, dump[name].unlisted) == ([], None), name
+    assert len(prog.maps) == 28  # every map of the object was created
 
 
 def check_legacy(session: Session, prog: LoadedProgram) -> None:
@@ -279,3 +290,38 @@ def test_modules_on_request(guest: Session) -> None:
     with pytest.raises(UsageError) as err:
         guest.load_modules(["no_such_module"])
     assert str(err.value).startswith("no kernel module 'no_such_module' in ")
+
+
+def test_run_report_text_and_json(guest: Session, bpf_obj: Callable[[str], object]) -> None:
+    """What ``qstep run`` prints for the maps it cannot list and for bpf_printk."""
+    case = CASES["maptypes"]
+    prog = guest.load(BpfObject.open(str(bpf_obj(case.source))), case.program)
+    key, value = encode_entry(MapEntry("prefixes", "{prefixlen: 8, addr: 10.0.0.0}=7", "t"),
+                              prog.maps["prefixes"], prog.btf)
+    guest.update_map(prog, "prefixes", key, value)
+    packets = [("pkt", case.packet)]
+    results = [guest.test_run(prog, case.packet)]
+    maps = dump_maps(guest, prog)
+    text = run_text(guest, prog, 1, packets, results, maps)
+    for line in ("    record x:3c0000000a01020307000000feffffff",
+                 "    [front first] 60",
+                 "    (1048574 all-zero entries not shown; 1048576 of 1048576 entries read)",
+                 "    (cannot list: a bloom filter answers membership queries only)"):
+        assert line in text
+    report = json.loads(json.dumps(run_json(guest, prog, packets, results, maps)))
+    assert report["map_notes"]["events"] == {"records_hex": ["3c0000000a01020307000000feffffff"]}
+    assert report["map_notes"]["seen"] == {
+        "unlisted": "a bloom filter answers membership queries only"}
+    assert report["map_notes"]["big"] == {"zero_entries": 1048574, "read_entries": 1048576}
+    assert [e["value"] for e in report["maps"]["fifo"]] == ["60"]
+    guest.unload(prog)
+
+    config = CASES["config"]
+    prog = guest.load(BpfObject.open(str(bpf_obj(config.source))), config.program,
+                      config.options)
+    results = [guest.test_run(prog, config.packet)]
+    text = run_text(guest, prog, 1, packets, results, dump_maps(guest, prog))
+    assert "printk    qstep-config: dport 80 verdict 3" in text
+    report = run_json(guest, prog, packets, results, dump_maps(guest, prog))
+    assert report["runs"][0]["output"]["printk"] == ["qstep-config: dport 80 verdict 3"]
+    guest.unload(prog)
