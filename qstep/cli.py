@@ -16,6 +16,7 @@ from qstep.commands import (
     run,
     scenario_test,
     verify_jit,
+    why,
 )
 from qstep.errors import QstepError, VerifierError
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
-                   verify_jit):
+                   verify_jit, why):
         module.add_parser(sub)
     return parser
 

@@ -18,6 +18,9 @@
  *   'M' memory access by an in-range instruction: header (byte 1: log2 size,
  *       byte 2: 1 = store), pc, address, value (low 64 bits)
  *   'W' the same for a 16-byte access, followed by the high 64 bits
+ *   'O' the bytes a store is about to replace: header (byte 1: log2 size), pc,
+ *       address, old value; written just before that store's 'M' record (for the
+ *       store forms x86-store.h decodes; other stores have no 'O' record)
  * Outside the ranges nothing is instrumented; disarmed, nothing is.
  * Arming and disarming flush QEMU's translations (qemu_plugin_reset), which can
  * only happen on the vCPU thread: the host wakes it (QMP stop/cont) after sending.
@@ -36,6 +39,8 @@
 
 #include <qemu-plugin.h>
 
+#include "x86-store.h"
+
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 static const char *const REG_NAMES[] = {
@@ -47,9 +52,23 @@ static const char *const REG_NAMES[] = {
 
 struct range { uint64_t start, end; };
 
+/* All 16 GPRs in x86 encoding order, for store addresses. */
+static const char *const GPR_NAMES[16] = {
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+};
+
+struct store_site {
+    uint64_t pc;
+    struct x86_store st;
+};
+
 static qemu_plugin_id_t plugin_id;
 static struct qemu_plugin_register *regs[NREGS];
+static struct qemu_plugin_register *gprs[16];
 static GByteArray *reg_buf;
+static GByteArray *mem_buf;
+static GHashTable *store_sites; /* pc -> struct store_site, kept across flushes */
 
 /* Shared with the control thread under `lock`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -107,13 +126,54 @@ static void emit(const uint64_t *words, size_t n)
     log_bytes += len;
 }
 
-static uint64_t read_reg(size_t i)
+static uint64_t read_handle(struct qemu_plugin_register *handle)
 {
     uint64_t v = 0;
     g_byte_array_set_size(reg_buf, 0);
-    if (regs[i] && qemu_plugin_read_register(regs[i], reg_buf) >= 8)
+    if (handle && qemu_plugin_read_register(handle, reg_buf) >= 8)
         memcpy(&v, reg_buf->data, 8);
     return v;
+}
+
+static uint64_t read_reg(size_t i)
+{
+    return read_handle(regs[i]);
+}
+
+/* Before a decoded store: log the bytes it is about to replace. */
+static void on_store(unsigned int vcpu, void *udata)
+{
+    struct store_site *site = udata;
+    const struct x86_store *st = &site->st;
+    uint64_t addr = (uint64_t)st->disp;
+    if (st->base >= 0)
+        addr += read_handle(gprs[st->base]);
+    if (st->index >= 0)
+        addr += read_handle(gprs[st->index]) * (uint64_t)st->scale;
+    g_byte_array_set_size(mem_buf, 0);
+    if (st->size > 8 || !qemu_plugin_read_memory_vaddr(addr, mem_buf, (size_t)st->size))
+        return;
+    uint64_t old = 0;
+    memcpy(&old, mem_buf->data, (size_t)st->size);
+    uint64_t shift = st->size == 1 ? 0 : st->size == 2 ? 1 : st->size == 4 ? 2 : 3;
+    uint64_t rec[4] = { 'O' | shift << 8, site->pc, addr, old };
+    emit(rec, 4);
+}
+
+/* The decoded store at pc (cached: JIT code does not change while armed), or NULL. */
+static struct store_site *store_site_at(struct qemu_plugin_insn *insn, uint64_t pc)
+{
+    struct store_site *site = g_hash_table_lookup(store_sites, &pc);
+    if (!site) {
+        uint8_t bytes[16];
+        size_t n = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
+        site = g_new0(struct store_site, 1);
+        site->pc = pc;
+        if (!x86_decode_store(bytes, n, pc, &site->st))
+            site->st.size = 0;
+        g_hash_table_insert(store_sites, &site->pc, site);
+    }
+    return site->st.size ? site : NULL;
 }
 
 static void on_boundary(unsigned int vcpu, void *pc)
@@ -187,6 +247,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (is_boundary(pc))
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_boundary, QEMU_PLUGIN_CB_R_REGS,
                                                    udata);
+        struct store_site *site = store_site_at(insn, pc);
+        if (site)
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_store, QEMU_PLUGIN_CB_R_REGS, site);
         qemu_plugin_register_vcpu_mem_cb(insn, on_mem, QEMU_PLUGIN_CB_NO_REGS,
                                          QEMU_PLUGIN_MEM_RW, udata);
     }
@@ -202,6 +265,9 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu)
         for (size_t r = 0; r < NREGS; r++)
             if (strcmp(d->name, REG_NAMES[r]) == 0)
                 regs[r] = d->handle;
+        for (size_t r = 0; r < 16; r++)
+            if (strcmp(d->name, GPR_NAMES[r]) == 0)
+                gprs[r] = d->handle;
     }
     g_array_free(descs, TRUE);
 }
@@ -213,6 +279,7 @@ static void after_reset(qemu_plugin_id_t id)
 {
     pthread_mutex_lock(&lock);
     if (pending == WANT_ARM) {
+        g_hash_table_remove_all(store_sites); /* the code at these addresses may be new */
         armed = 1;
     } else if (pending == WANT_DISARM) {
         armed = 0;
@@ -413,6 +480,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     log_fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     buf = malloc(BUF_SIZE);
     reg_buf = g_byte_array_new();
+    mem_buf = g_byte_array_new();
+    store_sites = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     int server = listen_on(ctl);
     pthread_t thread;
     if (log_fd < 0 || !buf || server < 0 ||

@@ -7,7 +7,7 @@ Every record starts with a little-endian u64 header whose low byte is the kind
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qstep.errors import GuestError
 
@@ -29,21 +29,37 @@ class Boundary:
 
 @dataclass(frozen=True)
 class MemAccess:
-    """One load or store by an in-range x86 instruction."""
+    """One load or store by an in-range x86 instruction (``old``: the bytes a store
+    replaced, when the plugin could read them first)."""
 
     pc: int
     addr: int
     size: int
     store: bool
     value: int
+    old: int | None = None
+
+
+@dataclass(frozen=True)
+class OldValue:
+    """What the next store at ``pc`` is about to overwrite."""
+
+    pc: int
+    addr: int
+    size: int
+    value: int
 
 
 LogRecord = Boundary | MemAccess
+_Raw = Boundary | MemAccess | OldValue
 
 
 def parse_log(data: bytes) -> list[LogRecord]:
-    """Decode a whole log; a torn or unknown record is a ``GuestError``."""
-    records: list[LogRecord] = []
+    """Decode a whole log; a torn or unknown record is a ``GuestError``.
+
+    An ``OldValue`` is folded into the store that follows it at the same pc and address.
+    """
+    records: list[_Raw] = []
     off = 0
     while off < len(data):
         kind = data[off]
@@ -59,8 +75,28 @@ def parse_log(data: bytes) -> list[LogRecord]:
                 value = words[3] | (words[4] << 64 if kind == ord("W") else 0)
                 records.append(MemAccess(words[1], words[2], 1 << ((words[0] >> 8) & 0xFF),
                                          bool((words[0] >> 16) & 1), value))
+            elif kind == ord("O"):
+                words = _MEM.unpack_from(data, off)
+                off += _MEM.size
+                records.append(OldValue(words[1], words[2], 1 << ((words[0] >> 8) & 0xFF),
+                                        words[3]))
             else:
                 raise GuestError(f"recorder log: unknown record kind {kind:#x} at {off}")
         except struct.error:
             raise GuestError(f"recorder log: record cut short at byte {off}") from None
-    return records
+    return _with_old_values(records)
+
+
+def _with_old_values(records: list[_Raw]) -> list[LogRecord]:
+    out: list[LogRecord] = []
+    pending: OldValue | None = None
+    for rec in records:
+        if isinstance(rec, OldValue):
+            pending = rec
+            continue
+        if (isinstance(rec, MemAccess) and rec.store and pending is not None
+                and (pending.pc, pending.addr, pending.size) == (rec.pc, rec.addr, rec.size)):
+            rec = replace(rec, old=pending.value)
+            pending = None
+        out.append(rec)
+    return out

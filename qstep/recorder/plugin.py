@@ -37,7 +37,8 @@ def build_plugin() -> Path:
     """Compile the plugin (cached by the hash of its source and header); its path."""
     source = plugin_source()
     header = plugin_header()
-    digest = hashlib.sha256(source.read_bytes() + header.read_bytes()).hexdigest()[:16]
+    inputs = [header, *sorted(source.parent.glob("*.[ch]"))]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()[:16]
     out_dir = cache_dir() / "recorder" / digest
     plugin = out_dir / "qstep-recorder.so"
     if plugin.is_file():

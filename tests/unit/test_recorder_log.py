@@ -27,3 +27,12 @@ def test_a_torn_or_unknown_record_is_an_error() -> None:
         parse_log(boundary(1, 2)[:-8])
     with pytest.raises(GuestError, match="unknown record kind 0x51"):
         parse_log(b"Q" + bytes(7))
+
+
+def test_an_old_value_record_goes_into_the_store_that_follows() -> None:
+    data = (struct.pack("<4Q", ord("O") | 3 << 8, 0x10, 0x2000, 0x1111)
+            + struct.pack("<4Q", ord("M") | 3 << 8 | 1 << 16, 0x10, 0x2000, 0x2222)
+            + struct.pack("<4Q", ord("M") | 3 << 8 | 1 << 16, 0x14, 0x2000, 0x3333))
+    first, second = parse_log(data)
+    assert first == MemAccess(0x10, 0x2000, 8, True, 0x2222, old=0x1111)
+    assert second.old is None  # no old-value record for that store

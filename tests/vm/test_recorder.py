@@ -23,7 +23,7 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.recorder.control import RecordingTooLarge
-from qstep.recorder.recording import trace_records
+from qstep.recorder.recording import RecordedMemory, trace_records
 from qstep.recorder.run import record_run
 from qstep.session import Session
 from qstep.userinput import read_packet
@@ -143,3 +143,31 @@ def test_recorded_memory_accesses_are_the_programs_loads_and_stores(
             assert a.value == after[ins.dst]
             checked += 1
     assert checked > 20
+
+
+def test_old_values_agree_with_what_the_recording_saw_before(
+        vm: Session, l4lb_obj: Path) -> None:
+    """A store's old value equals the last recorded access to the same bytes."""
+    prog = load_program(vm, l4lb_obj, "l4lb_ingress", True)
+    data = read_packet(str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"))
+    try:
+        _, rec = record_run(vm, prog, data)
+    finally:
+        vm.unload(prog)
+    memory = RecordedMemory()
+    checked = with_old = 0
+    for step in rec.steps:
+        for a in step.frame_accesses + step.accesses:
+            if a.store and a.old is not None:
+                with_old += 1
+                try:
+                    known = memory.read(a.addr, a.size)
+                except KeyError:
+                    known = None
+                if known is not None:
+                    assert int.from_bytes(known, "little") == a.old, step.site.index
+                    checked += 1
+            memory.apply([a])
+    stores = sum(a.store for s in rec.steps for a in s.accesses + s.frame_accesses)
+    assert with_old == stores  # every store of the JIT's code has its old value
+    assert checked > 5

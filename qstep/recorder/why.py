@@ -1,0 +1,139 @@
+"""``why``: who wrote these bytes before this point of the run, from a recording.
+
+``TARGET at LOC``: TARGET is ``mem(ADDR, SIZE)`` or an address expression (SIZE
+bytes, default 8), evaluated with the registers (and recorded memory) as they were
+when LOC was first reached. The answer lists every recorded store to any of those
+bytes before that moment, oldest first: instruction, source line, the bytes it
+replaced and the bytes it wrote. Stores by helpers are not recorded (their code is
+outside the program), so the helper calls that ran are listed with the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qstep.bpf.helpers import HELPER_NAMES
+from qstep.debugger.locations import resolve
+from qstep.errors import UsageError
+from qstep.expr import Expr, evaluate, parse_expression
+from qstep.expr.ast import Mem
+from qstep.loaded import InsnSite
+from qstep.recorder.log import MemAccess
+from qstep.recorder.recording import RecordedMemory, RecordedStep, Recording
+
+DEFAULT_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Write:
+    """One store that touched the bytes asked about (only the overlapping bytes)."""
+
+    step: int
+    site: InsnSite
+    addr: int  # first overlapping byte
+    old: bytes | None  # None: the recorder could not read them first
+    new: bytes
+    jit_frame: bool  # a push/call of the JIT (saved register, return address)
+
+
+@dataclass(frozen=True)
+class WhyAnswer:
+    addr: int
+    size: int
+    step: int  # the step at which LOC was first reached
+    site: InsnSite
+    value: bytes | None  # the bytes at that moment, if the recording saw all of them
+    writes: list[Write]
+    helper_calls: list[tuple[int, InsnSite, str]]
+
+
+class _StepEnv:
+    """Registers before a recorded step and the memory the recording saw until then."""
+
+    def __init__(self, step: RecordedStep, memory: RecordedMemory) -> None:
+        self._regs = step.regs()
+        self._memory = memory
+
+    def reg(self, n: int) -> int:
+        return self._regs[n]
+
+    def mem(self, addr: int, size: int) -> bytes:
+        try:
+            return self._memory.read(addr, size)
+        except KeyError:
+            raise UsageError(f"the recording did not see the {size} bytes at {addr:#x} "
+                             "(only memory the program loaded or stored is known)") from None
+
+    def name(self, name: str) -> int:
+        raise UsageError(f"'{name}': use registers $r0..$r10 and mem(ADDR, SIZE) here")
+
+
+def parse_question(text: str) -> tuple[Expr, int, str]:
+    """``TARGET at LOC`` → (address expression, size, location text)."""
+    target, sep, loc = text.rpartition(" at ")
+    if not sep or not target.strip() or not loc.strip():
+        raise UsageError(f"'{text}': ask 'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC'")
+    expr = parse_expression(target.strip())
+    if isinstance(expr, Mem):
+        return expr.addr, expr.size or DEFAULT_SIZE, loc.strip()
+    return expr, DEFAULT_SIZE, loc.strip()
+
+
+def why(rec: Recording, text: str) -> WhyAnswer:
+    """Answer ``TARGET at LOC`` over the recording."""
+    expr, size, loc = parse_question(text)
+    sites = {s.index for s in resolve(rec.prog, loc).sites}
+    memory = RecordedMemory()
+    writes: list[Write] = []
+    calls: list[tuple[int, InsnSite, str]] = []
+    xlated = {ins.index: ins for ins in rec.prog.xlated}
+    for k, step in enumerate(rec.steps):
+        if step.site.index in sites:
+            addr = _address(evaluate(expr, _StepEnv(step, memory)))
+            return WhyAnswer(addr, size, k + 1, step.site, _known(memory, addr, size),
+                             _clip(writes, addr, size), calls)
+        for a in step.frame_accesses + step.accesses:
+            if a.store:
+                writes.append(_write(k + 1, step, a, a in step.frame_accesses))
+        memory.apply(step.frame_accesses)
+        memory.apply(step.accesses)
+        ins = xlated.get(step.site.xlated_index if step.site.xlated_index is not None else -1)
+        if ins is not None and ins.is_helper_call:  # not inlined by the verifier
+            calls.append((k + 1, step.site, HELPER_NAMES.get(ins.imm, f"helper {ins.imm}")))
+    raise UsageError(f"{loc} was not reached in this run ({len(rec.steps)} instructions)")
+
+
+def _address(value: int | bytes) -> int:
+    if isinstance(value, bytes):
+        return int.from_bytes(value, "little")
+    return value & ((1 << 64) - 1)
+
+
+def _known(memory: RecordedMemory, addr: int, size: int) -> bytes | None:
+    try:
+        return memory.read(addr, size)
+    except KeyError:
+        return None
+
+
+def _write(step: int, rs: RecordedStep, a: MemAccess, frame: bool) -> Write:
+    new = a.value.to_bytes(a.size, "little")
+    old = a.old.to_bytes(a.size, "little") if a.old is not None else None
+    return Write(step, rs.site, a.addr, old, new, frame)
+
+
+def _overlaps(w: Write, addr: int, size: int) -> bool:
+    return w.addr < addr + size and addr < w.addr + len(w.new)
+
+
+def _clip(writes: list[Write], addr: int, size: int) -> list[Write]:
+    """The writes that touch [addr, addr+size), cut to the overlapping bytes."""
+    out = []
+    for w in writes:
+        if not _overlaps(w, addr, size):
+            continue
+        lo, hi = max(w.addr, addr), min(w.addr + len(w.new), addr + size)
+        cut = slice(lo - w.addr, hi - w.addr)
+        out.append(Write(w.step, w.site, lo, w.old[cut] if w.old is not None else None,
+                         w.new[cut], w.jit_frame))
+    return out
