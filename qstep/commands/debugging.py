@@ -28,7 +28,7 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
-from qstep.session import FromObject
+from qstep.session import SELECTORS, FromObject
 from qstep.userinput import read_packet
 
 
@@ -142,7 +142,9 @@ def trace_main(args: argparse.Namespace) -> int:
         print_cmd(make_session(args))
         return 0
     if not args.stepping:
-        reason = recorder_unavailable_reason()
+        reason = recorder_unavailable_reason() or (
+            "recording needs a program qstep loads itself" if str(args.object) in SELECTORS
+            else "")
         if not reason:
             return recorded_trace_main(args)
         if args.mem:

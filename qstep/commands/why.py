@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from qstep.commands.common import add_object_options, add_vm_options, make_session
+from qstep.commands.common import (
+    add_input_options,
+    add_program_options,
+    add_vm_options,
+    make_session,
+)
 from qstep.commands.recorded_trace import record
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.why import WhyAnswer, Write, why
@@ -15,12 +19,10 @@ from qstep.recorder.why import WhyAnswer, Write, why
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("why", help="who wrote these bytes before LOC (from a recording)")
-    add_object_options(p)
+    add_program_options(p, value=False)
     p.add_argument("question", help="'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC' (8 bytes); "
                    "ADDR uses $r0..$r10 as they were when LOC was first reached")
-    p.add_argument("--packet", required=True, help="packet: a file (hex text or raw) or hex")
-    p.add_argument("--map", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    add_input_options(p, several_packets=False)
     p.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES")
     p.add_argument("--json", action="store_true", help="one JSON object")
     add_vm_options(p)

@@ -23,7 +23,7 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.recorder.control import RecordingTooLarge
-from qstep.recorder.recording import RecordedMemory, trace_records
+from qstep.recorder.recording import RecordedMemory, Recording, trace_records
 from qstep.recorder.run import record_run
 from qstep.session import Session
 from qstep.userinput import read_packet
@@ -101,6 +101,14 @@ def test_recording_matches_stepping(request: pytest.FixtureRequest,
     assert_same_trace(recorded, stepped)
 
 
+def _record_example(vm: Session, l4lb_obj: Path, packet: str) -> Recording:
+    prog = load_program(vm, l4lb_obj, "l4lb_ingress", True)
+    try:
+        return record_run(vm, prog, read_packet(str(EXAMPLE / "packets" / f"{packet}.hex")))[1]
+    finally:
+        vm.unload(prog)
+
+
 def test_a_recording_over_its_limit_is_an_error_and_the_guest_stays_usable(
         vm: Session, l4lb_obj: Path) -> None:
     prog = load_program(vm, l4lb_obj, "l4lb_ingress", True)
@@ -119,12 +127,7 @@ def test_recorded_memory_accesses_are_the_programs_loads_and_stores(
         vm: Session, l4lb_obj: Path) -> None:
     """Stores to the stack at their fp offsets with the stored register's value;
     loads return what the destination register holds after the instruction."""
-    prog = load_program(vm, l4lb_obj, "l4lb_ingress", True)
-    data = read_packet(str(EXAMPLE / "packets" / "ipv4_to_v4real.hex"))
-    try:
-        _, rec = record_run(vm, prog, data)
-    finally:
-        vm.unload(prog)
+    rec = _record_example(vm, l4lb_obj, "ipv4_to_v4real")
     checked = 0
     ctx = rec.steps[0].regs()[1]  # context loads are rewritten by the verifier: skipped
     for k, step in enumerate(rec.steps[:-1]):
@@ -148,12 +151,7 @@ def test_recorded_memory_accesses_are_the_programs_loads_and_stores(
 def test_old_values_agree_with_what_the_recording_saw_before(
         vm: Session, l4lb_obj: Path) -> None:
     """A store's old value equals the last recorded access to the same bytes."""
-    prog = load_program(vm, l4lb_obj, "l4lb_ingress", True)
-    data = read_packet(str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"))
-    try:
-        _, rec = record_run(vm, prog, data)
-    finally:
-        vm.unload(prog)
+    rec = _record_example(vm, l4lb_obj, "ipv6_to_v6real")
     memory = RecordedMemory()
     checked = with_old = 0
     for step in rec.steps:
