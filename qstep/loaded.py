@@ -96,6 +96,9 @@ class LoadedProgram:
     removed_functions: list[JitFunction] = field(default_factory=list)
     foreign: bool = False  # loaded outside qstep: coarse JIT map, no agent handle
     kfunc_names: dict[int, str] = field(default_factory=dict)  # call insn index → kfunc
+    # Kernel address of __per_cpu_offset, looked up at load time when a function runs
+    # on a private stack (its frame pointer depends on the CPU's per-CPU offset).
+    percpu_offset_addr: int | None = None
     _ranges: list[tuple[int, int, int]] | None = field(default=None, repr=False)
     _range_starts: list[int] = field(default_factory=list, repr=False)
 

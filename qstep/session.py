@@ -34,6 +34,7 @@ from qstep.agent.replies import (
 )
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.jitframe import needs_percpu_offset
 from qstep.errors import GuestError, HostError, LoadError, UsageError, VerifierError
 from qstep.foreign import build_foreign
 from qstep.images.guest import build_initramfs
@@ -162,6 +163,12 @@ class Session:
         prog.maps = with_declared_types(obj, prog.maps)
         prog.kfunc_names = {f.start_insn + off: name for f in prog.functions
                             for off, name in obj.kfunc_calls(f.name).items()}
+        return self._kernel_facts(prog)
+
+    def _kernel_facts(self, prog: LoadedProgram) -> LoadedProgram:
+        """Add what the debugger must know about the kernel before any run stops the VM."""
+        if needs_percpu_offset(prog):
+            prog.percpu_offset_addr = self.kallsyms("__per_cpu_offset")
         return prog
 
     def load_modules(self, names: list[str]) -> None:
@@ -244,7 +251,8 @@ class Session:
 
     def load_foreign(self, prog_id: int) -> LoadedProgram:
         """Describe a program qstep did not load (coarse JIT map: its own line info)."""
-        return build_foreign(replies.decode_prog_info(self._request("info_id", prog_id)))
+        return self._kernel_facts(
+            build_foreign(replies.decode_prog_info(self._request("info_id", prog_id))))
 
     # -- guest files and commands ----------------------------------------
     def put_file(self, guest_path: str, data: bytes) -> None:

@@ -72,6 +72,23 @@ def vm(qstep_guests: pytest_plugin.GuestPool) -> Session:
     return _guest(qstep_guests, os.environ.get("QSTEP_TEST_KERNEL", "6.1"))
 
 
+# Kernels of the matrix that the kernel-parametrized VM tests run on (all by default;
+# QSTEP_TEST_KERNELS=6.1,7.3 narrows it).
+MATRIX = ("6.1", "6.12", "7.2", "7.3")
+
+
+def matrix_kernels(*wanted: str) -> list[str]:
+    """The kernels among ``wanted`` (default: the whole matrix) selected for this run."""
+    chosen = os.environ.get("QSTEP_TEST_KERNELS", ",".join(MATRIX)).split(",")
+    return [k for k in (wanted or MATRIX) if k in chosen]
+
+
+@pytest.fixture(scope="session")
+def guests(qstep_guests: pytest_plugin.GuestPool) -> Callable[[str], Session]:
+    """``guests("7.3")`` → the shared guest with that kernel, booted on first use."""
+    return lambda kernel: _guest(qstep_guests, kernel)
+
+
 @pytest.fixture(scope="session")
 def vm612(qstep_guests: pytest_plugin.GuestPool) -> Session:
     """A second guest with the 6.12 kernel, for the tests that compare kernels."""

@@ -1506,16 +1506,21 @@ static int test_run(struct reply *r, int prog_fd, struct arg *a)
 	data_out = calloc(1, (size_t)a[4].i + 1);
 	ctx_out = calloc(1, a[3].n + 1);
 	opts.repeat = (int)a[1].i;
-	opts.data_in = a[2].b;
-	opts.data_size_in = (__u32)a[2].n;
-	if (a[4].i) {
+	if (a[2].n) {   /* no packet (raw_tp, syscall programs): no data_in, no ctx_out */
+		opts.data_in = a[2].b;
+		opts.data_size_in = (__u32)a[2].n;
+	}
+	if (a[4].i && a[2].n) {
 		opts.data_out = data_out;
 		opts.data_size_out = (__u32)a[4].i;
 	}
 	if (a[3].n) {   /* an empty ctx_in is omitted, and so is ctx_out */
 		opts.ctx_in = a[3].b;
-		opts.ctx_size_in = opts.ctx_size_out = (__u32)a[3].n;
-		opts.ctx_out = ctx_out;
+		opts.ctx_size_in = (__u32)a[3].n;
+		if (a[2].n) {
+			opts.ctx_size_out = (__u32)a[3].n;
+			opts.ctx_out = ctx_out;
+		}
 	}
 	read_trace_pipe(NULL);   /* older lines are not this run's */
 	err = bpf_prog_test_run_opts(prog_fd, &opts);

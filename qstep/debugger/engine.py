@@ -16,9 +16,10 @@ import capstone
 
 from qstep.agent.replies import RunResult
 from qstep.debugger.frames import Frame, backtrace
+from qstep.debugger.jitframe import layout_of
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
-from qstep.errors import GuestError, UsageError
+from qstep.errors import GuestError, HostError, UsageError
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.runoutput import RunOutput
 from qstep.target.base import Stop, Target, X86Regs
@@ -97,6 +98,7 @@ class Debugger:
         self._next_number = 1
         self._inserted: dict[int, int] = {}
         self._run_seq: int | None = None
+        self._percpu: int | None = None
         self.target.interrupt()  # returns at once if the target is already stopped
         self.stopped = True
         self.last_event: Event | None = None
@@ -130,10 +132,22 @@ class Debugger:
 
     def regs(self) -> BpfRegs:
         x86 = self.x86()
-        return bpf_regs(x86, x86.rip in self._entries)
+        func = next((f for f in self.prog.functions if f.contains(x86.rip)), None)
+        if func is None:
+            return bpf_regs(x86, x86.rbp)
+        return bpf_regs(x86, layout_of(self.prog, func).frame_pointer(x86, self.percpu_offset))
 
     def frames(self) -> list[Frame]:
-        return backtrace(self.prog, self.x86(), self.target.read_memory)
+        return backtrace(self.prog, self.x86(), self.target.read_memory, self.percpu_offset)
+
+    def percpu_offset(self) -> int:
+        """The per-CPU offset of the guest's CPU 0 (qstep guests have one CPU)."""
+        if self._percpu is None:
+            addr = self.prog.percpu_offset_addr
+            if addr is None:
+                raise HostError("the per-CPU offset was not looked up for this program")
+            self._percpu = int.from_bytes(self.read_memory(addr, 8), "little")
+        return self._percpu
 
     def read_memory(self, addr: int, size: int) -> bytes:
         self._require_stopped()

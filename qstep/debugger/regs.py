@@ -1,8 +1,10 @@
 """x86-64 JIT state → BPF state.
 
-The x86-64 JIT keeps BPF registers in fixed x86 registers (the same in 6.1 and
-6.12, arch/x86/net/bpf_jit_comp.c ``reg2hex``): r0=rax, r1=rdi, r2=rsi, r3=rdx,
-r4=rcx, r5=r8, r6=rbx, r7=r13, r8=r14, r9=r15, r10=rbp.
+The x86-64 JIT keeps BPF registers in fixed x86 registers (the same from 6.1 to
+7.3, arch/x86/net/bpf_jit_comp.c ``reg2hex``): r0=rax, r1=rdi, r2=rsi, r3=rdx,
+r4=rcx, r5=r8, r6=rbx, r7=r13, r8=r14, r9=r15, r10=rbp. The frame pointer r10
+is the exception: where it is depends on the function and the pc
+(:mod:`qstep.debugger.jitframe`), so the caller passes it.
 """
 
 from __future__ import annotations
@@ -28,14 +30,8 @@ class BpfRegs:
         return {f"r{n}": v for n, v in enumerate(self.values)}
 
 
-def bpf_regs(x86: X86Regs, at_function_entry: bool) -> BpfRegs:
-    """BPF registers from x86 ones.
-
-    At a function's entry the prologue (``push rbp; mov rbp, rsp``) has not run
-    yet, so the frame pointer r10 is what rbp will become: rsp - 8.
-    """
+def bpf_regs(x86: X86Regs, r10: int) -> BpfRegs:
+    """BPF registers r0-r9 from x86 ones, and the frame pointer ``r10`` given."""
     regs = x86.as_dict()
-    values = [regs[name] & MASK64 for name in BPF_TO_X86]
-    if at_function_entry:
-        values[10] = (x86.rsp - 8) & MASK64
-    return BpfRegs(tuple(values))
+    values = [regs[name] & MASK64 for name in BPF_TO_X86[:10]]
+    return BpfRegs((*values, r10 & MASK64))

@@ -293,14 +293,16 @@ def step(insn: Insn, regs: Sequence[int], read: MemRead,
          ldimm64_value: LdImm64Value | None = None) -> Effect:
     """Effect of executing `insn` with registers `regs` (r0..r10, unsigned 64-bit).
 
-    A 12th register is BPF_REG_AX, the scratch register the kernel's verifier
-    patches (e.g. signed division guards) may use in xlated code.
+    Up to two more registers are the hidden scratch registers the kernel's verifier
+    patches (e.g. signed division guards) use in xlated code: BPF_REG_AX is
+    register 11 in 6.x and 12 in 7.2/7.3 (seen in their xlated code).
     `read(addr, size)` supplies memory for loads and atomics; `ldimm64_value(insn)`
     supplies the value of pseudo ld_imm64 loads (maps, functions, ksyms). Raises
     `OracleError` for invalid or unsupported instructions.
     """
-    if len(regs) not in (NREGS, NREGS + 1):
-        raise OracleError(f"expected {NREGS} registers (or {NREGS + 1} with AX), got {len(regs)}")
+    if not NREGS <= len(regs) <= NREGS + 2:
+        raise OracleError(f"expected {NREGS} registers (up to {NREGS + 2} with hidden ones), "
+                          f"got {len(regs)}")
     r = [v & M64 for v in regs]
     cls = insn.cls
     if cls in (bi.ALU, bi.ALU64):

@@ -85,9 +85,9 @@ class Oracle:
     def expect(self, site: InsnSite, regs: Sequence[int]) -> Expected:
         span = xlated_span(self.prog, site)
         by_index = {x.index: x for x in span}
-        # Verifier patches may use BPF_REG_AX (r11, x86 r10 in the JIT) as a scratch
-        # register inside the span; it is written before it is read.
-        exp = Expected([*regs, 0], set())
+        # Verifier patches may use BPF_REG_AX (r11 in 6.x, r12 in 7.2+; x86 r10 in the
+        # JIT) as a scratch register inside the span; it is written before it is read.
+        exp = Expected([*regs, 0, 0], set())
         overlay: dict[int, int] = {}
         imms = iter(imm_loads(self.prog, site))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from qstep.bpf.uapi import MapType
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.env import StoppedEnv, UnreadableMemory
+from qstep.debugger.jitframe import layout_of
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import UsageError, VerifierError
@@ -198,6 +199,10 @@ class Inspector:
 
     def _attach_one(self, probe: Probe, maps: dict[str, MapRef]) -> None:
         assert self._events is not None and self._counters is not None
+        if layout_of(self.prog, probe.site.function).private_stack is not None:
+            raise UsageError(f"inspect: spec {probe.number}: {probe.site.function.name} runs on "
+                             "a private stack (BPF r10 in x86 r9), which in-guest probes do not "
+                             "read yet")
         target = ProbeTarget(probe.probe_id, probe.at_entry, self._events, self._counters, maps)
         try:
             probe.compiled = compile_probe(probe.spec, target)
@@ -312,7 +317,8 @@ class Inspector:
                       and p.addr == regs.rip), None)
         if probe is None:
             return dbg.cont()  # not one of ours
-        before = bpf_regs(regs, probe.at_entry)
+        r10 = layout_of(self.prog, probe.site.function).frame_pointer(regs, dbg.percpu_offset)
+        before = bpf_regs(regs, r10)
         event = dbg.run_to_address(after_first_x86(self.prog, probe.site))
         if self.on_stop is not None and event.kind == "stopped":
             resumed = self.on_stop(dbg, probe, before)

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import capstone
 import pytest
+from conftest import matrix_kernels
 
+from qstep.bpf import insn as bi
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.insn import Insn
+from qstep.debugger.jitframe import layout_of
 from qstep.listing import build_listing, disassemble_x86, format_listing, patched_text
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.session import Session
@@ -27,12 +31,13 @@ PROGRAMS = [
     ("tests/progs/socket.bpf.c", "socket_len"),
     ("tests/progs/deadcode.bpf.c", "dead_main"),
 ]
-# Every program on 6.1; on 6.12 (a different JIT prologue, endbr64) the example, the
-# bpf-to-bpf calls, and the ISA v4 program that 6.1 cannot load.
-KERNEL_PROGRAMS = [("6.1", *p) for p in PROGRAMS] + [
-    ("6.12", *PROGRAMS[0]), ("6.12", *PROGRAMS[1]),
-    ("6.12", "tests/progs/alu_v4.bpf.c", "alu_v4_main"),
-]
+# Every program on 6.1; on the newer kernels (another JIT prologue with endbr64; from
+# 6.13 private stacks for tracing programs) the example, the bpf-to-bpf calls, the
+# ISA v4 program that 6.1 cannot load, and a tracing program with a large stack.
+NEWER = [PROGRAMS[0], PROGRAMS[1], ("tests/progs/alu_v4.bpf.c", "alu_v4_main"),
+         ("tests/progs/privstack.bpf.c", "privstack_main")]
+KERNEL_PROGRAMS = [(k, *p) for k in matrix_kernels("6.1") for p in PROGRAMS] + [
+    (k, *p) for k in matrix_kernels("6.12", "7.2", "7.3") for p in NEWER]
 
 
 @dataclass
@@ -40,16 +45,17 @@ class Loaded:
     obj: BpfObject
     prog: LoadedProgram
     session: Session
+    kernel: str
 
 
 @pytest.fixture(scope="module", params=KERNEL_PROGRAMS,
                 ids=[f"{p[0]}-{p[2]}" for p in KERNEL_PROGRAMS])
 def loaded(request: pytest.FixtureRequest, bpf_obj: Callable[[str], Path]) -> Iterator[Loaded]:
     kernel, source, name = request.param
-    session: Session = request.getfixturevalue("vm" if kernel == "6.1" else "vm612")
+    session: Session = request.getfixturevalue("guests")(kernel)
     obj = BpfObject.open(bpf_obj(source))
     prog = session.load(obj, name)
-    yield Loaded(obj, prog, session)
+    yield Loaded(obj, prog, session, kernel)
     session.unload(prog)
 
 
@@ -166,6 +172,39 @@ def test_source_lines_agree_with_btf_ext_and_dwarf(loaded: Loaded) -> None:
         if records[-1].insn_off == slot and slot != func.offset:
             rows = {r.line for r in dwarf[section] if r.insn_index == slot}
             assert site.source.line in rows, (site.index, rows)
+
+
+def _stack_base(insn: Insn) -> int | None:
+    """The base register of a load/store (MEM mode), else None."""
+    if insn.mode != bi.MODE_MEM:
+        return None
+    return insn.src if insn.cls == bi.LDX else insn.dst if insn.cls in (bi.ST, bi.STX) else None
+
+
+def test_stack_accesses_use_the_frame_register_the_prologue_sets(loaded: Loaded) -> None:
+    """Every r10-based load/store addresses memory through the register the layout names.
+
+    Known by construction: tracing programs with 64+ bytes of stack run on a private
+    stack from 6.13 (privstack_main: 96 bytes; its subprogram fold: 32 bytes).
+    """
+    prog = loaded.prog
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    checked = 0
+    for site in live_sites(prog):
+        if _stack_base(site.insn) != 10 or patched_text(prog, site):
+            continue
+        fp = layout_of(prog, site.function).fp_reg
+        code = prog.jit_bytes(site.jit_start or 0, site.jit_end or 0)
+        bases = [md.reg_name(op.mem.base) for ins in md.disasm(code, site.jit_start or 0)
+                 for op in ins.operands if op.type == capstone.x86.X86_OP_MEM]
+        assert bases and set(bases) == {fp}, (site.index, bases)
+        checked += 1
+    private = {f.name for f in prog.functions if layout_of(prog, f).private_stack is not None}
+    newer = [int(x) for x in loaded.kernel.split(".")] >= [6, 13]
+    assert private == ({"privstack_main"} if prog.name == "privstack_main" and newer else set())
+    if prog.name in ("l4lb_ingress", "privstack_main"):  # both keep structs on the stack
+        assert checked >= 10
 
 
 def test_listing_shows_every_instruction_once(loaded: Loaded) -> None:

@@ -1,13 +1,14 @@
-"""The bundled example on the real 6.1 kernel: retvals and maps after each path."""
+"""The bundled example on every kernel of the matrix: retvals and maps after each path."""
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
 from qstep.loaded import LoadedProgram
@@ -17,6 +18,12 @@ from qstep.userinput import encode_entry, read_map_file, read_packet
 
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 EXPECTED = json.loads((EXAMPLE / "expected.json").read_text())
+
+
+@pytest.fixture(params=matrix_kernels())
+def guest(request: pytest.FixtureRequest, guests: Callable[[str], Session]) -> Session:
+    """The example runs on every kernel of the matrix."""
+    return guests(request.param)
 
 
 @pytest.fixture
