@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.commands import CommandSet
@@ -34,6 +35,12 @@ IPV6 = read_packet(str(EXAMPLE / "packets/ipv6_to_v6real.hex"))
 
 def line_of(fragment: str) -> int:
     return next(n for n, text in enumerate(SOURCE, start=1) if fragment in text)
+
+
+@pytest.fixture(scope="module", params=matrix_kernels())
+def vm(request: pytest.FixtureRequest, guests: Callable[[str], Session]) -> Session:
+    """These tests run on every kernel of the matrix."""
+    return guests(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import ipaddress
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
 from qstep.listing import bpf_text
@@ -36,6 +37,12 @@ MISCONFIGURED_V6_REAL = MapEntry("reals", f"3={{dstv6: {REAL6}, flags: 1, ctl_po
 
 def line_of(fragment: str) -> int:
     return next(n for n, text in enumerate(SOURCE, start=1) if fragment in text)
+
+
+@pytest.fixture(scope="module", params=matrix_kernels())
+def vm(request: pytest.FixtureRequest, guests: Callable[[str], Session]) -> Session:
+    """These tests run on every kernel of the matrix."""
+    return guests(request.param)
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ import pytest
 from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
-from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.engine import RunRequest
 from qstep.debugger.jitframe import layout_of
 from qstep.session import Session
-from qstep.target import open_target
 
 pytestmark = pytest.mark.vm
 CTX = struct.pack("<6Q", 1, 2, 3, 4, 5, 6)
@@ -32,33 +31,27 @@ def test_frames_arguments_and_finish_on_the_private_stack(
         guests: Callable[[str], Session], bpf_obj: Callable[[str], Path], kernel: str) -> None:
     vm = guests(kernel)
     prog = vm.load(BpfObject.open(bpf_obj("tests/progs/privstack.bpf.c")), "privstack_main")
-    assert vm.machine is not None and vm.machine.config is not None and vm.agent is not None
     try:
-        main = prog.functions[0]
-        private = layout_of(prog, main).private_stack is not None
+        private = layout_of(prog, prog.functions[0]).private_stack is not None
         assert private == (kernel not in ("6.1", "6.12"))
-        with open_target("rsp", vm.machine.config.gdb_socket) as target:
-            dbg = Debugger(prog, target, vm.agent, RunRequest(b"", CTX, 0))
-            try:
-                dbg.add_breakpoint("privstack_main")
-                dbg.add_breakpoint("fold")
-                dbg.run()
-                main_r10 = dbg.regs()[10]
-                assert dbg.frames()[0].r10 == main_r10
-                event = dbg.cont()
-                assert event.site is not None and event.site.function.name == "fold"
-                frames = dbg.frames()
-                assert [f.function.name for f in frames] == ["fold", "privstack_main"]
-                assert frames[1].r10 == main_r10
-                ev = dbg.regs()[1]
-                assert ev == main_r10 - EVENT_SIZE
-                assert struct.unpack("<7Q", dbg.read_memory(ev, 56)) == (2, 3, 4, 5, 6, 7, 0x51)
-                assert dbg.regs()[10] == frames[0].r10 != main_r10
-                event = dbg.finish()
-                assert event.site is not None and event.site.function.name == "privstack_main"
-                assert (dbg.regs()[0], dbg.regs()[10]) == (144, main_r10)
-                assert dbg.cont().retval == 144
-            finally:
-                dbg.detach()
+        with vm.debugger(prog, RunRequest(b"", CTX, 0)) as dbg:
+            dbg.add_breakpoint("privstack_main")
+            dbg.add_breakpoint("fold")
+            dbg.run()
+            main_r10 = dbg.regs()[10]
+            assert dbg.frames()[0].r10 == main_r10
+            event = dbg.cont()
+            assert event.site is not None and event.site.function.name == "fold"
+            frames = dbg.frames()
+            assert [f.function.name for f in frames] == ["fold", "privstack_main"]
+            assert frames[1].r10 == main_r10
+            ev = dbg.regs()[1]
+            assert ev == main_r10 - EVENT_SIZE
+            assert struct.unpack("<7Q", dbg.read_memory(ev, 56)) == (2, 3, 4, 5, 6, 7, 0x51)
+            assert dbg.regs()[10] == frames[0].r10 != main_r10
+            event = dbg.finish()
+            assert event.site is not None and event.site.function.name == "privstack_main"
+            assert (dbg.regs()[0], dbg.regs()[10]) == (144, main_r10)
+            assert dbg.cont().retval == 144
     finally:
         vm.unload(prog)
