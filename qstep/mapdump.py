@@ -14,6 +14,7 @@ from qstep.loaded import MapInfo
 from qstep.render import format_map_value
 
 QUEUE_TYPES = frozenset({MapType.QUEUE, MapType.STACK})
+RECORD_TYPES = frozenset({MapType.RINGBUF, MapType.PERF_EVENT_ARRAY})
 
 
 def limits_text(info: MapInfo, dump: MapDump) -> list[str]:
@@ -26,7 +27,7 @@ def limits_text(info: MapInfo, dump: MapDump) -> list[str]:
         lines.append(f"    (reading stopped at the agent's limit: entries from index "
                      f"{dump.read_entries} on were not read)")
     elif dump.truncated:
-        shown = len(dump.records) if info.type == MapType.RINGBUF else len(dump.entries)
+        shown = len(dump.records) if info.type in RECORD_TYPES else len(dump.entries)
         lines.append(f"    (listing stopped after {shown}: the rest was not read)")
     if dump.unlisted:
         lines.append(f"    (cannot list: {dump.unlisted})")
@@ -35,8 +36,9 @@ def limits_text(info: MapInfo, dump: MapDump) -> list[str]:
 
 def body_text(info: MapInfo, dump: MapDump, btf: Btf) -> list[str] | None:
     """Lines for the map types that are not key → value tables, else None."""
-    if info.type == MapType.RINGBUF:
-        return [f"    record {format_map_value(r, 0, btf)}" for r in dump.records] or (
+    if info.type in RECORD_TYPES:
+        lost = [f"    ({dump.lost} records lost)"] if dump.lost else []
+        return [f"    record {format_map_value(r, 0, btf)}" for r in dump.records] + lost or (
             ["    (no records since the last read)"] if not dump.unlisted else [])
     if info.type in QUEUE_TYPES:
         order = "front first" if info.type == MapType.QUEUE else "top first"
@@ -48,8 +50,10 @@ def body_text(info: MapInfo, dump: MapDump, btf: Btf) -> list[str] | None:
 def notes_json(info: MapInfo, dump: MapDump) -> dict[str, Any]:
     """What ``run --json`` adds beside a map's entries (empty when nothing)."""
     notes: dict[str, Any] = {}
-    if info.type == MapType.RINGBUF:
+    if info.type in RECORD_TYPES and not dump.unlisted:
         notes["records_hex"] = [r.hex() for r in dump.records]
+    if dump.lost:
+        notes["lost"] = dump.lost
     if info.type in QUEUE_TYPES:
         notes["order"] = "front first" if info.type == MapType.QUEUE else "top first"
     if dump.read_entries is not None:

@@ -650,11 +650,27 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 
 /* ------------------------------------------------------------ handles */
 
+/* A perf buffer on a perf event array of a loaded object, opened at load as a
+ * real loader would: bpf_perf_event_output then has somewhere to write, and
+ * `dump` shows the records. */
+#define MAX_PERF_READERS 8
+#define PERF_PAGES 8                 /* per CPU */
+#define PERF_PENDING_MAX (16u << 20)
+
+struct perf_reader {
+	__u32 map_id;
+	struct perf_buffer *pb;
+	struct buf pending;          /* u32 size, then the bytes, per record */
+	long long lost;              /* records the kernel or the agent dropped */
+};
+
 struct handle {
 	struct bpf_object *obj;
 	struct bpf_program *prog;
 	void *elf;   /* libbpf keeps pointing into the bytes given to open_mem */
 	struct capture cap;
+	struct perf_reader perf[MAX_PERF_READERS];
+	size_t n_perf;
 };
 
 /* ------------------------------------------------------------ probe state (docs/probes.md) */
@@ -690,6 +706,10 @@ static void handle_free(struct handle *h)
 {
 	if (!h)
 		return;
+	for (size_t i = 0; i < h->n_perf; i++) {
+		perf_buffer__free(h->perf[i].pb);
+		buf_free(&h->perf[i].pending);
+	}
 	bpf_object__close(h->obj);
 	free(h->elf);
 	buf_free(&h->cap.insns);
@@ -835,6 +855,47 @@ static void report_map(struct reply *r, struct bpf_map *m)
 	reply_map_line(r, name, &info);
 }
 
+static void perf_sample(void *ctx, int cpu, void *data, __u32 size)
+{
+	struct perf_reader *pr = ctx;
+
+	(void)cpu;
+	if (pr->pending.len + sizeof(size) + size > PERF_PENDING_MAX) {
+		pr->lost++;
+		return;
+	}
+	buf_add(&pr->pending, &size, sizeof(size));
+	buf_add(&pr->pending, data, size);
+}
+
+static void perf_lost(void *ctx, int cpu, __u64 cnt)
+{
+	(void)cpu;
+	((struct perf_reader *)ctx)->lost += (long long)cnt;
+}
+
+static __u32 map_id_of(int fd);
+
+/* Perf buffers on the object's perf event arrays (best effort: a map without
+ * one is dumped as unlisted). */
+static void open_perf_readers(struct handle *h)
+{
+	struct bpf_map *m;
+
+	bpf_object__for_each_map(m, h->obj) {
+		struct perf_reader *pr = &h->perf[h->n_perf];
+
+		if (bpf_map__type(m) != BPF_MAP_TYPE_PERF_EVENT_ARRAY || bpf_map__fd(m) < 0 ||
+		    h->n_perf == MAX_PERF_READERS)
+			continue;
+		pr->pb = perf_buffer__new(bpf_map__fd(m), PERF_PAGES, perf_sample, perf_lost, pr, NULL);
+		if (pr->pb) {
+			pr->map_id = map_id_of(bpf_map__fd(m));
+			h->n_perf++;
+		}
+	}
+}
+
 static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog_id)
 {
 	struct bpf_map *m;
@@ -963,6 +1024,7 @@ static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 	}
 	ag->h = handles;
 	ag->h[ag->n++] = h;
+	open_perf_readers(h);
 	report_load(r, h, ag->n, info.id);
 	return 0;
 }
@@ -1098,6 +1160,7 @@ struct map_view {
 	__u32 key_size, max_entries;
 	size_t vsize;       /* bytes per value as the syscalls want it */
 	char label[64];     /* for messages: "'counts'" or "id 17" */
+	struct perf_reader *perf;   /* perf event arrays of a loaded object */
 };
 
 static void view_of_map(struct map_view *v, struct bpf_map *m, const char *name)
@@ -1309,6 +1372,31 @@ static void dump_ringbuf(struct reply *r, const struct map_view *m)
 	ring_buffer__free(rb);
 }
 
+/* Perf event arrays: `record <blob>` per record since the last dump (from the
+ * perf buffers opened at load), then `lost N`. */
+static void dump_perf(struct reply *r, struct perf_reader *pr)
+{
+	int err;
+
+	if (!pr) {
+		reply_unlisted(r, "a perf event array holds perf events; its output reaches only "
+			       "the perf buffers of a reader, and qstep opened none for it");
+		return;
+	}
+	if ((err = perf_buffer__consume(pr->pb)) < 0)
+		reply_unlisted(r, "reading its perf buffers failed: %s", errno_text(-err));
+	for (size_t off = 0; off < pr->pending.len;) {
+		__u32 size;
+
+		memcpy(&size, pr->pending.p + off, sizeof(size));
+		reply_blob(r, "record", pr->pending.p + off + sizeof(size), size);
+		off += sizeof(size) + size;
+	}
+	reply_int(r, "lost", pr->lost);
+	pr->pending.len = 0;
+	pr->lost = 0;
+}
+
 static int dump_map(struct reply *r, const struct map_view *m)
 {
 	unsigned char *val = calloc(1, m->vsize + 1);
@@ -1336,8 +1424,7 @@ static int dump_map(struct reply *r, const struct map_view *m)
 		reply_unlisted(r, "a user ring buffer is written by user space, not by the program");
 		break;
 	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-		reply_unlisted(r, "a perf event array holds perf events; its output reaches only "
-			       "the perf buffers of a reader");
+		dump_perf(r, m->perf);
 		break;
 	case BPF_MAP_TYPE_UNSPEC:
 		reply_unlisted(r, "qstep's probe ring buffer is read with probe_drain");
@@ -1352,18 +1439,27 @@ static int dump_map(struct reply *r, const struct map_view *m)
 	return 0;
 }
 
+/* The perf buffer reader of a map of an object qstep loaded, if any. */
+static struct perf_reader *perf_reader_of(struct agent *ag, __u32 map_id)
+{
+	for (size_t i = 0; i < ag->n; i++)
+		for (size_t k = 0; ag->h[i] && k < ag->h[i]->n_perf; k++)
+			if (ag->h[i]->perf[k].map_id == map_id)
+				return &ag->h[i]->perf[k];
+	return NULL;
+}
+
 static int do_dump(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct bpf_map *m = get_map(ag, r, a[0].i, a[1].s);
-	struct map_view v;
+	struct map_view v = {0};
 
 	if (!m)
 		return -1;
 	view_of_map(&v, m, a[1].s);
+	v.perf = perf_reader_of(ag, map_id_of(v.fd));
 	return dump_map(r, &v);
 }
-
-static __u32 map_id_of(int fd);
 
 static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 {
@@ -1384,6 +1480,7 @@ static int do_dump_id(struct agent *ag, struct reply *r, struct arg *a)
 		v.max_entries = info.max_entries;
 		v.vsize = value_buf_size(v.type, info.value_size);
 		snprintf(v.label, sizeof(v.label), "id %u", info.id);
+		v.perf = perf_reader_of(ag, info.id);
 		if (ag->probes.ready && info.id == map_id_of(ag->probes.events_fd))
 			v.type = BPF_MAP_TYPE_UNSPEC;   /* not to be consumed here */
 		err = dump_map(r, &v);

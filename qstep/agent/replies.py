@@ -131,6 +131,7 @@ class MapDump:
     zero_entries: int | None = None  # huge arrays: all-zero entries not sent
     read_entries: int | None = None  # huge arrays: entries read
     unlisted: str | None = None
+    lost: int = 0  # perf event arrays: records the kernel or the agent dropped
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,8 @@ def decode_dump(reply: Reply) -> MapDump:
                    records=[v[0] for v in reply.all("record") if v and isinstance(v[0], bytes)],
                    zero_entries=_count(reply, "zero_entries"),
                    read_entries=_count(reply, "read_entries"),
-                   unlisted=error_log(reply, "unlisted") if reply.has("unlisted") else None)
+                   unlisted=error_log(reply, "unlisted") if reply.has("unlisted") else None,
+                   lost=_count(reply, "lost") or 0)
 
 
 def decode_probe_channel(reply: Reply) -> ProbeChannel:

@@ -3,8 +3,9 @@
  *
  * Written by the program on an IPv4 frame (eth + ipv4, >= 34 bytes):
  *   events      RINGBUF          one struct event per run
- *   perf_events PERF_EVENT_ARRAY bpf_perf_event_output (no reader: -ENOENT,
- *                                kept in event.perf_ret)
+ *   perf_events PERF_EVENT_ARRAY bpf_perf_event_output of the event (its return
+ *                                in event.perf_ret: 0 when a reader opened perf
+ *                                buffers, as qstep does at load; else -ENOENT)
  *   flows       LRU_HASH         saddr -> runs seen
  *   cpu_stats   PERCPU_ARRAY     [0] += 1 on the running CPU
  *   prefixes    LPM_TRIE         looked up with the saddr (/32); the value
@@ -26,7 +27,9 @@
  * frames shorter than 34 bytes: XDP_ABORTED (0).
  * Documented input (60 bytes): IPv4 10.1.2.3 -> 10.9.9.9, protocol 6 (TCP).
  * With prefixes {prefixlen: 8, addr: 10.0.0.0} = 7, one run gives:
- *   retval 2, events: {len 60, saddr 10.1.2.3, class 7, perf_ret -2},
+ *   retval 2, events: {len 60, saddr 10.1.2.3, class 7, perf_ret 0},
+ *   perf_events: the same event with perf_ret 0 (before the call), padded by
+ *   perf to 20 bytes,
  *   flows {10.1.2.3: 1}, cpu_stats[0] = 1, fifo [60], lifo [6],
  *   big[60000] = 1, big[1048575] = 0xabcd (every other entry 0).
  */
