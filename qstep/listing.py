@@ -79,7 +79,8 @@ def bpf_text(prog: LoadedProgram, site: InsnSite) -> str:
     text = bpf_insn.format_insn(ins, map_name=map_namer(prog, site))
     target = ins.call_target
     if ins.is_pseudo_call and target is not None:
-        callee = next((f for f in prog.functions if f.start_insn == target), None)
+        callee = next((f for f in [*prog.functions, *prog.removed_functions]
+                       if f.start_insn == target), None)
         if callee is not None:
             text += f"  <{callee.name}>"
     if site.index in prog.kfunc_names:
@@ -141,7 +142,7 @@ def build_listing(prog: LoadedProgram,
     """Group every instruction by function, then by consecutive source line;
     ``variables`` (instruction → text) annotates where C variables live."""
     result = []
-    for func in prog.functions:
+    for func in [*prog.functions, *prog.removed_functions]:
         fl = FunctionListing(func)
         for index in range(func.start_insn, func.end_insn):
             site = prog.sites.get(index)
@@ -167,13 +168,14 @@ def format_listing(listing: list[FunctionListing], marker: int | None = None) ->
     out: list[str] = []
     for fl in listing:
         f = fl.function
-        out.append(f"{f.name}:  insns {f.start_insn}..{f.end_insn - 1}, "
-                   f"JIT {f.addr:#x}..{f.addr + f.length:#x} ({f.length} bytes)")
+        where = ("removed by the verifier (unreachable), no JIT code" if f.removed else
+                 f"JIT {f.addr:#x}..{f.addr + f.length:#x} ({f.length} bytes)")
+        out.append(f"{f.name}:  insns {f.start_insn}..{f.end_insn - 1}, {where}")
         for block in fl.blocks:
             src = block.source
             out.append(f"  {src.short():<18} {src.text}" if src else "  <no source line>")
             for ins in block.insns:
-                out.extend(_format_bpf_line(ins, marker, {f.start_insn}))
+                out.extend(_format_bpf_line(ins, marker, set() if f.removed else {f.start_insn}))
         out.append("")
     return "\n".join(out)
 

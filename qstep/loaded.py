@@ -41,6 +41,7 @@ class JitFunction:
     addr: int
     length: int
     image_offset: int
+    removed: bool = False  # dropped by the verifier as unreachable: no JIT code
 
     def contains(self, addr: int) -> bool:
         return self.addr <= addr < self.addr + self.length
@@ -204,7 +205,7 @@ def libbpf_functions(load: LoadInfo, info: ProgInfo, btf: Btf,
     else:
         by_start = {b[0]: b for b in bounds}
         live = [by_start[s] for s in live_starts if s in by_start]
-    removed = [JitFunction(-1, name, start, end, 0, 0, 0)
+    removed = [JitFunction(-1, name, start, end, 0, 0, 0, removed=True)
                for start, end, name in bounds if (start, end, name) not in live]
     return jit_functions(live, info), removed
 

@@ -41,12 +41,16 @@ def resolve(prog: LoadedProgram, text: str, current_file: str | None = None) -> 
         return Resolved(text, _by_line(prog, current_file, int(text)))
     func = prog.function_named(text)
     if func is None:
-        raise UsageError(f"no function '{text}'; functions: {_names(prog)}")
+        raise _no_function(prog, text)
     return Resolved(text, (_live(prog, func.start_insn, text),))
 
 
-def _names(prog: LoadedProgram) -> str:
-    return ", ".join(f.name for f in prog.functions)
+def _no_function(prog: LoadedProgram, name: str) -> UsageError:
+    if any(f.name == name for f in prog.removed_functions):
+        return UsageError(f"function '{name}' was removed by the verifier: it is unreachable "
+                          f"from {prog.functions[0].name} as loaded, so it has no JIT code")
+    return UsageError(f"no function '{name}'; functions: "
+                      f"{', '.join(f.name for f in prog.functions)}")
 
 
 def _index(text: str, where: str) -> int:
@@ -79,7 +83,7 @@ def _live(prog: LoadedProgram, index: int, where: str) -> InsnSite:
 def _by_offset(prog: LoadedProgram, func_name: str, offset: int, where: str) -> InsnSite:
     func = prog.function_named(func_name)
     if func is None:
-        raise UsageError(f"no function '{func_name}'; functions: {_names(prog)}")
+        raise _no_function(prog, func_name)
     last = func.end_insn - func.start_insn - 1
     if not 0 <= offset <= last:
         raise UsageError(f"{where}: offset {offset} is outside {func_name} (0..{last})")
