@@ -50,7 +50,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define DUMP_MAX_ENTRIES 100000
 #define RUN_MAX_OUT (64u << 20)
 #define MAX_ARGS 40
@@ -2517,13 +2517,9 @@ static int do_probe_drain(struct agent *ag, struct reply *r, struct arg *a)
 		return reply_err(r, "no probe ring buffer: send probe_setup first");
 	if ((n = ring_buffer__consume(p->rb)) < 0)
 		return reply_err(r, "ring_buffer__consume: %s", strerror(-n));
-	for (size_t off = 0; off < p->pending.len;) {
-		__u32 size;
-
-		memcpy(&size, p->pending.p + off, sizeof(size));
-		reply_blob(r, "record", p->pending.p + off + sizeof(size), size);
-		off += sizeof(size) + size;
-	}
+	/* One blob (through the shared window when there is one) instead of a line per
+	 * record: 100 000 small records as lines took ~50 s over the serial channel. */
+	reply_blob(r, "records", p->pending.p, p->pending.len);
 	reply_int(r, "lost", p->lost);
 	p->pending.len = 0;
 	p->lost = 0;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 READY_RE = re.compile(r"^QSTEP-AGENT (\d+) READY ?(.*)$")
 WORD_RE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 SHARED_RE = re.compile(r"s:([0-9]+):([0-9]+)")

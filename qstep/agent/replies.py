@@ -279,8 +279,21 @@ def decode_attached(reply: Reply) -> AttachedProbe:
 
 def decode_drain(reply: Reply) -> ProbeRecords:
     """The reply to ``probe_drain``."""
-    records = [v[0] for v in reply.all("record") if v and isinstance(v[0], bytes)]
+    records = split_records(reply.blob("records")) if reply.has("records") else []
     return ProbeRecords(records, reply.int("lost") if reply.has("lost") else 0)
+
+
+def split_records(blob: bytes) -> list[bytes]:
+    """Records packed as ``u32 size`` + bytes, one after another."""
+    records, off = [], 0
+    while off + 4 <= len(blob):
+        size = int.from_bytes(blob[off:off + 4], "little")
+        if off + 4 + size > len(blob):
+            raise GuestError(f"probe records: a record of {size} bytes at {off} runs past "
+                             f"the {len(blob)} bytes the agent sent")
+        records.append(blob[off + 4:off + 4 + size])
+        off += 4 + size
+    return records
 
 
 def decode_command(reply: Reply) -> CommandResult:

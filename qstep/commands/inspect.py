@@ -41,7 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("specs", nargs="+", metavar="SPEC",
                    help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
     add_input_options(p, several_packets=True)
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per packet; all their hits are kept (runs go in batches the "
+                   "ring buffer holds)")
+    p.add_argument("--sample", action="store_true",
+                   help="run all repeats at once and let the ring buffer drop what does "
+                   "not fit (faster; drops are counted and shown)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per hit, then a summary")
     p.add_argument("-ex", dest="commands", action="append", default=[],
                    help="debugger command to run when a 'stop' probe stops the program "
@@ -70,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"note: probe {probe.number}: {probe.note}")
         inspector.attach()
         try:
-            retvals = inspector.run(packets, args.repeat)
+            retvals = inspector.run(packets, args.repeat, sample=args.sample)
         finally:
             inspector.detach()
     emit(inspector, prog, retvals, args.json)

@@ -25,7 +25,7 @@ from qstep.expr.evaluate import evaluate
 from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
-from qstep.probe.records import MapValue, ProbeHit, decode_record
+from qstep.probe.records import MapValue, ProbeHit, decode_record, pad8
 from qstep.probe.spec import Spec, Watch
 from qstep.runoutput import RunOutput
 from qstep.session import Session
@@ -38,6 +38,8 @@ PT_REGS_ORDER = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "
                  "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss")
 MAX_PROBES = 64
 RINGBUF_BYTES = 1 << 20
+RING_BUDGET = RINGBUF_BYTES // 2  # a batch's records fill at most half the ring buffer
+RING_HEADER = 8  # bytes of the kernel's header before each ring buffer record
 
 
 @dataclass
@@ -229,27 +231,54 @@ class Inspector:
                 probe.handle = None
 
     # -- runs ----------------------------------------------------------
-    def run(self, packets: list[bytes], repeat: int) -> list[int]:
-        """Run each packet; return the retvals. Hits accumulate in ``self.hits``."""
+    def run(self, packets: list[bytes], repeat: int, sample: bool = False) -> list[int]:
+        """Run each packet ``repeat`` times; return the retvals (of each packet's last run).
+
+        Hits accumulate in ``self.hits``. Nothing is dropped: the runs go in batches
+        the ring buffer can hold, drained between batches. With ``sample`` all runs go
+        at once and records that do not fit are dropped (and counted).
+        """
         host = [p for p in self.probes if p.mode == "host"]
         stops = any(p.spec.action.stop for p in self.probes)
         retvals = []
         for run, packet in enumerate(packets, start=1):
             if host or stops:
                 retvals.append(self._run_with_host_probes(host, packet, repeat, run))
-            else:
+                self._drain(run)
+            elif sample:
                 result = self.session.test_run(self.prog, packet, repeat=repeat)
                 retvals.append(result.retval)
                 self.outputs.append(result.output)
-            self._drain(run)
+                self._drain(run)
+            else:
+                retval, output = self._run_batched(packet, repeat, run)
+                retvals.append(retval)
+                self.outputs.append(output)
         self._read_counters()
         return retvals
 
-    def _drain(self, run: int) -> None:
+    def _run_batched(self, packet: bytes, repeat: int, run: int) -> tuple[int, RunOutput]:
+        """``repeat`` runs in batches sized from the record bytes the last batch made;
+        the last run's retval and what all of them printed."""
+        done, batch, retval, outputs = 0, 1, 0, []
+        while done < repeat:
+            count = min(batch, repeat - done)
+            result = self.session.test_run(self.prog, packet, repeat=count)
+            retval = result.retval
+            outputs.append(result.output)
+            per_run = self._drain(run) / count
+            done += count
+            batch = max(1, int(RING_BUDGET // per_run)) if per_run else 2 * count
+        return retval, joined(outputs)
+
+    def _drain(self, run: int) -> int:
+        """Collect the records written since the last drain; return their ring bytes."""
         drained = self.session.probe_drain()
         self.lost += drained.lost
         by_id = {p.probe_id: p for p in self.probes if p.compiled is not None}
+        ring_bytes = 0
         for blob in drained.records:
+            ring_bytes += RING_HEADER + pad8(len(blob))
             probe_id = int.from_bytes(blob[:4], "little")
             probe = by_id.get(probe_id)
             if probe is None or probe.compiled is None:
@@ -258,6 +287,7 @@ class Inspector:
             hit: ProbeHit = decode_record(blob, probe.compiled.layout)
             failed = frozenset(i for i in range(len(hit.values)) if hit.failed(i))
             self.hits.append(Hit(probe, hit.hit, hit.values, run, failed))
+        return ring_bytes
 
     def _read_counters(self) -> None:
         if self._counters is None:
@@ -388,6 +418,20 @@ class Inspector:
 
 
 StopHandler = Callable[[Debugger, Probe, BpfRegs], "Event | None"]
+
+
+def joined(outputs: list[RunOutput]) -> RunOutput:
+    """What several batches of runs printed, as one run's output."""
+    if len(outputs) == 1:
+        return outputs[0]
+
+    def streams(name: str) -> str | None:
+        texts = [getattr(o, name) for o in outputs if getattr(o, name) is not None]
+        return "".join(texts) if texts else None
+    return RunOutput(printk=[m for o in outputs for m in o.printk],
+                     trace_lines=[t for o in outputs for t in o.trace_lines],
+                     printk_lost_bytes=sum(o.printk_lost_bytes for o in outputs),
+                     stdout=streams("stdout"), stderr=streams("stderr"))
 
 
 def pt_regs_to_bpf(data: bytes) -> X86Regs:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from qstep.agent.replies import split_records
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 AGENT_SRC = ROOT / "images" / "agent" / "qstep-agent.c"
@@ -258,7 +260,7 @@ def dump(agent: Agent, handle: int, name: str) -> tuple[int, dict[bytes, bytes]]
 
 
 def test_ready_and_hello(agent: Agent) -> None:
-    assert agent.ready == f"QSTEP-AGENT 2 READY {os.uname().release}"
+    assert agent.ready == f"QSTEP-AGENT 3 READY {os.uname().release}"
     rep = agent.ok("hello")
     assert rep.lines == [("version", [2]), ("kernel", [os.uname().release])]
 
@@ -546,7 +548,7 @@ def test_serial_device_is_raw(agent_bin: Path, objs: dict[str, Path]) -> None:
     a = Agent(master, master, proc)
     try:
         os.close(slave)
-        assert a.ready.startswith("QSTEP-AGENT 2 READY ")
+        assert a.ready.startswith("QSTEP-AGENT 3 READY ")
         assert a.ok("hello").lines[0] == ("version", [2])  # not an echo of the request
         load = a.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")  # > 4 KiB line
         info = a.ok("info", load["handle"])
@@ -877,19 +879,21 @@ def test_write_watchpoint_end_to_end(agent: Agent, objs: dict[str, Path]) -> Non
     counters = {k: v for k, v in agent.ok("dump_id", ids["counters_map_id"]).all("entry")}
     assert u64s(counters[struct.pack("<I", 24)]) == [5]  # probe 3, k = 0: reached
     drain = agent.ok("probe_drain")
-    assert drain.keys() == ["record"] * 5 + ["lost"] and drain["lost"] == 0
+    assert drain.keys() == ["records", "lost"] and drain["lost"] == 0
+    records = split_records(drain["records"])
+    assert len(records) == 5
     xdp_main = u64s(agent.ok("info", load["handle"])["jited_ksyms"])[0]
-    for n, (rec,) in enumerate(drain.all("record"), 1):
+    for n, rec in enumerate(records, 1):
         probe_id, flags, hit, addr, rip = struct.unpack("<IIQQQ", rec)
         assert (probe_id, flags, hit, addr) == (3, 0, n, hits_addr)
         assert xdp_main < rip < xdp_main + 4096  # just after the write, in xdp_main
     assert u64s(dump(agent, load["handle"], ".bss")[1][bytes(4)]) == [5]
-    assert agent.ok("probe_drain").lines == [("lost", [0])]  # drained once
+    assert agent.ok("probe_drain").lines == [("records", [b""]), ("lost", [0])]  # drained
 
     agent.ok("probe_detach", handle)
     assert agent.request("probe_detach", handle).error == f"unknown probe handle {handle}"
     agent.ok("run", load["handle"], 3, bytes(64), b"", 64)
-    assert agent.ok("probe_drain").lines == [("lost", [0])]  # detached: no more hits
+    assert agent.ok("probe_drain").lines == [("records", [b""]), ("lost", [0])]  # detached
     counters = {k: v for k, v in agent.ok("dump_id", ids["counters_map_id"]).all("entry")}
     assert u64s(counters[struct.pack("<I", 24)]) == [5]
     # handles are not reused
@@ -916,7 +920,7 @@ def test_fifth_hardware_probe_is_refused(agent: Agent, objs: dict[str, Path]) ->
     )
     assert fifth.error == "no free hardware breakpoint slot (x86 has 4 debug registers)"
     agent.ok("run", load["handle"], 2, bytes(64), b"", 64)
-    assert len(agent.ok("probe_drain").all("record")) == 8  # 4 probes, 2 hits each
+    assert len(split_records(agent.ok("probe_drain")["records"])) == 8  # 4 probes, 2 hits
     agent.ok("probe_detach", handles[0])  # frees a slot
     agent.ok("probe_attach", 4, hits_addr, HW_BREAKPOINT_W, 8, counting_probe(4), refs, "hw")
 
