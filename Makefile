@@ -51,6 +51,7 @@ bench: examples
 	$(PY) bench/step_rate.py
 	$(PY) bench/trace_rate.py
 	$(PY) bench/probe_cost.py
+	$(PY) bench/probe_drain.py
 	$(PY) bench/transfer_rate.py
 
 clean-build:

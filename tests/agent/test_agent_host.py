@@ -262,7 +262,7 @@ def dump(agent: Agent, handle: int, name: str) -> tuple[int, dict[bytes, bytes]]
 def test_ready_and_hello(agent: Agent) -> None:
     assert agent.ready == f"QSTEP-AGENT 3 READY {os.uname().release}"
     rep = agent.ok("hello")
-    assert rep.lines == [("version", [2]), ("kernel", [os.uname().release])]
+    assert rep.lines == [("version", [3]), ("kernel", [os.uname().release])]
 
 
 def test_load_reports_libbpf_submission(agent: Agent, objs: dict[str, Path]) -> None:
@@ -421,7 +421,7 @@ def test_update_dump_run_roundtrip(agent: Agent, objs: dict[str, Path]) -> None:
     )  # frozen by libbpf
     assert agent.request("dump", h, "nosuchmap").error == "unknown map 'nosuchmap'"
     assert agent.request("run", h, 1, b"\x42", b"", 64).error == "test_run: Invalid argument"
-    assert agent.ok("hello")["version"] == 2
+    assert agent.ok("hello")["version"] == 3
 
 
 def test_unknown_program(agent: Agent, objs: dict[str, Path]) -> None:
@@ -513,7 +513,7 @@ def test_malformed_requests_keep_agent_serving(agent: Agent) -> None:
     rep = agent.request("load", b"\x7fELF" + bytes(300000), "xdp_main")
     assert rep.error is not None and rep.error.startswith("cannot open BPF object: ")
     assert "not a proper ELF object" in rep["libbpf_log"].decode()
-    assert agent.ok("hello")["version"] == 2
+    assert agent.ok("hello")["version"] == 3
 
 
 def test_kallsyms(agent: Agent) -> None:
@@ -549,7 +549,7 @@ def test_serial_device_is_raw(agent_bin: Path, objs: dict[str, Path]) -> None:
     try:
         os.close(slave)
         assert a.ready.startswith("QSTEP-AGENT 3 READY ")
-        assert a.ok("hello").lines[0] == ("version", [2])  # not an echo of the request
+        assert a.ok("hello").lines[0] == ("version", [3])  # not an echo of the request
         load = a.ok("load", objs["xdp_prog"].read_bytes(), "xdp_main")  # > 4 KiB line
         info = a.ok("info", load["handle"])
         assert info["name"] == "xdp_main"
@@ -716,7 +716,7 @@ def test_probe_maps_by_id(agent: Agent, objs: dict[str, Path]) -> None:
 def test_probe_drain(agent: Agent) -> None:
     assert agent.request("probe_drain").error == "no probe ring buffer: send probe_setup first"
     agent.ok("probe_setup", RINGBUF_BYTES)
-    assert agent.ok("probe_drain").lines == [("lost", [0])]
+    assert agent.ok("probe_drain").lines == [("records", [b""]), ("lost", [0])]
 
 
 def test_probe_attach_loads_the_program(agent: Agent, objs: dict[str, Path]) -> None:
@@ -780,7 +780,7 @@ def test_probe_attach_errors(agent: Agent, objs: dict[str, Path]) -> None:
     assert err(0, addr, X, 8, RETURN_0[:-1], b"", "hw").startswith("bad request: insns must be")
     assert err(0, addr, X, 8, RETURN_0, b"\x01", "hw").startswith("bad request: insns must be")
     assert agent.request("probe_detach", 1).error == "unknown probe handle 1"
-    assert agent.ok("hello")["version"] == 2
+    assert agent.ok("hello")["version"] == 3
 
 
 def test_kprobe_mode_at_a_jit_address(agent: Agent, objs: dict[str, Path]) -> None:
