@@ -259,7 +259,7 @@ def test_every_hit_is_kept_unless_sampling_is_asked_for(
     # runs, at random runs, on a loaded host): reached may fall short of the runs.
     assert c.true == c.reached and RUNS_OVER_THE_RING - 5 <= c.reached <= RUNS_OVER_THE_RING
     if sample:
-        assert 0 < c.dropped and c.printed + c.dropped == c.reached
+        assert c.dropped > 0 and c.printed + c.dropped == c.reached
         assert len(inspector.hits) == c.printed
         return
     assert (c.printed, c.dropped, inspector.lost) == (c.reached, 0, 0)
