@@ -50,6 +50,7 @@ from qstep.vm.machine import Machine
 
 BOOT_TIMEOUT = 180.0
 SELECTORS = ("id", "name", "tag", "pinned")
+KERNEL_NAME_MAX = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps this much of a name
 
 __all__ = ["SELECTORS", "FromObject", "InGuest", "ProgramSource", "RunResult", "Session"]
 
@@ -241,13 +242,40 @@ class Session:
         return self.find(kind, value).prog_id
 
     def find(self, kind: str, value: str) -> FoundProgram:
-        """A program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
+        """A program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path.
+
+        A ``name`` is the kernel's (at most 15 characters) or the full name of the
+        program's function (its BTF), which is the object's program name.
+        """
         if kind not in SELECTORS:
             raise UsageError(f"select a program by id, name, tag or pinned, not '{kind}'")
         try:
             return replies.decode_found(self._request("find_prog", kind, value))
         except AgentError as err:
-            raise UsageError(str(err)) from None
+            if kind != "name" or len(value) <= KERNEL_NAME_MAX:
+                raise UsageError(str(err)) from None
+            return self._find_full_name(value, str(err))
+
+    def _find_full_name(self, name: str, miss: str) -> FoundProgram:
+        """The program whose kernel name is ``name`` cut to 15 characters and whose
+        entry function (BTF func_info) is called ``name``."""
+        short = name[:KERNEL_NAME_MAX]
+        try:
+            ids = [replies.decode_found(self._request("find_prog", "name", short)).prog_id]
+        except AgentError as err:
+            ids = replies.several_ids(str(err))
+        matches = [i for i in ids if self.entry_name(i) == name]
+        if len(matches) == 1:
+            return replies.decode_found(self._request("find_prog", "id", str(matches[0])))
+        if matches:
+            raise UsageError(f"several programs named {name}: ids "
+                             f"{', '.join(map(str, matches))}")
+        raise UsageError(f"{miss} (no program's function is called {name} either)")
+
+    def entry_name(self, prog_id: int) -> str:
+        """The full name of a program's entry function (from its BTF), or the kernel's."""
+        return build_foreign(replies.decode_prog_info(
+            self._request("info_id", prog_id))).functions[0].name
 
     def load_foreign(self, prog_id: int) -> LoadedProgram:
         """Describe a program qstep did not load (coarse JIT map: its own line info)."""

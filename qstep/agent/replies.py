@@ -249,6 +249,14 @@ def _count(reply: Reply, key: str) -> int | None:
     return reply.int(key) if reply.has(key) else None
 
 
+def several_ids(message: str) -> list[int]:
+    """The ids of ``find_prog``'s "several programs with K V: ids A, B" error; else []."""
+    head, sep, ids = message.rpartition(": ids ")
+    if not sep or not head.startswith("several programs"):
+        return []
+    return [int(i) for i in ids.split(", ") if i.strip().isdigit()]
+
+
 def decode_found(reply: Reply) -> FoundProgram:
     """The reply to ``find_prog``."""
     return FoundProgram(reply.int("prog_id"), str(reply.get("name")), reply.int("type"),

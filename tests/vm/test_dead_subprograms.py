@@ -206,3 +206,29 @@ def test_inspect_a_live_subprogram(guest: Session, lb: LoadedProgram) -> None:
     assert [(h.run, h.values) for h in inspector.hits] == [(2, [indexes[1]])]
     counters = inspector.probes[0].counters
     assert (counters.reached, counters.true, counters.printed) == (2, 1, 1)
+
+
+LONG = "lb_ipv4_only_entry_point"
+
+
+def test_programs_are_found_by_their_full_name(guest: Session, deadsub_obj: BpfObject) -> None:
+    ours = guest.load(deadsub_obj, LONG)
+    guest.put_file("/tmp/deadsub.o", deadsub_obj.data)
+    status, output = guest.guest_command(
+        f"/bin/qstep-agent --load-pin /tmp/deadsub.o {LONG} /sys/fs/bpf/qstep_long")
+    assert status == 0, output
+    theirs = int(output.split("prog_id")[1].split()[0])
+    try:
+        assert ours.name == LONG[:15]  # the kernel's name
+        with pytest.raises(UsageError, match=rf"several programs named {LONG}: ids "
+                                             rf"{ours.prog_id}, {theirs}"):
+            guest.find("name", LONG)
+        guest.unload(ours)
+        found = guest.find("name", LONG)
+        assert (found.prog_id, found.name) == (theirs, LONG[:15])
+        assert guest.find_program("name", LONG[:15]) == theirs
+        assert guest.entry_name(theirs) == LONG
+        with pytest.raises(UsageError, match=f"no program's function is called {LONG}x"):
+            guest.find("name", LONG + "x")
+    finally:
+        guest.guest_command("rm -f /sys/fs/bpf/qstep_long")
