@@ -21,6 +21,12 @@ from qstep.listing import build_listing, format_listing, listing_json
 from qstep.loaded import LoadedProgram
 from qstep.session import FromObject, ProgramSource
 
+FOREIGN_NOTE = (
+    "Instructions are numbered as the kernel holds them (after the verifier's rewrites);\n"
+    "'qstep disasm OBJECT' numbers them as in the object, which differs where the verifier\n"
+    "removed or inserted instructions. The same instruction has the same JIT offset in its\n"
+    "function in both; here only the first instruction of each line-info record has one.\n")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("disasm", help="show source / BPF / x86 side by side")
@@ -53,6 +59,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"{prog.name} ({prog.type_name}, tag {prog.tag}) on {session.release}: "
           f"{len(prog.sites)} instructions, {removed} removed by the verifier, "
           f"{len(prog.jited_image)} bytes of x86\n")
+    if prog.foreign:
+        print(FOREIGN_NOTE)
     print(format_listing(listing))
     return 0
 

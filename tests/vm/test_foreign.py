@@ -7,8 +7,12 @@ foreign program must sit at the same offset in its function.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +90,47 @@ def test_inspect_a_pinned_program(vm: Session, foreign: LoadedProgram) -> None:
     offset = inexact.index - inexact.function.start_insn
     with pytest.raises(UsageError, match="has no exact JIT address"):
         Inspector(vm, foreign, parse_specs([f"{inexact.function.name}:{offset} print $r1"]))
+
+
+def disasm_json(*args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "qstep.cli", "disasm", *args, "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def exact_offsets(listing: dict[str, Any], key: str) -> dict[int, tuple[str, int, int | None]]:
+    """``insn[key]`` → (function, JIT offset in it, source line) of every exact instruction."""
+    result = {}
+    for fl in listing["functions"]:
+        func = fl["function"]
+        for block in fl["blocks"]:
+            line = block["source"]["line"] if block["source"] else None
+            for insn in block["insns"]:
+                if insn["jit_start"] is not None:
+                    result[insn[key]] = (func["name"], insn["jit_start"] - func["addr"], line)
+    return result
+
+
+def test_listing_of_a_pinned_program_agrees_with_the_object_listing(
+        bpf_obj: Callable[[str], Path]) -> None:
+    """`disasm pinned PATH` numbers instructions as the kernel holds them (xlated),
+    `disasm OBJ` as in the object; matched through the xlated index, the JIT offsets
+    and source lines agree. deadsub.bpf.c has code the verifier removes, so the two
+    numberings really differ."""
+    obj = str(bpf_obj("tests/progs/deadsub.bpf.c"))
+    theirs = disasm_json("pinned", "/sys/fs/bpf/ds", "--guest-file", f"{obj}:/tmp/ds.o",
+                         "--guest-cmd", "/bin/qstep-agent --load-pin /tmp/ds.o lb_main "
+                         "/sys/fs/bpf/ds")
+    ours = disasm_json(obj, "--prog", "lb_main")
+    by_xlated = exact_offsets(ours, "xlated_index")
+    foreign = exact_offsets(theirs, "index")
+    assert len(foreign) > 20 and set(foreign) <= set(by_xlated)
+    for index, place in foreign.items():
+        assert place == by_xlated[index], index
+    renumbered = [i for fl in ours["functions"] for b in fl["blocks"] for i in b["insns"]
+                  if i["xlated_index"] is not None and i["xlated_index"] != i["index"]]
+    assert renumbered  # the verifier removed code: the numberings differ
+    assert [fl["function"]["name"] for fl in theirs["functions"]] == [
+        fl["function"]["name"] for fl in ours["functions"] if not fl["function"]["removed"]]
