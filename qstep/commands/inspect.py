@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
+    FromObject,
     add_input_options,
     add_program_options,
     add_vm_options,
@@ -23,10 +26,12 @@ from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
 from qstep.debugger.repl import interactive_loop
+from qstep.dwarf.model import DwarfModel
+from qstep.dwarf.scope import InsnScope
 from qstep.errors import UsageError
 from qstep.expr.ast import Str
 from qstep.expr.evaluate import format_value
-from qstep.loaded import LoadedProgram
+from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
@@ -68,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
-        inspector = Inspector(session, prog, specs)
+        scope = c_scope(source.obj, prog) if isinstance(source, FromObject) else None
+        inspector = Inspector(session, prog, specs, scope)
         inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
         for probe in inspector.probes:
             if probe.note and not args.json:
@@ -80,6 +86,12 @@ def main(args: argparse.Namespace) -> int:
             inspector.detach()
     emit(inspector, prog, retvals, args.json)
     return 0
+
+
+def c_scope(obj: BpfObject, prog: LoadedProgram) -> Callable[[InsnSite], InsnScope]:
+    """C names at an instruction, from the object's DWARF (for specs over C variables)."""
+    model = DwarfModel.from_bytes(obj.data)
+    return lambda site: InsnScope(obj, model, prog, site)
 
 
 def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,

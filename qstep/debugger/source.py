@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import capstone
-
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger
 from qstep.debugger.frames import Frame as CallFrame
@@ -26,8 +24,6 @@ from qstep.dwarf.placement import Placement, variables_text
 from qstep.dwarf.values import Value, in_memory, read_value, unavailable
 from qstep.errors import UsageError
 from qstep.loaded import InsnSite, JitFunction
-
-_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
 
 @dataclass(frozen=True)
@@ -195,30 +191,8 @@ class SourceView:
 
     @cached_property
     def _global_bases(self) -> dict[str, int]:
-        """Guest address of each global-data section, from the JIT's ``movabs`` of a
-        ``ld_imm64`` that refers to it (the kernel patched the map value address in)."""
-        out: dict[str, int] = {}
-        for site in self.dbg.prog.sites.values():
-            if not site.insn.is_ldimm64 or site.jit_start is None or site.jit_end is None:
-                continue
-            place = self.place(site)
-            elf_insn = next((i for i in self.obj.section_insns.get(place[0], [])
-                             if i.index == place[1]), None) if place else None
-            found = (self.obj.ldimm64_map(place[0], elf_insn)
-                     if place and elf_insn is not None else None)
-            if found is None or not found[0].is_global_data or found[0].section in out:
-                continue
-            imm = _movabs_imm(self.dbg.prog.jit_bytes(site.jit_start, site.jit_end))
-            if imm is not None:
-                out[found[0].section] = imm - found[1]
-        return out
+        return self.places.global_bases(self.dbg.prog)
 
     def global_base(self, section: str) -> int | None:
         return self._global_bases.get(section)
 
-
-def _movabs_imm(code: bytes) -> int | None:
-    for ins in _CS.disasm(code, 0):
-        if ins.mnemonic == "movabs":
-            return int(ins.op_str.split(", ")[1], 0)
-    return None

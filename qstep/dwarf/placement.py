@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import capstone
+
 from qstep.bpf.elf import BpfObject, Program
 from qstep.dwarf.frame import stack_size_from_insns
 from qstep.dwarf.model import DwarfModel
 from qstep.loaded import InsnSite, LoadedProgram
+
+_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
 
 class Placement:
@@ -31,6 +35,25 @@ class Placement:
         if prog is None:
             return None
         return prog.section, prog.offset + site.index - site.function.start_insn
+
+    def global_bases(self, prog: LoadedProgram) -> dict[str, int]:
+        """Guest address of each global-data section, from the JIT's ``movabs`` of a
+        ``ld_imm64`` that refers to it (the kernel patched the map value address in)."""
+        out: dict[str, int] = {}
+        for site in prog.sites.values():
+            if not site.insn.is_ldimm64 or site.jit_start is None or site.jit_end is None:
+                continue
+            place = self.place(site)
+            elf_insn = next((i for i in self.obj.section_insns.get(place[0], [])
+                             if i.index == place[1]), None) if place else None
+            found = (self.obj.ldimm64_map(place[0], elf_insn)
+                     if place and elf_insn is not None else None)
+            if found is None or not found[0].is_global_data or found[0].section in out:
+                continue
+            imm = _movabs_imm(prog.jit_bytes(site.jit_start, site.jit_end))
+            if imm is not None:
+                out[found[0].section] = imm - found[1]
+        return out
 
     def stack_size(self, function_name: str) -> int:
         """StackSize of a function (clang-19's frame offsets need it)."""
@@ -63,3 +86,10 @@ def annotate(obj: BpfObject, prog: LoadedProgram) -> dict[int, str]:
     model = DwarfModel.from_bytes(obj.data)
     places = Placement(obj)
     return {i: variables_text(model, places, s) for i, s in prog.sites.items()}
+
+
+def _movabs_imm(code: bytes) -> int | None:
+    for ins in _CS.disasm(code, 0):
+        if ins.mnemonic == "movabs":
+            return int(ins.op_str.split(", ")[1], 0)
+    return None

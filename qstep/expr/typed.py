@@ -257,12 +257,12 @@ def _addr_of(expr: Expr, env: TypedEnv) -> Value:
     return int_value(value.address, CType(POINTER, size=8, target=value.type))
 
 
-def resolve_type(name: str, env: TypedEnv, node: Node) -> CType:
+def resolve_type(name: str, find: Callable[[str], CType | None], node: Node) -> CType:
     """A type name with trailing '*'s, from the object's types or C's base types."""
     base = name.rstrip("* ").strip()
     stars = name.count("*")
     base = _ALIASES.get(base, base)
-    found = env.find_type(base) or BUILTIN_TYPES.get(base)
+    found = find(base) or BUILTIN_TYPES.get(base)
     if found is None:
         raise _fail(f"no type named '{base}' in this program", node)
     for _ in range(stars):
@@ -272,7 +272,7 @@ def resolve_type(name: str, env: TypedEnv, node: Node) -> CType:
 
 def _cast(expr: Expr, env: TypedEnv) -> Value:
     assert isinstance(expr, Cast)
-    target = resolve_type(expr.type_name, env, expr)
+    target = resolve_type(expr.type_name, env.find_type, expr)
     value = evaluate_typed(expr.operand, env)
     if target.strip().kind not in (BASE, ENUM, POINTER) or not value.type.is_scalar:
         raise _fail(f"cannot cast {value.type.c_name()} to {target.c_name()}", expr)
@@ -282,7 +282,7 @@ def _cast(expr: Expr, env: TypedEnv) -> Value:
 def _sizeof(expr: Expr, env: TypedEnv) -> Value:
     assert isinstance(expr, SizeOf)
     if expr.operand is None:
-        t = resolve_type(expr.type_name, env, expr)
+        t = resolve_type(expr.type_name, env.find_type, expr)
     else:
         t = evaluate_typed(expr.operand, env).type
     return int_value(t.byte_size, ULONG)

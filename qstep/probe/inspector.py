@@ -22,9 +22,11 @@ from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import UsageError, VerifierError
 from qstep.expr.ast import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str
 from qstep.expr.evaluate import evaluate
+from qstep.expr.lower import LowerEnv
 from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
+from qstep.probe.cspec import lower_spec
 from qstep.probe.records import MapValue, ProbeHit, decode_record, pad8
 from qstep.probe.spec import Spec, Watch
 from qstep.runoutput import RunOutput
@@ -160,12 +162,18 @@ def _uses_maps(node: object) -> bool:
 class Inspector:
     """Attaches the probes, runs the packets, collects hits and counters."""
 
-    def __init__(self, session: Session, prog: LoadedProgram, specs: list[Spec]) -> None:
+    def __init__(self, session: Session, prog: LoadedProgram, specs: list[Spec],
+                 scope: Callable[[InsnSite], LowerEnv] | None = None) -> None:
+        """``scope`` gives the C names at an instruction (DWARF); with it, conditions and
+        print items may use C variables, compiled to registers and memory there."""
         if len(specs) > MAX_PROBES:
             raise UsageError(f"inspect: at most {MAX_PROBES} specs")
         self.session = session
         self.prog = prog
         self.probes = [resolve_probe(prog, n, s) for n, s in enumerate(specs, start=1)]
+        for probe in self.probes if scope is not None else []:
+            assert scope is not None
+            probe.spec = lower_spec(probe.spec, scope(probe.site), probe.number)
         assign_modes(self.probes)
         for probe in self.probes:
             if probe.mode == "host":

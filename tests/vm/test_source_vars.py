@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from qstep.bpf.elf import BpfObject
+from qstep.commands.inspect import c_scope
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.source import SourceFrame, SourceView
@@ -32,6 +33,8 @@ from qstep.dwarf.frame import stack_size_from_prologue
 from qstep.dwarf.model import Variable
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
+from qstep.probe.inspector import Inspector
+from qstep.probe.spec import parse_specs
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm
@@ -453,3 +456,52 @@ def test_batch_cli_reports_failures_and_runs_the_rest(bpf_obj: Callable[[str], P
     out = proc.stdout.splitlines()
     assert out[out.index("(qstep) print key.saddr") + 1] == SADDR
     assert out[out.index("(qstep) print/x cnt->bytes") + 1] == hex(MAP_BYTES)
+
+
+def inspect_vars(vm: Session, obj: BpfObject, prog: LoadedProgram,
+                 specs: list[str]) -> Inspector:
+    value = struct.pack("<QQI4I", MAP_PACKETS, MAP_BYTES, 0, 0, 0, 0, 0) + bytes(4)
+    vm.update_map(prog, "counters", struct.pack("<I", 0), value)
+    inspector = Inspector(vm, prog, parse_specs(specs), c_scope(obj, prog))
+    inspector.attach()
+    try:
+        assert inspector.run([PKT], 1) == [2]
+    finally:
+        inspector.detach()
+    return inspector
+
+
+def test_inspect_conditions_and_prints_over_c_variables(
+        vm: Session, vars_prog: tuple[BpfObject, LoadedProgram]) -> None:
+    obj, prog = vars_prog
+    specs = [f"vars.bpf.c:69 print x, k->saddr, key.dport, meta.len, weights[1] "
+             f"if key.saddr == {SADDR} && meta.ttl > 1",
+             f"vars.bpf.c:69 print x if key.saddr == {DADDR}",
+             "vars.bpf.c:130 print m->len, c->packets, (int)m->ttl - 100 "
+             "if c->packets == 5 && m->frag == 0"]
+    inspector = inspect_vars(vm, obj, prog, specs)
+    by_probe = {n: [h.values for h in inspector.hits if h.probe.number == n] for n in (1, 2, 3)}
+    assert by_probe[1] == [[X, S_LE, DPORT_LE, len(PKT), 2]]
+    assert by_probe[2] == []  # the condition is false: no hit
+    assert by_probe[3] == [[len(PKT), MAP_PACKETS, (TTL - 100) & ((1 << 64) - 1)]]
+    with pytest.raises(UsageError, match=r"spec 1: h: h is optimized out at vars.bpf.c:69; "
+                                         r"it is available at lines [0-9]"):
+        Inspector(vm, prog, parse_specs(["vars.bpf.c:69 print h"]), c_scope(obj, prog))
+
+
+def test_in_guest_and_host_verdicts_agree_on_c_conditions(
+        vm: Session, vars_prog: tuple[BpfObject, LoadedProgram]) -> None:
+    """The same C condition in an in-guest probe and at a host breakpoint (the fifth
+    location, past x86's four debug registers) selects the same hits and values."""
+    obj, prog = vars_prog
+    spec = "vars.bpf.c:121 print i, acc, bytes[i] if i == 3 || acc > 1000000"
+    expected = [[i, ACCS[i], KEY_BYTES[i]] for i in range(16) if i == 3 or ACCS[i] > 1000000]
+    assert 2 <= len(expected) < 16
+    guest = inspect_vars(vm, obj, prog, [spec])
+    assert guest.probes[0].mode == "guest"
+    fillers = [f"vars_main:{n} print $r1" for n in (1, 2, 3, 4)]
+    host = inspect_vars(vm, obj, prog, [*fillers, spec])
+    assert host.probes[4].mode == "host"
+    for inspector in (guest, host):
+        assert [h.values for h in inspector.hits if h.probe.spec.loc.to_text().startswith(
+            "vars.bpf.c")] == expected
