@@ -125,6 +125,21 @@ static void buf_free(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* Records kept for a later reply: u32 size, then the bytes, each; over cap
+ * bytes they are counted in *lost instead. */
+static void records_keep(struct buf *pending, long long *lost, size_t cap, const void *data,
+			 size_t size)
+{
+	__u32 n = (__u32)size;
+
+	if (pending->len + sizeof(n) + size > cap) {
+		(*lost)++;
+		return;
+	}
+	buf_add(pending, &n, sizeof(n));
+	buf_add(pending, data, size);
+}
+
 /* ------------------------------------------------------------ shared-memory window */
 
 /* Header layout and ring rules: qstep/agent/window.py and qstep/agent/ring.py. */
@@ -860,12 +875,7 @@ static void perf_sample(void *ctx, int cpu, void *data, __u32 size)
 	struct perf_reader *pr = ctx;
 
 	(void)cpu;
-	if (pr->pending.len + sizeof(size) + size > PERF_PENDING_MAX) {
-		pr->lost++;
-		return;
-	}
-	buf_add(&pr->pending, &size, sizeof(size));
-	buf_add(&pr->pending, data, size);
+	records_keep(&pr->pending, &pr->lost, PERF_PENDING_MAX, data, size);
 }
 
 static void perf_lost(void *ctx, int cpu, __u64 cnt)
@@ -1372,6 +1382,21 @@ static void dump_ringbuf(struct reply *r, const struct map_view *m)
 	ring_buffer__free(rb);
 }
 
+/* `record <blob>` per kept record, then `lost N`; both are reset. */
+static void reply_records(struct reply *r, struct buf *pending, long long *lost)
+{
+	for (size_t off = 0; off < pending->len;) {
+		__u32 size;
+
+		memcpy(&size, pending->p + off, sizeof(size));
+		reply_blob(r, "record", pending->p + off + sizeof(size), size);
+		off += sizeof(size) + size;
+	}
+	reply_int(r, "lost", *lost);
+	pending->len = 0;
+	*lost = 0;
+}
+
 /* Perf event arrays: `record <blob>` per record since the last dump (from the
  * perf buffers opened at load), then `lost N`. */
 static void dump_perf(struct reply *r, struct perf_reader *pr)
@@ -1385,16 +1410,7 @@ static void dump_perf(struct reply *r, struct perf_reader *pr)
 	}
 	if ((err = perf_buffer__consume(pr->pb)) < 0)
 		reply_unlisted(r, "reading its perf buffers failed: %s", errno_text(-err));
-	for (size_t off = 0; off < pr->pending.len;) {
-		__u32 size;
-
-		memcpy(&size, pr->pending.p + off, sizeof(size));
-		reply_blob(r, "record", pr->pending.p + off + sizeof(size), size);
-		off += sizeof(size) + size;
-	}
-	reply_int(r, "lost", pr->lost);
-	pr->pending.len = 0;
-	pr->lost = 0;
+	reply_records(r, &pr->pending, &pr->lost);
 }
 
 static int dump_map(struct reply *r, const struct map_view *m)
@@ -2184,14 +2200,8 @@ static __u32 map_id_of(int fd)
 static int keep_record(void *ctx, void *data, size_t size)
 {
 	struct probes *p = ctx;
-	__u32 n = (__u32)size;
 
-	if (p->pending.len + sizeof(n) + size > PENDING_MAX) {
-		p->lost++;
-		return 0;
-	}
-	buf_add(&p->pending, &n, sizeof(n));
-	buf_add(&p->pending, data, size);
+	records_keep(&p->pending, &p->lost, PENDING_MAX, data, size);
 	return 0;
 }
 
