@@ -41,7 +41,7 @@ from qstep.images.guest import build_initramfs
 from qstep.images.kernels import Kernel, resolve_kernel
 from qstep.images.modules import ModuleTree, module_root
 from qstep.loaded import LoadedProgram, build_loaded
-from qstep.loadfail import explain, missing_ksyms
+from qstep.loadfail import explain, libbpf_messages, missing_ksyms
 from qstep.loadopts import LoadOptions
 from qstep.mapdump import with_declared_types
 from qstep.target import Target, open_target
@@ -211,8 +211,10 @@ class Session:
                                      replies.error_log(err.reply, "libbpf_log"), tried))
         annotated = annotate(rejected.log, self._source_lookup(obj, rejected))
         summary = " / ".join(last_error_lines(annotated, 2))
+        libbpf = libbpf_messages(replies.error_log(err.reply, "libbpf_log"))
         return VerifierError(f"the verifier rejected {prog_name}: {summary}\n"
-                             f"--- verifier log (source lines from the object) ---\n"
+                             + "".join(f"  {line}\n" for line in libbpf)
+                             + f"--- verifier log (source lines from the object) ---\n"
                              f"{annotated}", annotated)
 
     @staticmethod

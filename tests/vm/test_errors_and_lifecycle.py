@@ -38,6 +38,10 @@ def test_verifier_rejection_yields_the_log_with_real_source_lines(
     assert lines[insn6 - 1].startswith("; return iph->protocol;")
     assert lines[insn6 - 1].endswith("@ reject.bpf.c:29")
     assert "invalid access to packet" in str(info.value).splitlines()[0]
+    # libbpf's own words come with it (the log it repeats is left out)
+    assert "  libbpf: prog 'reject_main': BPF program load failed: Permission denied" in (
+        str(info.value).splitlines()[1:4])
+    assert str(info.value).count("-- BEGIN PROG LOAD LOG --") == 0
     # The guest is still usable after a rejection.
     assert vm.kallsyms("bpf_prog_test_run_skb") > 0
 
