@@ -1,53 +1,125 @@
-"""The ``qstep`` command line."""
+"""The ``qstep`` command line.
+
+Errors end here, in one place: a ``QstepError`` prints its one-line message;
+Ctrl-C and SIGTERM print ``qstep: interrupted`` / ``qstep: terminated`` (exit
+130 / 143) after everything was cleaned up; any other exception is a qstep bug,
+reported as one "internal error" line (``--debug`` shows the traceback, ``--log``
+records it). This module imports only the standard library at the top, so the
+signal handlers are in place before the heavy imports run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import termios
+from typing import Any, NoReturn
 
-from qstep import __version__
-from qstep.commands import (
-    bisect,
-    debugging,
-    disasm,
-    images,
-    inspect,
-    run,
-    scenario_test,
-    verify_jit,
-    why,
-)
-from qstep.errors import QstepError, VerifierError
+from qstep import __version__, interrupts
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"qstep: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--log and --debug, accepted before and after the command name."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--log", metavar="FILE", default=default,
+                        help="record the agent, QMP and gdbstub traffic with timestamps "
+                        "(also: QSTEP_LOG=FILE)")
+    parser.add_argument("--debug", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="show the traceback of an internal error and the guest "
+                        "console of a VM failure")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qstep", description="Debug eBPF programs on a real "
-                                     "kernel under QEMU.")
+    from qstep.commands import (
+        bisect,
+        debugging,
+        disasm,
+        images,
+        inspect,
+        run,
+        scenario_test,
+        verify_jit,
+        why,
+    )
+    parser = Parser(prog="qstep", description="Debug eBPF programs on a real "
+                    "kernel under QEMU.")
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
+    add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
                    verify_jit, why):
         module.add_parser(sub)
+    for command in sub.choices.values():
+        add_global_options(command, top=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    interrupts.install()
+    terminal = _terminal_state()
     try:
+        return _main(argv)
+    except (KeyboardInterrupt, interrupts.Terminated) as exc:
+        word = "terminated" if isinstance(exc, interrupts.Terminated) else "interrupted"
+        print(f"qstep: {word}", file=sys.stderr)
+        return interrupts.exit_code(exc)
+    finally:
+        _restore_terminal(terminal)
+
+
+def _main(argv: list[str] | None) -> int:
+    from qstep.errors import MachineError, QstepError, VerifierError
+    from qstep.log import log_path, record_failure, setup
+    with interrupts.deferred():  # a Ctrl-C during the imports is taken after them
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        setup(log_path(args.log))
         return int(args.func(args))
-    except VerifierError as err:
-        print(f"qstep: {err}", file=sys.stderr)
-        return err.exit_code
     except QstepError as err:
-        print(f"qstep: error: {err}", file=sys.stderr)
+        record_failure(err)
+        prefix = "qstep: " if isinstance(err, VerifierError) else "qstep: error: "
+        print(f"{prefix}{err}", file=sys.stderr)
+        if args.debug and isinstance(err, MachineError) and err.console_tail:
+            print(f"guest console (last lines):\n{err.console_tail.rstrip()}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("qstep: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into head(1) and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a qstep bug: one line, the traceback on request
+        record_failure(exc)
+        if args.debug:
+            raise
+        logged = log_path(args.log)
+        where = f"see the log {logged}" if logged else "or with --log FILE for a bug report"
+        what = (str(exc).splitlines() or [""])[0]
+        print(f"qstep: internal error (a qstep bug): {type(exc).__name__}: {what}; rerun "
+              f"with --debug for the traceback, {where}", file=sys.stderr)
+        return 70  # EX_SOFTWARE
+
+
+def _terminal_state() -> list[Any] | None:
+    try:
+        return termios.tcgetattr(sys.stdin.fileno()) if sys.stdin.isatty() else None
+    except (termios.error, ValueError, OSError):
+        return None
+
+
+def _restore_terminal(state: list[Any] | None) -> None:
+    if state is not None:
+        with contextlib.suppress(termios.error, ValueError, OSError):
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, state)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,19 @@ class LoadError(QstepError):
     """Loading a program failed outside the verifier (libbpf, kfuncs, modules, types)."""
 
 
-class HostError(QstepError):
-    """A host tool or resource is missing; the message says what to install."""
-
-
-class GuestError(QstepError):
-    """The guest panicked or hung; `console_tail` holds the last console lines."""
+class MachineError(QstepError):
+    """A failure around the VM; ``console_tail`` holds the guest console's last lines
+    when there is a console (shown with ``--debug`` and recorded by ``--log``)."""
 
     def __init__(self, message: str, console_tail: str = "") -> None:
         super().__init__(message)
         self.console_tail = console_tail
+
+
+class HostError(MachineError):
+    """Host infrastructure failed: a tool or resource is missing (the message says what
+    to install), or QEMU did not start."""
+
+
+class GuestError(MachineError):
+    """The guest failed: it panicked, hung, did not boot, or its agent broke the protocol."""

@@ -18,7 +18,7 @@ from qstep.agent.protocol import (
     parse_reply_line,
 )
 from qstep.agent.window import HostWindow
-from qstep.errors import GuestError, UsageError
+from qstep.errors import GuestError, QstepError, UsageError
 
 POLL = 0.25
 SEND_CHUNK = 1 << 20
@@ -27,8 +27,8 @@ SEND_CHUNK = 1 << 20
 SHARED_MIN = 64
 
 
-class AgentError(Exception):
-    """The agent answered ``err``; ``reply`` holds the lines sent before it."""
+class AgentError(QstepError):
+    """The agent refused a request (``err``); ``reply`` holds the lines sent before it."""
 
     def __init__(self, message: str, reply: Reply) -> None:
         super().__init__(message)

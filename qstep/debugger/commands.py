@@ -157,6 +157,16 @@ class CommandSet:
                 "regs": self.dbg.regs().as_dict()}
         return Output("\n".join(lines), data)
 
+    def where(self) -> str:
+        """Where the program stands now (after an interrupt)."""
+        if not self.dbg.stopped:
+            return "the program is running"
+        if not self.dbg.running_program:
+            return "the program is not being run"
+        site = self.dbg.site()
+        return "\n".join([site_text(site), *self._here(site)]) if site else \
+            f"at {self.dbg.pc():#x}, outside the program (continue to go on)"
+
     def _here(self, site: InsnSite | None) -> list[str]:
         if site is None:
             return []

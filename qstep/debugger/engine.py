@@ -14,6 +14,7 @@ from typing import Protocol
 
 import capstone
 
+from qstep import interrupts
 from qstep.agent.replies import RunResult
 from qstep.debugger.frames import Frame, backtrace
 from qstep.debugger.jitframe import layout_of
@@ -241,11 +242,23 @@ class Debugger:
             self.target.resume()
             self.stopped = False
             return self._wait()
+        except (KeyboardInterrupt, interrupts.Terminated):
+            self._stop_after_interrupt()
+            raise
         finally:
             if self.stopped:
                 for addr in temp:
                     self._remove(addr)
             # Otherwise they stay in the target until the next stop or run clears them.
+
+    @interrupts.deferred()
+    def _stop_after_interrupt(self) -> None:
+        """Ctrl-C while the target ran: stop it, so the state is a consistent stop."""
+        if not self.stopped:
+            stop = self.target.interrupt()
+            self.stopped = True
+            self._regs_cache = None
+            self.last_event = Event("stopped", "interrupt", self.prog.site_at(stop.pc))
 
     def _wait(self) -> Event:
         while True:

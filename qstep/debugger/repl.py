@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 
+from qstep import interrupts
 from qstep.debugger.commands import CommandSet
 from qstep.errors import QstepError
 from qstep.paths import cache_dir
@@ -53,6 +54,7 @@ def interactive_loop(commands: CommandSet, as_json: bool) -> None:
             return
         except KeyboardInterrupt:
             print()
+            interrupts.rearm()
             continue
         if not line.strip() and last:
             line = last
@@ -60,6 +62,10 @@ def interactive_loop(commands: CommandSet, as_json: bool) -> None:
             out = commands.execute(line)
         except QstepError as err:
             print(f"error: {err}")
+            continue
+        except KeyboardInterrupt:  # Ctrl-C stopped a continue or a long stepi N
+            print(f"\nProgram interrupted.\n{commands.where()}")
+            interrupts.rearm()
             continue
         word = line.split()[0] if line.split() else ""
         with contextlib.suppress(QstepError):

@@ -18,6 +18,8 @@ from qstep.errors import HostError, UsageError
 from qstep.images.apt import AptRegistry, installed_version
 from qstep.paths import cache_dir, images_dir
 
+BZIMAGE_MAGIC_AT = 0x202  # "HdrS": the x86 boot protocol header of a bzImage
+
 
 @dataclass(frozen=True)
 class KernelSpec:
@@ -100,8 +102,7 @@ def resolve_kernel(name: str | None, fetch: bool = True) -> Kernel:
     name = name or default
     path = Path(name)
     if "/" in name or path.is_file():
-        if not path.is_file():
-            raise UsageError(f"kernel image {name} does not exist")
+        check_bzimage(path)
         return Kernel(path.name, path.resolve(), path.name)
     spec = specs.get(name)
     package = spec.package if spec else name
@@ -114,6 +115,20 @@ def resolve_kernel(name: str | None, fetch: bool = True) -> Kernel:
     if not fetch:
         raise HostError(f"kernel {name} is not cached; run: qstep images fetch {name}")
     return _fetch(name, spec, package, AptRegistry(sources))
+
+
+def check_bzimage(path: Path) -> None:
+    """Refuse, before QEMU is started, a path that is not a bootable x86 kernel image."""
+    if path.is_dir():
+        raise UsageError(f"--kernel {path}: a directory, not a kernel image")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BZIMAGE_MAGIC_AT + 4)
+    except OSError as err:
+        raise UsageError(f"--kernel {path}: {err.strerror}") from None
+    if head[BZIMAGE_MAGIC_AT:] != b"HdrS":
+        raise UsageError(f"--kernel {path}: not a Linux kernel image (no x86 boot header "
+                         "'HdrS' at offset 0x202; give a bzImage such as vmlinuz-*)")
 
 
 def _newest_cached(pattern: str) -> Path | None:

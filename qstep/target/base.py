@@ -15,6 +15,7 @@ from typing import Self
 
 import capstone
 
+from qstep import interrupts
 from qstep.errors import GuestError
 
 GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -124,6 +125,7 @@ class Target(ABC):
     def clear_watchpoint(self, addr: int, length: int, kind: str) -> None:
         """Remove a watchpoint set with the same arguments (no-op if absent)."""
 
+    @interrupts.deferred()  # a Ctrl-C is taken once the step is complete
     def step(self) -> Stop:
         """Execute exactly one x86 instruction (interrupts stay masked).
 

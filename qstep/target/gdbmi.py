@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qstep import interrupts
 from qstep.target.base import REG_NAMES, Stop, Target, TargetError, X86Regs, check_watch_kind
 from qstep.target.mi import MiChannel, Record
 
@@ -170,6 +171,7 @@ class GdbMiTarget(Target):
                               f"(interrupted at {stop.pc:#x})")
         return stop
 
+    @interrupts.deferred()
     def resume(self) -> None:
         self._check_stopped("resume")
         self._command("-exec-continue", "resuming")
@@ -180,6 +182,7 @@ class GdbMiTarget(Target):
             return self._stop
         return self._next_stop(timeout, "waiting for a stop")
 
+    @interrupts.deferred()
     def interrupt(self) -> Stop:
         if not self._running:
             return self._stop

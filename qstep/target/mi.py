@@ -17,6 +17,7 @@ from typing import Any
 
 from pygdbmi.IoManager import IoManager
 
+from qstep import interrupts
 from qstep.errors import HostError
 from qstep.target.base import TargetError
 from qstep.vm.lifetime import die_with_parent
@@ -40,7 +41,8 @@ class MiChannel:
     def __init__(self, argv: list[str]) -> None:
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+                                         stderr=subprocess.PIPE, preexec_fn=die_with_parent,
+                                         start_new_session=True)  # no terminal Ctrl-C
         except FileNotFoundError:
             raise HostError(f"{argv[0]} not found; install it: apt-get install gdb") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -63,6 +65,7 @@ class MiChannel:
         return self._fds[0]
 
     # -- commands ------------------------------------------------------
+    @interrupts.deferred()  # a command and its result are never cut apart by Ctrl-C
     def command(self, cmd: str, what: str, timeout: float) -> Record:
         """Send ``<token><cmd>`` and return its result record (``^error`` raises)."""
         self._token += 1

@@ -22,6 +22,7 @@ import struct
 import time
 from pathlib import Path
 
+from qstep import interrupts
 from qstep.target.base import REG_NAMES, Stop, Target, TargetError, X86Regs, check_watch_kind
 from qstep.target.packets import (
     PacketError,
@@ -148,6 +149,7 @@ class RspTarget(Target):
         return True
 
     # -- commands ------------------------------------------------------
+    @interrupts.deferred()  # a request and its reply are never cut apart by Ctrl-C
     def _command(self, payload: bytes, what: str) -> bytes:
         """Send one command while stopped and return its reply."""
         self._check_stopped(what)
@@ -285,6 +287,7 @@ class RspTarget(Target):
                               f"(interrupted at {stop.pc:#x})")
         return self._stopped(reply)
 
+    @interrupts.deferred()
     def resume(self) -> None:
         self._check_stopped("resume")
         if any(addr == self.registers().rip for addr, _ in self._bps):
@@ -306,6 +309,7 @@ class RspTarget(Target):
         reply = self._read_stop(time.monotonic() + timeout, "waiting for a stop")
         return None if reply is None else self._stopped(reply)
 
+    @interrupts.deferred()
     def interrupt(self) -> Stop:
         if not self._running:
             return self.wait(0) or self._stop

@@ -12,13 +12,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from qstep import interrupts
 from qstep.agent.window import HostWindow
 from qstep.errors import GuestError, HostError
 from qstep.images.qemu import Emulator, resolve_emulator
@@ -26,6 +26,7 @@ from qstep.recorder.plugin import find_plugin
 from qstep.vm.console import ConsoleMonitor
 from qstep.vm.lifetime import die_with_parent
 from qstep.vm.qemu_cmd import VmConfig, qemu_argv
+from qstep.vm.tempdirs import make_private_dir
 
 CONNECT_TIMEOUT = 30.0
 WINDOW_BYTES = 64 << 20
@@ -88,7 +89,7 @@ class Machine:
         if shutil.which(qemu) is None:
             raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
                             "(or run: make deps)")
-        self.workdir = Path(tempfile.mkdtemp(prefix="qstep-vm-"))
+        self.workdir = make_private_dir("qstep-vm-")
         try:
             self._create_window()
             self.config = self.make_config(self.workdir)
@@ -103,7 +104,7 @@ class Machine:
         if not self._window_bytes:
             return
         shm = SHM_DIR if SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK) else None
-        self._window_dir = Path(tempfile.mkdtemp(prefix="qstep-window-", dir=shm))
+        self._window_dir = make_private_dir("qstep-window-", shm)
         self.window = HostWindow(self._window_dir / "window", self._window_bytes)
 
     def _spawn(self) -> None:
@@ -142,8 +143,17 @@ class Machine:
             if time.monotonic() > deadline:
                 raise self._launch_error("QEMU did not create its QMP socket")
             time.sleep(0.02)
-        qmp = QEMUMonitorProtocol(str(self.config.qmp_socket))
-        qmp.connect(negotiate=True)
+        with interrupts.deferred():  # an interrupted asyncio handshake leaves tasks behind
+            qmp = QEMUMonitorProtocol(str(self.config.qmp_socket))
+            try:
+                qmp.connect(negotiate=True)
+            except Exception as err:  # qemu.qmp's ConnectError, EOF, ...: QEMU went away
+                with contextlib.suppress(Exception):
+                    qmp.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(1.0) if self.process else None
+                self._check_process_running()
+                raise self._launch_error(f"cannot connect to QEMU's monitor: {err}") from None
         return qmp
 
     def _check_process_running(self) -> None:
@@ -151,8 +161,12 @@ class Machine:
             raise self._launch_error(f"QEMU exited with status {self.process.returncode}")
 
     def _launch_error(self, what: str) -> HostError:
-        return HostError(f"{what}\ncommand: {' '.join(self.argv)}\n"
-                         f"stderr: {self.stderr_text().strip()}", self.console_tail())
+        """QEMU did not start: its first stderr line in the message, the rest (command,
+        stderr, console) in ``console_tail``."""
+        stderr = self.stderr_text().strip()
+        first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+        detail = f"command: {' '.join(self.argv)}\nstderr: {stderr}\n{self.console_tail()}"
+        return HostError(f"{what}: {first}" if first else what, detail)
 
     # -- state ---------------------------------------------------------
     def stderr_text(self) -> str:
