@@ -48,7 +48,7 @@ def outcome_on(kernel: str, item: Prepared, accel: str) -> Outcome:
     try:
         with Session(kernel=kernel, accel=accel) as session:
             try:
-                prog = session.load(item.obj, item.program)
+                prog = session.load(item.obj, item.program, item.scenario.load)
             except VerifierError as err:
                 return Outcome(kernel, "reject", err.log or str(err))
             session.unload(prog)

@@ -76,7 +76,7 @@ def verify_scenario(args: argparse.Namespace) -> int:
     for kernel in kernels:
         with Session(kernel=kernel, accel=args.accel) as session:
             for case in item.scenario.cases:
-                prog = session.load(item.obj, item.program)
+                prog = session.load(item.obj, item.program, item.scenario.load)
                 try:
                     scenario_maps(session, prog, item.scenario, case)
                     results.append(verify_one(session, prog, kernel, case.name, case.packet,

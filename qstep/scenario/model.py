@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qstep.loadopts import LoadOptions
+
 
 @dataclass(frozen=True)
 class Where:
@@ -79,3 +81,4 @@ class Scenario:
     maps: tuple[tuple[str, str], ...]  # ('NAME KEY=VALUE', origin)
     verifier: VerifierExpectation
     cases: tuple[Case, ...] = field(default=())
+    load: LoadOptions = LoadOptions()  # program type, globals set before load, modules

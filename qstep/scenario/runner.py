@@ -71,7 +71,7 @@ def check_scenario(session: Session, kernel: str, item: Prepared, sink: ResultSi
     """The verifier's verdict, then each case on a fresh load (and traced for coverage)."""
     scenario, started = item.scenario, time.monotonic()
     try:
-        session.unload(session.load(item.obj, item.program))
+        session.unload(session.load(item.obj, item.program, item.scenario.load))
         verdict, log = "accept", ""
     except VerifierError as err:
         verdict, log = "reject", f"{err}\n{err.log}"
@@ -179,7 +179,7 @@ def check_case(session: Session, kernel: str, item: Prepared, case: Case) -> Che
 
 @contextmanager
 def loaded(session: Session, item: Prepared) -> Iterator[LoadedProgram]:
-    prog = session.load(item.obj, item.program)
+    prog = session.load(item.obj, item.program, item.scenario.load)
     try:
         yield prog
     finally:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from qstep.bpf.values import split_key_value
 from qstep.errors import UsageError
+from qstep.loadopts import LoadOptions, parse_attach_type, parse_prog_type
 from qstep.probe.spec import parse_spec
 from qstep.scenario.model import (
     Case,
@@ -24,7 +27,7 @@ from qstep.scenario.tomlpos import key_lines, line_of
 from qstep.userinput import parse_hex, read_map_file, read_packet
 
 SCENARIO_KEYS = {"name", "object", "source", "cflags", "program", "kernels", "maps_file", "maps",
-                 "expect"}
+                 "expect", "prog_type", "attach_type", "set", "modules"}
 SCENARIO_EXPECT_KEYS = {"verifier", "verifier_message"}
 CASE_KEYS = {"name", "packet", "packet_hex", "repeat", "maps", "expect", "inspect"}
 EXPECT_KEYS = {"retval", "packet_out", "packet_out_mask", "maps", "trace"}
@@ -125,7 +128,22 @@ def load_scenario(file: Path) -> Scenario:
         kernels=reader.strings(head, ("scenario",), "kernels") or ("6.1",),
         maps=_scenario_maps(reader, head),
         verifier=_verifier(reader, head),
-        cases=tuple(_case(reader, c, i) for i, c in enumerate(cases)))
+        cases=tuple(_case(reader, c, i) for i, c in enumerate(cases)),
+        load=_load_options(reader, head))
+
+
+def _load_options(reader: _Reader, head: dict[str, Any]) -> LoadOptions:
+    """prog_type, attach_type, set, modules: the CLI's load options."""
+    path: KeyPath = ("scenario",)
+
+    def named(key: str, parse: Callable[[str], int]) -> int | None:
+        text = reader.get(head, path, key, str)
+        return None if text is None else reader.guard(path + (key,), lambda: parse(text))
+    sets = reader.strings(head, path, "set")
+    for text in sets:
+        reader.guard(path + ("set",), partial(split_key_value, text))
+    return LoadOptions(named("prog_type", parse_prog_type), named("attach_type", parse_attach_type),
+                       sets, reader.strings(head, path, "modules"))
 
 
 def _scenario_maps(reader: _Reader, head: dict[str, Any]) -> tuple[tuple[str, str], ...]:

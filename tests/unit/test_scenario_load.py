@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from qstep.loadopts import LoadOptions
 from qstep.scenario.toml_load import ScenarioError, load_scenario
 from qstep.scenario.tomlpos import key_lines
 
@@ -102,3 +103,18 @@ def test_key_lines_follow_arrays_of_tables_and_multiline_values() -> None:
     assert ("a", "z") not in lines
     assert lines[("b", 0, "k")] == 10 and lines[("b", 1, "k")] == 12
     assert lines[("b", 1, "c", "m")] == 14
+
+
+def test_load_options_as_on_the_command_line(tmp_path: Path) -> None:
+    text = GOOD.replace('maps = ["counters 0=5"]\n', 'maps = ["counters 0=5"]\nprog_type = "tc"\n'
+                        'attach_type = "xdp"\nset = ["verbose=true"]\nmodules = ["nf_conntrack"]\n')
+    load = load_scenario(write(tmp_path, text)).load
+    assert (load.prog_type, load.attach_type, load.sets, load.modules) == (
+        3, 37, ("verbose=true",), ("nf_conntrack",))
+    assert load_scenario(write(tmp_path, GOOD)).load == LoadOptions()
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text.replace('"tc"', '"tcx"')))
+    assert str(err.value).startswith(f"{tmp_path / 's.toml'}:7: unknown program type 'tcx'")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text.replace('"verbose=true"', '"verbose"')))
+    assert str(err.value) == f"{tmp_path / 's.toml'}:9: expected KEY=VALUE, got 'verbose'"
