@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         scenario_test,
         verify_jit,
+        verify_verifier,
         why,
     )
     parser = Parser(prog="qstep", description="Debug eBPF programs on a real "
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
-                   verify_jit, why):
+                   verify_jit, verify_verifier, why):
         module.add_parser(sub)
     for command in sub.choices.values():
         add_global_options(command, top=False)

@@ -100,6 +100,7 @@ class LoadedProgram:
     # Kernel address of __per_cpu_offset, looked up at load time when a function runs
     # on a private stack (its frame pointer depends on the CPU's per-CPU offset).
     percpu_offset_addr: int | None = None
+    verifier_log: str = ""  # the verifier's level-2 log, when the load kept it
     _ranges: list[tuple[int, int, int]] | None = field(default=None, repr=False)
     _range_starts: list[int] = field(default_factory=list, repr=False)
 

@@ -27,6 +27,7 @@ class LoadOptions:
     attach_type: int | None = None
     sets: tuple[str, ...] = ()  # NAME=VALUE, typed through the object's BTF
     modules: tuple[str, ...] = ()  # kernel modules to load first
+    verifier_log_size: int | None = None  # keep the verifier's log (level 2) of this size
 
     def agent_tokens(self, obj: BpfObject) -> list[Token]:
         """The options of the agent's ``load`` verb (docs/agent-protocol.md)."""
@@ -37,6 +38,8 @@ class LoadOptions:
             tokens += ["attach_type", self.attach_type]
         for section, data in initial_values(obj, self.sets).items():
             tokens += ["initial_value", section, data]
+        if self.verifier_log_size is not None:
+            tokens += ["verbose_log", 2, self.verifier_log_size]
         return tokens
 
 

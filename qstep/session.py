@@ -162,6 +162,7 @@ class Session:
         prog = build_loaded(info, replies.decode_prog_info(self._request("info", info.handle)),
                             obj.btf)
         prog.maps = with_declared_types(obj, prog.maps)
+        prog.verifier_log = info.verbose_log
         prog.kfunc_names = {f.start_insn + off: name for f in prog.functions
                             for off, name in obj.kfunc_calls(f.name).items()}
         return self._kernel_facts(prog)

@@ -24,6 +24,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -923,6 +924,7 @@ static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog
 
 struct load_opts {
 	long long prog_type, attach_type;   /* -1: libbpf's choice from the section name */
+	long long log_level, log_size;      /* verbose_log: the verifier's log, also on success */
 	size_t n_init;
 	struct {
 		const char *map;
@@ -930,10 +932,12 @@ struct load_opts {
 	} init[MAX_INITIAL_VALUES];
 };
 
-/* prog_type N | attach_type N | initial_value <map> <blob>, in any order. */
+/* prog_type N | attach_type N | initial_value <map> <blob> | verbose_log LEVEL SIZE,
+ * in any order. */
 static int parse_load_opts(struct reply *r, struct arg *a, struct load_opts *o)
 {
 	o->prog_type = o->attach_type = -1;
+	o->log_level = o->log_size = 0;
 	o->n_init = 0;
 	for (size_t i = 0; a[i].s; i++) {
 		const char *opt = a[i].s;
@@ -943,6 +947,16 @@ static int parse_load_opts(struct reply *r, struct arg *a, struct load_opts *o)
 		if (num) {
 			if (!a[i + 1].s || parse_int(a[++i].s, num) || *num < 0 || *num > INT32_MAX)
 				return reply_err(r, "bad request: %s takes a non-negative integer", opt);
+			continue;
+		}
+		if (!strcmp(opt, "verbose_log")) {
+			/* The kernel caps log_size at UINT_MAX >> 2. */
+			if (!a[i + 1].s || !a[i + 2].s || parse_int(a[i + 1].s, &o->log_level) ||
+			    parse_int(a[i + 2].s, &o->log_size) || o->log_level < 1 ||
+			    o->log_level > 2 || o->log_size < 1024 || o->log_size > (UINT_MAX >> 2))
+				return reply_err(r, "bad request: verbose_log takes a level (1 or 2) and a "
+						 "size (1 KiB .. 1 GiB)");
+			i += 2;
 			continue;
 		}
 		if (strcmp(opt, "initial_value"))
@@ -1007,18 +1021,26 @@ static int do_load(struct agent *ag, struct reply *r, struct arg *a)
 
 	if (parse_load_opts(r, &a[2], &opts))
 		return -1;
-	for (size_t i = 0; i < 2 && err == -ENOSPC; i++) {
+	/* verbose_log: one attempt at the asked level; a log over the size fails the load
+	 * (ENOSPC) and the host says so. */
+	const struct load_attempt verbose = {(__u32)opts.log_level, (size_t)opts.log_size};
+	const struct load_attempt *attempts = opts.log_level ? &verbose : load_attempts;
+	size_t n_attempts = opts.log_level ? 1 : 2;
+
+	for (size_t i = 0; i < n_attempts && err == -ENOSPC; i++) {
 		handle_free(h);
 		free(log);
-		if (!(log = malloc(load_attempts[i].log_size)))
+		if (!(log = malloc(attempts[i].log_size)))
 			return reply_err(r, "out of memory");
 		if (!(h = handle_open(r, &a[0], a[1].s)) || apply_load_opts(r, h, &opts)) {
 			handle_free(h);
 			free(log);
 			return -1;
 		}
-		err = handle_load(h, log, load_attempts[i].log_size, load_attempts[i].log_level);
+		err = handle_load(h, log, attempts[i].log_size, attempts[i].log_level);
 	}
+	if (!err && opts.log_level)
+		reply_blob(r, "verbose_log", log, strlen(log));
 	if (err)
 		report_load_error(r, h, err, log);
 	else if (!h->cap.seen)   /* e.g. libbpf did not send a prog_name */

@@ -68,6 +68,7 @@ class LoadInfo:
     line_info: InfoRecords  # libbpf's own line_info, original instruction offsets
     func_info: InfoRecords  # libbpf's func_info, original instruction offsets
     maps: dict[str, MapInfo]
+    verbose_log: str = ""  # the verifier's log when the load asked for it
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,9 @@ def decode_load(reply: Reply) -> LoadInfo:
         prog_type=reply.int("prog_type"), insns=reply.blob("insns"),
         line_info=_records(reply, "line_info", "line_info_rec_size"),
         func_info=_records(reply, "func_info", "func_info_rec_size"),
-        maps=decode_maps(reply))
+        maps=decode_maps(reply),
+        verbose_log=(reply.blob("verbose_log").decode(errors="replace")
+                     if reply.has("verbose_log") else ""))
 
 
 def decode_rejected(reply: Reply) -> RejectedLoad:

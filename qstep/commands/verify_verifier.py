@@ -1,0 +1,108 @@
+"""``qstep verify-verifier``: every runtime value checked against the verifier's proof."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qstep.commands.common import (
+    add_load_options,
+    add_object_options,
+    fill_maps,
+    load_options,
+    map_entries,
+    open_object,
+)
+from qstep.debugger.engine import RunRequest
+from qstep.debugger.trace import TraceRecord, trace_run
+from qstep.errors import UsageError
+from qstep.images.kernels import kernel_names
+from qstep.session import Session
+from qstep.userinput import read_packet
+from qstep.verifier.check import CheckReport, Regs, check_run
+from qstep.verifier.log import parse_log
+
+VERIFIER_LOG_BYTES = 256 << 20  # the kernel writes only what it logs
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("verify-verifier", help="run the program and check every register "
+                       "value against the bounds the verifier proved there (soundness)")
+    add_object_options(p)
+    add_load_options(p)
+    p.add_argument("--packet", action="append", required=True,
+                   help="packet: a file (hex text or raw) or hex; repeatable")
+    p.add_argument("--map", nargs=2, action="append", default=[],
+                   metavar=("NAME", "KEY=VALUE"))
+    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    p.add_argument("--kernel", default="6.1", help="K[,K...] or 'all' (default 6.1)")
+    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    packets = [(arg, read_packet(arg)) for arg in args.packet]
+    entries = map_entries(args)
+    obj, prog_name = open_object(args)
+    options = dataclasses.replace(load_options(args), verifier_log_size=VERIFIER_LOG_BYTES)
+    results: list[dict[str, Any]] = []
+    for kernel in kernel_names(args.kernel):
+        with Session(kernel=kernel, accel=args.accel) as session:
+            for origin, data in packets:
+                prog = session.load(obj, prog_name, options)
+                try:
+                    log = parse_log(prog.verifier_log)
+                    if not log.visits:
+                        raise UsageError(f"{kernel}: the verifier's log has no instruction "
+                                         "states this qstep can read")
+                    fill_maps(session, prog, entries)
+                    with session.debugger(prog, RunRequest(data)) as dbg:
+                        report = check_run(log, runtime_steps(trace_run(dbg)))
+                finally:
+                    session.unload(prog)
+                results.append(result_json(kernel, origin, report))
+                if not args.json:
+                    print("\n".join(result_text(results[-1])), flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if any(r["findings"] for r in results) else 0
+
+
+def runtime_steps(items: Iterator[object]) -> Iterator[tuple[int, Regs]]:
+    """(insn, registers before it) from a trace: before the first, nothing is defined."""
+    before: Regs = (None,) * 11
+    for item in items:
+        if not isinstance(item, TraceRecord):
+            continue
+        yield item.site.index, before
+        if item.regs_after is not None:
+            before = item.regs_after
+
+
+def result_json(kernel: str, origin: str, report: CheckReport) -> dict[str, Any]:
+    return {"kernel": kernel, "packet": origin, "steps": report.steps,
+            "registers": report.registers, "paths": report.paths,
+            "stopped": report.stopped,
+            "findings": [{"step": f.step, "insn": f.insn, "reg": f"r{f.reg}",
+                          "value": f.value, "verifier": f.claim.describe()}
+                         for f in report.findings]}
+
+
+def result_text(result: dict[str, Any]) -> list[str]:
+    head = (f"{result['kernel']} {result['packet']}: {result['steps']} instructions, "
+            f"{result['registers']} scalar values checked on the verifier's path "
+            f"{'-'.join(map(str, result['paths']))}")
+    lines = [head]
+    if result["stopped"]:
+        lines.append(f"  check ended {result['stopped']}")
+    if not result["findings"]:
+        lines.append("  0 soundness violations: every value lies inside the verifier's bounds")
+    for f in result["findings"]:
+        lines.append(f"  VIOLATION step {f['step']}, insn {f['insn']}: {f['reg']} = "
+                     f"{f['value']:#x}, the verifier proved {f['verifier']}")
+    return lines

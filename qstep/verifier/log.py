@@ -1,0 +1,134 @@
+"""A level-2 verifier log as the paths the verifier explored, with states per instruction.
+
+The verifier walks the program depth first. Each processed instruction is a line
+``N: (code) text  ; R2_w=... R3=...`` whose tail lists the registers the instruction
+changed (their state after it). ``N: R1=... R10=fp0`` lines list the registers touched
+since the last such line (before N); full states come as ``from X to Y: ...`` (a branch
+pushed at X, now explored from Y) and after calls (``callee:``, ``to caller at N:``).
+``N: safe`` ends a path that an earlier, more general state at N covers (pruning);
+``exit`` ends one too. Every processed instruction becomes a `Visit` with the full
+register state before it, so ``processed N insns`` equals the number of visits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from qstep.verifier.states import RegState, parse_reg_state, split_top
+
+_INSN = re.compile(r"^(\d+): \(([0-9a-f]{2})\) (.*?)(?:\s+; (.*))?$")
+_FULL = re.compile(r"^(\d+): ((?:frame\d+: )?R\d.*|frame\d+:.*)$")
+_FROM = re.compile(r"^from (\d+) to (\d+): (.*)$")
+_SAFE = re.compile(r"^(\d+): safe$")
+_PROCESSED = re.compile(r"^processed (\d+) insns")
+_REG = re.compile(r"^R(\d+)(?:_[rwD]+)?$")
+CALL_CODE, EXIT_CODE = "85", "95"
+
+
+@dataclass
+class Visit:
+    """One processed instruction on one explored path: the registers before it.
+
+    A pruned visit ends its path: an earlier state at this instruction covers it
+    (its registers are empty when the log did not print them)."""
+
+    insn: int
+    path: int
+    regs: dict[int, RegState]
+    pruned: bool = False
+
+
+@dataclass
+class Path:
+    """One explored path: where it branched off its parent, and its visits in order."""
+
+    number: int
+    parent: int | None  # the path it branched off (None: the program's entry)
+    branch_index: int  # index in the parent's visits of the jump it branched at
+    visits: list[Visit] = field(default_factory=list)
+
+
+@dataclass
+class VerifierLog:
+    """Every visit, grouped by instruction; the explored paths; the log's own count."""
+
+    visits: list[Visit] = field(default_factory=list)
+    by_insn: dict[int, list[Visit]] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+    processed: int | None = None  # "processed N insns"
+
+    def states_at(self, insn: int) -> list[dict[int, RegState]]:
+        return [v.regs for v in self.by_insn.get(insn, [])]
+
+
+def parse_regs(text: str) -> dict[int, RegState]:
+    """``frame1: R1=ctx() R2_w=fp-40 fp-8=mmmm`` → registers by number (stack ignored)."""
+    regs: dict[int, RegState] = {}
+    for token in split_top(text, " "):
+        name, eq, value = token.partition("=")
+        found = _REG.match(name)
+        if eq and found:
+            regs[int(found.group(1))] = parse_reg_state(value)
+    return regs
+
+
+def parse_log(text: str) -> VerifierLog:
+    """Reconstruct the explored paths and the register state before every instruction."""
+    log = VerifierLog(paths=[Path(0, None, -1)])
+    current: dict[int, RegState] = {}
+    jumps: list[tuple[int, int, int]] = []  # (insn, path, visit index): pushes, LIFO
+    last_exit: int | None = None  # a subprogram's exit: "from EXIT to CALLER" continues
+    for line in text.splitlines():
+        line = line.strip()
+        if (found := _PROCESSED.match(line)) is not None:
+            log.processed = int(found.group(1))
+        elif (found := _FROM.match(line)) is not None and last_exit == int(found.group(1)):
+            current = parse_regs(found.group(3))  # back in the caller, same path
+            last_exit = None
+        elif (found := _FROM.match(line)) is not None:
+            parent = _pop_branch(jumps, int(found.group(1)))
+            log.paths.append(Path(len(log.paths), parent[0], parent[1]) if parent
+                             else Path(len(log.paths), None, -1))
+            safe = found.group(3) == "safe"
+            current = {} if safe else parse_regs(found.group(3))
+            if safe:
+                _add(log, Visit(int(found.group(2)), len(log.paths) - 1, {}, pruned=True))
+        elif (found := _SAFE.match(line)) is not None:
+            _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current), pruned=True))
+        elif (found := _INSN.match(line)) is not None:
+            visit = _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current)))
+            last_exit = visit.insn if found.group(2) == EXIT_CODE else None
+            if is_conditional_jump(found.group(2)):
+                jumps.append((visit.insn, visit.path, len(log.paths[visit.path].visits) - 1))
+            if found.group(2) == CALL_CODE:
+                for reg in range(6):  # helpers clobber r1-r5; r0 is in the tail if set
+                    current.pop(reg, None)
+            current.update(parse_regs(found.group(4) or ""))
+        elif (found := _FULL.match(line)) is not None:
+            current.update(parse_regs(found.group(2)))  # the registers it scratched
+        elif line.startswith("frame") or (line.startswith("R") and "=" in line):
+            current = parse_regs(line)  # the state after "callee:" / "to caller at N:"
+    return log
+
+
+def is_conditional_jump(code: str) -> bool:
+    """JMP/JMP32 classes, except ja (0x05), call (0x85) and exit (0x95)."""
+    value = int(code, 16)
+    return value & 0x07 in (0x05, 0x06) and value & 0xF0 not in (0x00, 0x80, 0x90)
+
+
+def _pop_branch(jumps: list[tuple[int, int, int]], insn: int) -> tuple[int, int] | None:
+    """The pushed branch at ``insn``: the newest jump there (newer ones pushed nothing)."""
+    while jumps:
+        at, path, index = jumps.pop()
+        if at == insn:
+            return path, index
+    return None
+
+
+def _add(log: VerifierLog, visit: Visit) -> Visit:
+    log.visits.append(visit)
+    log.by_insn.setdefault(visit.insn, []).append(visit)
+    log.paths[visit.path].visits.append(visit)
+    return visit

@@ -1,0 +1,51 @@
+"""Verifier logs (level 2) of 6.1 and 6.12 as per-instruction states and explored paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qstep.verifier.check import check_run, union_at
+from qstep.verifier.log import parse_log
+from qstep.verifier.states import parse_reg_state
+
+LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "verifier_logs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LOGS.glob("*.log")))
+def test_a_state_for_every_processed_instruction(name: str) -> None:
+    log = parse_log((LOGS / name).read_text())
+    assert log.processed is not None and len(log.visits) == log.processed
+    assert all(v.regs for v in log.visits if not v.pruned)  # none without a state
+    assert all(p.parent is not None for p in log.paths[1:])  # every branch has its parent
+
+
+def test_states_of_6_12_and_6_1_read_the_same_facts() -> None:
+    new = parse_log((LOGS / "l4lb-6.12.log").read_text())
+    # 24: (2d) if r7 > r5 goto pc+49, after r5 &= 15 and r7 = 5
+    (r5,) = union_at(new, 24, 5)
+    assert (r5.bound("umin"), r5.bound("umax"), r5.tnum) == (None, 15, (0, 0xF))
+    assert union_at(new, 24, 7)[0].bound("umax") == 5
+    old = parse_log((LOGS / "l4lb-6.1.log").read_text())
+    assert [s.type for s in union_at(old, 24, 1)] == ["ctx"]
+
+
+def test_bounds_in_either_spelling() -> None:
+    old = parse_reg_state("scalar(umax=17179869180,var_off=(0x0; 0x3fffffffc),"
+                          "s32_max=2147483644,u32_max=-4)")
+    assert old.bound("umax32") == 0xFFFFFFFC and old.bound("smax32") == 2147483644
+    assert old.contains(4) and not old.contains(5) and not old.contains(17179869184)
+    new = parse_reg_state("scalar(smin=umin=smin32=umin32=5,smax=umax=smax32=umax32=15,"
+                          "var_off=(0x0; 0xf))")
+    assert [v for v in range(20) if new.contains(v)] == list(range(5, 16))
+    assert parse_reg_state("P7").precise and parse_reg_state("P7").contains(7)
+    assert not parse_reg_state("-1").contains(1)
+    assert parse_reg_state("-1").contains((1 << 64) - 1)
+    assert parse_reg_state("fp-40").type == "fp"
+
+
+def test_a_run_off_the_logged_paths_is_not_judged() -> None:
+    log = parse_log((LOGS / "alu_v4-6.12.log").read_text())
+    report = check_run(log, [(0, (None,) * 11), (7, (None,) * 11)])
+    assert report.steps == 1 and "left the paths the verifier logged" in report.stopped

@@ -1,0 +1,86 @@
+"""The verifier's proof beside the real run: real runs stay inside it; a widened value
+is reported at exactly its instruction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qstep.bpf.elf import BpfObject
+from qstep.commands.verify_verifier import runtime_steps
+from qstep.debugger.engine import RunRequest
+from qstep.debugger.trace import trace_run
+from qstep.loadopts import LoadOptions
+from qstep.paths import REPO_ROOT
+from qstep.session import Session
+from qstep.userinput import encode_entry, read_map_file, read_packet
+from qstep.verifier.check import Regs, check_run
+from qstep.verifier.log import parse_log
+
+pytestmark = pytest.mark.vm
+
+EXAMPLE = REPO_ROOT / "examples" / "l4lb"
+
+
+def traced(session: Session, l4lb_obj: Path, packet: str):  # type: ignore[no-untyped-def]
+    prog = session.load(BpfObject.open(l4lb_obj), "l4lb_ingress",
+                        LoadOptions(verifier_log_size=64 << 20))
+    try:
+        for entry in read_map_file(EXAMPLE / "maps.txt"):
+            key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+            session.update_map(prog, entry.map_name, key, value)
+        request = RunRequest(read_packet(str(EXAMPLE / "packets" / packet)))
+        with session.debugger(prog, request) as dbg:
+            steps = list(runtime_steps(trace_run(dbg)))
+    finally:
+        session.unload(prog)
+    return parse_log(prog.verifier_log), steps
+
+
+@pytest.mark.parametrize("packet", ["ipv4_to_v4real.hex", "ctl_lookup_fail.hex"])
+def test_real_runs_stay_inside_the_verifiers_bounds(
+        guest: Session, l4lb_obj: Path, packet: str) -> None:
+    log, steps = traced(guest, l4lb_obj, packet)
+    assert len(log.visits) == log.processed
+    report = check_run(log, steps)
+    assert report.findings == []
+    assert report.steps > 90 and report.registers > 250
+    assert report.stopped.endswith("the verifier pruned this path: an earlier state there "
+                                   "covers it")
+
+
+def test_a_widened_value_is_reported_at_its_instruction(vm: Session, l4lb_obj: Path) -> None:
+    log, steps = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
+    clean = check_run(log, steps)
+    # The first checked register the verifier bounded below 2**32: push it past its umax.
+    step, insn, reg, umax = next(
+        (n, insn, r, s.bound("umax"))
+        for n, (insn, regs) in enumerate(steps, start=1) if n <= clean.steps
+        for visit in [v for v in log.by_insn[insn] if not v.pruned][:1]
+        for r, s in visit.regs.items()
+        if s.type == "scalar" and regs[r] is not None and (s.bound("umax") or 1 << 40) < 1 << 32)
+    assert umax is not None
+
+    def widened() -> list[tuple[int, Regs]]:
+        out = list(steps)
+        regs = list(out[step - 1][1])
+        regs[reg] = umax + 1
+        out[step - 1] = (insn, tuple(regs))
+        return out
+    report = check_run(log, widened())
+    assert [(f.step, f.insn, f.reg, f.value) for f in report.findings] == [
+        (step, insn, reg, umax + 1)]
+
+
+def test_cli_says_zero_findings(l4lb_obj: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qstep.cli", "verify-verifier", str(l4lb_obj), "--prog",
+         "l4lb_ingress", "--maps", str(EXAMPLE / "maps.txt"), "--packet",
+         str(EXAMPLE / "packets" / "ipv6_to_v6real.hex")], capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == (
+        "  0 soundness violations: every value lies inside the verifier's bounds")
