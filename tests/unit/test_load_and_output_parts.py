@@ -14,6 +14,8 @@ from qstep.agent.protocol import Reply
 from qstep.agent.replies import MapDump, decode_dump, decode_run
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.uapi import MapType
+from qstep.cli import build_parser
+from qstep.commands.common import load_options
 from qstep.errors import UsageError
 from qstep.images.modules import canonical, dependencies
 from qstep.loaded import MapInfo
@@ -155,3 +157,15 @@ def test_module_dependencies_from_modinfo() -> None:
                          "softdep": ["pre: crc32c post: foo-bar"]}) == [
         "nf_defrag_ipv4", "nf_defrag_ipv6", "libcrc32c", "crc32c"]
     assert dependencies({"depends": [""]}) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "p.o", "--packet", "00"], ["disasm", "p.o"], ["debug", "p.o", "--packet", "00"],
+    ["trace", "p.o", "--packet", "00"], ["inspect", "p.o", "f:1 print $r1", "--packet", "00"],
+    ["verify-jit", "p.o", "--packet", "00"]])
+def test_every_command_takes_the_load_options(command: list[str]) -> None:
+    args = build_parser().parse_args([*command, "--prog-type", "tc", "--attach-type", "xdp",
+                                      "--set", "a=1", "--set", "b={x: 2}",
+                                      "--modules", "nf_conntrack,nf_nat", "--modules", "x"])
+    assert load_options(args) == LoadOptions(3, 37, ("a=1", "b={x: 2}"),
+                                             ("nf_conntrack", "nf_nat", "x"))

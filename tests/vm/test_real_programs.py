@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,3 +331,19 @@ def test_run_report_text_and_json(guest: Session, bpf_obj: Callable[[str], objec
     report = run_json(guest, prog, packets, results, dump_maps(guest, prog))
     assert report["runs"][0]["output"]["printk"] == ["qstep-config: dport 80 verdict 3"]
     guest.unload(prog)
+
+
+def test_cli_run_with_set(bpf_obj: Callable[[str], object],
+                                          tmp_path: Path) -> None:
+    """The command line end to end (one boot): --set, and printk in --json."""
+    packet = tmp_path / "tcp80.hex"
+    packet.write_text(ipv4_tcp(80).hex())
+    proc = subprocess.run(
+        [sys.executable, "-m", "qstep.cli", "run", str(bpf_obj("tests/progs/config.bpf.c")),
+         "--packet", str(packet), "--set", "blocked_port=80", "--set", "block_action=3",
+         "--set", "verbose=true", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["runs"][0]["retval_name"] == "XDP_TX"
+    assert report["runs"][0]["output"]["printk"] == ["qstep-config: dport 80 verdict 3"]
+    assert [e["value"] for e in report["maps"][".bss"]] == ["{blocked: 1}"]
