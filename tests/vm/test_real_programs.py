@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import clang_bpf
+from conftest import clang_bpf, matrix_kernels
 
 from qstep.bpf.elf import BpfObject
 from qstep.commands.run import dump_maps, run_json, run_text
@@ -125,12 +125,6 @@ CASES = {
                       memory=(2, 12, bytes([10, 1, 2, 3, 10, 9, 9, 9, 4, 0xD2, 0, 80])),
                       check_maps=check_conntrack),
 }
-
-
-@pytest.fixture(params=["6.1", "6.12"])
-def guest(request: pytest.FixtureRequest) -> Session:
-    session: Session = request.getfixturevalue("vm" if request.param == "6.1" else "vm612")
-    return session
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -347,3 +341,17 @@ def test_cli_run_with_set(bpf_obj: Callable[[str], object],
     assert report["runs"][0]["retval_name"] == "XDP_TX"
     assert report["runs"][0]["output"]["printk"] == ["qstep-config: dport 80 verdict 3"]
     assert [e["value"] for e in report["maps"][".bss"]] == ["{blocked: 1}"]
+
+
+@pytest.mark.parametrize("kernel", matrix_kernels())
+def test_bpf_streams_are_read_where_the_kernel_has_them(
+        guests: Callable[[str], Session], kernel: str,
+        bpf_obj: Callable[[str], object]) -> None:
+    """7.x has BPF_PROG_STREAM_READ_BY_FD (6.17+): a run reports both streams (empty
+    for this program); 6.x kernels have none, and the output says so with None."""
+    session = guests(kernel)
+    prog = session.load(BpfObject.open(str(bpf_obj("tests/progs/config.bpf.c"))), "config_main")
+    output = session.test_run(prog, ipv4_tcp(80)).output
+    has_streams = not kernel.startswith("6.")
+    assert (output.stdout, output.stderr) == (("", "") if has_streams else (None, None))
+    session.unload(prog)
