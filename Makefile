@@ -64,6 +64,7 @@ bench: examples
 	$(PY) bench/trace_rate.py
 	$(PY) bench/probe_cost.py
 	$(PY) bench/probe_drain.py
+	$(PY) bench/record_rate.py
 	$(PY) bench/transfer_rate.py
 
 clean-build:

@@ -24,8 +24,8 @@ from qstep.images.guest import build_initramfs
 from qstep.paths import REPO_ROOT
 from qstep.recorder.control import RecorderControl
 from qstep.recorder.log import Boundary, parse_log
-from qstep.recorder.recording import trace_records
 from qstep.recorder.run import boundaries, jit_ranges, record_run
+from qstep.recorder.trace import trace_records
 from qstep.session import Session
 from qstep.userinput import read_packet
 from qstep.vm.machine import Machine

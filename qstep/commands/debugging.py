@@ -20,9 +20,11 @@ from qstep.commands.common import (
     read_setup,
 )
 from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
+from qstep.commands.replay import recorded_commands
 from qstep.debugger.commands import CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.repl import interactive_loop
+from qstep.debugger.replay_commands import ReplayCommands
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
@@ -38,6 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["rsp", "gdb"], default="rsp",
                    help="debug connection: raw GDB protocol (rsp, faster) or gdb/MI")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
+    p.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES",
+                   help="largest recording (default 256 MiB)")
     add_vm_options(p)
 
 
@@ -50,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="run the commands in this file; implies batch mode")
     p.add_argument("--start", action=argparse.BooleanOptionalAction, default=None,
                    help="stop at the program entry first (default: interactive only)")
+    p.add_argument("--record", action="store_true",
+                   help="record the run first, then debug the recording: forward and "
+                   "backward (reverse-stepi, reverse-continue, watch, ...)")
     p.set_defaults(func=debug_main)
     t = sub.add_parser("trace", help="run once, recording every BPF instruction")
     _common(t)
@@ -61,8 +68,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="step through QEMU's gdbstub instead of recording (slower)")
     t.add_argument("--mem", action="store_true",
                    help="also each instruction's memory loads and stores (recording only)")
-    t.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES",
-                   help="largest recording (default 256 MiB)")
     t.set_defaults(func=trace_main)
 
 
@@ -102,6 +107,13 @@ def debug_main(args: argparse.Namespace) -> int:
             raise UsageError(f"command file {args.batch_file} does not exist")
         batch += split_commands(args.batch_file.read_text())
     interactive = not batch
+    if args.record:
+        replay = recorded_commands(args)
+        emit(replay.start(), args.json)
+        if interactive:
+            interactive_loop(replay, args.json)
+            return 0
+        return run_batch(replay, batch, args.json)
     start = args.start if args.start is not None else interactive
     with debugger_for(args) as (dbg, view):
         commands = CommandSet(dbg, view)
@@ -115,7 +127,7 @@ def debug_main(args: argparse.Namespace) -> int:
         return run_batch(commands, batch, args.json)
 
 
-def run_batch(commands: CommandSet, lines: list[str], as_json: bool) -> int:
+def run_batch(commands: CommandSet | ReplayCommands, lines: list[str], as_json: bool) -> int:
     """Run commands in order, as gdb does: a failing command prints its error and the
     rest still run (a dead guest ends the batch); status 1 if any command failed."""
     status = 0

@@ -10,8 +10,9 @@ from qstep.agent.replies import RunResult
 from qstep.commands.common import make_session, open_in_session, program_source, read_setup
 from qstep.debugger.trace import TraceRecord, format_record, stack_relative
 from qstep.recorder.log import MemAccess
-from qstep.recorder.recording import Recording, trace_records
+from qstep.recorder.recording import Recording
 from qstep.recorder.run import record_run
+from qstep.recorder.trace import trace_records
 from qstep.runoutput import RunOutput
 from qstep.session import Session
 from qstep.userinput import read_packet

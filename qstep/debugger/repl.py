@@ -7,6 +7,7 @@ import json
 
 from qstep import interrupts
 from qstep.debugger.commands import CommandSet
+from qstep.debugger.replay_commands import ReplayCommands
 from qstep.errors import QstepError
 from qstep.paths import cache_dir
 
@@ -18,7 +19,7 @@ except ImportError:  # pragma: no cover - readline is part of CPython on Linux
 REPEATABLE = {"stepi", "nexti", "step", "next", "continue", "x", "list"}
 
 
-def _setup_readline(commands: CommandSet) -> None:
+def _setup_readline(commands: CommandSet | ReplayCommands) -> None:
     if readline is None:
         return
     history = cache_dir() / "debug_history"
@@ -42,7 +43,7 @@ def _save(path: object) -> None:
             readline.write_history_file(str(path))
 
 
-def interactive_loop(commands: CommandSet, as_json: bool) -> None:
+def interactive_loop(commands: CommandSet | ReplayCommands, as_json: bool) -> None:
     """Read commands until ``quit`` or end of input; errors never end the session."""
     _setup_readline(commands)
     last = ""

@@ -11,6 +11,7 @@ from types import TracebackType
 from qstep.errors import GuestError, QstepError
 
 ARM_TIMEOUT = 20.0
+FIRST_WAIT = 0.002
 WAKE_EVERY = 0.05
 DEFAULT_LIMIT = 256 << 20  # bytes of log per recorded run
 
@@ -72,9 +73,10 @@ class RecorderControl:
         return line
 
     def _read_line(self) -> str:
-        """One reply line; waking the vCPU while the plugin waits for it."""
+        """One reply line. The plugin acts on the vCPU thread: when no answer comes
+        within FIRST_WAIT the vCPU is idle, and ``wake`` (an agent round trip) runs it."""
         deadline = time.monotonic() + ARM_TIMEOUT
-        self.sock.settimeout(WAKE_EVERY)
+        self.sock.settimeout(FIRST_WAIT)
         while b"\n" not in self._buf:
             if time.monotonic() > deadline:
                 raise GuestError("the recorder plugin did not answer")
@@ -82,6 +84,7 @@ class RecorderControl:
                 chunk = self.sock.recv(4096)
             except TimeoutError:
                 self.wake()
+                self.sock.settimeout(WAKE_EVERY)
                 continue
             if not chunk:
                 raise GuestError("the recorder plugin closed its channel")

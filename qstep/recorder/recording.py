@@ -9,15 +9,11 @@ return address, saved registers) are not BPF memory accesses and are set apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import capstone
 
-from qstep.debugger.defined import DefinedRegs
-from qstep.debugger.provenance import Provenance
 from qstep.debugger.regs import BPF_TO_X86, MASK64, BpfRegs
-from qstep.debugger.trace import TraceRecord, shown_regs
 from qstep.errors import GuestError
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.recorder.log import Boundary, LogRecord, MemAccess
@@ -87,43 +83,3 @@ def _is_frame_insn(prog: LoadedProgram, pc: int) -> bool:
     for ins in _CS.disasm(code, pc, 1):
         return ins.mnemonic in FRAME_MNEMONICS
     return False
-
-
-class RecordedMemory:
-    """Guest memory as far as the recording saw it: every byte loaded or stored so far."""
-
-    def __init__(self) -> None:
-        self.bytes: dict[int, int] = {}
-
-    def apply(self, accesses: list[MemAccess]) -> None:
-        for a in accesses:
-            for i in range(a.size):
-                self.bytes[a.addr + i] = (a.value >> (8 * i)) & 0xFF
-
-    def read(self, addr: int, size: int) -> bytes:
-        """The bytes at ``addr``; ``KeyError`` when the recording never saw one of them."""
-        return bytes(self.bytes[addr + i] for i in range(size))
-
-
-def trace_records(rec: Recording, max_steps: int = 1_000_000) -> Iterator[TraceRecord]:
-    """The same records ``trace_run`` produces by stepping, from the recording."""
-    if not rec.steps:
-        return
-    memory = RecordedMemory()
-    provenance = Provenance(rec.prog, rec.steps[0].regs().values, memory.read)
-    defined = DefinedRegs()
-    for k, step in enumerate(rec.steps[:max_steps]):
-        memory.apply(step.frame_accesses)
-        memory.apply(step.accesses)
-        if k + 1 == len(rec.steps):
-            if not rec.exited:
-                raise GuestError(f"the program left its JIT code after instruction "
-                                 f"{step.site.index} ({step.site.function.name}) without "
-                                 "exiting (a tail call?); the recording ends there")
-            yield TraceRecord(k + 1, step.site, None, rec.retval)
-            return
-        live = defined.after(step.site.insn)
-        after = rec.steps[k + 1].regs().values
-        provenance.step(step.site, step.regs().values, after)
-        regs = tuple(v if n in live else None for n, v in enumerate(after))
-        yield TraceRecord(k + 1, step.site, regs, shown=shown_regs(regs, provenance))

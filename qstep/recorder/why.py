@@ -19,7 +19,8 @@ from qstep.expr import Expr, evaluate, parse_expression
 from qstep.expr.ast import Mem
 from qstep.loaded import InsnSite
 from qstep.recorder.log import MemAccess
-from qstep.recorder.recording import RecordedMemory, RecordedStep, Recording
+from qstep.recorder.recording import RecordedStep, Recording
+from qstep.recorder.replay import Replay
 
 DEFAULT_SIZE = 8
 
@@ -47,22 +48,18 @@ class WhyAnswer:
     helper_calls: list[tuple[int, InsnSite, str]]
 
 
-class _StepEnv:
-    """Registers before a recorded step and the memory the recording saw until then."""
+class ReplayEnv:
+    """``evaluate``'s view of a replay position: registers and recorded memory."""
 
-    def __init__(self, step: RecordedStep, memory: RecordedMemory) -> None:
-        self._regs = step.regs()
-        self._memory = memory
+    def __init__(self, replay: Replay) -> None:
+        self._replay = replay
+        self._regs = replay.regs()
 
     def reg(self, n: int) -> int:
         return self._regs[n]
 
     def mem(self, addr: int, size: int) -> bytes:
-        try:
-            return self._memory.read(addr, size)
-        except KeyError:
-            raise UsageError(f"the recording did not see the {size} bytes at {addr:#x} "
-                             "(only memory the program loaded or stored is known)") from None
+        return self._replay.read_memory(addr, size)
 
     def name(self, name: str) -> int:
         raise UsageError(f"'{name}': use registers $r0..$r10 and mem(ADDR, SIZE) here")
@@ -73,30 +70,35 @@ def parse_question(text: str) -> tuple[Expr, int, str]:
     target, sep, loc = text.rpartition(" at ")
     if not sep or not target.strip() or not loc.strip():
         raise UsageError(f"'{text}': ask 'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC'")
-    expr = parse_expression(target.strip())
+    expr, size = address_and_size(target)
+    return expr, size, loc.strip()
+
+
+def address_and_size(text: str) -> tuple[Expr, int]:
+    """``mem(ADDR, SIZE)`` → (ADDR, SIZE); another expression is an address of 8 bytes."""
+    expr = parse_expression(text.strip())
     if isinstance(expr, Mem):
-        return expr.addr, expr.size or DEFAULT_SIZE, loc.strip()
-    return expr, DEFAULT_SIZE, loc.strip()
+        return expr.addr, expr.size or DEFAULT_SIZE
+    return expr, DEFAULT_SIZE
 
 
 def why(rec: Recording, text: str) -> WhyAnswer:
     """Answer ``TARGET at LOC`` over the recording."""
     expr, size, loc = parse_question(text)
     sites = {s.index for s in resolve(rec.prog, loc).sites}
-    memory = RecordedMemory()
+    replay = Replay(rec)
     writes: list[Write] = []
     calls: list[tuple[int, InsnSite, str]] = []
     xlated = {ins.index: ins for ins in rec.prog.xlated}
     for k, step in enumerate(rec.steps):
         if step.site.index in sites:
-            addr = _address(evaluate(expr, _StepEnv(step, memory)))
-            return WhyAnswer(addr, size, k + 1, step.site, _known(memory, addr, size),
+            replay.pos = k
+            addr = _address(evaluate(expr, ReplayEnv(replay)))
+            return WhyAnswer(addr, size, k + 1, step.site, _known(replay, addr, size),
                              _clip(writes, addr, size), calls)
         for a in step.frame_accesses + step.accesses:
             if a.store:
                 writes.append(_write(k + 1, step, a, a in step.frame_accesses))
-        memory.apply(step.frame_accesses)
-        memory.apply(step.accesses)
         ins = xlated.get(step.site.xlated_index if step.site.xlated_index is not None else -1)
         if ins is not None and ins.is_helper_call:  # not inlined by the verifier
             calls.append((k + 1, step.site, HELPER_NAMES.get(ins.imm, f"helper {ins.imm}")))
@@ -109,10 +111,10 @@ def _address(value: int | bytes) -> int:
     return value & ((1 << 64) - 1)
 
 
-def _known(memory: RecordedMemory, addr: int, size: int) -> bytes | None:
+def _known(replay: Replay, addr: int, size: int) -> bytes | None:
     try:
-        return memory.read(addr, size)
-    except KeyError:
+        return replay.read_memory(addr, size)
+    except UsageError:
         return None
 
 
