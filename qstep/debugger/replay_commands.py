@@ -86,6 +86,11 @@ class ReplayCommands:
         return self.find(match.group(1)).action(self, match.group(2))
 
     # -- where we are ------------------------------------------------------
+    def where(self) -> str:
+        """Where the replay stands now."""
+        site = self.replay.site()
+        return site_text(site) if site is not None else "at the end of the recording"
+
     def start(self) -> Output:
         """Where a replay begins: the program's first instruction."""
         return self.stop_output(Stop(0, "start"))
