@@ -139,7 +139,8 @@ def where(probe: Probe) -> str:
 
 
 def value_text(hit: Hit, index: int, prog: LoadedProgram) -> str:
-    item = hit.probe.spec.action.prints[index]
+    spec = hit.probe.written or hit.probe.spec  # C items are shown as written
+    item = spec.action.prints[index]
     value = hit.values[index]
     if isinstance(item, Str):
         return item.value.decode(errors="replace")
@@ -148,7 +149,7 @@ def value_text(hit: Hit, index: int, prog: LoadedProgram) -> str:
         return f"{label} = <unreadable>"
     if isinstance(value, MapValue):
         return f"{label} = {map_value_text(value, prog)}"
-    return f"{label} = {format_value(value, literal_hint(hit.probe.spec, item))}"
+    return f"{label} = {format_value(value, literal_hint(spec, item))}"
 
 
 def map_value_text(value: MapValue, prog: LoadedProgram) -> str:

@@ -70,6 +70,7 @@ class Probe:
     compiled: CompiledProbe | None = None
     handle: int | None = None
     counters: Counters = field(default_factory=Counters)
+    written: Spec | None = None  # as the user wrote it, when C names were lowered
 
     @property
     def probe_id(self) -> int:
@@ -173,7 +174,9 @@ class Inspector:
         self.probes = [resolve_probe(prog, n, s) for n, s in enumerate(specs, start=1)]
         for probe in self.probes if scope is not None else []:
             assert scope is not None
-            probe.spec = lower_spec(probe.spec, scope(probe.site), probe.number)
+            lowered = lower_spec(probe.spec, scope(probe.site), probe.number)
+            if lowered != probe.spec:
+                probe.written, probe.spec = probe.spec, lowered
         assign_modes(self.probes)
         for probe in self.probes:
             if probe.mode == "host":

@@ -3,6 +3,7 @@ r"""Parser for INSPECT_SPECs (`qstep inspect PROG SPEC...`).
 Grammar (keywords are case-sensitive; whitespace only separates tokens)::
 
     SPEC      := LOC ACTION [if CONDITION]            (no `if`: every hit)
+               | LOC if CONDITION ACTION             (the same spec, condition first)
     LOC       := FUNC | FUNC:OFFSET | FILE:LINE       (FILE ends in .c or .h; OFFSET is the
                                                        BPF instruction offset within FUNC)
     ACTION    := [skip N] (print ITEM {, ITEM} [, stop] | stop)
@@ -128,11 +129,16 @@ class SpecParser(ExprParser):
     # spec level
 
     def spec(self, loc: Location) -> Spec:
-        action = self.action()
         condition: Expr | Watch | None = None
-        if self.at("if"):
+        if self.at("if"):  # LOC if COND print ITEMS
             self.advance()
             condition = self.condition()
+            action = self.action()
+        else:  # LOC print ITEMS [if COND]
+            action = self.action()
+            if self.at("if"):
+                self.advance()
+                condition = self.condition()
         if self.tok.kind != "eof":
             self.fail(_expected_at_end(action, condition))
         return Spec(loc, action, condition, self.text, pos=loc.pos)

@@ -305,7 +305,7 @@ def test_format_value() -> None:
 ITEM = "a print item (expression, string, map name, reg(rN) or mem(ADDR, SIZE))"
 ERRORS = [
     ("", 1, "a location FUNC, FUNC:OFFSET or FILE.c:LINE"),
-    ("f:1 if $r1 == 0", 5, "'print', 'stop' or 'skip N' after the location"),
+    ("f:1 if $r1 == 0", 16, "'print', 'stop' or 'skip N' after the location"),
     ("f:1 print (1 + 2", 17, "')' to close the '(' at column 11"),
     ("f:1 print mem($r1)", 18, "',' after mem(ADDR"),
     ("f:1 print mem($r1, 3x)", 20, "a decimal or 0x hex number below 2**64"),
@@ -454,3 +454,13 @@ def test_expression_round_trip(expr: Expr) -> None:
 @given(st.builds(Spec, LOCATIONS, ACTIONS, CONDITIONS))
 def test_spec_round_trip(spec: Spec) -> None:
     assert parse_spec(spec.to_text()) == spec
+
+
+def test_condition_first_order_is_the_same_spec() -> None:
+    a = parse_spec("l4lb.bpf.c:145 print vip_num, stats if real->dstv6 == 2001:db8::3")
+    b = parse_spec("l4lb.bpf.c:145 if real->dstv6 == 2001:db8::3 print vip_num, stats")
+    assert a == b and a.to_text() == b.to_text()
+    c = parse_spec("f:3 if $r1 == 2 skip 1 print $r2")
+    assert c.action.skip == 1 and c.condition is not None
+    with pytest.raises(UsageError, match="column 12: expected 'print', 'stop' or 'skip N'"):
+        parse_spec("f:3 if $r1 2")

@@ -33,9 +33,12 @@ from qstep.dwarf.frame import stack_size_from_prologue
 from qstep.dwarf.model import Variable
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
+from qstep.paths import REPO_ROOT
 from qstep.probe.inspector import Inspector
+from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.session import Session
+from qstep.userinput import encode_entry, read_map_file, read_packet
 
 pytestmark = pytest.mark.vm
 
@@ -505,3 +508,43 @@ def test_in_guest_and_host_verdicts_agree_on_c_conditions(
     for inspector in (guest, host):
         assert [h.values for h in inspector.hits if h.probe.spec.loc.to_text().startswith(
             "vars.bpf.c")] == expected
+
+
+L4LB = REPO_ROOT / "examples" / "l4lb"
+
+
+def test_l4lb_design_actions_over_c_variables(vm: Session, l4lb_obj: Path) -> None:
+    """The design's actions on the bundled example, with its real lines: break where the
+    real is chosen if its IPv6 address is the v6 real's, print the VIP number and stats
+    there and after the counters are updated (both spec orders)."""
+    obj = BpfObject.open(l4lb_obj)
+    prog = vm.load(obj, "l4lb_ingress")
+    try:
+        for entry in read_map_file(L4LB / "maps.txt"):
+            key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+            vm.update_map(prog, entry.map_name, key, value)
+        v6 = read_packet(str(L4LB / "packets/ipv6_to_v6real.hex"))
+        v4 = read_packet(str(L4LB / "packets/ipv4_to_v4real.hex"))
+        specs = ["l4lb.bpf.c:158 if real->dstv6 == 2001:db8:ff::2 print vip_num",
+                 "l4lb.bpf.c:183 if tkey.remote_ipv6 == 2001:db8:ff::2 print vip_num, stats",
+                 "l4lb.bpf.c:183 print ctl->ifindex, ctl->mac, tkey.tunnel_id "
+                 "if ctl->ifindex == 3"]
+        inspector = Inspector(vm, prog, parse_specs(specs), c_scope(obj, prog))
+        inspector.attach()
+        try:
+            assert inspector.run([v6, v4], 1) == [7, 7]  # both redirected
+        finally:
+            inspector.detach()
+    finally:
+        vm.unload(prog)
+    hits = {n: [(h.run, h.values) for h in inspector.hits if h.probe.number == n]
+            for n in (1, 2, 3)}
+    assert hits[1] == [(1, [2])]  # run 1 only: the IPv6 packet's real is 2001:db8:ff::2; VIP 2
+    [(run, [vip_num, stats])] = hits[2]
+    assert (run, vip_num) == (1, 2)
+    assert isinstance(stats, MapValue) and stats.whole
+    # stats[2] was counted just before: one packet of the IPv6 frame's length.
+    assert stats.entries[2] == struct.pack("<QQ", 1, len(v6))
+    assert not any(any(e) for i, e in enumerate(stats.entries) if i != 2)
+    assert hits[3] == [(1, [3, bytes.fromhex("020000000a02"), 2])]  # ctl_array slot 1
+    assert [p.counters.reached for p in inspector.probes] == [1, 2, 2]
