@@ -344,14 +344,19 @@ def test_cli_run_with_set(bpf_obj: Callable[[str], object],
 
 
 @pytest.mark.parametrize("kernel", matrix_kernels())
-def test_bpf_streams_are_read_where_the_kernel_has_them(
+def test_bpf_stream_output_is_shown_where_the_kernel_has_streams(
         guests: Callable[[str], Session], kernel: str,
         bpf_obj: Callable[[str], object]) -> None:
-    """7.x has BPF_PROG_STREAM_READ_BY_FD (6.17+): a run reports both streams (empty
-    for this program); 6.x kernels have none, and the output says so with None."""
+    """tests/progs/streams.bpf.c prints to its BPF stdout (bpf_stream_vprintk, 7.x); 6.x
+    kernels have no streams: the output says so with None, and the program prints nothing."""
     session = guests(kernel)
-    prog = session.load(BpfObject.open(str(bpf_obj("tests/progs/config.bpf.c"))), "config_main")
-    output = session.test_run(prog, ipv4_tcp(80)).output
+    prog = session.load(BpfObject.open(str(bpf_obj("tests/progs/streams.bpf.c"))),
+                        "stream_main")
+    result = session.test_run(prog, ipv4_tcp(80))
+    assert result.retval == 2
     has_streams = not kernel.startswith("6.")
-    assert (output.stdout, output.stderr) == (("", "") if has_streams else (None, None))
+    assert (result.output.stdout, result.output.stderr) == (
+        ("qstep-stream: len 60\n", "") if has_streams else (None, None))
+    if has_streams:
+        assert result.output.text() == ["stdout    qstep-stream: len 60"]
     session.unload(prog)
