@@ -204,9 +204,14 @@ class CommandSet:
         return self._repeat(arg, lambda: self.dbg.step_line(False))
 
     def cmd_next(self, arg: str) -> Output:
+        if self.source is not None:  # also over inlined calls, as gdb does
+            return self._repeat(arg, self.source.next_line)
         return self._repeat(arg, lambda: self.dbg.step_line(True))
 
     def cmd_finish(self, arg: str) -> Output:
+        inlined = self.source.finish_inlined() if self.source is not None else None
+        if inlined is not None:
+            return self.event_output(inlined)
         out = self.event_output(self.dbg.finish())
         if out.data.get("event") == "stopped":
             r0 = self.dbg.regs()[0]

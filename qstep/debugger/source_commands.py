@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qstep.debugger.engine import Event
 from qstep.debugger.source import SourceFrame, SourceView
 from qstep.dwarf.format import check_format, decode, format_value
 from qstep.dwarf.location import Unavailable
@@ -152,6 +153,42 @@ class SourceCommands:
     def whatis(self, text: str) -> Result:
         t = self.type_of(text)
         return f"type = {t.c_name()}", {"type": t.c_name()}
+
+    # -- stepping over and out of inlined calls ----------------------------------
+    def _depth(self) -> tuple[int, int, tuple[str, int]]:
+        """(bpf-to-bpf frames, inlined frames in the innermost one, its line)."""
+        frames = self.view.frames()
+        inner = [f for f in frames if f.call.level == 0]
+        calls = len({f.call.level for f in frames})
+        line = (inner[0].file, inner[0].line) if inner else ("", 0)
+        return calls, sum(1 for f in inner if f.inlined), line
+
+    def next_line(self) -> Event:
+        """``next``: to the next line of this frame, over bpf calls and inlined calls."""
+        calls, inlined, line = self._depth()
+        while True:
+            event = self.view.dbg.step_line(True)
+            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
+                return event
+            now_calls, now_inlined, now_line = self._depth()
+            if now_calls != calls or now_inlined < inlined:
+                return event  # left this frame
+            if now_inlined == inlined and now_line != line:
+                return event
+
+    def finish_inlined(self) -> Event | None:
+        """``finish`` in an inlined frame: run until that inlined call is left (None when
+        the innermost frame is not inlined)."""
+        calls, inlined, _line = self._depth()
+        if inlined == 0:
+            return None
+        while True:
+            event = self.view.dbg.stepi(True)
+            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
+                return event
+            now_calls, now_inlined, _ = self._depth()
+            if now_calls != calls or now_inlined < inlined:
+                return event
 
     # -- frames ------------------------------------------------------------------
     def backtrace(self, limit: int | None) -> Result:

@@ -548,3 +548,29 @@ def test_l4lb_design_actions_over_c_variables(vm: Session, l4lb_obj: Path) -> No
     assert not any(any(e) for i, e in enumerate(stats.entries) if i != 2)
     assert hits[3] == [(1, [3, bytes.fromhex("020000000a02"), 2])]  # ctl_array slot 1
     assert [p.counters.reached for p in inspector.probes] == [1, 2, 2]
+
+
+def test_next_steps_over_inlined_calls_and_finish_leaves_them(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    commands = CommandSet(dbg, view)
+    dbg.add_breakpoint("vars.bpf.c:69")
+    assert dbg.cont().reason == "breakpoint"
+    names = [f["function"] for f in commands.execute("bt").data["frames"]]
+    assert names == ["fold_addr", "hash_key", "vars_main"]
+    commands.execute("finish")  # out of fold_addr, still in hash_key
+    assert [f["function"] for f in commands.execute("bt").data["frames"]] == [
+        "hash_key", "vars_main"]
+    commands.execute("finish")  # out of hash_key: back in vars_main
+    assert [f["function"] for f in commands.execute("bt").data["frames"]] == ["vars_main"]
+    dbg.delete_breakpoint(max(dbg.breakpoints))
+    lines = []
+    while True:
+        out = commands.execute("next")
+        if out.data["event"] == "exited":
+            break
+        frames = commands.execute("bt").data["frames"]
+        # next never stops inside an inlined call or a bpf-to-bpf callee of this frame.
+        assert [f["function"] for f in frames] == ["vars_main"], frames
+        lines.append(frames[0]["line"])
+    assert out.data["retval"] == 2 and len(lines) >= 3
