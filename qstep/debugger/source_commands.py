@@ -3,6 +3,7 @@ frame/up/down and a backtrace with inlined frames. Each returns (text, data)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from qstep.debugger.engine import Event
@@ -163,18 +164,23 @@ class SourceCommands:
         line = (inner[0].file, inner[0].line) if inner else ("", 0)
         return calls, sum(1 for f in inner if f.inlined), line
 
+    def _step_until(self, step: Callable[[], Event],
+                    done: Callable[[tuple[int, int, tuple[str, int]]], bool]) -> Event:
+        while True:
+            event = step()
+            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
+                return event
+            if done(self._depth()):
+                return event
+
     def next_line(self) -> Event:
         """``next``: to the next line of this frame, over bpf calls and inlined calls."""
         calls, inlined, line = self._depth()
-        while True:
-            event = self.view.dbg.step_line(True)
-            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
-                return event
-            now_calls, now_inlined, now_line = self._depth()
-            if now_calls != calls or now_inlined < inlined:
-                return event  # left this frame
-            if now_inlined == inlined and now_line != line:
-                return event
+
+        def done(now: tuple[int, int, tuple[str, int]]) -> bool:
+            left = now[0] != calls or now[1] < inlined
+            return left or (now[1] == inlined and now[2] != line)
+        return self._step_until(lambda: self.view.dbg.step_line(True), done)
 
     def finish_inlined(self) -> Event | None:
         """``finish`` in an inlined frame: run until that inlined call is left (None when
@@ -182,13 +188,8 @@ class SourceCommands:
         calls, inlined, _line = self._depth()
         if inlined == 0:
             return None
-        while True:
-            event = self.view.dbg.stepi(True)
-            if event.kind == "exited" or event.reason == "breakpoint" or event.site is None:
-                return event
-            now_calls, now_inlined, _ = self._depth()
-            if now_calls != calls or now_inlined < inlined:
-                return event
+        return self._step_until(lambda: self.view.dbg.stepi(True),
+                                lambda now: now[0] != calls or now[1] < inlined)
 
     # -- frames ------------------------------------------------------------------
     def backtrace(self, limit: int | None) -> Result:
