@@ -14,8 +14,10 @@ import gzip
 import json
 import lzma
 import os
+import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -25,7 +27,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from qstep.errors import HostError, UsageError
-from qstep.images.kernels import Kernel, kernels_root
+from qstep.images.apt import AptRegistry
+from qstep.images.kernels import Kernel, kernels_root, load_catalog, unpacked_dir
 from qstep.paths import cache_dir
 
 SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
@@ -44,8 +47,12 @@ def canonical(name: str) -> str:
     return name.replace("-", "_")
 
 
-def module_root(kernel: Kernel) -> Path:
-    """``.../modules/REL`` of a cached kernel; ``UsageError`` if it has none."""
+def module_root(kernel: Kernel, fetch: bool = True) -> Path:
+    """``.../modules/REL`` of a cached kernel; ``UsageError`` if it has none.
+
+    7.x kernels keep their modules in a package of their own
+    (``linux-modules-REL``), fetched here on first use.
+    """
     roots = kernels_root()
     candidates = [p for p in kernel.bzimage.parents if roots in p.parents]
     candidates += [p for p in roots.iterdir() if p.is_dir()] if roots.is_dir() else []
@@ -54,8 +61,21 @@ def module_root(kernel: Kernel) -> Path:
             root = base / sub / kernel.release
             if (root / "kernel").is_dir():
                 return root
+    if fetch and roots in kernel.bzimage.parents and _fetch_modules(kernel.release):
+        return module_root(kernel, fetch=False)
     raise UsageError(f"kernel {kernel.release} has no modules in the cache (a kernel given "
                      "as a bzImage path brings none)")
+
+
+def _fetch_modules(release: str) -> bool:
+    """Unpack ``linux-modules-REL`` (Debian's 7.x packaging) into the cache."""
+    package = f"linux-modules-{release}"
+    apt = AptRegistry(load_catalog()[2])
+    if not apt.package_names(re.escape(package) + "$", prefix=package):
+        return False
+    print(f"qstep: fetching {package} (kernel modules)...", file=sys.stderr)
+    apt.download_and_unpack(package, unpacked_dir(package))
+    return True
 
 
 def decompress(path: Path) -> bytes:
