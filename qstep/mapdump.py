@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from qstep.agent.replies import MapDump
+from qstep.agent.replies import MapDump, MapInfo
 from qstep.bpf.btf import Btf
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.uapi import MapType
-from qstep.loaded import MapInfo
 from qstep.render import format_map_value
 
 QUEUE_TYPES = frozenset({MapType.QUEUE, MapType.STACK})

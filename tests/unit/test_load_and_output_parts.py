@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from qstep.agent.protocol import Reply
-from qstep.agent.replies import MapDump, decode_dump, decode_run
+from qstep.agent.replies import MapDump, MapInfo, decode_dump, decode_run
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.uapi import MapType
 from qstep.cli import build_parser
 from qstep.commands.common import load_options
 from qstep.errors import UsageError
 from qstep.images.modules import canonical, dependencies
-from qstep.loaded import MapInfo
 from qstep.loadfail import explain, libbpf_messages, missing_ksyms
 from qstep.loadopts import (
     LoadOptions,
