@@ -27,6 +27,7 @@ class SourceLoc:
     text: str
 
     def short(self) -> str:
+        """``file.c:line`` (the file's base name)."""
         return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
 
 
@@ -44,6 +45,7 @@ class JitFunction:
     removed: bool = False  # dropped by the verifier as unreachable: no JIT code
 
     def contains(self, addr: int) -> bool:
+        """True if ``addr`` is in this function's JIT code."""
         return self.addr <= addr < self.addr + self.length
 
 
@@ -64,10 +66,12 @@ class InsnSite:
 
     @property
     def index(self) -> int:
+        """The instruction's index (original for qstep's loads, xlated for others)."""
         return self.insn.index
 
     @property
     def removed(self) -> bool:
+        """True if the verifier removed this instruction (it has no JIT code)."""
         return self.jit_start is None and self.jit_group is None
 
     @property
@@ -106,6 +110,7 @@ class LoadedProgram:
 
     @property
     def type_name(self) -> str:
+        """The program type's name (xdp, sched_cls, ...)."""
         return prog_type_name(self.prog_type)
 
     def site_at(self, addr: int) -> InsnSite | None:
@@ -121,6 +126,7 @@ class LoadedProgram:
         return None
 
     def function_named(self, name: str) -> JitFunction | None:
+        """The JIT function called ``name`` (None if absent or removed)."""
         return next((f for f in self.functions if f.name == name), None)
 
     def jit_bytes(self, start: int, end: int) -> bytes:

@@ -26,6 +26,7 @@ PROGRAM_HELP = ("a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME'
 
 
 def add_vm_options(parser: argparse.ArgumentParser) -> None:
+    """--kernel, --accel, --print-cmd."""
     parser.add_argument("--kernel", help="kernel: 6.1 (default), 6.12, a package name "
                         "or a path to a bzImage")
     parser.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
@@ -96,6 +97,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
 
 
 def make_session(args: argparse.Namespace) -> Session:
+    """An unstarted session for --kernel and --accel."""
     return Session(kernel=args.kernel, accel=args.accel)
 
 
@@ -153,6 +155,7 @@ def map_entries(args: argparse.Namespace) -> list[MapEntry]:
 
 
 def guest_file(spec: str) -> tuple[str, bytes]:
+    """``LOCAL:/guest/path`` → (guest path, the local file's bytes)."""
     local, sep, guest = spec.rpartition(":")
     if not sep or not local or not guest.startswith("/"):
         raise UsageError(f"--guest-file {spec}: expected LOCAL:/absolute/guest/path")
@@ -184,6 +187,7 @@ def open_in_session(session: Session, source: ProgramSource, setup: Setup,
 
 
 def fill_maps(session: Session, prog: LoadedProgram, entries: list[MapEntry]) -> None:
+    """Write the entries (typed through the program's BTF) into its maps."""
     for entry in entries:
         info = prog.maps.get(entry.map_name)
         if info is None:

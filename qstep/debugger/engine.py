@@ -43,6 +43,7 @@ class Breakpoint:
 
     @property
     def addr(self) -> int:
+        """The JIT address the breakpoint is inserted at."""
         assert self.site.jit_start is not None
         return self.site.jit_start
 
@@ -74,9 +75,13 @@ class RunRequest:
 class ProgramRunner(Protocol):
     """Starts test runs and collects their results (``qstep.session.Session``)."""
 
-    def start_run(self, prog: LoadedProgram, request: RunRequest) -> int: ...
+    def start_run(self, prog: LoadedProgram, request: RunRequest) -> int:
+        """Start one test run without waiting; returns its id."""
+        ...
 
-    def poll_run(self, run: int, timeout: float) -> RunResult | None: ...
+    def poll_run(self, run: int, timeout: float) -> RunResult | None:
+        """The run's result if it ends within ``timeout`` seconds, else None."""
+        ...
 
 
 @dataclass
@@ -116,6 +121,7 @@ class Debugger:
     # -- state ---------------------------------------------------------
     @property
     def running_program(self) -> bool:
+        """True between ``run`` and the program's exit."""
         return self._run_seq is not None
 
     def x86(self) -> X86Regs:
@@ -126,12 +132,15 @@ class Debugger:
         return self._regs_cache
 
     def pc(self) -> int:
+        """The x86 program counter at the current stop."""
         return self.x86().rip
 
     def site(self) -> InsnSite | None:
+        """The BPF instruction at the current stop (None outside the program)."""
         return self.prog.site_at(self.pc())
 
     def regs(self) -> BpfRegs:
+        """BPF registers r0-r10 at the current stop (through the JIT register map)."""
         x86 = self.x86()
         func = next((f for f in self.prog.functions if f.contains(x86.rip)), None)
         if func is None:
@@ -139,6 +148,7 @@ class Debugger:
         return bpf_regs(x86, layout_of(self.prog, func).frame_pointer(x86, self.percpu_offset))
 
     def frames(self) -> list[Frame]:
+        """The BPF call stack, innermost first."""
         return backtrace(self.prog, self.x86(), self.target.read_memory, self.percpu_offset)
 
     def percpu_offset(self) -> int:
@@ -151,6 +161,7 @@ class Debugger:
         return self._percpu
 
     def read_memory(self, addr: int, size: int) -> bytes:
+        """Guest memory (virtual addresses) at the current stop."""
         self._require_stopped()
         return self.target.read_memory(addr, size)
 
@@ -160,6 +171,8 @@ class Debugger:
 
     # -- breakpoints ---------------------------------------------------
     def add_breakpoint(self, location: str, temporary: bool = False) -> list[Breakpoint]:
+        """Break at ``location`` (``func``, ``func:off``, ``file.c:line``, ``#insn``,
+        ``*addr``); one breakpoint per place the location has code."""
         current = self._current_file()
         resolved = resolve(self.prog, location, current)
         added = []
@@ -179,12 +192,14 @@ class Debugger:
         return site.source.file if site and site.source else None
 
     def delete_breakpoint(self, number: int) -> None:
+        """Remove breakpoint ``number``."""
         bp = self._breakpoint(number)
         if bp.enabled and self.stopped:
             self._remove(bp.addr)
         del self.breakpoints[number]
 
     def set_enabled(self, number: int, enabled: bool) -> None:
+        """Enable or disable breakpoint ``number``."""
         bp = self._breakpoint(number)
         if bp.enabled != enabled and self.stopped:
             (self._insert if enabled else self._remove)(bp.addr)
@@ -227,6 +242,7 @@ class Debugger:
         return self._resume_and_wait()
 
     def cont(self) -> Event:
+        """Continue the stopped run until the next stop or the program's exit."""
         self._require_running()
         return self._resume_and_wait()
 
