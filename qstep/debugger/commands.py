@@ -95,6 +95,9 @@ class CommandSet:
         add("up", (), CommandSet.cmd_up, "[N]: select the caller's frame")
         add("down", (), CommandSet.cmd_down, "[N]: select the callee's frame")
         add("ptype", (), CommandSet.cmd_ptype, "EXPR|TYPE: the type, structs expanded")
+        add("watch", (), CommandSet.cmd_watch, "EXPR: stop when a C object is written")
+        add("rwatch", (), CommandSet.cmd_rwatch, "EXPR: stop when a C object is read")
+        add("awatch", (), CommandSet.cmd_awatch, "EXPR: stop when a C object is accessed")
         add("whatis", (), CommandSet.cmd_whatis, "EXPR|TYPE: the type's name")
         add("list", ("l",), CommandSet.cmd_list, "[LOC]: source around a location")
         add("disassemble", ("disas",), CommandSet.cmd_disas, "source / BPF / x86 around pc")
@@ -146,7 +149,10 @@ class CommandSet:
                                  "retval_name": name, "duration_ns": event.duration_ns,
                                  "packet_out": event.data_out.hex(),
                                  **({"output": event.output.as_json()} if event.output else {})})
-        lines = []
+        lines: list[str] = []
+        watched: list[dict[str, Any]] = []
+        if event.watch_addr is not None and self.source is not None:
+            lines, watched = self.source.watches.report(event)
         if event.breakpoint is not None:
             lines.append(f"Breakpoint {event.breakpoint.number}, {site_text(event.site)}")
         else:
@@ -154,7 +160,7 @@ class CommandSet:
         lines.extend(self._here(event.site))
         data = {"event": "stopped", "reason": event.reason, "where": site_data(event.site),
                 "breakpoint": event.breakpoint.number if event.breakpoint else None,
-                "regs": self.dbg.regs().as_dict()}
+                "regs": self.dbg.regs().as_dict(), **({"watch": watched} if watched else {})}
         return Output("\n".join(lines), data)
 
     def where(self) -> str:
@@ -368,6 +374,15 @@ class CommandSet:
 
     def cmd_down(self, arg: str) -> Output:
         return Output(*self._source().frame(arg, relative=-1))
+
+    def cmd_watch(self, arg: str) -> Output:
+        return Output(*self._source().watch("watch", arg))
+
+    def cmd_rwatch(self, arg: str) -> Output:
+        return Output(*self._source().watch("rwatch", arg))
+
+    def cmd_awatch(self, arg: str) -> Output:
+        return Output(*self._source().watch("awatch", arg))
 
     def cmd_ptype(self, arg: str) -> Output:
         return Output(*self._source().ptype(arg))

@@ -8,6 +8,7 @@ from typing import Any
 
 from qstep.debugger.engine import Event
 from qstep.debugger.source import SourceFrame, SourceView
+from qstep.debugger.watches import LABELS, Watches
 from qstep.dwarf.format import check_format, decode, format_value
 from qstep.dwarf.location import Unavailable
 from qstep.dwarf.types import CType, ptype_text
@@ -62,6 +63,17 @@ class SourceCommands:
 
     def __init__(self, view: SourceView) -> None:
         self.view = view
+        self.watches = Watches(view.dbg)
+
+    def watch(self, command: str, text: str) -> Result:
+        """``watch``/``rwatch``/``awatch EXPR``: a hardware watchpoint on a C object."""
+        value = self.resolve(text)
+        if value is None:
+            raise UsageError(f"{command} needs a C object, e.g. {command} cnt->packets")
+        w = self.watches.add(command, text.strip(), value)
+        return (f"{LABELS[w.kind]} {w.number}: {w.text} ({w.size} bytes at {w.addr:#x})",
+                {"watch": w.number, "expr": w.text, "kind": w.kind, "addr": w.addr,
+                 "size": w.size})
 
     # -- values ------------------------------------------------------------
     def lookup(self, name: str) -> Value | None:

@@ -574,3 +574,28 @@ def test_next_steps_over_inlined_calls_and_finish_leaves_them(
         assert [f["function"] for f in frames] == ["vars_main"], frames
         lines.append(frames[0]["line"])
     assert out.data["retval"] == 2 and len(lines) >= 3
+
+
+def test_watchpoints_on_c_objects_report_the_access_and_values(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    commands = CommandSet(dbg, view)
+    dbg.add_breakpoint("vars.bpf.c:156")  # act = classify(&meta, cnt): reads cnt->packets
+    assert dbg.cont().reason == "breakpoint"
+    armed = commands.execute("watch cnt->packets")
+    assert armed.data["size"] == 8 and armed.data["kind"] == "write"
+    assert commands.execute("awatch total_seen").data["size"] == 4
+    with pytest.raises(UsageError, match="x86 watches 1, 2, 4 or 8 aligned bytes"):
+        commands.execute("watch key")
+    hit = commands.execute("continue")
+    [w] = hit.data["watch"]
+    assert (w["expr"], w["old"], w["new"]) == ("cnt->packets", str(MAP_PACKETS),
+                                               str(MAP_PACKETS + 1))
+    assert w["line"] == 157 and "Old value = 5\nNew value = 6" in hit.text  # packets += 1
+    seen = []
+    while True:  # total_seen: read, then written (+= weights[1] * scale = 6)
+        out = commands.execute("continue")
+        if out.data["event"] == "exited":
+            break
+        seen += [(x["line"], x["old"], x["new"]) for x in out.data["watch"]]
+    assert seen[-1] == (161, "0", "6") and all(s[0] == 161 for s in seen)
