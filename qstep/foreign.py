@@ -14,6 +14,7 @@ from qstep.loaded import (
     InsnSite,
     JitFunction,
     LoadedProgram,
+    full_name,
     function_of,
     jit_functions,
     record_ranges,
@@ -51,6 +52,7 @@ def build_foreign(info: ProgInfo) -> LoadedProgram:
             sites[ins.index] = InsnSite(ins, func, sources.get(ins.index), ins.index, None, None,
                                         jit_group=group)
     return LoadedProgram(
-        handle=-1, prog_id=info.prog_id, prog_type=info.prog_type, name=info.name,
+        handle=-1, prog_id=info.prog_id, prog_type=info.prog_type,
+        name=full_name(functions, info.name), kernel_name=info.name,
         tag=info.tag, btf=btf, insns=xlated, xlated=xlated, jited_image=info.jited,
         functions=functions, sites=sites, maps=info.maps, map_ids=info.map_ids, foreign=True)

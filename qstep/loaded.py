@@ -87,7 +87,7 @@ class LoadedProgram:
     handle: int
     prog_id: int
     prog_type: int
-    name: str
+    name: str  # the full name: the entry function's (the object's program name)
     tag: str
     btf: Btf
     insns: list[bpf_insn.Insn]
@@ -99,6 +99,7 @@ class LoadedProgram:
     map_ids: list[int] = field(default_factory=list)
     # Subprograms the verifier dropped as unreachable: no JIT code, not in ``functions``.
     removed_functions: list[JitFunction] = field(default_factory=list)
+    kernel_name: str = ""  # the kernel's copy of the name: at most 15 characters
     foreign: bool = False  # loaded outside qstep: coarse JIT map, no agent handle
     kfunc_names: dict[int, str] = field(default_factory=dict)  # call insn index → kfunc
     # Kernel address of __per_cpu_offset, looked up at load time when a function runs
@@ -217,6 +218,12 @@ def libbpf_functions(load: LoadInfo, info: ProgInfo, btf: Btf,
     return jit_functions(live, info), removed
 
 
+def full_name(functions: list[JitFunction], kernel_name: str) -> str:
+    """The entry function's name when BTF gives one that the kernel's name abbreviates."""
+    entry = functions[0].name if functions else ""
+    return entry if entry.startswith(kernel_name) and kernel_name else kernel_name
+
+
 def build_loaded(load: LoadInfo, info: ProgInfo, btf: Btf) -> LoadedProgram:
     """Join the agent's ``load`` and ``info`` reports into a ``LoadedProgram``."""
     insns = bpf_insn.decode(load.insns)
@@ -234,7 +241,8 @@ def build_loaded(load: LoadInfo, info: ProgInfo, btf: Btf) -> LoadedProgram:
         sites[ins.index] = InsnSite(ins, func, sources.get(ins.index),
                                     xlated_of.get(ins.index), start, end)
     return LoadedProgram(
-        handle=load.handle, prog_id=info.prog_id, prog_type=info.prog_type, name=info.name,
+        handle=load.handle, prog_id=info.prog_id, prog_type=info.prog_type,
+        name=full_name(functions, info.name), kernel_name=info.name,
         tag=info.tag, btf=btf, insns=insns, xlated=bpf_insn.decode(info.xlated),
         jited_image=info.jited, functions=functions, sites=sites, maps=load.maps,
         map_ids=info.map_ids, removed_functions=removed)

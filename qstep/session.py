@@ -276,9 +276,8 @@ class Session:
         raise UsageError(f"{miss} (no program's function is called {name} either)")
 
     def entry_name(self, prog_id: int) -> str:
-        """The full name of a program's entry function (from its BTF), or the kernel's."""
-        return build_foreign(replies.decode_prog_info(
-            self._request("info_id", prog_id))).functions[0].name
+        """A program's full name (its entry function's, from its BTF), or the kernel's."""
+        return self.load_foreign(prog_id).name
 
     def load_foreign(self, prog_id: int) -> LoadedProgram:
         """Describe a program qstep did not load (coarse JIT map: its own line info)."""

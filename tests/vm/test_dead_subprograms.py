@@ -219,7 +219,7 @@ def test_programs_are_found_by_their_full_name(guest: Session, deadsub_obj: BpfO
     assert status == 0, output
     theirs = int(output.split("prog_id")[1].split()[0])
     try:
-        assert ours.name == LONG[:15]  # the kernel's name
+        assert (ours.name, ours.kernel_name) == (LONG, LONG[:15])
         with pytest.raises(UsageError, match=rf"several programs named {LONG}: ids "
                                              rf"{ours.prog_id}, {theirs}"):
             guest.find("name", LONG)
@@ -227,7 +227,7 @@ def test_programs_are_found_by_their_full_name(guest: Session, deadsub_obj: BpfO
         found = guest.find("name", LONG)
         assert (found.prog_id, found.name) == (theirs, LONG[:15])
         assert guest.find_program("name", LONG[:15]) == theirs
-        assert guest.entry_name(theirs) == LONG
+        assert guest.entry_name(theirs) == LONG == guest.load_foreign(theirs).name
         with pytest.raises(UsageError, match=f"no program's function is called {LONG}x"):
             guest.find("name", LONG + "x")
     finally:
