@@ -96,6 +96,8 @@ class CommandSet:
         add("down", (), CommandSet.cmd_down, "[N]: select the callee's frame")
         add("ptype", (), CommandSet.cmd_ptype, "EXPR|TYPE: the type, structs expanded")
         add("watch", (), CommandSet.cmd_watch, "EXPR: stop when a C object is written")
+        add("display", ("disp",), CommandSet.cmd_display, "[/FMT] EXPR: print after each stop")
+        add("undisplay", (), CommandSet.cmd_undisplay, "[N...]: stop displaying")
         add("rwatch", (), CommandSet.cmd_rwatch, "EXPR: stop when a C object is read")
         add("awatch", (), CommandSet.cmd_awatch, "EXPR: stop when a C object is accessed")
         add("whatis", (), CommandSet.cmd_whatis, "EXPR|TYPE: the type's name")
@@ -133,7 +135,7 @@ class CommandSet:
         word, fmt, rest = match.groups()
         command = self.find(word)
         return command.handler(self, (fmt or "") + (" " if fmt else "") + rest
-                               if command.name in ("x", "print") else rest)
+                               if command.name in ("x", "print", "display") else rest)
 
     # -- events --------------------------------------------------------
     def event_output(self, event: Event) -> Output:
@@ -161,6 +163,10 @@ class CommandSet:
         data = {"event": "stopped", "reason": event.reason, "where": site_data(event.site),
                 "breakpoint": event.breakpoint.number if event.breakpoint else None,
                 "regs": self.dbg.regs().as_dict(), **({"watch": watched} if watched else {})}
+        if self.source is not None and self.source.displays:
+            shown, shown_data = self.source.show_displays()
+            lines.append(shown)
+            data.update(shown_data)
         return Output("\n".join(lines), data)
 
     def where(self) -> str:
@@ -289,11 +295,15 @@ class CommandSet:
         if what in ("breakpoints", "break", "b"):
             return self.info_breakpoints()
         if what in ("frame", "f"):
+            if self.source is not None:
+                return Output(*self.source.info_frame())
             return self.cmd_backtrace("1")
+        if what == "display" and self.source is not None:
+            return Output(*self.source.show_displays())
         if what in ("locals", "args") and self.source is not None:
             return Output(*(self.source.info_locals() if what == "locals"
                             else self.source.info_args()))
-        raise UsageError("info what? registers, breakpoints, frame, locals, args")
+        raise UsageError("info what? registers, breakpoints, frame, locals, args, display")
 
     def info_registers(self, which: str) -> Output:
         regs = self.dbg.regs()
@@ -374,6 +384,13 @@ class CommandSet:
 
     def cmd_down(self, arg: str) -> Output:
         return Output(*self._source().frame(arg, relative=-1))
+
+    def cmd_display(self, arg: str) -> Output:
+        fmt, arg = (arg[1:].partition(" ")[::2]) if arg.startswith("/") else ("", arg)
+        return Output(*self._source().display(fmt, arg))
+
+    def cmd_undisplay(self, arg: str) -> Output:
+        return Output(*self._source().undisplay(arg))
 
     def cmd_watch(self, arg: str) -> Output:
         return Output(*self._source().watch("watch", arg))

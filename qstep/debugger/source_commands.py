@@ -64,6 +64,60 @@ class SourceCommands:
     def __init__(self, view: SourceView) -> None:
         self.view = view
         self.watches = Watches(view.dbg)
+        self.displays: dict[int, tuple[str, str]] = {}  # number → (format, expression)
+        self._next_display = 1
+
+    def display(self, fmt: str, text: str) -> Result:
+        """``display[/FMT] EXPR``: print it now and after every stop."""
+        if not text.strip():
+            return self.show_displays()
+        check_format(fmt)
+        number = self._next_display
+        self.displays[number] = (fmt, text.strip())
+        self._next_display += 1
+        return self._display_line(number)
+
+    def undisplay(self, arg: str) -> Result:
+        try:
+            numbers = [int(n) for n in arg.split()] or list(self.displays)
+        except ValueError:
+            raise UsageError(f"undisplay: expected display numbers, got '{arg}'") from None
+        for n in numbers:
+            if self.displays.pop(n, None) is None:
+                raise UsageError(f"no display number {n}")
+        return "", {"undisplayed": numbers}
+
+    def _display_line(self, number: int) -> Result:
+        fmt, text = self.displays[number]
+        try:
+            shown = self.print(fmt, text)
+            value = shown[0] if shown is not None else "<not a C expression>"
+        except UsageError as err:
+            value = f"<error: {err}>"
+        return f"{number}: {text} = {value}", {"display": number, "expr": text, "text": value}
+
+    def show_displays(self) -> Result:
+        """Every display, for the stop that just happened."""
+        results = [self._display_line(n) for n in sorted(self.displays)]
+        return "\n".join(r[0] for r in results), {"displays": [r[1] for r in results]}
+
+    def info_frame(self) -> Result:
+        f = self.view.selected()
+        call = f.call
+        lines = [f"Stack level {f.level}, {f.function}"
+                 + (" (inlined)" if f.inlined else "")
+                 + (f" at {f.file.rsplit('/', 1)[-1]}:{f.line}" if f.file else ""),
+                 f" bpf-to-bpf frame {call.level} in {call.function.name}: r10 = {call.r10:#x},"
+                 f" stack size {self.view.stack_size(call.function)} bytes"]
+        if call.return_addr is not None:
+            caller = self.view.dbg.prog.site_at(call.return_addr - 1)
+            lines.append(f" called from insn {caller.index if caller else '?'}, returns to "
+                         f"{call.return_addr:#x}")
+        if f.scope is not None:
+            lines.append(f" arguments: {', '.join(v.name for v in f.scope.params) or 'none'}")
+            lines.append(f" locals: {', '.join(v.name for v in f.scope.locals) or 'none'}")
+        return "\n".join(lines), {"frame": frame_data(f),
+                                  "stack_size": self.view.stack_size(call.function)}
 
     def watch(self, command: str, text: str) -> Result:
         """``watch``/``rwatch``/``awatch EXPR``: a hardware watchpoint on a C object."""

@@ -599,3 +599,23 @@ def test_watchpoints_on_c_objects_report_the_access_and_values(
             break
         seen += [(x["line"], x["old"], x["new"]) for x in out.data["watch"]]
     assert seen[-1] == (161, "0", "6") and all(s[0] == 161 for s in seen)
+
+
+def test_display_and_info_frame(stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    commands = CommandSet(dbg, view)
+    dbg.add_breakpoint("vars.bpf.c:69")
+    assert dbg.cont().reason == "breakpoint"
+    assert commands.execute("display x").text == f"1: x = {X}"
+    assert commands.execute("display/x x").text == f"2: x = {X:#x}"
+    stepped = commands.execute("stepi")
+    assert f"1: x = {X}" in stepped.text.splitlines()
+    assert [d["expr"] for d in stepped.data["displays"]] == ["x", "x"]
+    commands.execute("undisplay 1")
+    assert [d["text"] for d in commands.execute("info display").data["displays"]] == [
+        f"{X:#x}"]
+    frame = commands.execute("info frame")
+    assert frame.text.splitlines()[0] == "Stack level 0, fold_addr (inlined) at vars.bpf.c:69"
+    assert frame.data["stack_size"] == 56  # the lowest stack access of vars_main: r10 - 0x38
+    with pytest.raises(UsageError, match="no display number 7"):
+        commands.execute("undisplay 7")
