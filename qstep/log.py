@@ -49,6 +49,14 @@ def setup(path: Path | None) -> None:
         logger.propagate = False
 
 
+MAX_LINE = 400
+
+
+def shorten(text: str) -> str:
+    """A traffic line for the log: long ones (hex blobs) cut, with their length."""
+    return text if len(text) <= MAX_LINE else f"{text[:MAX_LINE]}... ({len(text)} chars)"
+
+
 def enabled() -> bool:
     """True when a log file is being written."""
     return logging.getLogger("qstep").isEnabledFor(logging.DEBUG)

@@ -33,6 +33,7 @@ from qstep.agent.replies import (
     RunResult,
 )
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.progtypes import packet_size_problem
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.jitframe import needs_percpu_offset
 from qstep.errors import GuestError, HostError, LoadError, UsageError, VerifierError
@@ -343,7 +344,9 @@ class Session:
             reply = self._request(*self._run_args(prog, RunRequest(data, ctx, repeat), size),
                                   timeout=60 + repeat / 1000)
         except AgentError as err:
-            raise UsageError(f"BPF_PROG_TEST_RUN of {prog.name} failed: {err}") from None
+            why = packet_size_problem(prog.prog_type, len(data)) or ""
+            raise UsageError(f"BPF_PROG_TEST_RUN of {prog.name} failed: {err}"
+                             + (f" ({why})" if why else "")) from None
         return replies.decode_run(reply)
 
     @staticmethod

@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from qstep import log
 from qstep.agent.protocol import (
     PROTOCOL_VERSION,
     READY_RE,
@@ -93,6 +94,8 @@ class AgentClient:
         self._check_args(verb, args)
         self._seq += 1
         line = encode_request(self._seq, verb, *map(self._wire, args))
+        if log.enabled():
+            log.agent.debug("--> %s", log.shorten(line.decode("utf-8", "replace").rstrip()))
         self._send_all(line, time.monotonic() + timeout, verb)
         self._pending = Reply(self._seq)
         return self._seq
@@ -187,7 +190,9 @@ class AgentClient:
             if newline >= 0:
                 line = bytes(self._buf[:newline])
                 del self._buf[: newline + 1]
-                return line.decode("utf-8", "replace").rstrip("\r")
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                log.agent.debug("<-- %s", log.shorten(text))
+                return text
             got = self._fill(deadline, what, raise_on_timeout=False)
             if not got and time.monotonic() >= deadline:
                 return None

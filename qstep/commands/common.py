@@ -9,11 +9,13 @@ for a program already in the guest, loaded there by ``--guest-cmd``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.progtypes import packet_size_problem, section_prog_type
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions, parse_attach_type, parse_prog_type
@@ -23,6 +25,13 @@ from qstep.vm.qemu_cmd import printable, qemu_argv
 
 PROGRAM_HELP = ("a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME', 'tag TAG', "
                 "'pinned PATH' for a program loaded in the guest (see --guest-cmd)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (counts, limits, repeats)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'")
+    return int(text)
 
 
 def add_vm_options(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +126,31 @@ def open_object(args: argparse.Namespace) -> tuple[BpfObject, str]:
         names = ", ".join(f"{p.name} ({p.section})" for p in obj.programs)
         raise UsageError(f"{args.object} has several programs; pick one with --prog: {names}")
     return obj, obj.programs[0].name
+
+
+def check_function_name(location: str, obj: BpfObject) -> None:
+    """Before the guest boots: a LOC (``func``, ``func:N``) naming a function the
+    object does not have."""
+    found = re.fullmatch(r"([A-Za-z_]\w*)(?::[-+]?\w+)?", location.strip())
+    functions = [f.name for f in obj.functions]
+    if found and found.group(1) not in functions:
+        raise UsageError(f"no function '{found.group(1)}' in {obj.path.name}; functions: "
+                         f"{', '.join(functions)}")
+
+
+def check_packets(source: ProgramSource, packets: list[tuple[str, bytes]]) -> None:
+    """Before the guest boots: packets BPF_PROG_TEST_RUN refuses for the program's type
+    (as the section name or --prog-type gives it)."""
+    if not isinstance(source, FromObject):
+        return
+    prog_type = source.options.prog_type if source.options else None
+    if prog_type is None:
+        prog_type = section_prog_type(source.obj.find_program(source.name).section)
+    for arg, data in packets:
+        problem = packet_size_problem(prog_type, len(data)) if prog_type is not None else None
+        if problem:
+            shown = (arg if len(arg) <= 40 else f"{arg[:37]}...") or "''"
+            raise UsageError(f"--packet {shown}: {problem}")
 
 
 def program_source(args: argparse.Namespace, rest: list[str] | None = None) -> ProgramSource:

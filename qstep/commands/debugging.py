@@ -13,15 +13,18 @@ from qstep.commands.common import (
     add_input_options,
     add_program_options,
     add_vm_options,
+    check_function_name,
+    check_packets,
     make_session,
     open_in_session,
+    positive_int,
     print_cmd,
     program_source,
     read_setup,
 )
 from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
 from qstep.commands.replay import recorded_commands
-from qstep.debugger.commands import CommandSet, Output, split_commands
+from qstep.debugger.commands import TAKES_LOCATION, CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.repl import interactive_loop
 from qstep.debugger.replay_commands import ReplayCommands
@@ -30,7 +33,7 @@ from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
-from qstep.session import SELECTORS, FromObject
+from qstep.session import SELECTORS, FromObject, ProgramSource
 from qstep.userinput import read_packet
 
 
@@ -40,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["rsp", "gdb"], default="rsp",
                    help="debug connection: raw GDB protocol (rsp, faster) or gdb/MI")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
-    p.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES",
+    p.add_argument("--record-limit", type=positive_int, default=DEFAULT_LIMIT, metavar="BYTES",
                    help="largest recording (default 256 MiB)")
     add_vm_options(p)
 
@@ -60,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=debug_main)
     t = sub.add_parser("trace", help="run once, recording every BPF instruction")
     _common(t)
-    t.add_argument("--max-steps", type=int, default=1_000_000)
+    t.add_argument("--max-steps", type=positive_int, default=1_000_000)
     t.add_argument("--raw", action="store_true",
                    help="raw register values (default: pointers relative to "
                    "ctx, pkt, map values and fp, so runs compare byte for byte)")
@@ -72,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 @contextmanager
-def debugger_for(args: argparse.Namespace) -> Iterator[tuple[Debugger, SourceView | None]]:
+def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
+                 ) -> Iterator[tuple[Debugger, SourceView | None]]:
     """Boot, open the program, fill maps, attach the target; tear all of it down afterwards.
 
     The source view (C variables) needs the object's DWARF: None for a program
@@ -80,7 +84,8 @@ def debugger_for(args: argparse.Namespace) -> Iterator[tuple[Debugger, SourceVie
     """
     packet = read_packet(args.packet)
     setup = read_setup(args)
-    source = program_source(args)
+    source = source or program_source(args)
+    check_packets(source, [(args.packet, packet)])
     session = make_session(args)
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
@@ -114,8 +119,10 @@ def debug_main(args: argparse.Namespace) -> int:
             interactive_loop(replay, args.json)
             return 0
         return run_batch(replay, batch, args.json)
+    source = program_source(args)
+    check_batch(batch, source)
     start = args.start if args.start is not None else interactive
-    with debugger_for(args) as (dbg, view):
+    with debugger_for(args, source) as (dbg, view):
         commands = CommandSet(dbg, view)
         if start:
             main = dbg.prog.functions[0]
@@ -125,6 +132,15 @@ def debug_main(args: argparse.Namespace) -> int:
             interactive_loop(commands, args.json)
             return 0
         return run_batch(commands, batch, args.json)
+
+
+def check_batch(lines: list[str], source: ProgramSource) -> None:
+    """Find what the command lines and the object alone show before the guest boots:
+    unknown commands, bad counts, locations naming functions the object lacks."""
+    for line in lines:
+        parsed = CommandSet.check_syntax(line)
+        if parsed and parsed[0] in TAKES_LOCATION and isinstance(source, FromObject):
+            check_function_name(parsed[1], source.obj)
 
 
 def run_batch(commands: CommandSet | ReplayCommands, lines: list[str], as_json: bool) -> int:

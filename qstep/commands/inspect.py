@@ -15,13 +15,16 @@ from qstep.commands.common import (
     add_input_options,
     add_program_options,
     add_vm_options,
+    check_function_name,
+    check_packets,
     make_session,
     open_in_session,
+    positive_int,
     print_cmd,
     program_source,
     read_setup,
 )
-from qstep.commands.debugging import run_batch
+from qstep.commands.debugging import check_batch, run_batch
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
@@ -46,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("specs", nargs="+", metavar="SPEC",
                    help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
     add_input_options(p, several_packets=True)
-    p.add_argument("--repeat", type=int, default=1,
+    p.add_argument("--repeat", type=positive_int, default=1,
                    help="runs per packet; all their hits are kept (runs go in batches the "
                    "ring buffer holds)")
     p.add_argument("--sample", action="store_true",
@@ -65,7 +68,13 @@ def main(args: argparse.Namespace) -> int:
     if not args.specs:
         raise UsageError("inspect: give at least one SPEC after the program")
     specs = parse_specs(args.specs)
+    if isinstance(source, FromObject):  # before the guest boots
+        for spec in specs:
+            if spec.loc.kind != "file_line":
+                check_function_name(spec.loc.name, source.obj)
+    check_batch(args.commands, source)
     packets = [read_packet(p) for p in args.packet]
+    check_packets(source, list(zip(args.packet, packets, strict=True)))
     setup = read_setup(args)
     session = make_session(args)
     if args.print_cmd:

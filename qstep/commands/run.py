@@ -13,8 +13,10 @@ from qstep.commands.common import (
     add_input_options,
     add_program_options,
     add_vm_options,
+    check_packets,
     make_session,
     open_in_session,
+    positive_int,
     print_cmd,
     program_source,
     read_setup,
@@ -31,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("run", help="run a program once (BPF_PROG_TEST_RUN) and show the result")
     add_program_options(p)
     add_input_options(p, several_packets=True)
-    p.add_argument("--repeat", type=int, default=1, help="run N times (duration is the mean)")
+    p.add_argument("--repeat", type=positive_int, default=1,
+                   help="run N times (duration is the mean)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_vm_options(p)
     p.set_defaults(func=main)
@@ -56,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     setup = read_setup(args)
     source = program_source(args)
+    check_packets(source, packets)
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)

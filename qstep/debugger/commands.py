@@ -126,16 +126,37 @@ class CommandSet:
         raise UsageError(f"unknown command '{word}'; try 'help'")
 
     def execute(self, line: str) -> Output:
+        parsed = self._parse(line)
+        if parsed is None:
+            return Output("")
+        command, fmt, rest = parsed
+        check_argument(command.name, rest)
+        return command.handler(self, (fmt or "") + (" " if fmt else "") + rest
+                               if command.name in ("x", "print", "display") else rest)
+
+    def _parse(self, line: str) -> tuple[Command, str | None, str] | None:
         line = line.strip()
         if not line or line.startswith("#"):
-            return Output("")
+            return None
         match = re.match(r"([a-z]+)(/\S*)?\s*(.*)$", line)
         if not match:
             raise UsageError(f"cannot parse command: {line}")
         word, fmt, rest = match.groups()
-        command = self.find(word)
-        return command.handler(self, (fmt or "") + (" " if fmt else "") + rest
-                               if command.name in ("x", "print", "display") else rest)
+        return self.find(word), fmt, rest
+
+    @classmethod
+    def check_syntax(cls, line: str) -> tuple[str, str] | None:
+        """Refuse, with no debugger at hand (before a guest boots), a line that cannot
+        run in any state: an unknown command, a bad count, an argument where none goes.
+        Returns the command's name and argument (None for an empty line)."""
+        table = object.__new__(cls)
+        table.commands = []
+        table._register()
+        parsed = table._parse(line)
+        if parsed is None:
+            return None
+        check_argument(parsed[0].name, parsed[2])
+        return parsed[0].name, parsed[2]
 
     # -- events --------------------------------------------------------
     def event_output(self, event: Event) -> Output:
@@ -198,7 +219,7 @@ class CommandSet:
         return self.event_output(self.dbg.cont())
 
     def _repeat(self, arg: str, fn: Callable[[], Event]) -> Output:
-        count = int(arg) if arg.strip() else 1
+        count = int(arg) if arg.strip() else 1  # checked by check_argument
         event = fn()
         for _ in range(count - 1):
             if event.kind == "exited" or event.reason == "breakpoint":
@@ -307,7 +328,7 @@ class CommandSet:
 
     def info_registers(self, which: str) -> Output:
         regs = self.dbg.regs()
-        wanted = [int(w.lstrip("$r")) for w in which.split()] if which else list(range(11))
+        wanted = [bpf_register(w) for w in which.split()] if which else list(range(11))
         for n in wanted:
             if not 0 <= n <= 10:
                 raise UsageError(f"no register r{n}")
@@ -360,7 +381,7 @@ class CommandSet:
         return Output("\n".join(lines), {"addr": value, "unit": unit, "values": words})
 
     def cmd_backtrace(self, arg: str) -> Output:
-        limit_arg = int(arg) if arg.strip().isdigit() else None
+        limit_arg = int(arg) if arg.strip() else None  # checked by check_argument
         if self.source is not None:
             return Output(*self.source.backtrace(limit_arg))
         frames = self.dbg.frames()
@@ -425,6 +446,8 @@ class CommandSet:
 
     def cmd_disas(self, arg: str) -> Output:
         site = self.dbg.site() if self.dbg.stopped else None
+        if arg.strip():
+            site = resolve(self.dbg.prog, arg.strip()).sites[0]
         listing = build_listing(self.dbg.prog, self.source.view.annotations()
                                 if self.source is not None else None)
         if site is not None:
@@ -440,6 +463,31 @@ class CommandSet:
                  f" {c.help}" for c in self.commands]
         lines.append("LOC: func:offset | file.c:line | line | func | *ADDR | #INSN")
         return Output("\n".join(lines))
+
+
+# Arguments checked before a command runs (and, for -ex lines, before the guest boots).
+COUNTED = {"stepi", "nexti", "step", "next", "backtrace"}
+NO_ARGUMENT = {"run", "continue", "finish", "kill"}
+TAKES_LOCATION = {"break", "tbreak", "until", "advance", "list", "disassemble"}
+
+
+def check_argument(command: str, arg: str) -> None:
+    """Raise ``UsageError`` for an argument ``command`` can never take."""
+    text = arg.strip()
+    if command in NO_ARGUMENT and text:
+        raise UsageError(f"{command} takes no argument (got '{text}')")
+    if command in COUNTED and text and not (text.isdigit() and int(text) > 0):
+        what = "frame count" if command == "backtrace" else "count"
+        raise UsageError(f"{command}: the {what} must be a whole number of at least 1, "
+                         f"not '{text}'")
+
+
+def bpf_register(word: str) -> int:
+    """``r3``, ``$r3`` or ``3`` → 3; ``UsageError`` for anything else."""
+    name = word.removeprefix("$").removeprefix("r")
+    if not name.isdigit() or int(name) > 10:
+        raise UsageError(f"no BPF register '{word}' (r0..r10)")
+    return int(name)
 
 
 def _parse_x_format(fmt: str) -> tuple[int, int, str]:

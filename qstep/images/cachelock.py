@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,27 @@ def staging(dest: Path) -> Iterator[Path]:
         os.rename(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_file(dest: Path, build: Callable[[Path], object]) -> Path:
+    """``dest``, built first if missing: under the entry's lock, ``build(tmp)`` writes a
+    private file that is then renamed into place (leftovers of killed builds go)."""
+    if dest.is_file():
+        return dest
+    with locked(entry_lock(dest)):
+        if dest.is_file():
+            return dest
+        for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            build(tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return dest
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from qstep.errors import HostError
 from qstep.images import cpio
+from qstep.images.cachelock import build_file
 from qstep.paths import cache_dir, images_dir
 
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -43,21 +43,20 @@ def build_agent() -> Path:
     source = agent_source()
     if not source.is_file():
         raise HostError(f"agent source {source} is missing")
-    out_dir = cache_dir() / "agent" / _digest(source.read_bytes())
-    binary = out_dir / "qstep-agent"
+    binary = cache_dir() / "agent" / _digest(source.read_bytes()) / "qstep-agent"
     if binary.is_file():
         return binary
     if shutil.which("gcc") is None:
         raise HostError("gcc not found; install it: apt-get install gcc libbpf-dev libelf-dev "
                         "zlib1g-dev libzstd-dev (or run: make deps)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"qstep-agent.{os.getpid()}"
-    proc = subprocess.run(agent_build_argv(source, tmp), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HostError("building the guest agent failed (need libbpf-dev libelf-dev "
-                        f"zlib1g-dev libzstd-dev; run: make deps):\n{proc.stderr.strip()}")
-    tmp.rename(binary)
-    return binary
+
+    def compile_agent(tmp: Path) -> None:
+        proc = subprocess.run(agent_build_argv(source, tmp), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HostError("building the guest agent failed (need libbpf-dev libelf-dev "
+                            f"zlib1g-dev libzstd-dev; run: make deps):\n{proc.stderr.strip()}")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    return build_file(binary, compile_agent)
 
 
 def find_busybox() -> Path:
@@ -89,7 +88,5 @@ def build_initramfs() -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     archive = cpio.write_newc(initramfs_entries(busybox, agent, init))
-    tmp = path.with_suffix(f".{os.getpid()}")
-    tmp.write_bytes(gzip.compress(archive, compresslevel=6, mtime=0))
-    tmp.rename(path)
-    return path
+    return build_file(path, lambda tmp: tmp.write_bytes(
+        gzip.compress(archive, compresslevel=6, mtime=0)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from qstep.errors import HostError, UsageError
 from qstep.images.apt import AptRegistry
+from qstep.images.cachelock import entry_lock, locked, write_atomic
 from qstep.images.kernels import Kernel, kernels_root, load_catalog, unpacked_dir
 from qstep.paths import cache_dir
 
@@ -141,16 +141,15 @@ class ModuleTree:
     def providers(self, symbol: str) -> list[str]:
         """The modules that define ``symbol`` (e.g. a kfunc), cached per kernel."""
         cache = cache_dir() / "modules" / f"{self.root.name}.json"
-        known: dict[str, list[str]] = json.loads(cache.read_text()) if cache.is_file() else {}
-        if symbol not in known:
-            needle = b"\0" + symbol.encode() + b"\0"
-            known[symbol] = sorted(name for name, path in self.files.items()
-                                   if needle in (image := decompress(path))
-                                   and defines(image, symbol))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}")
-            tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-            tmp.replace(cache)
+        with locked(entry_lock(cache)):  # other processes add symbols to the same file
+            known: dict[str, list[str]] = json.loads(cache.read_text()) if cache.is_file() \
+                else {}
+            if symbol not in known:
+                needle = b"\0" + symbol.encode() + b"\0"
+                known[symbol] = sorted(name for name, path in self.files.items()
+                                       if needle in (image := decompress(path))
+                                       and defines(image, symbol))
+                write_atomic(cache, json.dumps(known, indent=1, sort_keys=True))
         return known[symbol]
 
     def load_order(self, names: list[str]) -> list[Module]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from qstep.errors import HostError
+from qstep.images.cachelock import build_file
 from qstep.images.qemu import QEMU_VERSION, Emulator, plugin_header, resolve_emulator
 from qstep.paths import cache_dir, images_dir
 
@@ -47,13 +47,14 @@ def build_plugin() -> Path:
         raise HostError("gcc and pkg-config are needed to build the recorder plugin "
                         "(run: make deps)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"qstep-recorder.{os.getpid()}.so"
-    argv = plugin_build_argv(source, header.parent, _glib_cflags(), tmp)
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HostError(f"building the recorder plugin failed:\n{proc.stderr.strip()}")
-    tmp.rename(plugin)
-    return plugin
+    cflags = _glib_cflags()
+
+    def compile_plugin(tmp: Path) -> None:
+        argv = plugin_build_argv(source, header.parent, cflags, tmp)
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HostError(f"building the recorder plugin failed:\n{proc.stderr.strip()}")
+    return build_file(plugin, compile_plugin)
 
 
 def find_plugin(emulator: Emulator) -> tuple[Path | None, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pygdbmi.IoManager import IoManager
 
-from qstep import interrupts
+from qstep import interrupts, log
 from qstep.errors import HostError
 from qstep.target.base import TargetError
 from qstep.vm.lifetime import die_with_parent
@@ -110,6 +110,7 @@ class MiChannel:
     def _write(self, line: str, what: str) -> None:
         self.check_alive(what)
         assert self.proc.stdin is not None
+        log.gdb.debug("--> %s", line)
         try:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()
@@ -127,6 +128,8 @@ class MiChannel:
             return False
         records = self._io.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
         if records:
+            for record in records:
+                log.gdb.debug("<-- %s", log.shorten(str(record)))
             self._records.extend(records)
             self._empty_reads = 0
             return True

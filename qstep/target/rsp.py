@@ -22,7 +22,7 @@ import struct
 import time
 from pathlib import Path
 
-from qstep import interrupts
+from qstep import interrupts, log
 from qstep.target.base import REG_NAMES, Stop, Target, TargetError, X86Regs, check_watch_kind
 from qstep.target.packets import (
     PacketError,
@@ -111,6 +111,7 @@ class RspTarget(Target):
         self._send_raw(ack + frame(payload), payload.decode("ascii", "replace"))
 
     def _send_raw(self, data: bytes, what: str) -> None:
+        log.gdb.debug("--> %r", data)
         try:
             self._live_sock(what).sendall(data)
         except OSError as err:
@@ -125,6 +126,7 @@ class RspTarget(Target):
             except PacketError as err:
                 raise TargetError(f"garbled packet from QEMU's gdbstub ({what}): {err}") from None
             if packet is not None:
+                log.gdb.debug("<-- %s", log.shorten(repr(packet)))
                 self._ack_due = self._ack  # sent with the next packet (one write less)
                 return packet
             if not self._fill(deadline, what):

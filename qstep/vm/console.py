@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from qstep import log
+
 CRASH_PATTERNS = re.compile(
     r"Kernel panic|Oops:|BUG: |general protection fault|Call Trace:|"
     r"qstep-init: agent exited"
@@ -40,6 +42,7 @@ class ConsoleMonitor:
         self.eof.set()
 
     def _record(self, line: str) -> None:
+        log.console.debug("%s", line)
         with self._lock:
             self._tail.append(line)
             self.last_output = time.monotonic()
