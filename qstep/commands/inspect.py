@@ -216,12 +216,16 @@ def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
 
 
 def summary_rows(inspector: Inspector) -> list[tuple[str, ...]]:
+    counted = any(p.executed is not None for p in inspector.probes)
     rows: list[tuple[str, ...]] = [("probe", "location", "mode", "reached", "cond-true",
-                                    "skipped", "printed", "dropped")]
+                                    "skipped", "printed", "dropped")
+                                   + (("executed",) if counted else ())]
     for p in inspector.probes:
         c = p.counters
         rows.append((str(p.number), p.spec.loc.to_text(), p.attached, str(c.reached),
-                     str(c.true), str(c.skipped), str(c.printed), str(c.dropped)))
+                     str(c.true), str(c.skipped), str(c.printed), str(c.dropped))
+                    + ((str(p.executed) if p.executed is not None else "-",) if counted
+                       else ()))
     return rows
 
 
@@ -232,13 +236,20 @@ def summary_text(inspector: Inspector) -> list[str]:
     dropped = sum(p.counters.dropped for p in inspector.probes) + inspector.lost
     if dropped:
         lines.append(f"WARNING: {dropped} probe record(s) dropped (ring buffer full or lost)")
+    for p in inspector.probes:
+        if p.missed:
+            lines.append(f"WARNING: probe {p.number}: the emulator ran its instruction "
+                         f"{p.executed} times, the hardware breakpoint reported "
+                         f"{p.counters.reached}"
+                         f": {p.missed} hit(s) missed (a TCG breakpoint quirk)")
     return lines
 
 
 def summary_json(inspector: Inspector, prog: LoadedProgram,
                  retvals: list[int]) -> dict[str, Any]:
     return {"summary": [{"probe": p.number, "location": p.spec.loc.to_text(),
-                         "insn": p.site.index, "mode": p.attached, **p.counters.as_dict()}
+                         "insn": p.site.index, "mode": p.attached, **p.counters.as_dict(),
+                         "executed": p.executed, "missed": p.missed}
                         for p in inspector.probes],
             "lost": inspector.lost,
             "retvals": retvals,

@@ -29,8 +29,9 @@ from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_prob
 from qstep.probe.cspec import lower_spec
 from qstep.probe.records import MapValue, ProbeHit, decode_record, pad8
 from qstep.probe.spec import Spec, Watch
+from qstep.recorder.hits import count_executions, recorder_available
 from qstep.runoutput import RunOutput
-from qstep.session import Session
+from qstep.session import RunResult, Session
 from qstep.target.base import REG_NAMES, X86Regs
 
 HW_SLOTS = 4
@@ -71,6 +72,12 @@ class Probe:
     handle: int | None = None
     counters: Counters = field(default_factory=Counters)
     written: Spec | None = None  # as the user wrote it, when C names were lowered
+    executed: int | None = None  # the emulator's count of runs of ``addr`` (recorder)
+
+    @property
+    def missed(self) -> int:
+        """Hits the CPU did not report (the emulator ran the address more often)."""
+        return max(0, (self.executed or 0) - self.counters.reached) if self.executed else 0
 
     @property
     def probe_id(self) -> int:
@@ -182,6 +189,8 @@ class Inspector:
             if probe.mode == "host":
                 check_host_probe(probe)
         self.on_stop: StopHandler | None = None
+        # The emulator counts each guest probe's address too (QEMU 10 with the recorder).
+        self.count_in_emulator = recorder_available(session)
         self.hits: list[Hit] = []
         self.outputs: list[RunOutput] = []  # what the program printed, per run
         self.lost = 0
@@ -242,6 +251,18 @@ class Inspector:
                 probe.handle = None
 
     # -- runs ----------------------------------------------------------
+    def _test_run(self, packet: bytes, repeat: int) -> RunResult:
+        """One BPF_PROG_TEST_RUN; with the recorder, the emulator counts the probes' hits."""
+        addrs = [p.addr for p in self.probes if p.mode == "guest" and p.handle is not None]
+        if not (self.count_in_emulator and addrs):
+            return self.session.test_run(self.prog, packet, repeat=repeat)
+        result, counts = count_executions(
+            self.session, addrs, lambda: self.session.test_run(self.prog, packet, repeat=repeat))
+        for probe in self.probes:
+            if probe.mode == "guest" and probe.handle is not None:
+                probe.executed = (probe.executed or 0) + counts[probe.addr]
+        return result
+
     def run(self, packets: list[bytes], repeat: int, sample: bool = False) -> list[int]:
         """Run each packet ``repeat`` times; return the retvals (of each packet's last run).
 
@@ -257,7 +278,7 @@ class Inspector:
                 retvals.append(self._run_with_host_probes(host, packet, repeat, run))
                 self._drain(run)
             elif sample:
-                result = self.session.test_run(self.prog, packet, repeat=repeat)
+                result = self._test_run(packet, repeat)
                 retvals.append(result.retval)
                 self.outputs.append(result.output)
                 self._drain(run)
@@ -274,7 +295,7 @@ class Inspector:
         done, batch, retval, outputs = 0, 1, 0, []
         while done < repeat:
             count = min(batch, repeat - done)
-            result = self.session.test_run(self.prog, packet, repeat=count)
+            result = self._test_run(packet, count)
             retval = result.retval
             outputs.append(result.output)
             per_run = self._drain(run) / count

@@ -254,10 +254,12 @@ def test_every_hit_is_kept_unless_sampling_is_asked_for(
         inspector.run([PKT["ipv4_to_v4real"]], RUNS_OVER_THE_RING, sample=sample)
     finally:
         inspector.detach()
-    c = inspector.probes[0].counters
-    # QEMU 7.2 TCG sporadically skips a hardware breakpoint (measured: 1-3 of 50 000
-    # runs, at random runs, on a loaded host): reached may fall short of the runs.
-    assert c.true == c.reached and RUNS_OVER_THE_RING - 5 <= c.reached <= RUNS_OVER_THE_RING
+    probe = inspector.probes[0]
+    c = probe.counters
+    # TCG sporadically skips a hardware breakpoint (measured: 1-18 in 10^6 runs, at random
+    # runs): the emulator's own count says how many; reached + missed is every run.
+    assert probe.executed == RUNS_OVER_THE_RING
+    assert c.true == c.reached == RUNS_OVER_THE_RING - probe.missed
     if sample:
         assert c.dropped > 0 and c.printed + c.dropped == c.reached
         assert len(inspector.hits) == c.printed
