@@ -97,12 +97,19 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modules", action="append", default=[], metavar="NAME[,NAME]",
                         help="load these kernel modules in the guest first (with their "
                         "dependencies), e.g. nf_conntrack")
+    parser.add_argument("--verifier-log", action="store_true",
+                        help="keep the verifier's detailed (level 2) log of the load: the "
+                        "debugger's 'info verifier' shows what it proved at each stop")
+
+
+VERIFIER_LOG_BYTES = 256 << 20  # a log buffer; the kernel writes only what it logs
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
     """The ``add_load_options`` choices as ``LoadOptions``."""
     modules = tuple(m for arg in args.modules for m in arg.split(",") if m)
-    return LoadOptions(args.prog_type, args.attach_type, tuple(args.set), modules)
+    return LoadOptions(args.prog_type, args.attach_type, tuple(args.set), modules,
+                       VERIFIER_LOG_BYTES if getattr(args, "verifier_log", False) else None)
 
 
 def make_session(args: argparse.Namespace) -> Session:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qstep.commands.common import (
+    VERIFIER_LOG_BYTES,
     add_load_options,
     add_object_options,
     fill_maps,
@@ -25,8 +26,6 @@ from qstep.session import Session
 from qstep.userinput import read_packet
 from qstep.verifier.check import CheckReport, Regs, check_run
 from qstep.verifier.log import parse_log
-
-VERIFIER_LOG_BYTES = 256 << 20  # the kernel writes only what it logs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

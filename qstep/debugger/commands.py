@@ -21,6 +21,8 @@ from qstep.expr.parser import parse_expression
 from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
 from qstep.render import packet_diff
+from qstep.verifier.check import union_at
+from qstep.verifier.log import VerifierLog, parse_log
 
 
 @dataclass
@@ -68,6 +70,7 @@ class CommandSet:
         self.dbg = dbg
         self.source = SourceCommands(source) if source is not None else None
         self.commands: list[Command] = []
+        self._verifier: VerifierLog | None = None  # parsed on the first 'info verifier'
         self._register()
 
     # -- dispatch ------------------------------------------------------
@@ -324,7 +327,34 @@ class CommandSet:
         if what in ("locals", "args") and self.source is not None:
             return Output(*(self.source.info_locals() if what == "locals"
                             else self.source.info_args()))
-        raise UsageError("info what? registers, breakpoints, frame, locals, args, display")
+        if what in ("verifier", "v"):
+            return self.info_verifier(rest)
+        raise UsageError("info what? registers, breakpoints, frame, locals, args, display, "
+                         "verifier")
+
+    def info_verifier(self, which: str) -> Output:
+        """Each register's value beside what the verifier proved before this instruction."""
+        site = self.dbg.site()
+        if site is None:
+            raise UsageError("the program is not stopped at a BPF instruction")
+        if not self.dbg.prog.verifier_log:
+            raise UsageError("the verifier's log was not kept: start with --verifier-log")
+        if self._verifier is None:
+            self._verifier = parse_log(self.dbg.prog.verifier_log)
+        regs = self.dbg.regs()
+        wanted = [bpf_register(w) for w in which.split()] if which else list(range(11))
+        lines, data = [f"before insn {site.index}: what the verifier proved on the "
+                       f"{len(self._verifier.by_insn.get(site.index, []))} path(s) it "
+                       "explored here"], {}
+        for n in wanted:
+            states = union_at(self._verifier, site.index, n)
+            claims = [s.describe() for s in states]
+            inside = any(s.contains(regs[n]) for s in states) if states else None
+            mark = "" if inside is not False else "   <- outside every state kept here"
+            lines.append(f"r{n:<3} {regs[n]:#018x}   verifier: "
+                         f"{' | '.join(claims) if claims else 'not initialized'}{mark}")
+            data[f"r{n}"] = {"value": regs[n], "verifier": claims, "inside": inside}
+        return Output("\n".join(lines), {"insn": site.index, "regs": data})
 
     def info_registers(self, which: str) -> Output:
         regs = self.dbg.regs()

@@ -3,6 +3,7 @@ is reported at exactly its instruction."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,20 @@ def test_cli_says_zero_findings(l4lb_obj: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == (
         "  0 soundness violations: every value lies inside the verifier's bounds")
+
+
+def test_info_verifier_at_a_stop(l4lb_obj: Path) -> None:
+    # insn 24 (l4lb.bpf.c:205): `if r7 > r5`, the IP header length check; r5 = ihl & 15.
+    proc = subprocess.run(
+        [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--prog", "l4lb_ingress",
+         "--maps", str(EXAMPLE / "maps.txt"), "--packet",
+         str(EXAMPLE / "packets" / "ipv4_to_v4real.hex"), "--verifier-log", "--json",
+         "-ex", "break #24", "-ex", "run", "-ex", "info verifier r5 r7 r1"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    view = json.loads(proc.stdout.splitlines()[-1])
+    assert view["insn"] == 24
+    assert view["regs"]["r5"] == {"value": 5, "inside": True,
+                                  "verifier": ["scalar(umax=15,var_off=(0x0; 0xf))"]}
+    assert view["regs"]["r7"] == {"value": 5, "inside": True, "verifier": ["5"]}
+    assert view["regs"]["r1"]["verifier"] == ["ctx(off=0,imm=0)"]
