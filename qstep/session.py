@@ -46,6 +46,7 @@ from qstep.loadfail import explain, libbpf_messages, missing_ksyms
 from qstep.loadopts import LoadOptions
 from qstep.mapdump import with_declared_types
 from qstep.target import Target, open_target
+from qstep.verifier.explain import failing_path
 from qstep.verifier_log import annotate, last_error_lines
 from qstep.vm.machine import Machine
 
@@ -211,11 +212,15 @@ class Session:
         if not rejected.log.strip():
             return LoadError(explain(prog_name, str(err),
                                      replies.error_log(err.reply, "libbpf_log"), tried))
-        annotated = annotate(rejected.log, self._source_lookup(obj, rejected))
+        source_of = self._source_lookup(obj, rejected)
+        annotated = annotate(rejected.log, source_of)
         summary = " / ".join(last_error_lines(annotated, 2))
         libbpf = libbpf_messages(replies.error_log(err.reply, "libbpf_log"))
+        walk = failing_path(rejected.log, source_of)
         return VerifierError(f"the verifier rejected {prog_name}: {summary}\n"
                              + "".join(f"  {line}\n" for line in libbpf)
+                             + ("--- the path to the error (the verifier's branch decisions) "
+                                "---\n" + "\n".join(walk) + "\n" if walk else "")
                              + f"--- verifier log (source lines from the object) ---\n"
                              f"{annotated}", annotated)
 

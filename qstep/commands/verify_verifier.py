@@ -22,10 +22,11 @@ from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.errors import UsageError
 from qstep.images.kernels import kernel_names
+from qstep.loaded import LoadedProgram
 from qstep.session import Session
 from qstep.userinput import read_packet
 from qstep.verifier.check import CheckReport, Regs, check_run
-from qstep.verifier.log import parse_log
+from qstep.verifier.log import VerifierLog, parse_log
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
     options = dataclasses.replace(load_options(args), verifier_log_size=VERIFIER_LOG_BYTES)
     results: list[dict[str, Any]] = []
     for kernel in kernel_names(args.kernel):
+        executed: set[int] = set()
         with Session(kernel=kernel, accel=args.accel) as session:
             for origin, data in packets:
                 prog = session.load(obj, prog_name, options)
@@ -61,15 +63,32 @@ def main(args: argparse.Namespace) -> int:
                                          "states this qstep can read")
                     fill_maps(session, prog, entries)
                     with session.debugger(prog, RunRequest(data)) as dbg:
-                        report = check_run(log, runtime_steps(trace_run(dbg)))
+                        steps = list(runtime_steps(trace_run(dbg)))
+                    report = check_run(log, steps)
                 finally:
                     session.unload(prog)
+                executed |= {insn for insn, _ in steps}
                 results.append(result_json(kernel, origin, report))
                 if not args.json:
                     print("\n".join(result_text(results[-1])), flush=True)
+        unrun = not_run(prog, log, executed)
+        results[-1]["explored_not_run"] = unrun
+        if not args.json:
+            print(f"{kernel}: the verifier proved {len(log.by_insn)} instructions; "
+                  f"{len(unrun['insns'])} of them ran for none of these packets"
+                  + (f" (lines {', '.join(map(str, unrun['lines']))})" if unrun["lines"]
+                     else ""))
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if any(r["findings"] for r in results) else 0
+
+
+def not_run(prog: LoadedProgram, log: VerifierLog, executed: set[int]) -> dict[str, list[int]]:
+    """Instructions the verifier explored that no run executed, and their source lines."""
+    insns = sorted(set(log.by_insn) - executed)
+    lines = sorted({s.source.line for i in insns
+                    if (s := prog.sites.get(i)) is not None and s.source is not None})
+    return {"insns": insns, "lines": lines}
 
 
 def runtime_steps(items: Iterator[object]) -> Iterator[tuple[int, Regs]]:

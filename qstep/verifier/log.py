@@ -37,6 +37,7 @@ class Visit:
     path: int
     regs: dict[int, RegState]
     pruned: bool = False
+    text: str = ""  # the instruction as the log printed it: "(2d) if r3 > r2 goto pc+1"
 
 
 @dataclass
@@ -97,7 +98,8 @@ def parse_log(text: str) -> VerifierLog:
         elif (found := _SAFE.match(line)) is not None:
             _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current), pruned=True))
         elif (found := _INSN.match(line)) is not None:
-            visit = _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current)))
+            visit = _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current),
+                                    text=f"({found.group(2)}) {found.group(3)}"))
             last_exit = visit.insn if found.group(2) == EXIT_CODE else None
             if is_conditional_jump(found.group(2)):
                 jumps.append((visit.insn, visit.path, len(log.paths[visit.path].visits) - 1))
@@ -110,6 +112,16 @@ def parse_log(text: str) -> VerifierLog:
         elif line.startswith("frame") or (line.startswith("R") and "=" in line):
             current = parse_regs(line)  # the state after "callee:" / "to caller at N:"
     return log
+
+
+def path_to(log: VerifierLog, path: Path) -> list[Visit]:
+    """Every visit from the program's entry to the end of ``path``."""
+    visits = list(path.visits)
+    while path.parent is not None:
+        parent = log.paths[path.parent]
+        visits = parent.visits[:path.branch_index + 1] + visits
+        path = parent
+    return visits
 
 
 def is_conditional_jump(code: str) -> bool:

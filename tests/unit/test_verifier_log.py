@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from qstep.verifier.check import check_run, union_at
+from qstep.verifier.explain import failing_path
 from qstep.verifier.log import parse_log
 from qstep.verifier.states import parse_reg_state
 
@@ -49,3 +50,16 @@ def test_a_run_off_the_logged_paths_is_not_judged() -> None:
     log = parse_log((LOGS / "alu_v4-6.12.log").read_text())
     report = check_run(log, [(0, (None,) * 11), (7, (None,) * 11)])
     assert report.steps == 1 and "left the paths the verifier logged" in report.stopped
+
+
+def test_a_rejection_as_a_source_walk() -> None:
+    lines = {0: 20, 1: 23, 2: 22, 3: 25, 4: 25, 5: 27, 6: 29}
+    walk = failing_path((LOGS / "reject-6.1.rejected").read_text(),
+                        lambda insn: f"reject.bpf.c:{lines[insn]}")
+    assert walk == [
+        "  reject.bpf.c:20", "  reject.bpf.c:23", "  reject.bpf.c:22", "  reject.bpf.c:25",
+        "  reject.bpf.c:27",
+        "      insn 5: if r3 > r2 goto pc+1: fell through (r3=pkt(off=14,r=0,imm=0), "
+        "r2=pkt_end(off=0,imm=0))",
+        "  reject.bpf.c:29",
+        "      insn 6: (71) r0 = *(u8 *)(r1 +23)  <- rejected here"]
