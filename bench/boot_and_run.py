@@ -13,22 +13,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from qstep.bpf.compile import compile_c
 from qstep.bpf.elf import BpfObject
 from qstep.images import cpio
 from qstep.images.guest import build_initramfs, find_busybox
 from qstep.images.kernels import resolve_kernel
-from qstep.paths import REPO_ROOT, cache_dir
+from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 from qstep.vm.machine import Machine
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from conftest import compile_bpf  # noqa: E402
 
 BARE_INIT = b"#!/bin/busybox sh\necho QSTEP-BARE-INIT\n/bin/busybox poweroff -f\n"
 
@@ -60,8 +57,7 @@ def time_agent_boot(kernel: str) -> tuple[float, Session]:
 
 
 def measure_round_trips(session: Session, count: int) -> tuple[float, float]:
-    obj = BpfObject.open(compile_bpf(REPO_ROOT / "examples/l4lb/l4lb.bpf.c",
-                                     cache_dir() / "build" / "bench"))
+    obj = BpfObject.open(compile_c(REPO_ROOT / "examples/l4lb/l4lb.bpf.c"))
     prog = session.load(obj, "l4lb_ingress")
     for entry in read_map_file(REPO_ROOT / "examples/l4lb/maps.txt"):
         key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)

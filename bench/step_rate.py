@@ -15,20 +15,17 @@ Usage: python bench/step_rate.py [--kernel 6.1] [--steps 3000] [--hits 300]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 
+from qstep.bpf.compile import compile_c
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import RunRequest
 from qstep.loaded import LoadedProgram
-from qstep.paths import REPO_ROOT, cache_dir
+from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.target import KINDS, Target
 from qstep.userinput import encode_entry, read_map_file, read_packet
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from conftest import compile_bpf  # noqa: E402
 
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 
@@ -59,7 +56,7 @@ class Bench:
 
 
 def setup(session: Session) -> Bench:
-    obj = BpfObject.open(compile_bpf(EXAMPLE / "l4lb.bpf.c", cache_dir() / "build" / "bench"))
+    obj = BpfObject.open(compile_c(EXAMPLE / "l4lb.bpf.c"))
     prog = session.load(obj, "l4lb_ingress")
     for entry in read_map_file(EXAMPLE / "maps.txt"):
         key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)

@@ -13,25 +13,22 @@ Usage: python bench/trace_rate.py [--kernel 6.1]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from qstep.bpf.compile import compile_c
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.loaded import LoadedProgram
-from qstep.paths import REPO_ROOT, cache_dir
+from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from conftest import compile_bpf  # noqa: E402
 
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 
 
 def load_example(session: Session) -> LoadedProgram:
-    obj = BpfObject.open(compile_bpf(EXAMPLE / "l4lb.bpf.c", cache_dir() / "build" / "bench"))
+    obj = BpfObject.open(compile_c(EXAMPLE / "l4lb.bpf.c"))
     prog = session.load(obj, "l4lb_ingress")
     for entry in read_map_file(EXAMPLE / "maps.txt"):
         key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)

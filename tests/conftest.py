@@ -21,10 +21,21 @@ CFLAGS = ["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
 CPU_FLAGS = {"alu": ["-mcpu=v3"], "alu_v4": ["-mcpu=v4"]}
 
 
+# The one rule for a tool the tests need and do not find: fail, naming the Debian
+# package (``make deps`` installs them all; ``make test`` runs it first).
+TOOL_PACKAGES = {"clang-19": "clang-19", "bpftool": "bpftool", "cpio": "cpio", "gdb": "gdb"}
+
+
+def require_tool(name: str) -> None:
+    """Fail the test with the install hint when ``name`` is not on PATH."""
+    if shutil.which(name) is None:
+        pytest.fail(f"{name} is missing: run make deps (Debian package "
+                    f"{TOOL_PACKAGES.get(name, name)})")
+
+
 def clang_bpf(source: Path, out: Path, *flags: str) -> Path:
     """Compile one BPF C file with clang-19 (the flags the README gives) into ``out``."""
-    if shutil.which("clang-19") is None:
-        pytest.fail("clang-19 is missing: run make deps")
+    require_tool("clang-19")
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["clang-19", *CFLAGS, *flags, "-c", str(source), "-o", str(out)], check=True)
     return out

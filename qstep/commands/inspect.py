@@ -11,7 +11,6 @@ from typing import Any
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
-    FromObject,
     add_input_options,
     add_program_options,
     add_vm_options,
@@ -39,6 +38,7 @@ from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value
+from qstep.session import FromObject
 from qstep.userinput import read_packet
 
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from qstep.agent.replies import MapInfo
+from qstep.agent.replies import MapDump, MapInfo
 from qstep.bpf.progtypes import PACKET_PROG_TYPES, retval_name
 from qstep.commands.common import (
     add_input_options,
@@ -23,7 +23,7 @@ from qstep.commands.common import (
 )
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
-from qstep.mapdump import QUEUE_TYPES, MapDump, body_text, limits_text, notes_json
+from qstep.mapdump import QUEUE_TYPES, body_text, limits_text, notes_json
 from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
 from qstep.session import RunResult, Session
 from qstep.userinput import read_packet

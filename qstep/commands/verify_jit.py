@@ -137,8 +137,8 @@ def run_text(result: dict[str, Any], prog: LoadedProgram, report: LockstepReport
     if div is None:
         return [f"{head} {report.checked} instructions agree with BPF semantics "
                 f"(retval {report.retval})"]
-    regs = lambda values: " ".join(  # noqa: E731
-        f"r{n}={v:#x}" for n, v in enumerate(values[:11]))
+    def regs(values: list[int]) -> str:
+        return " ".join(f"r{n}={v:#x}" for n, v in enumerate(values[:11]))
     return [
         f"{head} DIVERGENCE at step {div['step']}, insn {div['insn']} "
         f"({div['function']}+{div['offset']}, {div['source']})",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from qstep.dwarf.location import Location, MachineState, PieceValue, Unavailable, evaluate_piece
 from qstep.dwarf.types import CType
@@ -83,7 +84,7 @@ def read_value(loc: Location | None, ctype: CType, state: MachineState) -> Value
     return Value(ctype, bytes(data), tuple(valid), address, "; ".join(dict.fromkeys(reasons)))
 
 
-def _piece_bytes(ops: tuple, want: int, state: MachineState,
+def _piece_bytes(ops: tuple[Any, ...], want: int, state: MachineState,
                  reasons: list[str]) -> tuple[bytes, list[bool], int | None]:
     try:
         pv = evaluate_piece(ops, state)

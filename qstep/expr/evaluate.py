@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import operator
+from collections.abc import Callable
 from typing import Protocol, assert_never, runtime_checkable
 
 from qstep.errors import UsageError
@@ -154,7 +155,7 @@ def _arith(expr: Binary, a: int, b: int) -> int:
     op = expr.op
     if op in ("/", "%") and b == 0:
         raise _fail("division by zero", expr)
-    results = {
+    results: dict[str, Callable[[], int]] = {
         "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
         "/": lambda: a // b, "%": lambda: a % b, "<<": lambda: a << (b & 63),
         ">>": lambda: a >> (b & 63), "&": lambda: a & b, "^": lambda: a ^ b, "|": lambda: a | b,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import clang_bpf
+from conftest import clang_bpf, require_tool
 from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,8 +44,7 @@ def sections(path: Path) -> tuple[bytes, bytes]:
 
 def bpftool_dump(path: Path) -> dict[int, tuple[str, str, dict[str, str], list[str]]]:
     """{id: (kind, name, attrs, member lines)} from `bpftool btf dump file`."""
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool is not installed")
+    require_tool("bpftool")
     out = subprocess.run(["bpftool", "btf", "dump", "file", str(path)], check=True,
                          capture_output=True, text=True).stdout
     types: dict[int, tuple[str, str, dict[str, str], list[str]]] = {}

@@ -1,15 +1,13 @@
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from conftest import require_tool
 
 from qstep.images import cpio
 
 
 def test_newc_archive_round_trips_through_cpio(tmp_path: Path) -> None:
-    if shutil.which("cpio") is None:
-        pytest.skip("cpio not installed")
+    require_tool("cpio")
     archive = cpio.write_newc([
         cpio.directory("bin"),
         cpio.regular("bin/tool", b"#!/bin/sh\necho hi\n", executable=True),

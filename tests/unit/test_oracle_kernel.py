@@ -13,6 +13,7 @@ import random
 import struct
 
 import pytest
+from conftest import require_tool
 
 from qstep.bpf import insn as bi
 from qstep.bpf.asm import (
@@ -31,9 +32,15 @@ from qstep.bpf.asm import (
 )
 from qstep.bpf.insn import Insn, format_insn
 from qstep.oracle import FlatMemory, step
-from qstep.oracle.hostrun import available, load_raw, prog_run
+from qstep.oracle.hostrun import load_raw, prog_run
 
-pytestmark = pytest.mark.skipif(not available(), reason="needs root, x86-64 and bpftool")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or os.uname().machine != "x86_64",
+                                reason="loads BPF on the host: needs root on x86-64")
+
+
+@pytest.fixture(autouse=True)
+def _bpftool() -> None:
+    require_tool("bpftool")
 
 RUNS = 120
 FP = 0x7F00_0000

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from qstep.paths import REPO_ROOT
 
 pytestmark = pytest.mark.vm
 

@@ -27,6 +27,8 @@ from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
+pytestmark = pytest.mark.vm
+
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 SOURCE = (EXAMPLE / "l4lb.bpf.c").read_text().splitlines()
 IPV4 = read_packet(str(EXAMPLE / "packets/ipv4_to_v4real.hex"))

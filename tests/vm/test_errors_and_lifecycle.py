@@ -19,6 +19,8 @@ from qstep.images.kernels import resolve_kernel
 from qstep.session import Session
 from qstep.vm.machine import Machine, process_exists
 
+pytestmark = pytest.mark.vm
+
 QSTEP = [sys.executable, "-m", "qstep.cli"]
 
 

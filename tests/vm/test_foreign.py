@@ -25,6 +25,8 @@ from qstep.probe.spec import parse_specs
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
+pytestmark = pytest.mark.vm
+
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 PIN = "/sys/fs/bpf/qstep_test_l4lb"
 

@@ -26,6 +26,8 @@ from qstep.probe.spec import parse_specs
 from qstep.session import Session
 from qstep.userinput import MapEntry, encode_entry, read_map_file, read_packet
 
+pytestmark = pytest.mark.vm
+
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 SOURCE = (EXAMPLE / "l4lb.bpf.c").read_text().splitlines()
 PKT = {name: read_packet(str(EXAMPLE / "packets" / f"{name}.hex"))

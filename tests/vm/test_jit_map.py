@@ -23,6 +23,8 @@ from qstep.listing import build_listing, disassemble_x86, format_listing, patche
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.session import Session
 
+pytestmark = pytest.mark.vm
+
 PROGRAMS = [
     ("examples/l4lb/l4lb.bpf.c", "l4lb_ingress"),
     ("tests/progs/calls.bpf.c", "calls_main"),

@@ -16,6 +16,8 @@ from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
+pytestmark = pytest.mark.vm
+
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 EXPECTED = json.loads((EXAMPLE / "expected.json").read_text())
 

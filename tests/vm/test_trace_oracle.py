@@ -25,6 +25,8 @@ from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 
+pytestmark = pytest.mark.vm
+
 EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 PROGS = json.loads((REPO_ROOT / "tests/progs/expected.json").read_text())
 L4LB = ("examples/l4lb/l4lb.bpf.c", "l4lb_ingress")
