@@ -8,6 +8,8 @@ pushed at X, now explored from Y) and after calls (``callee:``, ``to caller at N
 ``N: safe`` ends a path that an earlier, more general state at N covers (pruning);
 ``exit`` ends one too. Every processed instruction becomes a `Visit` with the full
 register state before it, so ``processed N insns`` equals the number of visits.
+Kernels 7.x first print their own analysis passes (liveness, subprogram order) as
+listings; the walk starts at the first ``0: `` line.
 """
 
 from __future__ import annotations
@@ -80,8 +82,13 @@ def parse_log(text: str) -> VerifierLog:
     current: dict[int, RegState] = {}
     jumps: list[tuple[int, int, int]] = []  # (insn, path, visit index): pushes, LIFO
     last_exit: int | None = None  # a subprogram's exit: "from EXIT to CALLER" continues
-    for line in text.splitlines():
-        line = line.strip()
+    started = False  # 7.x prints its analysis passes' listings before the walk
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not started:
+            started = raw.startswith("0: ")
+            if not started:
+                continue
         if (found := _PROCESSED.match(line)) is not None:
             log.processed = int(found.group(1))
         elif (found := _FROM.match(line)) is not None and last_exit == int(found.group(1)):

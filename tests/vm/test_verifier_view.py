@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 from qstep.verifier.check import Regs, check_run
 from qstep.verifier.log import parse_log
+from tests.conftest import matrix_kernels
 
 pytestmark = pytest.mark.vm
 
@@ -41,10 +43,11 @@ def traced(session: Session, l4lb_obj: Path, packet: str):  # type: ignore[no-un
     return parse_log(prog.verifier_log), steps
 
 
+@pytest.mark.parametrize("kernel", matrix_kernels())
 @pytest.mark.parametrize("packet", ["ipv4_to_v4real.hex", "ctl_lookup_fail.hex"])
 def test_real_runs_stay_inside_the_verifiers_bounds(
-        guest: Session, l4lb_obj: Path, packet: str) -> None:
-    log, steps = traced(guest, l4lb_obj, packet)
+        guests: Callable[[str], Session], l4lb_obj: Path, packet: str, kernel: str) -> None:
+    log, steps = traced(guests(kernel), l4lb_obj, packet)
     assert len(log.visits) == log.processed
     report = check_run(log, steps)
     assert report.findings == []
