@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
 from qstep.commands.verify_verifier import runtime_steps
@@ -21,7 +22,6 @@ from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 from qstep.verifier.check import Regs, check_run
 from qstep.verifier.log import parse_log
-from tests.conftest import matrix_kernels
 
 pytestmark = pytest.mark.vm
 
