@@ -158,6 +158,12 @@ class Session:
                 load = self._request("load", obj.data, prog_name, *tokens, timeout=300)
                 break
             except AgentError as err:
+                if options.verifier_log_size is not None and "(verifier log truncated)" in str(
+                        err):
+                    raise UsageError(
+                        f"loading {prog_name} with the verifier's detailed log: the log is "
+                        f"over {options.verifier_log_size} bytes, so the kernel refused "
+                        "the load; load it without --verifier-log") from None
                 if not self._load_missing_modules(err, tried):
                     raise self._load_error(obj, prog_name, err, tried) from None
         info = replies.decode_load(load)

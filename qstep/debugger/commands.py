@@ -337,6 +337,10 @@ class CommandSet:
         site = self.dbg.site()
         if site is None:
             raise UsageError("the program is not stopped at a BPF instruction")
+        if self.dbg.prog.foreign:
+            raise UsageError("this program was loaded outside qstep: the kernel keeps no "
+                             "verifier log after a load (load the object with qstep and "
+                             "--verifier-log to see it)")
         if not self.dbg.prog.verifier_log:
             raise UsageError("the verifier's log was not kept: start with --verifier-log")
         if self._verifier is None:

@@ -16,6 +16,7 @@ from qstep.bpf.elf import BpfObject
 from qstep.commands.verify_verifier import runtime_steps
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import trace_run
+from qstep.errors import UsageError
 from qstep.loadopts import LoadOptions
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
@@ -109,3 +110,11 @@ def test_info_verifier_at_a_stop(l4lb_obj: Path) -> None:
                                   "verifier": ["scalar(umax=15,var_off=(0x0; 0xf))"]}
     assert view["regs"]["r7"] == {"value": 5, "inside": True, "verifier": ["5"]}
     assert view["regs"]["r1"]["verifier"] == ["ctx(off=0,imm=0)"]
+
+
+def test_a_log_over_its_buffer_is_a_clear_error(vm: Session, l4lb_obj: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        vm.load(BpfObject.open(l4lb_obj), "l4lb_ingress", LoadOptions(verifier_log_size=4096))
+    assert str(err.value) == (
+        "loading l4lb_ingress with the verifier's detailed log: the log is over 4096 bytes, so the "
+        "kernel refused the load; load it without --verifier-log")
