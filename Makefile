@@ -66,6 +66,7 @@ bench: examples
 	$(PY) bench/probe_drain.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/transfer_rate.py
+	$(PY) bench/snapshot_restore.py
 
 clean-build:
 	rm -rf $(BUILD)

@@ -16,6 +16,7 @@ hands out debuggers::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from qstep.mapdump import with_declared_types
 from qstep.target import Target, open_target
 from qstep.verifier.explain import failing_path
 from qstep.verifier_log import annotate, last_error_lines
+from qstep.vm import snapshot
 from qstep.vm.machine import Machine
 
 BOOT_TIMEOUT = 180.0
@@ -85,8 +87,12 @@ class Session:
     """
 
     def __init__(self, kernel: str | None = None, accel: str = "tcg",
-                 memory_mb: int = 512, boot_timeout: float = BOOT_TIMEOUT) -> None:
+                 memory_mb: int = 512, boot_timeout: float = BOOT_TIMEOUT,
+                 snapshot: bool | None = None) -> None:
         self.kernel_name = kernel
+        # Restore a saved agent-ready guest instead of booting (QSTEP_SNAPSHOT=0: never).
+        self.snapshot = os.environ.get("QSTEP_SNAPSHOT") != "0" if snapshot is None else snapshot
+        self.restored = False  # whether the guest came from a snapshot
         self.boot_timeout = boot_timeout
         self.accel = accel
         self.memory_mb = memory_mb
@@ -105,6 +111,11 @@ class Session:
 
     def __enter__(self) -> Session:
         machine = self.machine or self.prepare()
+        if self.snapshot:
+            self.agent = snapshot.try_restore(machine)
+            self.restored = self.agent is not None
+            if self.restored:
+                return self
         machine.launch()
         try:
             assert machine.agent_sock is not None
@@ -114,6 +125,8 @@ class Session:
         except BaseException:
             machine.shutdown()
             raise
+        if self.snapshot:
+            snapshot.save_after_boot(machine)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -53,6 +53,7 @@ class Machine:
         self.console: ConsoleMonitor | None = None
         self.agent_sock: socket.socket | None = None
         self.qmp: QEMUMonitorProtocol | None = None
+        self.incoming = False  # launch waiting for a saved guest (qstep.vm.snapshot)
 
     # -- configuration -------------------------------------------------
     def make_config(self, workdir: Path) -> VmConfig:
@@ -62,7 +63,7 @@ class Machine:
                         accel=self._accel, memory_mb=self._memory_mb,
                         append_extra=tuple(self._append_extra),
                         window=self._window_path(workdir),
-                        window_bytes=self._window_bytes)
+                        window_bytes=self._window_bytes, incoming=self.incoming)
 
     def _window_path(self, workdir: Path) -> Path | None:
         if self.window is not None:

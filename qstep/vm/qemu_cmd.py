@@ -35,6 +35,7 @@ class VmConfig:
     append_extra: tuple[str, ...] = field(default_factory=tuple)
     window: Path | None = None  # file backing the agent's shared-memory window
     window_bytes: int = 64 << 20
+    incoming: bool = False  # start paused, waiting for a saved guest (qstep.vm.snapshot)
 
     @property
     def qmp_socket(self) -> Path:
@@ -100,7 +101,7 @@ def window_args(cfg: VmConfig) -> list[str]:
         return []
     return ["-object", f"memory-backend-file,id=window0,share=on,mem-path={cfg.window},"
             f"size={cfg.window_bytes}",
-            "-device", "ivshmem-plain,memdev=window0"]
+            "-device", "ivshmem-plain,memdev=window0,master=on"]  # on: the VM can be saved
 
 
 def qmp_args(cfg: VmConfig) -> list[str]:
@@ -125,7 +126,7 @@ def qemu_argv(cfg: VmConfig) -> list[str]:
     """The complete argv for QEMU."""
     return [cfg.qemu, *machine_args(cfg), *firmware_args(cfg), *boot_args(cfg),
             *console_args(), *agent_args(cfg), *window_args(cfg), *qmp_args(cfg),
-            *gdb_args(cfg), *plugin_args(cfg)]
+            *gdb_args(cfg), *plugin_args(cfg), *(["-incoming", "defer"] if cfg.incoming else [])]
 
 
 def printable(argv: list[str]) -> str:

@@ -66,6 +66,11 @@ def test_the_agent_window_is_an_ivshmem_device_backed_by_the_file() -> None:
     args = window_args(config(window=Path("/shm/w/window"), window_bytes=1 << 26))
     assert args == ["-object", "memory-backend-file,id=window0,share=on,"
                     "mem-path=/shm/w/window,size=67108864",
-                    "-device", "ivshmem-plain,memdev=window0"]
+                    "-device", "ivshmem-plain,memdev=window0,master=on"]
     assert window_args(config()) == []
-    assert "ivshmem-plain,memdev=window0" in qemu_argv(config(window=Path("/w/window")))
+    assert "ivshmem-plain,memdev=window0,master=on" in qemu_argv(config(window=Path("/w/window")))
+
+
+def test_incoming_waits_for_a_saved_guest_only_when_asked() -> None:
+    assert "-incoming" not in qemu_argv(config())
+    assert qemu_argv(config(incoming=True))[-2:] == ["-incoming", "defer"]
