@@ -12,7 +12,7 @@ KERNEL ?= 6.1
 EXAMPLE := $(BUILD)/examples/l4lb.bpf.o
 PACKETS := examples/l4lb/packets
 
-.PHONY: deps demo test test-unit lint bench examples progs debug clean-build
+.PHONY: deps demo test test-kernels test-kernel-build test-unit lint bench examples progs debug clean-build
 
 deps:
 	@scripts/install-deps.sh
@@ -44,6 +44,22 @@ demo: examples
 
 test: deps examples progs
 	$(PY) -m pytest -q tests
+
+# The kernel-dependent VM tests on chosen kernels of the matrix (make test runs them on
+# all of 6.1, 6.12, 7.2, 7.3):   make test-kernels KERNELS=7.3
+KERNEL_TESTS := tests/vm/test_jit_map.py tests/vm/test_trace_oracle.py tests/vm/test_l4lb_run.py \
+	tests/vm/test_debugger.py tests/vm/test_inspect.py tests/vm/test_private_stack.py
+KERNELS ?= 6.1,6.12,7.2,7.3
+test-kernels: deps examples progs
+	QSTEP_TEST_KERNELS=$(KERNELS) $(PY) -m pytest -q $(KERNEL_TESTS)
+
+# Opt-in and long (a kernel build on 2 cores takes about an hour): build the kernel of a
+# source tree (qstep images build, cached by commit and config) and run the
+# kernel-matrix VM tests on it.   make test-kernel-build KSRC=/path/to/linux
+test-kernel-build: deps examples progs
+	@test -n "$(KSRC)" || { echo "usage: make test-kernel-build KSRC=/path/to/linux"; exit 2; }
+	img=$$($(QSTEP) images build $(KSRC)) && QSTEP_TEST_KERNELS=$$img $(PY) -m pytest -q \
+	  $(KERNEL_TESTS)
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit

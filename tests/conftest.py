@@ -89,9 +89,16 @@ MATRIX = ("6.1", "6.12", "7.2", "7.3")
 
 
 def matrix_kernels(*wanted: str) -> list[str]:
-    """The kernels among ``wanted`` (default: the whole matrix) selected for this run."""
+    """The kernels among ``wanted`` selected for this run; without ``wanted``, all of
+    them (which may include kernel images by path, e.g. from ``qstep images build``)."""
     chosen = os.environ.get("QSTEP_TEST_KERNELS", ",".join(MATRIX)).split(",")
-    return [k for k in (wanted or MATRIX) if k in chosen]
+    return [k for k in wanted if k in chosen] if wanted else chosen
+
+
+def release_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a ``uname -r`` string such as ``7.3.4+deb13-cloud-amd64``."""
+    major, minor = release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from qstep.images.build import build_kernel
 from qstep.images.guest import build_initramfs
 from qstep.images.kernels import catalog_rows, kernel_names, resolve_kernel
 from qstep.images.qemu import resolve_emulator
@@ -17,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     f.add_argument("kernel", nargs="?",
                    help="6.1 (default), 6.12, 7.2, 7.3, a comma list, all, or a package name")
     f.set_defaults(func=fetch_main)
-    b = isub.add_parser("build", help="build the agent and initramfs")
+    b = isub.add_parser("build", help="build a kernel from a source tree (PATH), or without "
+                        "PATH the agent and initramfs")
+    b.add_argument("path", nargs="?", help="a Linux git tree: built with a minimal BPF config, "
+                   "cached by commit and config; use the image with --kernel")
     b.set_defaults(func=build_main)
     q = isub.add_parser("qemu", help="fetch the emulator QSTEP_QEMU selects (default QEMU 10)")
     q.set_defaults(func=qemu_main)
@@ -40,7 +45,7 @@ def fetch_main(args: argparse.Namespace) -> int:
 
 
 def build_main(args: argparse.Namespace) -> int:
-    print(build_initramfs())
+    print(build_kernel(Path(args.path)) if args.path else build_initramfs())
     return 0
 
 

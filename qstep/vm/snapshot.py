@@ -32,6 +32,7 @@ from qstep.vm.machine import Machine
 from qstep.vm.qemu_cmd import VmConfig, machine_args
 
 FORMAT = 1  # bump when what a snapshot holds changes meaning
+KEEP = 12  # snapshots kept in the cache (least recently used ones go first)
 MIGRATION_TIMEOUT = 120.0
 HELLO_TIMEOUT = 10.0
 
@@ -91,6 +92,15 @@ def save(machine: Machine, dest: Path) -> None:
         finally:
             tmp.unlink(missing_ok=True)
             machine.qmp.cmd("cont")
+    prune(dest.parent)
+
+
+def prune(directory: Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` most recently used snapshots (a restore touches its file)."""
+    files = sorted(directory.glob("*.vmstate"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def restore(machine: Machine, src: Path) -> AgentClient:
@@ -125,6 +135,7 @@ def try_restore(machine: Machine) -> AgentClient | None:
     if not path.exists():
         return None
     try:
+        path.touch()  # most recently used: kept by prune()
         return restore(machine, path)
     except Exception:  # noqa: BLE001 - any failure: forget the snapshot, cold-boot instead
         with contextlib.suppress(OSError):

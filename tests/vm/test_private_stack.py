@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import matrix_kernels
+from conftest import matrix_kernels, release_version
 
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import RunRequest
@@ -33,7 +33,7 @@ def test_frames_arguments_and_finish_on_the_private_stack(
     prog = vm.load(BpfObject.open(bpf_obj("tests/progs/privstack.bpf.c")), "privstack_main")
     try:
         private = layout_of(prog, prog.functions[0]).private_stack is not None
-        assert private == (kernel not in ("6.1", "6.12"))
+        assert private == (release_version(vm.release) >= (6, 13))
         with vm.debugger(prog, RunRequest(b"", CTX, 0)) as dbg:
             dbg.add_breakpoint("privstack_main")
             dbg.add_breakpoint("fold")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import RunRequest
 from qstep.session import Session
 from qstep.vm.qemu_cmd import VmConfig
-from qstep.vm.snapshot import snapshot_key, snapshot_path
+from qstep.vm.snapshot import prune, snapshot_key, snapshot_path
 
 MEMORY_MB = 448  # a configuration no other test uses: its own snapshot
 CALLS_IN = bytes(range(64))  # tests/progs/expected.json "calls": retval 393
@@ -28,6 +29,17 @@ def test_key_follows_what_decides_the_guest(tmp_path: Path) -> None:
                                  memory_mb=1024)) != key
     initrd.write_bytes(b"j" * 100)
     assert snapshot_key(base) != key
+
+
+def test_prune_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    for n in range(5):
+        f = tmp_path / f"{n}.vmstate"
+        f.write_bytes(b"x")
+        os.utime(f, (1000 + n, 1000 + n))
+    (tmp_path / ".0.vmstate.lock").write_bytes(b"")
+    prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".0.vmstate.lock", "3.vmstate",
+                                                          "4.vmstate"]
 
 
 @pytest.mark.vm

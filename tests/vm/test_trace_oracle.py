@@ -49,7 +49,7 @@ CASES += [c for k in matrix_kernels("6.1") for n in ("calls", "alu", "maps")
           for c in _prog_cases(k, n)]
 # Newer kernels: ISA v4 (sign extension, signed division, bswap), another JIT prologue,
 # and from 6.13 a tracing program on a private stack (BPF r10 in x86 r9).
-for k in matrix_kernels("6.12", "7.2", "7.3"):
+for k in [k for k in matrix_kernels() if k != "6.1"]:
     CASES += [*_prog_cases(k, "alu_v4"), _l4lb(k, "ipv6_to_v6real"),
               *_prog_cases(k, "calls", 1), *_prog_cases(k, "privstack")]
 
