@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
+from qstep.bpf.compile import compile_c
 from qstep.bpf.elf import BpfObject
 from qstep.paths import REPO_ROOT, cache_dir
 from qstep.session import Session
 from qstep.userinput import read_packet
 from qstep.vm import snapshot
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from conftest import compile_bpf  # noqa: E402
 
 PACKET = REPO_ROOT / "examples/l4lb/packets/ipv4_to_v4real.hex"
 
@@ -35,8 +32,7 @@ def ready_seconds(kernel: str, use_snapshot: bool) -> float:
 
 
 def first_run_seconds(kernel: str) -> float:
-    obj = BpfObject.open(compile_bpf(REPO_ROOT / "examples/l4lb/l4lb.bpf.c",
-                                     cache_dir() / "build" / "bench"))
+    obj = BpfObject.open(compile_c(REPO_ROOT / "examples/l4lb/l4lb.bpf.c"))
     start = time.monotonic()
     with Session(kernel=kernel, snapshot=True) as session:
         prog = session.load(obj, "l4lb_ingress")

@@ -32,7 +32,7 @@ from qstep.vm.machine import Machine
 from qstep.vm.qemu_cmd import VmConfig, machine_args
 
 FORMAT = 1  # bump when what a snapshot holds changes meaning
-KEEP = 12  # snapshots kept in the cache (least recently used ones go first)
+KEEP = 8  # snapshots kept in the cache (least recently used ones go first)
 MIGRATION_TIMEOUT = 120.0
 HELLO_TIMEOUT = 10.0
 
