@@ -10,6 +10,7 @@ from qstep.agent.replies import MapDump, MapInfo
 from qstep.bpf.btf import Btf
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.uapi import MapType
+from qstep.errors import UsageError
 from qstep.render import format_map_value
 
 QUEUE_TYPES = frozenset({MapType.QUEUE, MapType.STACK})
@@ -37,7 +38,8 @@ def body_text(info: MapInfo, dump: MapDump, btf: Btf) -> list[str] | None:
     """Lines for the map types that are not key → value tables, else None."""
     if info.type in RECORD_TYPES:
         lost = [f"    ({dump.lost} records lost)"] if dump.lost else []
-        return [f"    record {format_map_value(r, 0, btf)}" for r in dump.records] + lost or (
+        return [f"    record {record_text(r, info.btf_value_type_id, btf)}"
+                for r in dump.records] + lost or (
             ["    (no records since the last read)"] if not dump.unlisted else [])
     if info.type in QUEUE_TYPES:
         order = "front first" if info.type == MapType.QUEUE else "top first"
@@ -46,11 +48,44 @@ def body_text(info: MapInfo, dump: MapDump, btf: Btf) -> list[str] | None:
     return None
 
 
-def notes_json(info: MapInfo, dump: MapDump) -> dict[str, Any]:
+def record_text(record: bytes, type_id: int, btf: Btf) -> str:
+    """A ring buffer / perf record, typed when the user named its type (``--record-type``);
+    bytes beyond the type (perf's padding) are shown after it."""
+    size = btf.size_of(type_id) if type_id else 0
+    if not size or len(record) < size:
+        return format_map_value(record, 0, btf)
+    rest = record[size:]
+    return format_map_value(record[:size], type_id, btf) + (f" +x:{rest.hex()}" if rest else "")
+
+
+def with_record_types(maps: dict[str, MapInfo], btf: Btf, given: list[str]) -> dict[str, MapInfo]:
+    """``MAP=TYPE`` (e.g. ``events=struct event``): the record type of ring buffers and
+    perf event arrays, which BTF does not say."""
+    fixed = dict(maps)
+    for text in given:
+        name, _, type_text = text.partition("=")
+        info = maps.get(name.strip())
+        if info is None or info.type not in RECORD_TYPES:
+            records = ", ".join(sorted(n for n, i in maps.items() if i.type in RECORD_TYPES))
+            raise UsageError(f"--record-type {text}: '{name}' is not a ring buffer or perf "
+                             f"event array of the program (those: {records or 'none'})")
+        kind, _, type_name = type_text.strip().rpartition(" ")
+        found = btf.find_by_name(type_name, kind.upper() or None) if type_name else None
+        if found is None:
+            raise UsageError(f"--record-type {text}: no type '{type_text.strip()}' in the "
+                             "object's BTF (a type only local variables use is not in BTF)")
+        fixed[name.strip()] = replace(info, btf_value_type_id=found.id)
+    return fixed
+
+
+def notes_json(info: MapInfo, dump: MapDump, btf: Btf | None = None) -> dict[str, Any]:
     """What ``run --json`` adds beside a map's entries (empty when nothing)."""
     notes: dict[str, Any] = {}
     if info.type in RECORD_TYPES and not dump.unlisted:
         notes["records_hex"] = [r.hex() for r in dump.records]
+        if info.btf_value_type_id and btf is not None:
+            notes["records"] = [record_text(r, info.btf_value_type_id, btf)
+                                for r in dump.records]
     if dump.lost:
         notes["lost"] = dump.lost
     if info.type in QUEUE_TYPES:

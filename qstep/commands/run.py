@@ -23,7 +23,13 @@ from qstep.commands.common import (
 )
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
-from qstep.mapdump import QUEUE_TYPES, body_text, limits_text, notes_json
+from qstep.mapdump import (
+    QUEUE_TYPES,
+    body_text,
+    limits_text,
+    notes_json,
+    with_record_types,
+)
 from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
 from qstep.session import RunResult, Session
 from qstep.userinput import read_packet
@@ -35,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_input_options(p, several_packets=True)
     p.add_argument("--repeat", type=positive_int, default=1,
                    help="run N times (duration is the mean)")
+    p.add_argument("--record-type", action="append", default=[], metavar="MAP=TYPE",
+                   help="show the records of a ring buffer or perf event array as this BTF "
+                   "type, e.g. events='struct event'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_vm_options(p)
     p.set_defaults(func=main)
@@ -66,6 +75,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
+        prog.maps = with_record_types(prog.maps, prog.btf, args.record_type)
         if prog.prog_type not in PACKET_PROG_TYPES:
             raise UsageError(f"{prog.name} is a {prog.type_name} program; run takes packet "
                              "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt)")
@@ -121,5 +131,5 @@ def run_json(session: Session, prog: LoadedProgram, packets: list[tuple[str, byt
                  for (origin, data), r in zip(packets, results, strict=True)],
         "maps": {n: [entry(n, k, v) for k, v in d.entries] for n, d in maps.items()},
         "map_notes": {n: notes for n, d in maps.items()
-                      if (notes := notes_json(prog.maps[n], d))},
+                      if (notes := notes_json(prog.maps[n], d, prog.btf))},
     }

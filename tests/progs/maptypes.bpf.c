@@ -243,6 +243,10 @@ struct {
 	__type(value, __u32);
 } reuse SEC(".maps");
 
+/* .bss: the last event, as projects keep one to put the record type in BTF
+ * (a type only local variables use is not there) */
+struct event last_event;
+
 SEC("xdp")
 int maptypes_main(struct xdp_md *ctx)
 {
@@ -287,6 +291,7 @@ int maptypes_main(struct xdp_md *ctx)
 
 	ev.perf_ret = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
 	bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
+	last_event = ev;
 
 	return ev.class ? XDP_PASS : XDP_DROP;
 }

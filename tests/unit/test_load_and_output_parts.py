@@ -4,6 +4,7 @@ runoutput, images.modules)."""
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from qstep.loadopts import (
     parse_attach_type,
     parse_prog_type,
 )
-from qstep.mapdump import body_text, limits_text, notes_json
+from qstep.mapdump import body_text, limits_text, notes_json, record_text, with_record_types
 from qstep.runoutput import split_trace
 
 
@@ -168,3 +169,21 @@ def test_every_command_takes_the_load_options(command: list[str]) -> None:
                                       "--modules", "nf_conntrack,nf_nat", "--modules", "x"])
     assert load_options(args) == LoadOptions(3, 37, ("a=1", "b={x: 2}"),
                                              ("nf_conntrack", "nf_nat", "x"))
+
+
+def test_record_types_name_a_ring_buffer_and_a_btf_type(bpf_obj: Callable[[str], Path]) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/maptypes.bpf.c"))
+    maps = {"events": info(MapType.RINGBUF), "flows": info(MapType.LRU_HASH)}
+    event = obj.btf.find_by_name("event", "STRUCT")
+    assert event is not None
+    typed = with_record_types(maps, obj.btf, ["events=struct event"])
+    assert typed["events"].btf_value_type_id == event.id and typed["flows"] == maps["flows"]
+    record = struct.pack("<I4BIi", 60, 10, 1, 2, 3, 7, 0)
+    assert record_text(record + bytes(4), event.id, obj.btf) == (
+        "{len: 60, saddr: 10.1.2.3, class: 7, perf_ret: 0} +x:00000000")
+    assert record_text(record[:8], event.id, obj.btf) == "x:3c0000000a010203"  # too short
+    for given, message in (("flows=struct event", "'flows' is not a ring buffer or perf event "
+                            "array of the program (those: events)"),
+                           ("events=struct nope", "no type 'struct nope' in the object's BTF")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            with_record_types(maps, obj.btf, [given])

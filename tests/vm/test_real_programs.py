@@ -33,6 +33,7 @@ from qstep.errors import LoadError, UsageError
 from qstep.listing import build_listing, format_listing
 from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions
+from qstep.mapdump import with_record_types
 from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
 from qstep.session import Session
@@ -88,7 +89,7 @@ def check_maptypes(session: Session, prog: LoadedProgram) -> None:
     for name in ("jumps", "tx_ports", "cpus", "pc_hash", "lru_pc_hash", "outer_hash",
                  "tx_hash", "socks", "sock_hash", "stacks"):  # listable, and empty
         assert (dump[name].entries, dump[name].unlisted) == ([], None), name
-    assert len(prog.maps) == 28  # every map of the object was created
+    assert len(prog.maps) == 29  # every map of the object was created (and .bss)
 
 
 def check_legacy(session: Session, prog: LoadedProgram) -> None:
@@ -299,17 +300,22 @@ def test_run_report_text_and_json(guest: Session, bpf_obj: Callable[[str], objec
     packets = [("pkt", case.packet)]
     results = [guest.test_run(prog, case.packet)]
     maps = dump_maps(guest, prog)
+    prog.maps = with_record_types(prog.maps, prog.btf, ["events=struct event",
+                                                        "perf_events=event"])
     text = run_text(guest, prog, 1, packets, results, maps)
-    for line in ("    record x:3c0000000a0102030700000000000000",
-                 "    record x:3c0000000a010203070000000000000000000000",
+    event = "{len: 60, saddr: 10.1.2.3, class: 7, perf_ret: 0}"
+    for line in (f"    record {event}",
+                 f"    record {event} +x:00000000",
                  "    [front first] 60",
                  "    (1048574 all-zero entries not shown; 1048576 of 1048576 entries read)",
                  "    (cannot list: a bloom filter answers membership queries only)"):
         assert line in text
     report = json.loads(json.dumps(run_json(guest, prog, packets, results, maps)))
-    assert report["map_notes"]["events"] == {"records_hex": ["3c0000000a0102030700000000000000"]}
+    assert report["map_notes"]["events"] == {"records_hex": ["3c0000000a0102030700000000000000"],
+                                             "records": [event]}
     assert report["map_notes"]["perf_events"] == {
-        "records_hex": ["3c0000000a010203070000000000000000000000"]}
+        "records_hex": ["3c0000000a010203070000000000000000000000"],
+        "records": [f"{event} +x:00000000"]}
     assert report["map_notes"]["seen"] == {
         "unlisted": "a bloom filter answers membership queries only"}
     assert report["map_notes"]["big"] == {"zero_entries": 1048574, "read_entries": 1048576}
