@@ -28,10 +28,13 @@ from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
 from qstep.debugger.repl import interactive_loop
+from qstep.dwarf.format import format_value as format_c_value
 from qstep.dwarf.model import DwarfModel
 from qstep.dwarf.scope import InsnScope
+from qstep.dwarf.types import CType
+from qstep.dwarf.values import Value
 from qstep.errors import UsageError
-from qstep.expr.ast import Str
+from qstep.expr.ast import Expr, Member, Name, Str
 from qstep.expr.evaluate import format_value
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
@@ -158,7 +161,19 @@ def value_text(hit: Hit, index: int, prog: LoadedProgram) -> str:
         return f"{label} = <unreadable>"
     if isinstance(value, MapValue):
         return f"{label} = {map_value_text(value, prog)}"
+    ctype = hit.probe.item_types[index] if index < len(hit.probe.item_types) else None
+    if ctype is not None:
+        return f"{label} = {typed_text(value, ctype, item)}"
     return f"{label} = {format_value(value, literal_hint(spec, item))}"
+
+
+def typed_text(value: int | bytes, ctype: CType, item: Expr) -> str:
+    """A C item's value as the debugger prints it (enums by name, IPs, structs)."""
+    size = ctype.byte_size
+    data = value if isinstance(value, bytes) else (value & ((1 << (8 * size)) - 1)).to_bytes(
+        size, "little")
+    name = item.name if isinstance(item, Member | Name) else ""
+    return format_c_value(Value(ctype, data, (True,) * len(data)), name)
 
 
 def map_value_text(value: MapValue, prog: LoadedProgram) -> str:

@@ -10,9 +10,10 @@ cannot provide print as ``<optimized out>``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
-from qstep.bpf.values import names_an_address
+from qstep.bpf.values import MAC_WORDS, names_an_address
 from qstep.dwarf.types import ARRAY, BASE, ENUM, POINTER, STRUCT, UNION, VOID, CType, Member
 from qstep.dwarf.values import Value
 from qstep.errors import UsageError
@@ -58,6 +59,10 @@ def _is_ip(v: Value, name: str, fmt: str) -> bool:
         return False
     big = "be32" in _typedef_names(v.type) or size == 16
     return bool(name) and names_an_address(name, big)
+
+
+def _words(name: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", name.lower()))
 
 
 def _typedef_names(t: CType) -> str:
@@ -169,11 +174,13 @@ def _array(v: Value, t: CType, name: str, fmt: str) -> str:
         text = _string(v.data)
         if text is not None:
             return text
-    if (elem.strip().kind == BASE and elem.byte_size == 1 and len(v.data) in (4, 16)
-            and v.available and _is_ip(v, name, fmt)):
-        return _ip(v.data)
+    if (elem.strip().kind == BASE and len(v.data) in (4, 16) and v.available
+            and _is_ip(v, name, fmt)):
+        return _ip(v.data)  # __u8[16], __be32[4]: the bytes in network order
     if fmt == "i" and len(v.data) in (4, 16) and v.available:
         return _ip(v.data)
+    if len(v.data) == 6 and not fmt and v.available and _words(name) & MAC_WORDS:
+        return ":".join(f"{b:02x}" for b in v.data)
     items = [format_value(e, "", fmt) for e in elements(v)]
     if t.element_count > MAX_ELEMENTS:
         items.append("...")

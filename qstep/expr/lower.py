@@ -44,6 +44,7 @@ from qstep.expr.ast import (
 from qstep.expr.typed import INT, LONG, ULONG, common_type, promoted, resolve_type
 
 MAX_MEM = 64  # mem() reads at most this many bytes
+_UNTYPED = CType(BASE, "unsigned long", 8, 0x07)  # a value of the untyped language
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,21 @@ def needs_lowering(expr: Expr, env: LowerEnv) -> bool:
 
 def lower(expr: Expr, env: LowerEnv) -> Expr:
     """The untyped equivalent of a C expression (map names are left to the caller)."""
+    return lower_typed(expr, env)[0]
+
+
+def lower_typed(expr: Expr, env: LowerEnv) -> tuple[Expr, CType | None]:
+    """``lower`` and the C type of the result (None when it is not a C value: registers,
+    ``mem()``, maps)."""
     val = _lower(expr, env)
-    if val.place:
-        return _load(val, expr)
-    return val.expr
+    ctype = None if val.type is _UNTYPED else val.type
+    return (_load(val, expr) if val.place else val.expr), ctype
 
 
 def _lower(expr: Expr, env: LowerEnv) -> _Val:
     handler = _HANDLERS.get(type(expr))
     if handler is None:
-        return _Val(expr, ULONG)  # Reg, Mem, literals: already untyped
+        return _Val(expr, _UNTYPED)  # Reg, Mem, literals: already untyped
     return handler(expr, env)
 
 
@@ -167,7 +173,7 @@ def _name(expr: Expr, env: LowerEnv) -> _Val:
     glob = env.global_address(expr.name)
     if glob is not None:
         return _Val(_num(glob[0]), glob[1], place=True)
-    return _Val(expr, ULONG)  # not a C name: a map, resolved by the caller
+    return _Val(expr, _UNTYPED)  # not a C name: a map, resolved by the caller
 
 
 def _from_location(var: VarRef, stack_size: int, node: Node) -> _Val:
@@ -309,7 +315,7 @@ def _subscript(expr: Expr, env: LowerEnv) -> _Val:
 def _index(expr: Expr, env: LowerEnv) -> _Val:
     assert isinstance(expr, Index)
     if env.variable(expr.base.name) is None and env.global_address(expr.base.name) is None:
-        return _Val(expr, ULONG)  # a map lookup
+        return _Val(expr, _UNTYPED)  # a map lookup
     base = _lower(expr.base, env)
     return _element(base, _scalar(_lower(expr.key, env), expr), expr)
 

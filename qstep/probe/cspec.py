@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from qstep.dwarf.types import CType
 from qstep.errors import UsageError
 from qstep.expr.ast import Expr
-from qstep.expr.lower import LowerEnv, lower, needs_lowering
+from qstep.expr.lower import LowerEnv, lower, lower_typed, needs_lowering
 from qstep.probe.spec import Spec, Watch
 
 
@@ -19,6 +20,12 @@ def _lower(expr: Expr, env: LowerEnv, number: int) -> Expr:
         return lower(expr, env)
     except UsageError as err:
         raise UsageError(f"inspect: spec {number}: {expr.to_text()}: {err}") from None
+
+
+def item_types(spec: Spec, env: LowerEnv) -> tuple[CType | None, ...]:
+    """The C type of each print item (None for items that are not C values)."""
+    return tuple(lower_typed(item, env)[1] if needs_lowering(item, env) else None
+                 for item in spec.action.prints)
 
 
 def lower_spec(spec: Spec, env: LowerEnv, number: int) -> Spec:

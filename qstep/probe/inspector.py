@@ -19,6 +19,7 @@ from qstep.debugger.env import StoppedEnv, UnreadableMemory
 from qstep.debugger.jitframe import layout_of
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
+from qstep.dwarf.types import CType
 from qstep.errors import UsageError, VerifierError
 from qstep.expr.ast import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str
 from qstep.expr.evaluate import evaluate
@@ -26,7 +27,7 @@ from qstep.expr.lower import LowerEnv
 from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
-from qstep.probe.cspec import lower_spec
+from qstep.probe.cspec import item_types, lower_spec
 from qstep.probe.records import MapValue, ProbeHit, decode_record, pad8
 from qstep.probe.spec import Spec, Watch
 from qstep.recorder.hits import count_executions, recorder_available
@@ -72,6 +73,7 @@ class Probe:
     handle: int | None = None
     counters: Counters = field(default_factory=Counters)
     written: Spec | None = None  # as the user wrote it, when C names were lowered
+    item_types: tuple[CType | None, ...] = ()  # C types of the print items (DWARF)
     executed: int | None = None  # the emulator's count of runs of ``addr`` (recorder)
 
     @property
@@ -181,8 +183,10 @@ class Inspector:
         self.probes = [resolve_probe(prog, n, s) for n, s in enumerate(specs, start=1)]
         for probe in self.probes if scope is not None else []:
             assert scope is not None
-            lowered = lower_spec(probe.spec, scope(probe.site), probe.number)
+            env = scope(probe.site)
+            lowered = lower_spec(probe.spec, env, probe.number)
             if lowered != probe.spec:
+                probe.item_types = item_types(probe.spec, env)
                 probe.written, probe.spec = probe.spec, lowered
         assign_modes(self.probes)
         for probe in self.probes:

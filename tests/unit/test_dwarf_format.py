@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 import pytest
@@ -57,6 +58,12 @@ def test_scalars_enums_and_ips() -> None:
     assert format_value(val(U32, addr), fmt="i") == "10.0.0.1"
     v6 = CType(ARRAY, target=BYTE, counts=(16,))
     assert format_value(val(v6, bytes(15) + b"\1"), "dstv6") == "::1"
+    words = CType(ARRAY, target=BE32, counts=(4,))  # __be32 dstv6[4]
+    packed = ipaddress.ip_address("2001:db8::2").packed
+    assert format_value(val(words, packed), "dstv6") == "2001:db8::2"
+    assert format_value(val(words, packed), "hits") == "{3087860000, 0, 0, 33554432}"
+    mac = CType(ARRAY, target=BYTE, counts=(6,))
+    assert format_value(val(mac, bytes.fromhex("020000000a02")), "mac") == "02:00:00:00:0a:02"
     with pytest.raises(UsageError):
         format_value(val(U16, b"\0\0"), fmt="i")
     with pytest.raises(UsageError):

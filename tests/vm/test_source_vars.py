@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from qstep.bpf.elf import BpfObject
-from qstep.commands.inspect import c_scope
+from qstep.commands.inspect import c_scope, value_text
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.source import SourceFrame, SourceView
@@ -525,7 +525,7 @@ def test_l4lb_design_actions_over_c_variables(vm: Session, l4lb_obj: Path) -> No
             vm.update_map(prog, entry.map_name, key, value)
         v6 = read_packet(str(L4LB / "packets/ipv6_to_v6real.hex"))
         v4 = read_packet(str(L4LB / "packets/ipv4_to_v4real.hex"))
-        specs = ["l4lb.bpf.c:158 if real->dstv6 == 2001:db8:ff::2 print vip_num",
+        specs = ["l4lb.bpf.c:158 if real->dstv6 == 2001:db8:ff::2 print vip_num, real->dstv6",
                  "l4lb.bpf.c:183 if tkey.remote_ipv6 == 2001:db8:ff::2 print vip_num, stats",
                  "l4lb.bpf.c:183 print ctl->ifindex, ctl->mac, tkey.tunnel_id "
                  "if ctl->ifindex == 3"]
@@ -539,7 +539,12 @@ def test_l4lb_design_actions_over_c_variables(vm: Session, l4lb_obj: Path) -> No
         vm.unload(prog)
     hits = {n: [(h.run, h.values) for h in inspector.hits if h.probe.number == n]
             for n in (1, 2, 3)}
-    assert hits[1] == [(1, [2])]  # run 1 only: the IPv6 packet's real is 2001:db8:ff::2; VIP 2
+    real6 = ipaddress.ip_address("2001:db8:ff::2").packed
+    # Run 1 only: the IPv6 packet's real is 2001:db8:ff::2; VIP 2.
+    assert hits[1] == [(1, [2, real6])]
+    first = next(h for h in inspector.hits if h.probe.number == 1)
+    assert [value_text(first, i, prog) for i in (0, 1)] == [
+        "vip_num = 2", "real->dstv6 = 2001:db8:ff::2"]  # typed, as written
     [(run, [vip_num, stats])] = hits[2]
     assert (run, vip_num) == (1, 2)
     assert isinstance(stats, MapValue) and stats.whole
