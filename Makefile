@@ -12,7 +12,7 @@ KERNEL ?= 6.1
 EXAMPLE := $(BUILD)/examples/l4lb.bpf.o
 PACKETS := examples/l4lb/packets
 
-.PHONY: deps demo test test-kernels test-kernel-build test-unit lint bench examples progs debug clean-build
+.PHONY: deps demo test test-kernels test-kernel-build test-unit lint bench examples progs debug clean-build vsix
 
 deps:
 	@scripts/install-deps.sh
@@ -83,6 +83,13 @@ bench: examples
 	$(PY) bench/record_rate.py
 	$(PY) bench/transfer_rate.py
 	$(PY) bench/snapshot_restore.py
+
+# The VS Code extension (editors/vscode) as a .vsix, built with @vscode/vsce from the cache.
+VSIX := $(BUILD)/qstep.vsix
+vsix: deps
+	@mkdir -p $(BUILD)
+	cd editors/vscode && $(QSTEP_CACHE)/node/node_modules/.bin/vsce package \
+	  --no-dependencies -o $(VSIX)
 
 clean-build:
 	rm -rf $(BUILD)

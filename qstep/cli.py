@@ -43,6 +43,7 @@ def add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from qstep.commands import (
         bisect,
+        dap,
         debugging,
         disasm,
         images,
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
-                   verify_jit, verify_verifier, why):
+                   verify_jit, verify_verifier, why, dap):
         module.add_parser(sub)
     for command in sub.choices.values():
         add_global_options(command, top=False)

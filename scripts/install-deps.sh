@@ -40,3 +40,16 @@ ln -sfn "$venv" "$here/.venv"
 # The emulator: QEMU 10 from bookworm-backports, unpacked into the cache (QSTEP_QEMU=system
 # uses the system's QEMU instead, without the recorder).
 "$venv/bin/qstep" images qemu >/dev/null
+# Node tools (VS Code's DAP test client, mocha, vsce for `make vsix`), pinned by
+# scripts/node/package-lock.json, installed into the cache.
+node_dir="$cache/node"
+want_node=$(sha256sum "$here/scripts/node/package-lock.json" | cut -d' ' -f1)
+if command -v npm >/dev/null && [ "$(cat "$node_dir/.qstep-installed" 2>/dev/null)" != "$want_node" ]; then
+  echo "qstep: installing Node tools into $node_dir"
+  mkdir -p "$node_dir"
+  cp "$here/scripts/node/package.json" "$here/scripts/node/package-lock.json" "$node_dir/"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want_node" > "$node_dir/.qstep-installed"
+elif ! command -v npm >/dev/null; then
+  echo "qstep: npm is missing (Debian package npm): the DAP client tests and 'make vsix' need it" >&2
+fi

@@ -9,6 +9,7 @@ breakpoint on the return address, so stepping never wanders into the kernel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,6 +116,9 @@ class Debugger:
         # Kernel addresses (outside the program) to stop at, e.g. the helper an
         # inspect probe calls to ask for a stop; a stop there has reason "kernel".
         self.kernel_breakpoints: set[int] = set()
+        # Decides whether a stop at user breakpoints is reported (conditions, logpoints
+        # of a front end): False resumes at once, also inside step/finish/advance.
+        self.breakpoint_filter: Callable[[list[Breakpoint]], bool] | None = None
         self._decoded: dict[int, _X86] = {}
         self.x86_steps = 0  # single steps issued (statistics for benchmarks)
 
@@ -254,10 +258,13 @@ class Debugger:
         for addr in temp:
             self._insert(addr)
         try:
-            self._regs_cache = None
-            self.target.resume()
-            self.stopped = False
-            return self._wait()
+            while True:
+                self._regs_cache = None
+                self.target.resume()
+                self.stopped = False
+                event = self._wait()
+                if not self._filtered_out(event):
+                    return event
         except (KeyboardInterrupt, interrupts.Terminated):
             self._stop_after_interrupt()
             raise
@@ -288,6 +295,13 @@ class Debugger:
             result = self._poll_run()
             if result is not None:
                 return self._exit_event(result)
+
+    def _filtered_out(self, event: Event) -> bool:
+        """A breakpoint stop the ``breakpoint_filter`` does not want reported."""
+        if self.breakpoint_filter is None or event.breakpoint is None:
+            return False
+        here = [bp for bp in self.breakpoints.values() if bp.enabled and bp.addr == self.pc()]
+        return not self.breakpoint_filter(here)
 
     def _poll_run(self) -> RunResult | None:
         assert self._run_seq is not None

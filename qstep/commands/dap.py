@@ -1,0 +1,22 @@
+"""``qstep dap``: the Debug Adapter Protocol server editors start."""
+
+from __future__ import annotations
+
+import argparse
+
+from qstep.dap.server import serve_port, serve_stdio
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("dap", help="Debug Adapter Protocol server (VS Code, nvim-dap, dape)")
+    p.add_argument("--port", type=int, default=None, metavar="N",
+                   help="listen on 127.0.0.1:N instead of stdio (0: any free port, printed)")
+    p.set_defaults(func=dap_main)
+
+
+def dap_main(args: argparse.Namespace) -> int:
+    if args.port is None:
+        serve_stdio()
+    else:
+        serve_port(args.port, lambda text: print(text, flush=True))
+    return 0
