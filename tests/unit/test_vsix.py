@@ -7,6 +7,7 @@ import json
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from qstep.paths import cache_dir
 EXT = Path(__file__).parents[2] / "editors" / "vscode"
 
 
-def _debugger() -> dict[str, object]:
+def _debugger() -> dict[str, Any]:
     manifest = json.loads((EXT / "package.json").read_text())
     return next(d for d in manifest["contributes"]["debuggers"] if d["type"] == "qstep")
 
@@ -38,11 +39,11 @@ def test_snippets_validate_against_the_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     debugger = _debugger()
     schemas = debugger["configurationAttributes"]
-    bodies = [s["body"] for s in debugger["configurationSnippets"]]  # type: ignore[index]
-    bodies += list(debugger["initialConfigurations"])  # type: ignore[call-overload]
+    bodies = [s["body"] for s in debugger["configurationSnippets"]]
+    bodies += list(debugger["initialConfigurations"])
     assert len(bodies) == 4
     for body in bodies:
-        jsonschema.validate(body, schemas[body["request"]])  # type: ignore[index]
+        jsonschema.validate(body, schemas[body["request"]])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "qstep", "request": "launch", "program": "x.o"},
-                            schemas["launch"])  # type: ignore[index]
+                            schemas["launch"])
