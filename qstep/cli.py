@@ -24,6 +24,9 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage is one ``--help`` away)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("argument --map: expected 2 arguments"):
+            message = ("--map takes NAME KEY=VALUE; a KEY=VALUE that starts with '-' "
+                       "reads as an option: put a space in front (--map NAME ' -1=1')")
         print(f"qstep: error: {message} (see: {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 

@@ -30,7 +30,7 @@ def parse_hex(text: str, what: str) -> bytes:
 def read_packet(arg: str) -> bytes:
     """A packet from a file (hex text or raw bytes) or from hex on the command line."""
     path = Path(arg)
-    if path.is_file():
+    if _is_file(path):
         raw = path.read_bytes()
         try:
             text = raw.decode("ascii")
@@ -40,8 +40,15 @@ def read_packet(arg: str) -> bytes:
             return parse_hex(text, f"packet file {arg}")
         return raw
     if "/" in arg or arg.endswith((".hex", ".bin", ".pcap")):
-        raise UsageError(f"packet file {arg} does not exist")
+        raise UsageError(f"--packet: packet file {arg!r} does not exist")
     return parse_hex(arg, "--packet")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for a file: hex text
+        return False
 
 
 @dataclass(frozen=True)

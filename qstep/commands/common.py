@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qstep.agent.replies import MapInfo
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import packet_size_problem, section_prog_type
 from qstep.errors import UsageError
@@ -29,7 +30,7 @@ PROGRAM_HELP = ("a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME'
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1 (counts, limits, repeats)."""
-    if not text.strip().isdigit() or int(text) < 1:
+    if not re.fullmatch(r"\s*[0-9]+\s*", text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'")
     return int(text)
 
@@ -145,19 +146,35 @@ def check_function_name(location: str, obj: BpfObject) -> None:
                          f"{', '.join(functions)}")
 
 
-def check_packets(source: ProgramSource, packets: list[tuple[str, bytes]]) -> None:
+def check_inputs(source: ProgramSource, packets: list[tuple[str, bytes]],
+                 entries: list[MapEntry]) -> None:
     """Before the guest boots: packets BPF_PROG_TEST_RUN refuses for the program's type
-    (as the section name or --prog-type gives it)."""
+    (as the section name or --prog-type gives it), map entries that do not fit the
+    object's BTF types."""
     if not isinstance(source, FromObject):
         return
+    check_map_entries(source.obj, entries)
     prog_type = source.options.prog_type if source.options else None
     if prog_type is None:
         prog_type = section_prog_type(source.obj.find_program(source.name).section)
     for arg, data in packets:
         problem = packet_size_problem(prog_type, len(data)) if prog_type is not None else None
         if problem:
-            shown = (arg if len(arg) <= 40 else f"{arg[:37]}...") or "''"
+            shown = (arg if len(arg) <= 40 else f"{arg[:37]}...") if arg.isprintable() \
+                else repr(arg[:40])
+            shown = shown or "''"
             raise UsageError(f"--packet {shown}: {problem}")
+
+
+def check_map_entries(obj: BpfObject, entries: list[MapEntry]) -> None:
+    """Encode each entry of a map the object declares with BTF types, as after load."""
+    maps = {m.name: m for m in obj.maps if m.key_type_id and m.value_type_id}
+    for entry in entries:
+        found = maps.get(entry.map_name)
+        if found is not None:
+            info = MapInfo(found.name, 0, found.map_type, found.key_size, found.value_size,
+                           found.max_entries, found.key_type_id or 0, found.value_type_id or 0)
+            encode_entry(entry, info, obj.btf)
 
 
 def program_source(args: argparse.Namespace, rest: list[str] | None = None) -> ProgramSource:

@@ -14,7 +14,7 @@ from qstep.commands.common import (
     add_program_options,
     add_vm_options,
     check_function_name,
-    check_packets,
+    check_inputs,
     make_session,
     open_in_session,
     positive_int,
@@ -85,7 +85,7 @@ def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
     packet = read_packet(args.packet)
     setup = read_setup(args)
     source = source or program_source(args)
-    check_packets(source, [(args.packet, packet)])
+    check_inputs(source, [(args.packet, packet)], setup.entries)
     session = make_session(args)
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
@@ -169,6 +169,9 @@ def trace_main(args: argparse.Namespace) -> int:
     if args.print_cmd:
         print_cmd(make_session(args))
         return 0
+    # What the host can check, before any guest boots (both ways below read them again).
+    check_inputs(program_source(args), [(args.packet, read_packet(args.packet))],
+                 read_setup(args).entries)
     if not args.stepping:
         reason = recorder_unavailable_reason() or (
             "recording needs a program qstep loads itself" if str(args.object) in SELECTORS

@@ -15,7 +15,7 @@ from qstep.commands.common import (
     add_program_options,
     add_vm_options,
     check_function_name,
-    check_packets,
+    check_inputs,
     make_session,
     open_in_session,
     positive_int,
@@ -77,8 +77,8 @@ def main(args: argparse.Namespace) -> int:
                 check_function_name(spec.loc.name, source.obj)
     check_batch(args.commands, source)
     packets = [read_packet(p) for p in args.packet]
-    check_packets(source, list(zip(args.packet, packets, strict=True)))
     setup = read_setup(args)
+    check_inputs(source, list(zip(args.packet, packets, strict=True)), setup.entries)
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)

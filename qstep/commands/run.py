@@ -13,7 +13,7 @@ from qstep.commands.common import (
     add_input_options,
     add_program_options,
     add_vm_options,
-    check_packets,
+    check_inputs,
     make_session,
     open_in_session,
     positive_int,
@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     setup = read_setup(args)
     source = program_source(args)
-    check_packets(source, packets)
+    check_inputs(source, packets, setup.entries)
     session = make_session(args)
     if args.print_cmd:
         print_cmd(session)

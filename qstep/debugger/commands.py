@@ -143,7 +143,7 @@ class CommandSet:
             return None
         match = re.match(r"([a-z]+)(/\S*)?\s*(.*)$", line)
         if not match:
-            raise UsageError(f"cannot parse command: {line}")
+            raise UsageError(f"cannot parse command: {line!r}")
         word, fmt, rest = match.groups()
         return self.find(word), fmt, rest
 
@@ -509,11 +509,11 @@ def check_argument(command: str, arg: str) -> None:
     """Raise ``UsageError`` for an argument ``command`` can never take."""
     text = arg.strip()
     if command in NO_ARGUMENT and text:
-        raise UsageError(f"{command} takes no argument (got '{text}')")
-    if command in COUNTED and text and not (text.isdigit() and int(text) > 0):
+        raise UsageError(f"{command} takes no argument (got {text!r})")
+    if command in COUNTED and text and not (re.fullmatch(r"[0-9]+", text) and int(text) > 0):
         what = "frame count" if command == "backtrace" else "count"
         raise UsageError(f"{command}: the {what} must be a whole number of at least 1, "
-                         f"not '{text}'")
+                         f"not {text!r}")
 
 
 def bpf_register(word: str) -> int:
