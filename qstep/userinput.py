@@ -40,7 +40,7 @@ def read_packet(arg: str) -> bytes:
             return parse_hex(text, f"packet file {arg}")
         return raw
     if "/" in arg or arg.endswith((".hex", ".bin", ".pcap")):
-        raise UsageError(f"--packet: packet file {arg!r} does not exist")
+        raise UsageError(f"packet file {arg!r} does not exist")
     return parse_hex(arg, "--packet")
 
 
