@@ -47,13 +47,15 @@ def stepping_rate(session: Session, data: bytes) -> float:
     return count / elapsed
 
 
-def sustained(session: Session, data: bytes, repeat: int) -> tuple[int, int, float]:
-    """(BPF instructions recorded, log bytes, seconds) over ``repeat`` armed runs."""
+def sustained(session: Session, data: bytes, repeat: int,
+              registers: bool = True) -> tuple[int, int, float]:
+    """(BPF instructions recorded, log bytes, seconds) over ``repeat`` armed runs;
+    without ``registers`` no boundary is armed: memory accesses only."""
     prog = load_example(session)
     machine = session.machine
     assert machine is not None and machine.config is not None
     with RecorderControl(machine.config.recorder_socket, session.hello) as ctl:
-        ctl.arm(jit_ranges(prog), boundaries(prog), 1 << 34)
+        ctl.arm(jit_ranges(prog), boundaries(prog) if registers else [0], 1 << 34)
         start = time.perf_counter()
         session.test_run(prog, data, repeat=repeat)
         elapsed = time.perf_counter() - start
@@ -101,6 +103,7 @@ def main() -> None:
               "ipv4_to_v4real")
         step = stepping_rate(session, data)
         insns, size, secs = sustained(session, data, args.repeat)
+        _, mem_size, mem_secs = sustained(session, data, args.repeat, registers=False)
         count, total, guest = one_trace(session, data)
         disarmed = run_ns(session, data, 100_000)
     with session_without_plugin(args.kernel) as bare:
@@ -109,6 +112,8 @@ def main() -> None:
     print(f"  gdbstub tracer:          {step:10.0f} BPF insns/s")
     print(f"  recorder ({args.repeat} runs armed): {rate:10.0f} BPF insns/s = {rate / step:.0f}x "
           f"the gdbstub tracer ({insns} insns, {size / insns:.0f} log bytes each)")
+    print(f"  the same runs with memory accesses only (no register reads): "
+          f"{mem_secs / secs:.0%} of the time ({mem_size / insns:.0f} log bytes per BPF insn)")
     print(f"  one run as qstep trace:  {count / total:10.0f} BPF insns/s = "
           f"{count / total / step:.0f}x ({count} insns in {total * 1e3:.0f} ms; the run itself "
           f"{guest * 1e6:.0f} us, the rest is arm/flush/disarm round trips and decoding)")

@@ -14,6 +14,7 @@ from qstep.commands.common import (
 )
 from qstep.commands.recorded_trace import record
 from qstep.recorder.control import DEFAULT_LIMIT
+from qstep.recorder.plugin import require_recorder
 from qstep.recorder.why import WhyAnswer, Write, why
 
 
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def why_main(args: argparse.Namespace) -> int:
+    require_recorder()
     with make_session(args) as session:
         rec = record(args, session)[1]
     answer = why(rec, args.question)

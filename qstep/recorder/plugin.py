@@ -71,3 +71,10 @@ def find_plugin(emulator: Emulator) -> tuple[Path | None, str]:
 def recorder_unavailable_reason() -> str:
     """Why the selected QEMU cannot record ("" when it can)."""
     return find_plugin(resolve_emulator())[1]
+
+
+def require_recorder() -> None:
+    """``HostError`` (before anything boots) when the selected QEMU cannot record."""
+    reason = recorder_unavailable_reason()
+    if reason:
+        raise HostError(f"no recorder: {reason}")

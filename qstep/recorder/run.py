@@ -19,8 +19,11 @@ def boundaries(prog: LoadedProgram) -> list[int]:
 
 
 def record_run(session: Session, prog: LoadedProgram, data: bytes, ctx: bytes = b"",
-               limit: int = DEFAULT_LIMIT) -> tuple[RunResult, Recording]:
-    """Arm the recorder on ``prog``'s JIT code, run it once, disarm, read the log."""
+               limit: int = DEFAULT_LIMIT, repeat: int = 1) -> tuple[RunResult, Recording]:
+    """Arm the recorder on ``prog``'s JIT code, run it once, disarm, read the log.
+
+    ``repeat`` is BPF_PROG_TEST_RUN's (raw tracepoint programs take 0: one run).
+    """
     machine = session.machine
     if machine is None or machine.config is None or session.agent is None:
         raise HostError("the session is not started")
@@ -31,7 +34,7 @@ def record_run(session: Session, prog: LoadedProgram, data: bytes, ctx: bytes = 
     with RecorderControl(machine.config.recorder_socket, session.hello) as control:
         control.arm(jit_ranges(prog), boundaries(prog), limit)
         try:
-            result = session.test_run(prog, data, ctx)
+            result = session.test_run(prog, data, ctx, repeat=repeat)
         finally:
             size = control.disarm(limit)
     log = machine.config.recorder_log.read_bytes()[:size]

@@ -35,9 +35,11 @@ EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 PROGS = json.loads((REPO_ROOT / "tests/progs/expected.json").read_text())
 
 
-def _cases(kernel: str) -> list[tuple[str, str, str, str, bool]]:
+def _cases(kernel: str) -> list[tuple[str, str, str, str, str, bool]]:
+    """(kernel, source, program, packet, ctx hex, example maps) for every program
+    (raw tracepoint programs take a context and no packet)."""
     cases = [(kernel, "examples/l4lb/l4lb.bpf.c", "l4lb_ingress",
-              str(EXAMPLE / "packets" / f"{p}.hex"), True)
+              str(EXAMPLE / "packets" / f"{p}.hex"), "", True)
              for p in ("ipv4_to_v4real", "ipv6_to_v6real", "ctl_lookup_fail")]
     for name, spec in PROGS.items():
         if name.startswith("_") or not spec.get("cases"):
@@ -46,9 +48,9 @@ def _cases(kernel: str) -> list[tuple[str, str, str, str, bool]]:
             continue  # a tracing program: runs on a context, no packet (test_private_stack)
         if name == "alu_v4" and kernel == "6.1":
             continue  # ISA v4 needs kernel >= 6.6
-        cases += [(kernel, f"tests/progs/{name}.bpf.c", spec["program"], c["input_hex"], False)
-                  for c in spec["cases"]]
-    cases.append((kernel, "tests/progs/deadcode.bpf.c", "dead_main", "00" * 64, False))
+        cases += [(kernel, f"tests/progs/{name}.bpf.c", spec["program"],
+                   c.get("input_hex", ""), c.get("ctx_hex", ""), False) for c in spec["cases"]]
+    cases.append((kernel, "tests/progs/deadcode.bpf.c", "dead_main", "00" * 64, "", False))
     return cases
 
 
@@ -56,10 +58,10 @@ CASES = _cases("6.1") + _cases("6.12")
 
 
 def _recorded(vm: Session, load: Callable[[], LoadedProgram],
-              data: bytes) -> tuple[list[TraceRecord], int]:
+              request: RunRequest) -> tuple[list[TraceRecord], int]:
     prog = load()
     try:
-        result, rec = record_run(vm, prog, data)
+        result, rec = record_run(vm, prog, request.data, request.ctx, repeat=request.repeat)
         assert rec.retval == result.retval
         return list(trace_records(rec)), result.retval
     finally:
@@ -67,10 +69,10 @@ def _recorded(vm: Session, load: Callable[[], LoadedProgram],
 
 
 def _stepped(vm: Session, load: Callable[[], LoadedProgram],
-             data: bytes) -> tuple[list[TraceRecord], int | None]:
+             request: RunRequest) -> tuple[list[TraceRecord], int | None]:
     prog = load()
     try:
-        with vm.debugger(prog, RunRequest(data), "rsp") as dbg:
+        with vm.debugger(prog, request, "rsp") as dbg:
             items = list(trace_run(dbg))
     finally:
         vm.unload(prog)
@@ -85,20 +87,21 @@ def assert_same_trace(recorded: list[TraceRecord], stepped: list[TraceRecord]) -
     assert [r.as_json() for r in recorded] == [s.as_json() for s in stepped]
 
 
-@pytest.mark.parametrize("kernel, source, name, packet, with_maps", CASES,
+@pytest.mark.parametrize("kernel, source, name, packet, ctx, with_maps", CASES,
                          ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_recording_matches_stepping(request: pytest.FixtureRequest,
                                     bpf_obj: Callable[[str], Path], kernel: str, source: str,
-                                    name: str, packet: str, with_maps: bool) -> None:
+                                    name: str, packet: str, ctx: str, with_maps: bool) -> None:
     vm: Session = request.getfixturevalue("vm" if kernel == "6.1" else "vm612")
     obj_path = bpf_obj(source)
 
     def load() -> LoadedProgram:
         return load_program(vm, obj_path, name, with_maps)
 
-    data = read_packet(packet)
-    recorded, rec_retval = _recorded(vm, load, data)
-    stepped, step_retval = _stepped(vm, load, data)
+    run = RunRequest(read_packet(packet) if packet else b"", bytes.fromhex(ctx),
+                     0 if ctx else 1)
+    recorded, rec_retval = _recorded(vm, load, run)
+    stepped, step_retval = _stepped(vm, load, run)
     assert rec_retval == step_retval
     assert len(recorded) > 3
     assert_same_trace(recorded, stepped)

@@ -8,6 +8,7 @@ incremented on every run, so its old value is the previous run's count.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -77,3 +78,20 @@ def test_the_cli_says_never_written(bpf_obj: Callable[[str], Path], tmp_path: Pa
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("16 bytes at 0x") and "insn 36 (tunnel_main:36)" in lines[0]
     assert "never written on this path before that point (22 BPF instructions ran)" in lines[2]
+
+
+@pytest.mark.parametrize("args", [
+    ["why", "{obj}", "mem($r0, 4) at tunnel.bpf.c:54", "--packet", "00" * 60],
+    ["debug", "--record", "{obj}", "--packet", "00" * 60, "-ex", "rsi"],
+    ["trace", "{obj}", "--packet", "00" * 60, "--mem"],
+])
+def test_without_the_recorder_one_clear_error(args: list[str], bpf_obj: Callable[[str], Path],
+                                              tmp_path: Path) -> None:
+    """A QEMU without the recorder (the system's 7.2): a one-line error, before booting."""
+    env = {**os.environ, "QSTEP_QEMU": "system"}
+    argv = [a.replace("{obj}", str(bpf_obj(SOURCE))) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "qstep.cli", *argv], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("qstep: error: ") and "recorder" in proc.stderr
+    assert "QSTEP_QEMU" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
