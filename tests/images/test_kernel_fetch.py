@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from qstep.images.kernels import load_catalog
+from qstep.paths import images_dir
 
 pytestmark = pytest.mark.net
 FETCHERS = 3
@@ -32,7 +34,15 @@ def test_concurrent_first_fetches_on_an_empty_cache_all_succeed(tmp_path: Path) 
     """N ``qstep images fetch 7.3`` at once on an empty cache: all succeed, nothing half-made."""
     if os.geteuid() != 0:
         pytest.skip("apt's private state needs root")
-    env = {**os.environ, "QSTEP_CACHE": str(tmp_path)}
+    # The real 7.3 catalog entry, with only the suite that has it (small package lists).
+    data = json.loads((images_dir() / "kernels.json").read_text())
+    catalog = tmp_path / "images"
+    catalog.mkdir()
+    (catalog / "kernels.json").write_text(json.dumps({
+        "default": "7.3", "kernels": {"7.3": data["kernels"]["7.3"]},
+        "apt_sources": [s for s in data["apt_sources"] if " trixie-backports " in s]}))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "QSTEP_CACHE": str(cache), "QSTEP_IMAGES_DIR": str(catalog)}
     qstep = str(Path(sys.executable).parent / "qstep")
     procs = [subprocess.Popen([qstep, "images", "fetch", "7.3"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -42,11 +52,11 @@ def test_concurrent_first_fetches_on_an_empty_cache_all_succeed(tmp_path: Path) 
     _, specs, _ = load_catalog()
     package = specs["7.3"].package
     release = package.removeprefix("linux-binary-unsigned-")
-    image = tmp_path / "kernels" / package / "usr/lib/modules" / release / "vmlinuz.unsigned"
+    image = cache / "kernels" / package / "usr/lib/modules" / release / "vmlinuz.unsigned"
     assert {out.strip() for out, _ in results} == {f"{package}: {image}"}
     assert image.stat().st_size > 10_000_000
     assert (image.read_bytes()[0x202:0x206]) == b"HdrS"  # a bzImage's setup header
-    left = sorted(p.name for p in (tmp_path / "kernels").iterdir() if not p.name.endswith(".lock"))
+    left = sorted(p.name for p in (cache / "kernels").iterdir() if not p.name.endswith(".lock"))
     assert left == [package]
-    assert (tmp_path / "kernels" / package / ".qstep-package-version").read_text() == \
+    assert (cache / "kernels" / package / ".qstep-package-version").read_text() == \
         specs["7.3"].version + "\n"
