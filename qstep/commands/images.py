@@ -9,6 +9,7 @@ from qstep.images.build import build_kernel
 from qstep.images.guest import build_initramfs
 from qstep.images.kernels import catalog_rows, kernel_names, resolve_kernel
 from qstep.images.qemu import resolve_emulator
+from qstep.recorder.plugin import find_plugin
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("path", nargs="?", help="a Linux git tree: built with a minimal BPF config, "
                    "cached by commit and config; use the image with --kernel")
     b.set_defaults(func=build_main)
-    q = isub.add_parser("qemu", help="fetch the emulator QSTEP_QEMU selects (default QEMU 10)")
+    q = isub.add_parser("qemu", help="fetch the emulator QSTEP_QEMU selects (default QEMU 10) "
+                          "and build the recorder plugin for it")
     q.set_defaults(func=qemu_main)
 
 
@@ -50,5 +52,8 @@ def build_main(args: argparse.Namespace) -> int:
 
 
 def qemu_main(args: argparse.Namespace) -> int:
-    print(resolve_emulator().binary)
+    emulator = resolve_emulator()
+    print(emulator.binary)
+    plugin, why_not = find_plugin(emulator)  # built now, not in the first session
+    print(plugin if plugin is not None else f"no recorder: {why_not}")
     return 0
