@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         disasm,
         images,
         inspect,
+        mcp,
         run,
         scenario_test,
         verify_jit,
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
-                   verify_jit, verify_verifier, why, dap):
+                   verify_jit, verify_verifier, why, dap, mcp):
         module.add_parser(sub)
     for command in sub.choices.values():
         add_global_options(command, top=False)

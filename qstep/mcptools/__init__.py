@@ -1,0 +1,1 @@
+"""``qstep mcp``: the Model Context Protocol front end (tools for coding agents)."""
