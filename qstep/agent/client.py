@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from qstep import log
+from qstep.agent import libbpf_errors
 from qstep.agent.protocol import (
     PROTOCOL_VERSION,
     READY_RE,
@@ -32,7 +33,7 @@ class AgentError(QstepError):
     """The agent refused a request (``err``); ``reply`` holds the lines sent before it."""
 
     def __init__(self, message: str, reply: Reply) -> None:
-        super().__init__(message)
+        super().__init__(libbpf_errors.explain(message))
         self.reply = reply
 
 

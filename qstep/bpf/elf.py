@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -134,13 +135,23 @@ def _read(path: Path) -> bytes:
         raise ObjectError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def parser_text(exc: Exception) -> str:
+    """pyelftools' complaint in words: "expected 4, found 0" is a structure cut short."""
+    text = str(exc) or type(exc).__name__
+    cut = re.search(r"expected (\d+), found (\d+)", text)
+    if cut:
+        return (f"the file ends inside a structure: {cut.group(1)} bytes needed, "
+                f"{cut.group(2)} there; truncated or corrupt")
+    return text
+
+
 def _load_elf(path: Path, data: bytes) -> ELFFile:
     if not data.startswith(b"\x7fELF"):
         raise ObjectError(f"{path}: not an ELF file")
     try:
         elf = ELFFile(io.BytesIO(data))
     except ELFError as exc:
-        raise ObjectError(f"{path}: malformed ELF ({exc})") from None
+        raise ObjectError(f"{path}: malformed ELF ({parser_text(exc)})") from None
     machine = elf.header["e_machine"]
     if machine not in ("EM_BPF", EM_BPF):
         raise ObjectError(f"{path}: ELF machine is {machine}, not BPF (EM_BPF = {EM_BPF})")
@@ -191,7 +202,7 @@ class BpfObject:
         try:
             return cls(p, data, _load_elf(p, data))
         except _ELF_ERRORS as exc:
-            raise ObjectError(f"{p}: malformed ELF ({exc or type(exc).__name__})") from None
+            raise ObjectError(f"{p}: malformed ELF ({parser_text(exc)})") from None
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qstep import cli
+from qstep.agent.libbpf_errors import explain
 
 NO_KERNEL = "/nonexistent/qstep-fuzz/bzImage"
 KERNEL_ERROR = f"--kernel {NO_KERNEL}: No such file or directory"
@@ -28,14 +29,14 @@ FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
-    """``qstep ARGV`` in this process: (exit status, stderr)."""
+def run_cli(*argv: str, kernel: str = NO_KERNEL) -> tuple[int, str]:
+    """``qstep ARGV --kernel KERNEL`` in this process: (exit status, stderr)."""
     err, out = io.StringIO(), io.StringIO()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
-                status = cli.main([*argv, "--kernel", NO_KERNEL])
+                status = cli.main([*argv, "--kernel", kernel])
             except SystemExit as exit_:
                 status = exit_.code if isinstance(exit_.code, int) else 1
     finally:
@@ -163,3 +164,62 @@ def test_bad_map_entries(l4lb_obj: Path, name: str, entry: str) -> None:
 def test_bad_command_lines(l4lb_obj: Path, argv: list[str]) -> None:
     line = assert_one_clean_error(*run_cli(*(a.replace("{obj}", str(l4lb_obj)) for a in argv)))
     assert KERNEL_ERROR not in line
+
+
+COUNT = "the count must be a whole number of at least 1, not"
+BAD_INPUTS = [  # issue 12's list: each refused on the host with exactly this message
+    (["run", "{obj}", "--packet", PACKET], "/etc/passwd",
+     "--kernel /etc/passwd: not a Linux kernel image (no x86 boot header 'HdrS' at offset "
+     "0x202; give a bzImage such as vmlinuz-*)"),
+    (["run", "{obj}", "--packet", PACKET], "/tmp",
+     "--kernel /tmp: a directory, not a kernel image"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "stepi abc"], NO_KERNEL,
+     f"stepi: {COUNT} 'abc'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "stepi 1.5"], NO_KERNEL,
+     f"stepi: {COUNT} '1.5'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "stepi 0"], NO_KERNEL, f"stepi: {COUNT} '0'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "stepi -3"], NO_KERNEL, f"stepi: {COUNT} '-3'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "next xyz"], NO_KERNEL, f"next: {COUNT} 'xyz'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "continue abc"], NO_KERNEL,
+     "continue takes no argument (got 'abc')"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "bt abc"], NO_KERNEL,
+     "backtrace: the frame count must be a whole number of at least 1, not 'abc'"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "disas nosuch"], NO_KERNEL,
+     "no function 'nosuch' in l4lb.bpf.o; functions: l4lb_ingress, process_packet"),
+    (["trace", "{obj}", "--packet", PACKET, "--max-steps", "0"], NO_KERNEL,
+     "argument --max-steps: must be a whole number of at least 1, not '0' "
+     "(see: qstep trace --help)"),
+    (["trace", "{obj}", "--packet", PACKET, "--max-steps", "-1"], NO_KERNEL,
+     "argument --max-steps: must be a whole number of at least 1, not '-1' "
+     "(see: qstep trace --help)"),
+    (["inspect", "{obj}", "process_packet print $r1", "--packet", PACKET, "--repeat", "0"],
+     NO_KERNEL, "argument --repeat: must be a whole number of at least 1, not '0' "
+     "(see: qstep inspect --help)"),
+    (["inspect", "{obj}", "process_pakcet print $r1", "--packet", PACKET], NO_KERNEL,
+     "no function 'process_pakcet' in l4lb.bpf.o; functions: l4lb_ingress, process_packet"),
+    (["run", "{obj}", "--packet", ""], NO_KERNEL, "--packet '': a 0-byte packet is too short: "
+     "BPF_PROG_TEST_RUN needs at least an Ethernet header (14 bytes)"),
+    (["run", "{obj}", "--packet", "00" * 13], NO_KERNEL, f"--packet {'00' * 13}: a 13-byte "
+     "packet is too short: BPF_PROG_TEST_RUN needs at least an Ethernet header (14 bytes)"),
+    (["run", "{obj}", "--packet", "00" * 70000], NO_KERNEL, f"--packet {'00' * 18}0...: a "
+     "70000-byte packet is too long for a sched_cls program: BPF_PROG_TEST_RUN builds its skb "
+     "in one 4096-byte page less headroom and skb_shared_info, at most 3712 bytes (XDP takes "
+     "larger ones)"),
+    (["run", "{obj}", "--packet", PACKET, "--map", "ch_rings", "-1=1"], NO_KERNEL,
+     "--map takes NAME KEY=VALUE; a KEY=VALUE that starts with '-' reads as an option: put a "
+     "space in front (--map NAME ' -1=1') (see: qstep run --help)"),
+]
+
+
+@pytest.mark.parametrize("argv, kernel, message", BAD_INPUTS)
+def test_bad_inputs_give_their_exact_message(l4lb_obj: Path, argv: list[str], kernel: str,
+                                             message: str) -> None:
+    status, stderr = run_cli(*(a.replace("{obj}", str(l4lb_obj)) for a in argv), kernel=kernel)
+    assert assert_one_clean_error(status, stderr) == f"qstep: error: {message}"
+
+
+def test_libbpf_error_numbers_are_explained() -> None:
+    assert explain("cannot open BPF object: Unknown error 4001") == (
+        "cannot open BPF object: the BPF object's format is invalid (libbpf could not parse "
+        "its ELF sections) (libbpf error 4001)")
+    assert explain("load: Unknown error 524") == "load: Unknown error 524"  # ENOTSUPP: kernel's
