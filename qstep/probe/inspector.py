@@ -294,18 +294,36 @@ class Inspector:
         return retvals
 
     def _run_batched(self, packet: bytes, repeat: int, run: int) -> tuple[int, RunOutput]:
-        """``repeat`` runs in batches sized from the record bytes the last batch made;
-        the last run's retval and what all of them printed."""
+        """``repeat`` runs in batches the ring buffer holds; the last run's retval and what
+        all of them printed.
+
+        A batch is sized from the record bytes per run the last batch made; until a
+        record was seen, from the largest record each guest probe can write (one hit per
+        run); it at most doubles from one batch to the next, and halves after a batch
+        whose records the ring could not all hold.
+        """
         done, batch, retval, outputs = 0, 1, 0, []
+        worst = sum(RING_HEADER + pad8(p.compiled.layout.size) for p in self.probes
+                    if p.compiled is not None) or 1
+        per_run = 0.0
         while done < repeat:
             count = min(batch, repeat - done)
+            dropped_before = self._dropped_so_far()
             result = self._test_run(packet, count)
             retval = result.retval
             outputs.append(result.output)
-            per_run = self._drain(run) / count
+            per_run = max(per_run, self._drain(run) / count)
             done += count
-            batch = max(1, int(RING_BUDGET // per_run)) if per_run else 2 * count
+            fits = int(RING_BUDGET // (per_run or worst))
+            batch = max(1, min(2 * count, fits))
+            if self._dropped_so_far() > dropped_before:
+                batch = max(1, count // 2)
         return retval, joined(outputs)
+
+    def _dropped_so_far(self) -> int:
+        """Records the guest probes could not write so far (their counters)."""
+        self._read_counters()
+        return sum(p.counters.dropped for p in self.probes)
 
     def _drain(self, run: int) -> int:
         """Collect the records written since the last drain; return their ring bytes."""
