@@ -87,3 +87,32 @@ def test_client_gone_mid_run_stops_the_vm(l4lb_obj: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_verifier_rejection_is_an_exception_at_its_line() -> None:
+    """A C source (compiled by the adapter) that the verifier rejects: launch succeeds,
+    the rejection is reported as an exception stop at the offending source line."""
+    source = HERE.parent / "progs" / "reject.bpf.c"
+    proc = subprocess.Popen([QSTEP, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        _send(proc, 1, "initialize", adapterID="qstep")
+        _send(proc, 2, "launch", program=str(source), packets=["00" * 64])
+        assert _until(proc, "response", "launch")["success"] is True
+        _send(proc, 3, "configurationDone")
+        stop = _until(proc, "event", "stopped")["body"]
+        assert stop["reason"] == "exception"  # type: ignore[index]
+        assert stop["description"].startswith(  # type: ignore[index]
+            "the verifier rejected reject_main: ")
+        _send(proc, 4, "exceptionInfo", threadId=1)
+        info = _until(proc, "response", "exceptionInfo")["body"]
+        assert info["exceptionId"] == "VerifierError"  # type: ignore[index]
+        assert "R1 offset is outside of the packet" in info["details"]["message"]  # type: ignore[index]
+        _send(proc, 5, "stackTrace", threadId=1)
+        frame = _until(proc, "response", "stackTrace")["body"]["stackFrames"][0]  # type: ignore[index]
+        assert (frame["line"], Path(frame["source"]["path"]).name) == (29, "reject.bpf.c")
+        _send(proc, 6, "disconnect")
+        assert _until(proc, "response", "disconnect")["success"] is True
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
