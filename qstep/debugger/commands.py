@@ -10,7 +10,9 @@ from typing import Any
 from qstep.bpf.progtypes import retval_name
 from qstep.debugger.engine import Breakpoint, Debugger, Event
 from qstep.debugger.env import StoppedEnv
+from qstep.debugger.guestmaps import GuestMaps
 from qstep.debugger.locations import resolve
+from qstep.debugger.map_commands import MapCommands
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.source import SourceView
 from qstep.debugger.source_commands import SourceCommands
@@ -69,6 +71,8 @@ class CommandSet:
     def __init__(self, dbg: Debugger, source: SourceView | None = None) -> None:
         self.dbg = dbg
         self.source = SourceCommands(source) if source is not None else None
+        self.maps = MapCommands(GuestMaps(dbg.prog, dbg.kernel_btf, dbg.read_memory,
+                                          dbg.percpu_offset), self.source)
         self.commands: list[Command] = []
         self._verifier: VerifierLog | None = None  # parsed on the first 'info verifier'
         self._register()
@@ -329,8 +333,10 @@ class CommandSet:
                             else self.source.info_args()))
         if what in ("verifier", "v"):
             return self.info_verifier(rest)
+        if what == "maps":
+            return Output(*self.maps.info_maps())
         raise UsageError("info what? registers, breakpoints, frame, locals, args, display, "
-                         "verifier")
+                         "verifier, maps")
 
     def info_verifier(self, which: str) -> Output:
         """Each register's value beside what the verifier proved before this instruction."""
@@ -387,6 +393,9 @@ class CommandSet:
         fmt, arg = (arg[1:].partition(" ")[::2]) if arg.startswith("/") else ("", arg)
         if not arg.strip():
             raise UsageError("print what? e.g. print $r1 + 8, print mem($r10 - 8, 8)")
+        mapped = self.maps.print(arg) if self.dbg.stopped else None
+        if mapped is not None:
+            return Output(*mapped)
         typed = self.source.print(fmt, arg) if self.source is not None else None
         if typed is not None:
             return Output(*typed)

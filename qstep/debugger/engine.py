@@ -121,6 +121,7 @@ class Debugger:
         self.breakpoint_filter: Callable[[list[Breakpoint]], bool] | None = None
         self._decoded: dict[int, _X86] = {}
         self.x86_steps = 0  # single steps issued (statistics for benchmarks)
+        self.kernel_btf: bytes | None = None  # the guest kernel's BTF (maps while stopped)
 
     # -- state ---------------------------------------------------------
     @property

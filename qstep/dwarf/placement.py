@@ -50,7 +50,7 @@ class Placement:
                      if place and elf_insn is not None else None)
             if found is None or not found[0].is_global_data or found[0].section in out:
                 continue
-            imm = _movabs_imm(prog.jit_bytes(site.jit_start, site.jit_end))
+            imm = movabs_imm(prog.jit_bytes(site.jit_start, site.jit_end))
             if imm is not None:
                 out[found[0].section] = imm - found[1]
         return out
@@ -88,7 +88,7 @@ def annotate(obj: BpfObject, prog: LoadedProgram) -> dict[int, str]:
     return {i: variables_text(model, places, s) for i, s in prog.sites.items()}
 
 
-def _movabs_imm(code: bytes) -> int | None:
+def movabs_imm(code: bytes) -> int | None:
     for ins in _CS.disasm(code, 0):
         if ins.mnemonic == "movabs":
             return int(ins.op_str.split(", ")[1], 0)

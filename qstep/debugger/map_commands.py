@@ -1,0 +1,83 @@
+"""``print MAP``, ``print MAP[KEY]`` and ``info maps`` while stopped, from guest memory,
+shown as ``qstep run`` shows map contents (the object's BTF)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from qstep.agent.replies import MapInfo
+from qstep.bpf.uapi import MapType
+from qstep.bpf.values import parse_value
+from qstep.debugger.guestmaps import ARRAYS, GuestMaps
+from qstep.debugger.source_commands import SourceCommands
+from qstep.errors import UsageError
+from qstep.render import format_map_value, map_entries_text
+
+Result = tuple[str, dict[str, Any]]
+_MAP_EXPR = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\[(.*)\])?\s*", re.DOTALL)
+
+
+def _type_name(info: MapInfo) -> str:
+    try:
+        return MapType(info.type).name.lower()
+    except ValueError:
+        return f"type {info.type}"
+
+
+class MapCommands:
+    """The map commands of one debugged program."""
+
+    def __init__(self, maps: GuestMaps, source: SourceCommands | None) -> None:
+        self.maps = maps
+        self._source = source
+
+    def _key(self, info: MapInfo, text: str) -> bytes:
+        btf = self.maps.prog.btf
+        if info.btf_key_type_id:
+            try:
+                return parse_value(text, btf, info.btf_key_type_id, "key")
+            except UsageError:
+                if self._source is None or info.type not in ARRAYS:
+                    raise
+        number = self._source.number(text) if self._source is not None else None
+        if number is None:
+            raise UsageError(f"{info.name}[{text}]: expected a key of {info.key_size} bytes")
+        return (number & ((1 << (8 * info.key_size)) - 1)).to_bytes(info.key_size, "little")
+
+    def print(self, text: str) -> Result | None:
+        """``MAP`` or ``MAP[KEY]``; None when ``text`` does not name a map."""
+        found = _MAP_EXPR.fullmatch(text)
+        info = self.maps.info(found.group(1)) if found else None
+        if found is None or info is None:
+            return None
+        if self._source is not None and self._source.lookup(found.group(1)) is not None:
+            return None  # a C variable of that name hides the map
+        btf = self.maps.prog.btf
+        if found.group(2) is None:
+            entries = self.maps.entries(info)
+            lines = map_entries_text(info, entries, btf)
+            return "\n".join([f"{info.name}:"] + lines), {
+                "map": info.name,
+                "entries": [{"key": format_map_value(k, info.btf_key_type_id, btf),
+                             "value": format_map_value(v, info.btf_value_type_id, btf)}
+                            for k, v in entries if any(v) or info.type not in ARRAYS]}
+        key = self._key(info, found.group(2).strip())
+        value = self.maps.lookup(info, key)
+        key_text = format_map_value(key, info.btf_key_type_id, btf)
+        if value is None:
+            return (f"{info.name}[{key_text}]: no such element",
+                    {"map": info.name, "key": key_text, "value": None})
+        shown = format_map_value(value, info.btf_value_type_id, btf)
+        return shown, {"map": info.name, "key": key_text, "value": shown}
+
+    def info_maps(self) -> Result:
+        """The program's maps: type, key/value size, entries."""
+        rows = sorted(self.maps.prog.maps.values(), key=lambda i: i.name)
+        lines = [f"{i.name:<16} {_type_name(i):<16} key {i.key_size:>3}  "
+                 f"value {i.value_size:>4}  max_entries {i.max_entries}  (id {i.id})"
+                 for i in rows]
+        return "\n".join(lines) or "no maps", {"maps": [
+            {"name": i.name, "type": _type_name(i), "key_size": i.key_size,
+             "value_size": i.value_size, "max_entries": i.max_entries, "id": i.id}
+            for i in rows]}
