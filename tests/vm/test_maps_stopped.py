@@ -1,0 +1,74 @@
+"""Maps read from guest memory while the debugger holds the guest stopped (the agent
+cannot answer then), compared with what the agent dumps after the same run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import load_program, matrix_kernels
+
+from qstep.paths import REPO_ROOT
+from qstep.render import format_map_value
+from qstep.session import Session
+from qstep.userinput import read_packet
+
+pytestmark = pytest.mark.vm
+
+EXAMPLE = REPO_ROOT / "examples" / "l4lb"
+PACKET = EXAMPLE / "packets" / "ipv4_to_v4real.hex"
+VIP_KEY = "{addr: {v4: 10.0.0.10}, port: 80, proto: 6}"
+COMMANDS = ["info maps", "break l4lb.bpf.c:178", "run", "print stats[1]", "print stats",
+            f"print vip_map[{VIP_KEY}]", "print vip_map", "print stats[vip_num]",
+            "print vip_map[{addr: {v4: 10.9.9.9}, port: 80, proto: 6}]", "print stats[99]"]
+
+
+def debug_json(l4lb_obj: Path, kernel: str) -> list[dict[str, Any]]:
+    args = [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--prog",
+            "l4lb_ingress", "--maps", str(EXAMPLE / "maps.txt"), "--packet", str(PACKET),
+            "--kernel", kernel, "--json"]
+    for command in COMMANDS:
+        args += ["-ex", command]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("kernel", matrix_kernels("6.1", "7.3"))
+def test_maps_while_stopped_equal_the_agents_dump(
+        l4lb_obj: Path, guests: Callable[[str], Session], kernel: str) -> None:
+    (maps, _bp, stop, stats1, stats, vip, vips, by_var, missing, outside) = debug_json(
+        l4lb_obj, kernel)
+    assert stop["where"]["line"] == 178
+    assert stats1["value"] == "{packets: 1, bytes: 72}"
+    assert by_var["value"] == "{packets: 1, bytes: 72}"
+    assert vip["value"] == "{flags: 0, vip_num: 1}"
+    assert missing["value"] is None and outside["value"] is None
+
+    # Truth: the agent's view after the same run on a fresh load.
+    guest = guests(kernel)
+    prog = load_program(guest, l4lb_obj, "l4lb_ingress", example_maps=True)
+    try:
+        assert guest.test_run(prog, read_packet(str(PACKET))).retval == 7
+        dumped = {name: {(format_map_value(k, info.btf_key_type_id, prog.btf),
+                          format_map_value(v, info.btf_value_type_id, prog.btf))
+                         for k, v in guest.dump_map(prog, name)}
+                  for name, info in prog.maps.items()}
+        want_maps = {(i.name, i.key_size, i.value_size, i.max_entries)
+                     for i in prog.maps.values()}
+    finally:
+        guest.unload(prog)
+    assert {(m["name"], m["key_size"], m["value_size"], m["max_entries"])
+            for m in maps["maps"]} == want_maps
+    assert {m["name"]: m["type"] for m in maps["maps"]}["vip_map"] == "hash"
+    nonzero = {(k, v) for k, v in dumped["stats"] if v != "{packets: 0, bytes: 0}"}
+    assert {(e["key"], e["value"]) for e in stats["entries"]} == nonzero == {
+        ("1", "{packets: 1, bytes: 72}")}
+    assert {(e["key"], e["value"]) for e in vips["entries"]} == dumped["vip_map"]
+    assert len(dumped["vip_map"]) == 4
+    assert (f"{VIP_KEY[:-1]}, pad: 0}}", vip["value"]) in dumped["vip_map"]
