@@ -393,6 +393,11 @@ class CommandSet:
         fmt, arg = (arg[1:].partition(" ")[::2]) if arg.startswith("/") else ("", arg)
         if not arg.strip():
             raise UsageError("print what? e.g. print $r1 + 8, print mem($r10 - 8, 8)")
+        if fmt == "v":  # the register beside what the verifier proved about it here
+            register = arg.strip().removeprefix("$")
+            if not re.fullmatch(r"r(10|[0-9])", register):
+                raise UsageError("print/v takes a register: print/v $r3")
+            return self.info_verifier(register)
         mapped = self.maps.print(arg) if self.dbg.stopped else None
         if mapped is not None:
             return Output(*mapped)

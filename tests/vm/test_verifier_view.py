@@ -101,10 +101,11 @@ def test_info_verifier_at_a_stop(l4lb_obj: Path) -> None:
         [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--prog", "l4lb_ingress",
          "--maps", str(EXAMPLE / "maps.txt"), "--packet",
          str(EXAMPLE / "packets" / "ipv4_to_v4real.hex"), "--verifier-log", "--json",
-         "-ex", "break #24", "-ex", "run", "-ex", "info verifier r5 r7 r1"],
+         "-ex", "break #24", "-ex", "run", "-ex", "info verifier r5 r7 r1", "-ex", "print/v $r5"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    view = json.loads(proc.stdout.splitlines()[-1])
+    view = json.loads(proc.stdout.splitlines()[-2])
+    assert json.loads(proc.stdout.splitlines()[-1])["regs"] == {"r5": view["regs"]["r5"]}
     assert view["insn"] == 24
     assert view["regs"]["r5"] == {"value": 5, "inside": True,
                                   "verifier": ["scalar(umax=15,var_off=(0x0; 0xf))"]}
