@@ -103,6 +103,12 @@ def run_text(session: Session, prog: LoadedProgram, repeat: int,
             *result.output.text(),
         ]
     lines += ["", "maps after the run" + ("s:" if len(results) > 1 else ":")]
+    return lines + maps_text(prog, maps)
+
+
+def maps_text(prog: LoadedProgram, maps: dict[str, MapDump]) -> list[str]:
+    """Each map's entries, typed through BTF (as ``run`` prints them)."""
+    lines = []
     for map_name, dump in maps.items():
         info = prog.maps[map_name]
         lines.append(f"  {map_name}:")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qstep.commands.common import open_in_session, program_source, read_setup
+from qstep.commands.run import dump_maps, maps_text
 from qstep.dap.breakpoints import HitCondition, LogMessage, UserBreakpoint
 from qstep.dap.launch import LaunchConfig, parse_config
 from qstep.dap.variables import Handles
@@ -278,6 +279,7 @@ class Adapter:
             if event.kind == "exited":
                 self._exited(event)
                 if self.packet_index + 1 >= len(self.packets):
+                    self._maps_output()
                     self._finish()
                     return
                 self.packet_index += 1
@@ -333,6 +335,12 @@ class Adapter:
         self.send("output", {"category": "console",
                              "output": f"packet {self.packet_index + 1}: {text}\n",
                              "data": {"packet": self.packet_index + 1, "retval": event.retval}})
+
+    def _maps_output(self) -> None:
+        """The maps after the last run, as ``qstep run`` prints them."""
+        assert self.session is not None and self.prog is not None
+        text = "\n".join(maps_text(self.prog, dump_maps(self.session, self.prog)))
+        self.send("output", {"category": "console", "output": f"maps after the runs:\n{text}\n"})
 
     # -- verifier rejections -------------------------------------------------
     def _report_rejection(self) -> None:

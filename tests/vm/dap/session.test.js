@@ -99,6 +99,9 @@ describe('qstep dap on the l4lb example', function () {
     assert.deepStrictEqual(lines, [
       'vip 1 slot 6', 'packet 1: [program exited: retval 7 (TC_ACT_REDIRECT)]',
       'vip 2 slot 8', 'packet 2: [program exited: retval 7 (TC_ACT_REDIRECT)]',
-      'packet 3: [program exited: retval 0 (TC_ACT_OK)]']);
+      'packet 3: [program exited: retval 0 (TC_ACT_OK)]', 'maps after the runs:']);
+    const maps = outputs[outputs.length - 1].output;
+    assert.ok(maps.includes('  stats:\n    1 = {packets: 1, bytes: 72}\n' +
+                            '    2 = {packets: 1, bytes: 74}\n'), maps);
   });
 });
