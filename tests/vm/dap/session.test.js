@@ -38,6 +38,15 @@ describe('qstep dap on the l4lb example', function () {
     assert.strictEqual(nocode.message,
       'line 133 of l4lb.bpf.c has no code after optimisation; nearest lines with code: 132, 141');
 
+    const fbps = await dc.setFunctionBreakpointsRequest({ breakpoints: [
+      { name: 'process_packet', hitCondition: '== 99' }, { name: 'no_such_func' }] });
+    assert.deepStrictEqual(fbps.body.breakpoints.map((b) => [b.verified, b.line]),
+      [[true, 130], [false, undefined]]);
+    assert.match(fbps.body.breakpoints[1].message, /^no function 'no_such_func'; functions: /);
+    const ibps = await dc.customRequest('setInstructionBreakpoints', { breakpoints: [
+      { instructionReference: 'l4lb_ingress:0', condition: '$r1 == 0' }] });
+    assert.deepStrictEqual(ibps.body.breakpoints.map((b) => [b.verified, b.line]), [[true, 190]]);
+
     const stopped = dc.waitForEvent('stopped');
     await dc.configurationDoneRequest();
     const stop = await stopped;
@@ -68,6 +77,14 @@ describe('qstep dap on the l4lb example', function () {
     const regs = (await dc.variablesRequest({ variablesReference: scopes[2].variablesReference })).body.variables;
     assert.deepStrictEqual(regs.map((r) => r.name), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', 'r8', 'r9', 'r10']);
     assert.strictEqual(regs[0].value, vip.value.split(' ').pop());  // r0 = the lookup's result
+
+    const dis = (await dc.customRequest('disassemble', {
+      memoryReference: st.body.stackFrames[0].instructionPointerReference, instructionCount: 2 })).body;
+    assert.deepStrictEqual(dis.instructions.map((i) => [i.instruction, i.line, i.symbol]),
+      [['r6 = *(u32 *)(r0 +4)', 144, 'process_packet+15'], [dis.instructions[1].instruction, 144,
+        'process_packet+16']]);
+    const mem = (await dc.customRequest('readMemory', { memoryReference: regs[0].value, count: 8 })).body;
+    assert.strictEqual(Buffer.from(mem.data, 'base64').toString('hex'), '0000000002000000');
 
     const star = await dc.evaluateRequest({ expression: '*vip', context: 'hover', frameId: 1 });
     assert.strictEqual(star.body.result, '{flags = 0, vip_num = 2}');
