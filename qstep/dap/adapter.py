@@ -24,6 +24,7 @@ from qstep.dap.launch import LaunchConfig, parse_config
 from qstep.dap.variables import Handles
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Breakpoint, Debugger, Event, RunRequest
+from qstep.debugger.guestmaps import fetch_kernel_btf
 from qstep.debugger.regs import BPF_TO_X86
 from qstep.debugger.source import SourceView
 from qstep.debugger.sourcefiles import source_lines
@@ -119,8 +120,10 @@ class Adapter:
         except VerifierError as err:
             self.rejected = err
             return {}, lambda: self.send("initialized", {})
+        kernel_btf = fetch_kernel_btf(self.session)  # the agent cannot answer once stopped
         self.dbg = self.stack.enter_context(
             self.session.debugger(self.prog, RunRequest(self.packets[0])))
+        self.dbg.kernel_btf = kernel_btf
         self.view = SourceView(source.obj, self.dbg) if isinstance(source, FromObject) else None
         self.commands = CommandSet(self.dbg, self.view)
         self.dbg.breakpoint_filter = self._breakpoint_stops
@@ -411,7 +414,7 @@ class Adapter:
                 scopes.append(self._scope("Locals", lambda: self._vars(level, False)))
                 scopes.append(self._scope("Arguments", lambda: self._vars(level, True)))
         scopes.append(self._scope("Registers", self._registers, "registers"))
-        scopes.append(self._scope("Maps", self._maps))
+        scopes.append(self._scope("Maps", self._maps) | {"expensive": True})
         if self.view is not None and self._globals():
             scopes.append(self._scope("Globals", self._global_vars))
         return {"scopes": scopes}, None
@@ -436,10 +439,20 @@ class Adapter:
                  "evaluateName": f"$r{n}", "variablesReference": 0} for n in range(11)]
 
     def _maps(self) -> list[dict[str, Any]]:
+        """Each map of the program with its entries, read from guest memory (``print MAP``)."""
         assert self.prog is not None
-        return [{"name": name, "value": f"id {m.id}, key {m.key_size} B, value "
-                 f"{m.value_size} B, {m.max_entries} entries (contents after each run)",
-                 "variablesReference": 0} for name, m in sorted(self.prog.maps.items())]
+        out = []
+        for name in sorted(self.prog.maps):
+            try:
+                result = self._commands().maps.print(name)
+            except QstepError as err:
+                out.append({"name": name, "value": f"<{err}>", "variablesReference": 0})
+                continue
+            entries = result[1]["entries"] if result is not None else []
+            ref = self.handles.add(_entries(entries))
+            out.append({"name": name, "value": f"{len(entries)} entries",
+                        "variablesReference": ref})
+        return out
 
     def _globals(self) -> list[str]:
         assert self.view is not None
@@ -527,6 +540,12 @@ class Adapter:
             raise UsageError("readMemory: at most 1 MiB at a time")
         data = self._dbg().read_memory(addr, count)
         return {"address": hex(addr), "data": base64.b64encode(data).decode()}, None
+
+
+def _entries(entries: list[dict[str, str]]) -> Callable[[], list[dict[str, Any]]]:
+    """A map's entries as DAP variables (key → value)."""
+    return lambda: [{"name": e["key"], "value": e["value"], "variablesReference": 0}
+                    for e in entries]
 
 
 def _truthy(value: object) -> bool:

@@ -86,6 +86,14 @@ describe('qstep dap on the l4lb example', function () {
     const mem = (await dc.customRequest('readMemory', { memoryReference: regs[0].value, count: 8 })).body;
     assert.strictEqual(Buffer.from(mem.data, 'base64').toString('hex'), '0000000002000000');
 
+    const maps = (await dc.variablesRequest({ variablesReference: scopes[3].variablesReference })).body.variables;
+    assert.deepStrictEqual(maps.map((m) => m.name),
+      ['ch_rings', 'ctl_array', 'drops', 'reals', 'stats', 'vip_map']);
+    const stats = maps.find((m) => m.name === 'stats');
+    const statsEntries = (await dc.variablesRequest({ variablesReference: stats.variablesReference })).body.variables;
+    // Packet 1 was counted; packet 2 has not reached its update yet.
+    assert.deepStrictEqual(statsEntries.map((e) => [e.name, e.value]), [['1', '{packets: 1, bytes: 72}']]);
+
     const star = await dc.evaluateRequest({ expression: '*vip', context: 'hover', frameId: 1 });
     assert.strictEqual(star.body.result, '{flags = 0, vip_num = 2}');
     const fields = (await dc.variablesRequest({ variablesReference: star.body.variablesReference })).body.variables;
@@ -117,8 +125,8 @@ describe('qstep dap on the l4lb example', function () {
       'vip 1 slot 6', 'packet 1: [program exited: retval 7 (TC_ACT_REDIRECT)]',
       'vip 2 slot 8', 'packet 2: [program exited: retval 7 (TC_ACT_REDIRECT)]',
       'packet 3: [program exited: retval 0 (TC_ACT_OK)]', 'maps after the runs:']);
-    const maps = outputs[outputs.length - 1].output;
-    assert.ok(maps.includes('  stats:\n    1 = {packets: 1, bytes: 72}\n' +
-                            '    2 = {packets: 1, bytes: 74}\n'), maps);
+    const mapsText = outputs[outputs.length - 1].output;
+    assert.ok(mapsText.includes('  stats:\n    1 = {packets: 1, bytes: 72}\n' +
+                            '    2 = {packets: 1, bytes: 74}\n'), mapsText);
   });
 });
