@@ -64,7 +64,7 @@ def traced(dbg: Debugger) -> tuple[int, int, float]:
 
 def breakpoint_round_trip(dbg: Debugger, hits: int) -> float:
     dbg.request.repeat = hits
-    [bp] = dbg.add_breakpoint("process_packet")
+    bp = dbg.add_breakpoint("process_packet")
     event = dbg.run()
     start = time.perf_counter()
     while event.kind == "stopped":

@@ -190,6 +190,7 @@ class CommandSet:
         lines.extend(self._here(event.site))
         data = {"event": "stopped", "reason": event.reason, "where": site_data(event.site),
                 "breakpoint": event.breakpoint.number if event.breakpoint else None,
+                "location": event.location,
                 "regs": self.dbg.regs().as_dict(), **({"watch": watched} if watched else {})}
         if self.source is not None and self.source.displays:
             shown, shown_data = self.source.show_displays()
@@ -280,10 +281,16 @@ class CommandSet:
             if site is None:
                 raise UsageError("break needs a location: func:offset, file.c:line, func")
             arg = f"#{site.index}"
-        bps = self.dbg.add_breakpoint(arg.strip(), temporary)
-        lines = [f"{'Temporary b' if temporary else 'B'}reakpoint {bp.number} at "
-                 f"{bp.addr:#x}: {site_text(bp.site)}" for bp in bps]
-        return Output("\n".join(lines), {"breakpoints": [self._bp_data(b) for b in bps]})
+        bp = self.dbg.add_breakpoint(arg.strip(), temporary)
+        kind = "Temporary breakpoint" if temporary else "Breakpoint"
+        if len(bp.locations) == 1:
+            text = f"{kind} {bp.number} at {bp.addr:#x}: {site_text(bp.site)}"
+        else:
+            text = "\n".join([f"{kind} {bp.number} at {bp.location} "
+                              f"({len(bp.locations)} locations)",
+                              *(f"  {bp.number}.{n}  {loc.addr:#x}: {site_text(loc.site)}"
+                                for n, loc in enumerate(bp.locations, start=1))])
+        return Output(text, {"breakpoints": [self._bp_data(bp)]})
 
     def cmd_tbreak(self, arg: str) -> Output:
         return self.cmd_break(arg, temporary=True)
@@ -291,13 +298,26 @@ class CommandSet:
     @staticmethod
     def _bp_data(bp: Breakpoint) -> dict[str, Any]:
         return {"number": bp.number, "location": bp.location, "enabled": bp.enabled,
-                "hits": bp.hits, "temporary": bp.temporary, "where": site_data(bp.site)}
+                "hits": bp.hits, "temporary": bp.temporary, "where": site_data(bp.site),
+                "locations": [{"number": f"{bp.number}.{n}", "enabled": loc.enabled,
+                               "hits": loc.hits, "where": site_data(loc.site)}
+                              for n, loc in enumerate(bp.locations, start=1)]}
 
     def _numbers(self, arg: str) -> list[int]:
         try:
             return [int(n) for n in arg.split()]
         except ValueError:
             raise UsageError(f"expected breakpoint numbers, got '{arg}'") from None
+
+    def _locations(self, arg: str) -> list[tuple[int, int | None]]:
+        """``N`` or ``N.M`` (location M of breakpoint N) for enable/disable."""
+        out: list[tuple[int, int | None]] = []
+        for word in arg.split():
+            match = re.fullmatch(r"(\d+)(?:\.(\d+))?", word)
+            if not match:
+                raise UsageError(f"expected breakpoint numbers (N or N.M), got '{word}'")
+            out.append((int(match.group(1)), int(match.group(2)) if match.group(2) else None))
+        return out
 
     def cmd_delete(self, arg: str) -> Output:
         numbers = self._numbers(arg) or list(self.dbg.breakpoints)
@@ -306,13 +326,13 @@ class CommandSet:
         return Output(f"deleted {len(numbers)} breakpoint(s)", {"deleted": numbers})
 
     def cmd_disable(self, arg: str) -> Output:
-        for n in self._numbers(arg):
-            self.dbg.set_enabled(n, False)
+        for n, loc in self._locations(arg):
+            self.dbg.set_enabled(n, False, loc)
         return Output("")
 
     def cmd_enable(self, arg: str) -> Output:
-        for n in self._numbers(arg):
-            self.dbg.set_enabled(n, True)
+        for n, loc in self._locations(arg):
+            self.dbg.set_enabled(n, True, loc)
         return Output("")
 
     # -- inspection ----------------------------------------------------
@@ -383,9 +403,18 @@ class CommandSet:
     def info_breakpoints(self) -> Output:
         rows = ["Num  Enb  Hits  Address             What"]
         for bp in self.dbg.breakpoints.values():
-            rows.append(f"{bp.number:<4} {'y' if bp.enabled else 'n':<4} {bp.hits:<5} "
-                        f"{bp.addr:#018x}  {site_text(bp.site)}"
-                        + ("  (temporary)" if bp.temporary else ""))
+            temp = "  (temporary)" if bp.temporary else ""
+            enb = "y" if bp.enabled else "n"
+            if len(bp.locations) == 1:
+                rows.append(f"{bp.number:<4} {enb:<4} {bp.hits:<5} {bp.addr:#018x}  "
+                            f"{site_text(bp.site)}{temp}")
+                continue
+            rows.append(f"{bp.number:<4} {enb:<4} {bp.hits:<5} {'<MULTIPLE>':<18}  "
+                        f"{bp.location}{temp}")
+            for n, loc in enumerate(bp.locations, start=1):
+                number = f"{bp.number}.{n}"
+                rows.append(f"{number:<4} {'y' if loc.enabled else 'n':<4} {loc.hits:<5} "
+                            f"{loc.addr:#018x}  {site_text(loc.site)}")
         data = [self._bp_data(b) for b in self.dbg.breakpoints.values()]
         return Output("\n".join(rows) if data else "No breakpoints.", {"breakpoints": data})
 

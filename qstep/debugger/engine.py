@@ -32,21 +32,43 @@ POLL = 0.02
 
 
 @dataclass
-class Breakpoint:
-    """A user breakpoint on one BPF instruction."""
+class BpLocation:
+    """One place a breakpoint stops at (a source line can have several)."""
 
-    number: int
-    location: str
     site: InsnSite
     enabled: bool = True
     hits: int = 0
-    temporary: bool = False
 
     @property
     def addr(self) -> int:
         """The JIT address the breakpoint is inserted at."""
         assert self.site.jit_start is not None
         return self.site.jit_start
+
+
+@dataclass
+class Breakpoint:
+    """A user breakpoint: one location, or every place a source line starts (gdb's 1.1, 1.2)."""
+
+    number: int
+    location: str
+    locations: list[BpLocation]
+    enabled: bool = True
+    hits: int = 0
+    temporary: bool = False
+
+    @property
+    def site(self) -> InsnSite:
+        """The first location's instruction."""
+        return self.locations[0].site
+
+    @property
+    def addr(self) -> int:
+        return self.locations[0].addr
+
+    def armed(self) -> list[int]:
+        """Addresses this breakpoint stops at now."""
+        return [loc.addr for loc in self.locations if loc.enabled] if self.enabled else []
 
 
 @dataclass
@@ -62,6 +84,7 @@ class Event:
     data_out: bytes = b""
     watch_addr: int | None = None
     output: RunOutput | None = None  # what the program printed (exited runs)
+    location: int | None = None  # which location of ``breakpoint`` (1-based)
 
 
 @dataclass
@@ -175,20 +198,17 @@ class Debugger:
             raise UsageError("the program is not stopped (use 'run' first)")
 
     # -- breakpoints ---------------------------------------------------
-    def add_breakpoint(self, location: str, temporary: bool = False) -> list[Breakpoint]:
-        """Break at ``location`` (``func``, ``func:off``, ``file.c:line``, ``#insn``,
-        ``*addr``); one breakpoint per place the location has code."""
-        current = self._current_file()
-        resolved = resolve(self.prog, location, current)
-        added = []
-        for site in resolved.sites:
-            bp = Breakpoint(self._next_number, location, site, temporary=temporary)
-            self._next_number += 1
-            self.breakpoints[bp.number] = bp
-            added.append(bp)
-            if self.stopped:
-                self._insert(bp.addr)
-        return added
+    def add_breakpoint(self, location: str, temporary: bool = False) -> Breakpoint:
+        """A breakpoint at every place ``location`` resolves to."""
+        resolved = resolve(self.prog, location, self._current_file())
+        bp = Breakpoint(self._next_number, location,
+                        [BpLocation(site) for site in resolved.sites], temporary=temporary)
+        self._next_number += 1
+        self.breakpoints[bp.number] = bp
+        if self.stopped:
+            for addr in bp.armed():
+                self._insert(addr)
+        return bp
 
     def _current_file(self) -> str | None:
         if not self.stopped:
@@ -199,16 +219,28 @@ class Debugger:
     def delete_breakpoint(self, number: int) -> None:
         """Remove breakpoint ``number``."""
         bp = self._breakpoint(number)
-        if bp.enabled and self.stopped:
-            self._remove(bp.addr)
+        if self.stopped:
+            for addr in bp.armed():
+                self._remove(addr)
         del self.breakpoints[number]
 
-    def set_enabled(self, number: int, enabled: bool) -> None:
-        """Enable or disable breakpoint ``number``."""
+    def set_enabled(self, number: int, enabled: bool, location: int | None = None) -> None:
+        """Enable or disable breakpoint ``number`` or only its location ``location`` (1-based)."""
         bp = self._breakpoint(number)
-        if bp.enabled != enabled and self.stopped:
-            (self._insert if enabled else self._remove)(bp.addr)
-        bp.enabled = enabled
+        if location is not None and not 1 <= location <= len(bp.locations):
+            raise UsageError(f"breakpoint {number} has no location {location} "
+                             f"(it has {len(bp.locations)})")
+        before = set(bp.armed())
+        if location is None:
+            bp.enabled = enabled
+        else:
+            bp.locations[location - 1].enabled = enabled
+        if self.stopped:
+            after = set(bp.armed())
+            for addr in after - before:
+                self._insert(addr)
+            for addr in before - after:
+                self._remove(addr)
 
     def _breakpoint(self, number: int) -> Breakpoint:
         if number not in self.breakpoints:
@@ -229,7 +261,7 @@ class Debugger:
             self._inserted[addr] = count - 1
 
     def _enabled_addrs(self) -> list[int]:
-        return [bp.addr for bp in self.breakpoints.values() if bp.enabled]
+        return [addr for bp in self.breakpoints.values() for addr in bp.armed()]
 
     # -- run and continue ----------------------------------------------
     def run(self) -> Event:
@@ -323,16 +355,20 @@ class Debugger:
 
     def _stop_event(self, stop: Stop) -> Event:
         site = self.prog.site_at(stop.pc)
-        user = [bp for bp in self.breakpoints.values() if bp.enabled and bp.addr == stop.pc]
-        for bp in user:
+        user = [(bp, n) for bp in self.breakpoints.values() if bp.enabled
+                for n, loc in enumerate(bp.locations, start=1)
+                if loc.enabled and loc.addr == stop.pc]
+        for bp, n in user:
             bp.hits += 1
-        for bp in [b for b in user if b.temporary]:
-            self.delete_breakpoint(bp.number)
+            bp.locations[n - 1].hits += 1
+        for bp, _ in user:
+            if bp.temporary:
+                self.delete_breakpoint(bp.number)
         reason = "breakpoint" if user else stop.reason
         if not user and stop.pc in self.kernel_breakpoints:
             reason = "kernel"
-        event = Event("stopped", reason, site, user[0] if user else None,
-                      watch_addr=stop.watch_addr)
+        event = Event("stopped", reason, site, user[0][0] if user else None,
+                      watch_addr=stop.watch_addr, location=user[0][1] if user else None)
         self.last_event = event
         return event
 

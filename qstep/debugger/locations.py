@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qstep.debugger.lineentries import line_locations
 from qstep.errors import UsageError
 from qstep.loaded import InsnSite, LoadedProgram
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """Instructions a location stands for (one per function for a source line)."""
+    """Instructions a location stands for: one, or for a source line every place
+    where control enters the line's code (``qstep.debugger.lineentries``)."""
 
     text: str
     sites: tuple[InsnSite, ...]
@@ -111,14 +113,15 @@ def _by_line(prog: LoadedProgram, file: str, line: int) -> tuple[InsnSite, ...]:
         files = sorted({s.source.file.rsplit("/", 1)[-1] for s in prog.sites.values()
                         if s.source})
         raise UsageError(f"no code from file '{file}'; files: {', '.join(files)}")
-    chosen = []
-    for func in prog.functions:
-        hits = [s for s in in_file if s.function == func and s.source
-                and s.source.line == line and s.exact]
-        if hits:
-            chosen.append(min(hits, key=lambda s: s.index))
+    in_line = [s for s in in_file if s.source and s.source.line == line and not s.removed]
+    chosen = line_locations(prog, in_line)
+    exact = tuple(s for s in chosen if s.exact)
+    if exact:
+        return exact
     if chosen:
-        return tuple(chosen)
+        raise UsageError(f"{file}:{line}: no exact JIT address where control enters this line "
+                         "(the program was loaded outside qstep and its own line info is "
+                         "coarser); use func:offset")
     raise UsageError(_no_code_message(file, line, in_file))
 
 

@@ -75,7 +75,7 @@ def test_function_breakpoint_stops_at_entry_with_the_arguments(
         debugger: Callable[[bytes], Debugger]) -> None:
     for packet, is_ipv6 in ((IPV4, 0), (IPV6, 1)):
         dbg = debugger(packet)
-        [bp] = dbg.add_breakpoint("process_packet")
+        bp = dbg.add_breakpoint("process_packet")
         event = dbg.run()
         assert event.breakpoint is bp and bp.hits == 1
         assert event.site is not None and event.site.function.name == "process_packet"
@@ -118,7 +118,7 @@ def test_stepi_enters_the_call_and_nexti_steps_over_it(
     callee = next(f for f in l4lb.functions if f.name == "process_packet")
     for over, expected in ((False, callee.start_insn), (True, call.index + 1)):
         dbg = debugger(IPV4)
-        [bp] = dbg.add_breakpoint(f"#{call.index}")
+        bp = dbg.add_breakpoint(f"#{call.index}")
         dbg.run()
         event = dbg.stepi(over_calls=over)
         assert event.site is not None and event.site.index == expected
@@ -144,7 +144,7 @@ def test_next_walks_source_lines_in_order(debugger: Callable[[bytes], Debugger])
 
 def test_hit_counts_over_repeated_runs_and_until(debugger: Callable[..., Debugger]) -> None:
     dbg = debugger(IPV4, 3)
-    [bp] = dbg.add_breakpoint("process_packet")
+    bp = dbg.add_breakpoint("process_packet")
     event = dbg.run()
     while event.kind == "stopped":
         event = dbg.cont()

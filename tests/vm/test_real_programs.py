@@ -189,7 +189,7 @@ def test_trace(guest: Session, loaded: LoadedProgram, case: Case) -> None:
 def test_debug(guest: Session, loaded: LoadedProgram, case: Case) -> None:
     index = call_index(loaded, case.call)
     with guest.debugger(loaded, RunRequest(case.packet)) as dbg:
-        [bp] = dbg.add_breakpoint(f"#{index}")
+        bp = dbg.add_breakpoint(f"#{index}")
         event = dbg.run()
         assert event.breakpoint is bp and event.site is not None
         assert event.site.index == index
