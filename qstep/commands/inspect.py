@@ -112,12 +112,13 @@ def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,
     commands = CommandSet(dbg)
     regs = " ".join(f"r{n}={v:#x}" for n, v in enumerate(before.values))
     here = commands.event_output(dbg.last_event) if dbg.last_event else None
+    site = dbg.site() or probe.site
     if args.json:
-        print(json.dumps({"stop": probe.number, "insn": probe.site.index,
+        print(json.dumps({"stop": probe.number, "insn": site.index,
                           "regs_before": before.as_dict(),
                           "now": here.data if here else None}), flush=True)
     else:
-        print(f"probe {probe.number} stopped the program at {where(probe)}\n"
+        print(f"probe {probe.number} stopped the program at {where(site)}\n"
               f"  registers before it (from the probe): {regs}\n"
               f"  now: {here.text if here else '?'}", flush=True)
     if args.commands:
@@ -144,8 +145,7 @@ def emit(inspector: Inspector, prog: LoadedProgram, retvals: list[int], as_json:
     print("\n".join(summary_text(inspector)))
 
 
-def where(probe: Probe) -> str:
-    s = probe.site
+def where(s: InsnSite) -> str:
     src = f", {s.source.short()}" if s.source else ""
     return f"{s.function.name}:{s.index - s.function.start_insn} (insn {s.index}{src})"
 
@@ -206,7 +206,7 @@ def hit_text(hit: Hit, prog: LoadedProgram) -> str:
     items = [value_text(hit, i, prog) for i in range(len(hit.values))]
     if hit.old or hit.new:
         items.insert(0, access_text(hit))
-    return (f"probe {hit.probe.number} at {where(hit.probe)} hit {hit.hit}: "
+    return (f"probe {hit.probe.number} at {where(hit.site)} hit {hit.hit}: "
             + ", ".join(items))
 
 
@@ -222,7 +222,7 @@ def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
         else:
             values.append({"int": v, "text": value_text(hit, i, prog)})
     data: dict[str, Any] = {"probe": hit.probe.number, "hit": hit.hit, "run": hit.run,
-                            "insn": hit.probe.site.index, "values": values}
+                            "insn": hit.site.index, "values": values}
     if hit.old or hit.new:
         data["access"] = {"insn": hit.access.index if hit.access else None,
                           "line": hit.access.source.line if hit.access and hit.access.source
@@ -263,7 +263,8 @@ def summary_text(inspector: Inspector) -> list[str]:
 def summary_json(inspector: Inspector, prog: LoadedProgram,
                  retvals: list[int]) -> dict[str, Any]:
     return {"summary": [{"probe": p.number, "location": p.spec.loc.to_text(),
-                         "insn": p.site.index, "mode": p.attached, **p.counters.as_dict(),
+                         "insn": p.site.index, "insns": [s.index for s in p.sites],
+                         "mode": p.attached, **p.counters.as_dict(),
                          "executed": p.executed, "missed": p.missed}
                         for p in inspector.probes],
             "lost": inspector.lost,

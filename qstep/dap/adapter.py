@@ -201,7 +201,7 @@ class Adapter:
                 hit_condition=(HitCondition.parse(spec["hitCondition"])
                                if spec.get("hitCondition") else None),
                 log=LogMessage.parse(spec["logMessage"]) if spec.get("logMessage") else None)
-            engine = self._dbg().add_breakpoint(location)
+            engine = [self._dbg().add_breakpoint(location)]  # one, with every location
         except QstepError as err:
             self.next_bp_id += 1
             return None, {"id": self.next_bp_id - 1, "verified": False, "message": str(err),

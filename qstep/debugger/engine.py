@@ -19,6 +19,7 @@ from qstep import interrupts
 from qstep.agent.replies import RunResult
 from qstep.debugger.frames import Frame, backtrace
 from qstep.debugger.jitframe import layout_of
+from qstep.debugger.lineentries import falls_through
 from qstep.debugger.locations import resolve
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import GuestError, HostError, UsageError
@@ -135,6 +136,7 @@ class Debugger:
         self._boundaries = {s.jit_start for s in prog.sites.values() if s.jit_start is not None}
         self._entries = {f.addr for f in prog.functions}
         self._regs_cache: X86Regs | None = None
+        self._virtual = False  # stopped before an instruction the CPU is not at (stop_before)
         self.watchpoints: set[tuple[int, int, str]] = set()
         # Kernel addresses (outside the program) to stop at, e.g. the helper an
         # inspect probe calls to ask for a stop; a stop there has reason "kernel".
@@ -293,6 +295,7 @@ class Debugger:
         try:
             while True:
                 self._regs_cache = None
+                self._virtual = False
                 self.target.resume()
                 self.stopped = False
                 event = self._wait()
@@ -433,9 +436,53 @@ class Debugger:
             if x86.rip == addr and x86.rsp >= min_rsp:
                 return None
 
+    def stop_before(self, regs: X86Regs) -> Event:
+        """Stop before the program instruction at ``regs.rip`` while the CPU is elsewhere.
+
+        For a guest exception handler (an in-guest probe's) that interrupted the
+        program there: ``regs`` are the program's registers it saved. Registers,
+        frames and memory read as before that instruction (it has not run). The CPU
+        cannot be stopped at that address itself (QEMU raises the guest's hardware
+        breakpoint there on any debug stop), so the next command leaves the handler:
+        ``stepi`` runs to the instruction's successors, the others resume as usual.
+        """
+        self._require_running()
+        self._regs_cache, self._virtual = regs, True
+        return self._stepped("location")
+
+    def _leave_virtual(self, over_calls: bool) -> Event:
+        site = self.site()
+        assert site is not None
+        addrs = self._successors(site, over_calls)
+        event = self._resume_and_wait(tuple(addrs))
+        if event.kind == "stopped" and event.breakpoint is None and self.pc() in addrs:
+            return self.stepi(over_calls) if self.pc() not in self._boundaries else (
+                self._stepped("step"))
+        return event
+
+    def _successors(self, site: InsnSite, over_calls: bool) -> list[int]:
+        """Where the CPU can be next after ``site``: boundaries, or a return address."""
+        insn = site.insn
+        if insn.is_exit:
+            frames = self.frames()
+            ret = frames[0].return_addr if frames else None
+            return [ret] if ret is not None and self._in_program(ret) else []
+        after = self.prog.sites.get(insn.index + insn.size)
+        targets = [after if falls_through(insn) else None,
+                   self.prog.sites.get(insn.jump_target) if insn.jump_target is not None
+                   else None]
+        addrs = [t.jit_start for t in targets if t is not None and t.jit_start is not None]
+        callee = next((f for f in self.prog.functions if f.start_insn == insn.call_target),
+                      None)
+        if callee is not None and not over_calls:
+            addrs.append(callee.addr)
+        return addrs
+
     def stepi(self, over_calls: bool = False) -> Event:
         """Run exactly one BPF instruction (``nexti`` with ``over_calls``)."""
         self._require_running()
+        if self._virtual:
+            return self._leave_virtual(over_calls)
         for _ in range(MAX_X86_STEPS):
             event = self._x86_step(self.x86(), over_calls)
             if event is not None:
@@ -547,6 +594,7 @@ class Debugger:
             self.target.interrupt()
         self._clear_inserted()
         self._regs_cache = None
+        self._virtual = False
         self.target.resume()
         self.stopped = False
 

@@ -32,7 +32,8 @@ def _key(site: InsnSite | None) -> tuple[str, int] | None:
     return (site.source.file, site.source.line) if site and site.source else None
 
 
-def _falls_through(insn: Insn) -> bool:
+def falls_through(insn: Insn) -> bool:
+    """Whether the next instruction can run after ``insn`` (not exit, not ``goto``)."""
     return not insn.is_exit and not (insn.is_jump and insn.op == JMP_JA)
 
 
@@ -51,7 +52,7 @@ def entered_from_outside(prog: LoadedProgram) -> set[int]:
             previous = None
             continue
         if (previous is not None and previous.function == site.function
-                and _falls_through(previous.insn) and _key(previous) != _key(site)):
+                and falls_through(previous.insn) and _key(previous) != _key(site)):
             entries.add(insn.index)
         target = _live(prog, insn.jump_target) if insn.jump_target is not None else None
         if target is not None and _key(target) != _key(site):

@@ -102,13 +102,15 @@ class MapRef:
 
 @dataclass(frozen=True)
 class ProbeTarget:
-    """Where a probe runs: its id, whether at a function's entry, and the maps it sees."""
+    """Where a probe runs: its id (its counters), whether at a function's entry, the maps
+    it sees, and the id its records carry (one spec's locations share counters)."""
 
     probe_id: int
     at_function_entry: bool
     events: MapRef
     counters: MapRef
     maps: dict[str, MapRef] = field(default_factory=dict)
+    record_id: int | None = None  # the id in its records (default: probe_id)
 
 
 @dataclass(frozen=True)
@@ -641,7 +643,8 @@ class _Compiler:
         for item in items:
             fields.append(self.layout_field(item, offset))
             offset += fields[-1].span
-        layout = RecordLayout(self.target.probe_id, tuple(fields))
+        record_id = self.target.probe_id if self.target.record_id is None else self.target.record_id
+        layout = RecordLayout(record_id, tuple(fields))
         if layout.size > MAX_RECORD:
             raise UsageError(f"probe record would be {layout.size} bytes (limit {MAX_RECORD}); "
                              "print fewer or smaller items")

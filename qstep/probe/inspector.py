@@ -24,7 +24,6 @@ from qstep.errors import UsageError, VerifierError
 from qstep.expr.ast import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str
 from qstep.expr.evaluate import evaluate
 from qstep.expr.lower import LowerEnv
-from qstep.listing import disassemble_x86
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
 from qstep.probe.cspec import item_types, lower_spec
@@ -60,30 +59,14 @@ class Counters:
 
 
 @dataclass
-class Probe:
-    """One spec, where it fires and how it is evaluated."""
+class ProbeSite:
+    """One location of a spec: its instruction, the spec lowered there, its guest program."""
 
-    number: int
-    spec: Spec
     site: InsnSite
-    mode: str = "guest"  # "guest" or "host"
-    attached: str = ""
-    note: str = ""
+    spec: Spec  # C names lowered to this instruction's registers and memory
+    record_id: int  # tells this location's ring buffer records apart
     compiled: CompiledProbe | None = None
     handle: int | None = None
-    counters: Counters = field(default_factory=Counters)
-    written: Spec | None = None  # as the user wrote it, when C names were lowered
-    item_types: tuple[CType | None, ...] = ()  # C types of the print items (DWARF)
-    executed: int | None = None  # the emulator's count of runs of ``addr`` (recorder)
-
-    @property
-    def missed(self) -> int:
-        """Hits the CPU did not report (the emulator ran the address more often)."""
-        return max(0, (self.executed or 0) - self.counters.reached) if self.executed else 0
-
-    @property
-    def probe_id(self) -> int:
-        return self.number - 1
 
     @property
     def addr(self) -> int:
@@ -96,6 +79,48 @@ class Probe:
 
 
 @dataclass
+class Probe:
+    """One spec, the places it fires (every copy of a source line) and how it is evaluated.
+
+    A spec's locations share its counters, hit numbers and ``skip``; they are all
+    in-guest probes or all host breakpoints.
+    """
+
+    number: int
+    spec: Spec
+    locations: list[ProbeSite]
+    mode: str = "guest"  # "guest" or "host"
+    attached: str = ""
+    note: str = ""
+    counters: Counters = field(default_factory=Counters)
+    written: Spec | None = None  # set when C names were lowered (``spec`` is as written)
+    item_types: tuple[CType | None, ...] = ()  # C types of the print items (DWARF)
+    executed: int | None = None  # the emulator's count of runs of its addresses (recorder)
+
+    @property
+    def missed(self) -> int:
+        """Hits the CPU did not report (the emulator ran the addresses more often)."""
+        return max(0, (self.executed or 0) - self.counters.reached) if self.executed else 0
+
+    @property
+    def probe_id(self) -> int:
+        return self.number - 1
+
+    @property
+    def site(self) -> InsnSite:
+        """The first location's instruction."""
+        return self.locations[0].site
+
+    @property
+    def sites(self) -> list[InsnSite]:
+        return [loc.site for loc in self.locations]
+
+    @property
+    def addrs(self) -> list[int]:
+        return [loc.addr for loc in self.locations]
+
+
+@dataclass
 class Hit:
     """One printed hit: the probe, its hit number and the values of its print items."""
 
@@ -103,6 +128,7 @@ class Hit:
     hit: int
     values: list[int | bytes | MapValue]
     run: int
+    site: InsnSite  # the location that fired
     failed: frozenset[int] = frozenset()
     access: InsnSite | None = None  # watch: the instruction that accessed the data
     old: bytes = b""  # watch: the watched bytes before and after the access
@@ -113,36 +139,49 @@ def location_text(spec: Spec) -> str:
     return spec.loc.to_text()
 
 
-def resolve_probe(prog: LoadedProgram, number: int, spec: Spec) -> Probe:
-    """The instruction a spec names; errors name the spec."""
+def resolve_probe(prog: LoadedProgram, number: int, spec: Spec, first_record: int) -> Probe:
+    """The instructions a spec names (every place a source line starts); errors name the
+    spec. Its locations get record ids from ``first_record`` on."""
     try:
         sites = resolve(prog, location_text(spec)).sites
     except UsageError as err:
         raise UsageError(f"inspect: spec {number}: {err}") from None
-    probe = Probe(number, spec, sites[0])
-    if len(sites) > 1:
-        probe.note = (f"{location_text(spec)} has code in {len(sites)} functions; probing "
-                      f"the first ({sites[0].function.name})")
-    return probe
+    return Probe(number, spec, [ProbeSite(site, spec, first_record + k)
+                                for k, site in enumerate(sites)])
+
+
+def resolve_probes(prog: LoadedProgram, specs: list[Spec]) -> list[Probe]:
+    """One probe per spec, numbered from 1; record ids unique across all locations."""
+    probes: list[Probe] = []
+    for number, spec in enumerate(specs, start=1):
+        first = sum(len(p.locations) for p in probes)
+        probes.append(resolve_probe(prog, number, spec, first))
+    return probes
 
 
 def assign_modes(probes: list[Probe]) -> None:
-    """Guest probes for the first four distinct addresses, host fallback for the rest."""
-    guest_addrs: list[int] = []
+    """In-guest probes while the distinct addresses fit the debug registers, host for the rest.
+
+    A spec whose locations do not all fit goes to the host as a whole, so its
+    hit numbers and ``skip`` count over all its locations in one place.
+    """
+    guest_addrs: set[int] = set()
     for probe in probes:
         if isinstance(probe.spec.condition, Watch):
             probe.mode, probe.attached = "host", "host watchpoint"
             probe.note = ("watch: the host debugger arms a data watchpoint when the location "
                           "is reached (its address can depend on registers there)")
             continue
-        if probe.addr in guest_addrs or len(guest_addrs) < HW_SLOTS:
-            if probe.addr not in guest_addrs:
-                guest_addrs.append(probe.addr)
+        wanted = guest_addrs | set(probe.addrs)
+        if len(wanted) <= HW_SLOTS:
+            guest_addrs = wanted
             continue
         probe.mode = "host"
         probe.attached = "host breakpoint"
-        probe.note = (f"no free hardware breakpoint (x86 has {HW_SLOTS}); evaluated on the "
-                      "host at a gdb breakpoint (same results, slower)")
+        many = (f"its {len(probe.locations)} locations need more" if len(probe.locations) > 1
+                else "no")
+        probe.note = (f"{many} free hardware breakpoints (x86 has {HW_SLOTS}); evaluated on "
+                      "the host at gdb breakpoints (same results, slower)")
 
 
 def check_host_probe(probe: Probe) -> None:
@@ -180,14 +219,14 @@ class Inspector:
             raise UsageError(f"inspect: at most {MAX_PROBES} specs")
         self.session = session
         self.prog = prog
-        self.probes = [resolve_probe(prog, n, s) for n, s in enumerate(specs, start=1)]
-        for probe in self.probes if scope is not None else []:
+        self.probes = resolve_probes(prog, specs)
+        for loc, probe in self._locations() if scope is not None else []:
             assert scope is not None
-            env = scope(probe.site)
-            lowered = lower_spec(probe.spec, env, probe.number)
-            if lowered != probe.spec:
+            env = scope(loc.site)
+            loc.spec = lower_spec(probe.spec, env, probe.number)
+            if loc.spec != probe.spec and probe.written is None:
                 probe.item_types = item_types(probe.spec, env)
-                probe.written, probe.spec = probe.spec, lowered
+                probe.written = probe.spec
         assign_modes(self.probes)
         for probe in self.probes:
             if probe.mode == "host":
@@ -198,9 +237,13 @@ class Inspector:
         self.hits: list[Hit] = []
         self.outputs: list[RunOutput] = []  # what the program printed, per run
         self.lost = 0
-        self._armed: dict[tuple[int, int, str], tuple[Probe, bytes]] = {}
+        self._armed: dict[tuple[int, int, str], tuple[Probe, ProbeSite, bytes]] = {}
         self._events: MapRef | None = None
         self._counters: MapRef | None = None
+
+    def _locations(self, mode: str | None = None) -> list[tuple[ProbeSite, Probe]]:
+        return [(loc, p) for p in self.probes if mode is None or p.mode == mode
+                for loc in p.locations]
 
     # -- guest probes --------------------------------------------------
     def attach(self) -> None:
@@ -212,9 +255,8 @@ class Inspector:
         self._reset_counters()
         maps = {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)
                 for m in self.prog.maps.values()}
-        for probe in self.probes:
-            if probe.mode == "guest":
-                self._attach_one(probe, maps)
+        for loc, probe in self._locations("guest"):
+            self._attach_one(probe, loc, maps)
 
     def _reset_counters(self) -> None:
         assert self._counters is not None
@@ -223,48 +265,49 @@ class Inspector:
                 self.session.update_map_id(self._counters.map_id,
                                            struct.pack("<I", 8 * probe.probe_id + k), bytes(8))
 
-    def _attach_one(self, probe: Probe, maps: dict[str, MapRef]) -> None:
+    def _attach_one(self, probe: Probe, loc: ProbeSite, maps: dict[str, MapRef]) -> None:
         assert self._events is not None and self._counters is not None
-        if layout_of(self.prog, probe.site.function).private_stack is not None:
-            raise UsageError(f"inspect: spec {probe.number}: {probe.site.function.name} runs on "
+        if layout_of(self.prog, loc.site.function).private_stack is not None:
+            raise UsageError(f"inspect: spec {probe.number}: {loc.site.function.name} runs on "
                              "a private stack (BPF r10 in x86 r9), which in-guest probes do not "
                              "read yet")
-        target = ProbeTarget(probe.probe_id, probe.at_entry, self._events, self._counters, maps)
+        target = ProbeTarget(probe.probe_id, loc.at_entry, self._events, self._counters, maps,
+                             record_id=loc.record_id)
         try:
-            probe.compiled = compile_probe(probe.spec, target)
+            loc.compiled = compile_probe(loc.spec, target)
         except UsageError as err:
             hint = f"; maps: {', '.join(sorted(maps))}" if "unknown name" in str(err) else ""
             raise UsageError(f"inspect: spec {probe.number}: {err}{hint}") from None
-        refs = b"".join(struct.pack("<I", i) for i in probe.compiled.map_refs)
+        refs = b"".join(struct.pack("<I", i) for i in loc.compiled.map_refs)
         try:
-            attached = self.session.probe_attach(probe.probe_id, probe.addr,
-                                                 probe.compiled.insns, refs)
+            attached = self.session.probe_attach(probe.probe_id, loc.addr,
+                                                 loc.compiled.insns, refs)
         except VerifierError as err:
             raise VerifierError(f"inspect: spec {probe.number}: the verifier rejected the "
-                                f"probe program: {err}\n{err.log}\n{probe.compiled.text}",
+                                f"probe program: {err}\n{err.log}\n{loc.compiled.text}",
                                 err.log) from None
         except UsageError as err:
             raise UsageError(f"inspect: spec {probe.number}: {err}") from None
-        probe.handle = attached.handle
+        loc.handle = attached.handle
         probe.attached = attached.attached
 
     def detach(self) -> None:
-        for probe in self.probes:
-            if probe.handle is not None:
-                self.session.probe_detach(probe.handle)
-                probe.handle = None
+        for loc, _ in self._locations():
+            if loc.handle is not None:
+                self.session.probe_detach(loc.handle)
+                loc.handle = None
 
     # -- runs ----------------------------------------------------------
     def _test_run(self, packet: bytes, repeat: int) -> RunResult:
         """One BPF_PROG_TEST_RUN; with the recorder, the emulator counts the probes' hits."""
-        addrs = [p.addr for p in self.probes if p.mode == "guest" and p.handle is not None]
+        attached = [(loc, p) for loc, p in self._locations("guest") if loc.handle is not None]
+        addrs = sorted({loc.addr for loc, _ in attached})
         if not (self.count_in_emulator and addrs):
             return self.session.test_run(self.prog, packet, repeat=repeat)
         result, counts = count_executions(
             self.session, addrs, lambda: self.session.test_run(self.prog, packet, repeat=repeat))
-        for probe in self.probes:
-            if probe.mode == "guest" and probe.handle is not None:
-                probe.executed = (probe.executed or 0) + counts[probe.addr]
+        for loc, probe in attached:
+            probe.executed = (probe.executed or 0) + counts[loc.addr]
         return result
 
     def run(self, packets: list[bytes], repeat: int, sample: bool = False) -> list[int]:
@@ -329,18 +372,20 @@ class Inspector:
         """Collect the records written since the last drain; return their ring bytes."""
         drained = self.session.probe_drain()
         self.lost += drained.lost
-        by_id = {p.probe_id: p for p in self.probes if p.compiled is not None}
+        by_id = {loc.record_id: (loc, p) for loc, p in self._locations()
+                 if loc.compiled is not None}
         ring_bytes = 0
         for blob in drained.records:
             ring_bytes += RING_HEADER + pad8(len(blob))
-            probe_id = int.from_bytes(blob[:4], "little")
-            probe = by_id.get(probe_id)
-            if probe is None or probe.compiled is None:
+            found = by_id.get(int.from_bytes(blob[:4], "little"))
+            if found is None or found[0].compiled is None:
                 self.lost += 1
                 continue
-            hit: ProbeHit = decode_record(blob, probe.compiled.layout)
+            loc, probe = found
+            assert loc.compiled is not None
+            hit: ProbeHit = decode_record(blob, loc.compiled.layout)
             failed = frozenset(i for i in range(len(hit.values)) if hit.failed(i))
-            self.hits.append(Hit(probe, hit.hit, hit.values, run, failed))
+            self.hits.append(Hit(probe, hit.hit, hit.values, run, loc.site, failed))
         return ring_bytes
 
     def _read_counters(self) -> None:
@@ -363,11 +408,12 @@ class Inspector:
         stop_helper = (session.kallsyms(STOP_HELPER)  # while the agent can still answer
                        if any(p.spec.action.stop for p in self.probes) else None)
         with session.debugger(self.prog, RunRequest(packet, repeat=repeat)) as dbg:
-            by_addr: dict[int, list[Probe]] = {}
+            by_addr: dict[int, list[tuple[ProbeSite, Probe]]] = {}
             for probe in host:
-                by_addr.setdefault(probe.addr, []).append(probe)
-                if len(by_addr[probe.addr]) == 1:
-                    dbg.add_breakpoint(f"*{probe.addr:#x}")
+                for loc in probe.locations:
+                    by_addr.setdefault(loc.addr, []).append((loc, probe))
+                    if len(by_addr[loc.addr]) == 1:
+                        dbg.add_breakpoint(f"*{loc.addr:#x}")
             if stop_helper is not None:
                 dbg.kernel_breakpoints.add(stop_helper)
             self._armed.clear()
@@ -379,8 +425,8 @@ class Inspector:
                 if event.reason == "watchpoint":
                     self._watch_hit(dbg, event.watch_addr, run)
                 else:
-                    for probe in by_addr.get(dbg.pc(), []):
-                        self._host_hit(dbg, probe, run)
+                    for loc, probe in by_addr.get(dbg.pc(), []):
+                        self._host_hit(dbg, probe, loc, run)
                 event = dbg.cont()
             assert event.retval is not None
             self.outputs.append(event.output or RunOutput())
@@ -390,27 +436,27 @@ class Inspector:
         """A probe asked for a stop (the VM is in its helper call): stop in the program.
 
         The probe's context holds the interrupted program's pt_regs, i.e. the exact
-        state before the probed instruction. The CPU is then run to the next x86
-        instruction of the probed one (a breakpoint on the probed address itself
-        would collide with the guest's own hardware breakpoint there).
+        state before the probed instruction, which the debugger shows as its stop
+        (``Debugger.stop_before``); the next command leaves the exception handler.
         """
         ctx = dbg.x86().rdi  # bpf_perf_event_data_kern *: its first member is regs
         pt_regs = int.from_bytes(dbg.read_memory(ctx, 8), "little")
         regs = pt_regs_to_bpf(dbg.read_memory(pt_regs, PT_REGS_SIZE))
-        probe = next((p for p in self.probes if p.spec.action.stop
-                      and p.addr == regs.rip), None)
-        if probe is None:
+        found = next(((loc, p) for loc, p in self._locations() if p.spec.action.stop
+                      and loc.addr == regs.rip), None)
+        if found is None:
             return dbg.cont()  # not one of ours
-        r10 = layout_of(self.prog, probe.site.function).frame_pointer(regs, dbg.percpu_offset)
+        loc, probe = found
+        r10 = layout_of(self.prog, loc.site.function).frame_pointer(regs, dbg.percpu_offset)
         before = bpf_regs(regs, r10)
-        event = dbg.run_to_address(after_first_x86(self.prog, probe.site))
+        event = dbg.stop_before(regs)
         if self.on_stop is not None and event.kind == "stopped":
             resumed = self.on_stop(dbg, probe, before)
             if resumed is not None:
                 return resumed
         return dbg.cont() if event.kind == "stopped" else event
 
-    def _arm_watch(self, dbg: Debugger, probe: Probe, watch: Watch) -> None:
+    def _arm_watch(self, dbg: Debugger, probe: Probe, loc: ProbeSite, watch: Watch) -> None:
         """At the watch spec's location: evaluate its address, set the watchpoint."""
         probe.counters.reached += 1
         try:
@@ -422,33 +468,33 @@ class Inspector:
             return
         kind = {"w": "write", "r": "read", "rw": "access"}[watch.type]
         dbg.set_watchpoint(addr, watch.size, kind)
-        self._armed[(addr, watch.size, kind)] = (probe, old)
+        self._armed[(addr, watch.size, kind)] = (probe, loc, old)
 
     def _watch_hit(self, dbg: Debugger, addr: int | None, run: int) -> None:
-        for (start, size, kind), (probe, old) in list(self._armed.items()):
+        for (start, size, kind), (probe, loc, old) in list(self._armed.items()):
             if addr is not None and not start <= addr < start + size:
                 continue
             new = dbg.read_memory(start, size)
-            self._armed[(start, size, kind)] = (probe, new)
-            self._record(dbg, probe, run, access=dbg.accessing_site(), old=old, new=new)
+            self._armed[(start, size, kind)] = (probe, loc, new)
+            self._record(dbg, probe, run, loc, access=dbg.accessing_site(), old=old, new=new)
 
-    def _host_hit(self, dbg: Debugger, probe: Probe, run: int) -> None:
-        if isinstance(probe.spec.condition, Watch):
-            self._arm_watch(dbg, probe, probe.spec.condition)
+    def _host_hit(self, dbg: Debugger, probe: Probe, loc: ProbeSite, run: int) -> None:
+        if isinstance(loc.spec.condition, Watch):
+            self._arm_watch(dbg, probe, loc, loc.spec.condition)
             return
         env = StoppedEnv(dbg)
         c = probe.counters
         c.reached += 1
-        cond = probe.spec.condition
+        cond = loc.spec.condition
         try:
             if isinstance(cond, Expr) and not _truth(evaluate(cond, env)):
                 return
         except UnreadableMemory:
             return
-        self._record(dbg, probe, run)
+        self._record(dbg, probe, run, loc)
 
-    def _record(self, dbg: Debugger, probe: Probe, run: int, access: InsnSite | None = None,
-                old: bytes = b"", new: bytes = b"") -> None:
+    def _record(self, dbg: Debugger, probe: Probe, run: int, loc: ProbeSite,
+                access: InsnSite | None = None, old: bytes = b"", new: bytes = b"") -> None:
         """The condition held: count it, honour ``skip``, evaluate the print items."""
         env = StoppedEnv(dbg)
         c = probe.counters
@@ -458,7 +504,7 @@ class Inspector:
             return
         values: list[int | bytes | MapValue] = []
         failed = set()
-        for i, item in enumerate(probe.spec.action.prints):
+        for i, item in enumerate(loc.spec.action.prints):
             if isinstance(item, Str):
                 values.append(b"")
                 continue
@@ -468,7 +514,8 @@ class Inspector:
                 values.append(0)
                 failed.add(i)
         c.printed += 1
-        self.hits.append(Hit(probe, c.true, values, run, frozenset(failed), access, old, new))
+        self.hits.append(Hit(probe, c.true, values, run, loc.site, frozenset(failed), access,
+                             old, new))
 
 
 StopHandler = Callable[[Debugger, Probe, BpfRegs], "Event | None"]
@@ -493,16 +540,6 @@ def pt_regs_to_bpf(data: bytes) -> X86Regs:
     fields = dict(zip(PT_REGS_ORDER, struct.unpack(f"<{len(PT_REGS_ORDER)}Q", data),
                       strict=True))
     return X86Regs(**{name: fields[name] for name in REG_NAMES})
-
-
-def after_first_x86(prog: LoadedProgram, site: InsnSite) -> int:
-    """Where the CPU is after the first x86 instruction of ``site`` (a jmp: its target)."""
-    assert site.jit_start is not None
-    first = disassemble_x86(prog.jit_bytes(site.jit_start, site.jit_start + 16),
-                            site.jit_start)[0]
-    if first.text.startswith("jmp 0x"):
-        return int(first.text.split()[1], 16)
-    return first.addr + len(first.hex) // 2
 
 
 def _truth(value: int | bytes) -> bool:
