@@ -192,9 +192,6 @@ def check_host_probe(probe: Probe) -> None:
                              "which only an in-guest probe can do, and this location fell "
                              f"back to the host ({probe.note}); use at most {HW_SLOTS} "
                              "locations")
-    if probe.spec.action.stop:
-        raise UsageError(f"inspect: spec {probe.number}: 'stop' needs an in-guest probe and "
-                         f"this location fell back to the host ({probe.note})")
 
 
 def _uses_maps(node: object) -> bool:
@@ -425,8 +422,13 @@ class Inspector:
                 if event.reason == "watchpoint":
                     self._watch_hit(dbg, event.watch_addr, run)
                 else:
-                    for loc, probe in by_addr.get(dbg.pc(), []):
-                        self._host_hit(dbg, probe, loc, run)
+                    stops = [probe for loc, probe in by_addr.get(dbg.pc(), [])
+                             if self._host_hit(dbg, probe, loc, run) and probe.spec.action.stop]
+                    if stops and self.on_stop is not None:
+                        resumed = self.on_stop(dbg, stops[0], dbg.regs())
+                        if resumed is not None:
+                            event = resumed
+                            continue
                 event = dbg.cont()
             assert event.retval is not None
             self.outputs.append(event.output or RunOutput())
@@ -478,30 +480,31 @@ class Inspector:
             self._armed[(start, size, kind)] = (probe, loc, new)
             self._record(dbg, probe, run, loc, access=dbg.accessing_site(), old=old, new=new)
 
-    def _host_hit(self, dbg: Debugger, probe: Probe, loc: ProbeSite, run: int) -> None:
+    def _host_hit(self, dbg: Debugger, probe: Probe, loc: ProbeSite, run: int) -> bool:
+        """Evaluate a host probe where the CPU stopped; True when it printed (not skipped)."""
         if isinstance(loc.spec.condition, Watch):
             self._arm_watch(dbg, probe, loc, loc.spec.condition)
-            return
+            return False
         env = StoppedEnv(dbg)
         c = probe.counters
         c.reached += 1
         cond = loc.spec.condition
         try:
             if isinstance(cond, Expr) and not _truth(evaluate(cond, env)):
-                return
+                return False
         except UnreadableMemory:
-            return
-        self._record(dbg, probe, run, loc)
+            return False
+        return self._record(dbg, probe, run, loc)
 
     def _record(self, dbg: Debugger, probe: Probe, run: int, loc: ProbeSite,
-                access: InsnSite | None = None, old: bytes = b"", new: bytes = b"") -> None:
-        """The condition held: count it, honour ``skip``, evaluate the print items."""
+                access: InsnSite | None = None, old: bytes = b"", new: bytes = b"") -> bool:
+        """The condition held: count it, honour ``skip`` (False), evaluate the print items."""
         env = StoppedEnv(dbg)
         c = probe.counters
         c.true += 1
         if c.true <= probe.spec.action.skip:
             c.skipped += 1
-            return
+            return False
         values: list[int | bytes | MapValue] = []
         failed = set()
         for i, item in enumerate(loc.spec.action.prints):
@@ -516,6 +519,7 @@ class Inspector:
         c.printed += 1
         self.hits.append(Hit(probe, c.true, values, run, loc.site, frozenset(failed), access,
                              old, new))
+        return True
 
 
 StopHandler = Callable[[Debugger, Probe, BpfRegs], "Event | None"]

@@ -267,3 +267,27 @@ def frame_relative(regs: dict[str, int]) -> dict[str, int | tuple[str, int]]:
     r10 = regs["r10"]
     return {name: ("r10", value - r10) if abs(value - r10) < 1 << 14 else value
             for name, value in regs.items()}
+
+
+def test_stop_on_the_hot_line_from_the_host(guest: Session, dupline: LoadedProgram,
+                                            dupline_obj: Path) -> None:
+    """Five locations go to the host; 'skip 2 stop' stops at the third copy, exactly."""
+    starts = objdump_line_starts(dupline_obj, HOT)
+    seen: list[tuple[int | None, set[int], bool]] = []
+
+    def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs) -> None:
+        site = dbg.site()
+        assert site is not None
+        seen.append((site.index, xor_operands(site, dbg.regs()), before == dbg.regs()))
+
+    inspector = Inspector(guest, dupline, parse_specs([f"dupline.bpf.c:{HOT} skip 2 stop"]))
+    assert inspector.probes[0].mode == "host"
+    inspector.on_stop = on_stop
+    inspector.attach()
+    try:
+        assert inspector.run([TCP], 1) == [retval(TCP)]
+    finally:
+        inspector.detach()
+    assert seen == [(starts[k], expected_steps(TCP)[k], True) for k in (2, 3, 4)]
+    assert inspector.probes[0].counters.as_dict() == {
+        "reached": 5, "condition_true": 5, "skipped": 2, "printed": 3, "dropped": 0}
