@@ -79,7 +79,7 @@ class Provenance:
         self._xlated = {ins.index: ins for ins in prog.xlated}  # by slot index
         self._fp = Base("fp", entry_regs[10])
         self._frame = _Frame({1: Base("ctx", entry_regs[1]), 10: self._fp})
-        self._callers: list[_Frame] = []
+        self._callers: list[tuple[_Frame, bool]] = []  # (frame, is a helper's callback)
         self._spills: dict[int, Base] = {}
 
     def base_of(self, reg: int) -> Base | None:
@@ -91,17 +91,22 @@ class Provenance:
         base = self._frame.regs.get(reg)
         return base.describe(value) if base is not None else value
 
-    def step(self, site: InsnSite, before: Sequence[int], after: Sequence[int]) -> None:
-        """Account for one executed instruction (registers before and after it)."""
+    def step(self, site: InsnSite, before: Sequence[int], after: Sequence[int],
+             callback: bool = False) -> None:
+        """Account for one executed instruction (registers before and after it);
+        ``callback``: a helper calls back into the program next (see DefinedRegs)."""
         ins = site.insn
         regs = self._frame.regs
-        if ins.is_pseudo_call:
-            self._callers.append(self._frame)
+        if callback:
+            self._enter_callback(ins, before, after)
+        elif ins.is_pseudo_call:
+            self._callers.append((self._frame, False))
             self._frame = _Frame({r: b for r, b in regs.items() if 1 <= r <= 5 or r == 10})
             self._frame.regs[10] = Base("fp", self._fp.addr)
         elif ins.is_exit:
-            caller = self._callers.pop() if self._callers else _Frame()
-            self._frame = _Frame({r: b for r, b in caller.regs.items() if r >= 6})
+            caller, was_callback = self._callers.pop() if self._callers else (_Frame(), False)
+            self._frame = caller if was_callback else _Frame(
+                {r: b for r, b in caller.regs.items() if r >= 6})
         elif ins.is_call:
             self._after_call(ins, before, after)
         elif ins.is_ldimm64:
@@ -114,6 +119,16 @@ class Provenance:
             self._after_store(ins, before)
         elif ins.cls == bi.ALU or ins.cls == bi.LD:
             regs.pop(ins.dst if ins.cls == bi.ALU else 0, None)
+
+    def _enter_callback(self, ins: bi.Insn, before: Sequence[int],
+                        after: Sequence[int]) -> None:
+        """A helper calls a callback (again, after the callback's own exit)."""
+        again = ins.is_exit and bool(self._callers) and self._callers[-1][1]
+        if not again:
+            if ins.is_call:
+                self._after_call(ins, before, after)
+            self._callers.append((self._frame, True))
+        self._frame = _Frame({10: Base("fp", self._fp.addr)})
 
     # -- instruction kinds ------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.provenance import Provenance
-from qstep.loaded import InsnSite
+from qstep.loaded import InsnSite, LoadedProgram
 
 Shown = int | str
 
@@ -69,13 +69,31 @@ def trace_run(dbg: Debugger, max_steps: int = 1_000_000) -> Iterator[TraceRecord
         if event.kind == "exited":
             yield TraceRecord(step, site, None, event.retval)
             break
-        live = defined.after(site.insn)
+        args = callback_args(dbg.prog, site, event.site)
+        live = defined.after(site.insn, args)
         values = dbg.regs().values
-        provenance.step(site, before, values)
+        provenance.step(site, before, values, args is not None)
         before = values
         regs = tuple(v if n in live else None for n, v in enumerate(values))
         yield TraceRecord(step, site, regs, shown=shown_regs(regs, provenance))
     yield event
+
+
+def callback_args(prog: LoadedProgram, site: InsnSite,
+                  following: InsnSite | None) -> frozenset[int] | None:
+    """When ``following`` is a function entry that ``site`` (a helper call, or a
+    callback's exit) reaches through a helper calling back into the program: the
+    callback's argument registers (its BTF prototype's parameters), else None."""
+    ins = site.insn
+    if following is None or not (ins.is_exit or (ins.is_call and not ins.is_pseudo_call)):
+        return None
+    func = next((f for f in prog.functions if f.start_insn == following.index), None)
+    if func is None:
+        return None
+    btf_func = prog.btf.find_by_name(func.name, "FUNC")
+    if btf_func is None:
+        return frozenset(range(1, 6))
+    return frozenset(range(1, 1 + len(prog.btf.type_by_id(btf_func.ref).params)))
 
 
 def shown_regs(regs: tuple[int | None, ...], provenance: Provenance) -> tuple[Shown | None, ...]:

@@ -186,7 +186,7 @@ def assign_modes(probes: list[Probe]) -> None:
 
 def check_host_probe(probe: Probe) -> None:
     """Host fallback evaluates expressions, registers and memory, not map lookups."""
-    for item in probe.spec.action.prints:
+    for item in (item for loc in probe.locations for item in loc.spec.action.prints):
         if _uses_maps(item):
             raise UsageError(f"inspect: spec {probe.number}: {item.to_text()} reads a map, "
                              "which only an in-guest probe can do, and this location fell "

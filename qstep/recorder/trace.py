@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.provenance import Provenance
-from qstep.debugger.trace import TraceRecord, shown_regs
+from qstep.debugger.trace import TraceRecord, callback_args, shown_regs
 from qstep.errors import GuestError
 from qstep.recorder.recording import Recording
 from qstep.recorder.replay import Replay
@@ -31,9 +31,10 @@ def trace_records(rec: Recording, max_steps: int = 1_000_000) -> Iterator[TraceR
                                  "exiting (a tail call?); the recording ends there")
             yield TraceRecord(k + 1, step.site, None, rec.retval)
             return
-        live = defined.after(step.site.insn)
+        args = callback_args(rec.prog, step.site, rec.steps[k + 1].site)
+        live = defined.after(step.site.insn, args)
         after = rec.steps[k + 1].regs().values
         replay.pos = k
-        provenance.step(step.site, step.regs().values, after)
+        provenance.step(step.site, step.regs().values, after, args is not None)
         regs = tuple(v if n in live else None for n, v in enumerate(after))
         yield TraceRecord(k + 1, step.site, regs, shown=shown_regs(regs, provenance))

@@ -108,8 +108,11 @@ static __noinline __u32 class_of(const struct flow *f)
 static long sum_byte(__u32 index, void *data)
 {
 	struct sum_ctx *s = data;
-	const __u8 *p = s->payload + index;
+	const __u8 *p;
 
+	if (index >= SUM_BYTES)
+		return 1;
+	p = s->payload + index;
 	if ((const void *)(p + 1) > s->data_end)
 		return 1; /* stop the loop */
 	s->sum += *p * (index + 1);

@@ -35,3 +35,16 @@ def test_bpf_call_and_exit_restore_the_callers_registers() -> None:
     assert regs.after(ins(CALL, src=1, imm=5)) == {1, 2, 10}
     regs.after(ins(MOV64_IMM, dst=7))
     assert regs.after(ins(EXIT)) == {0, 6, 10}
+
+
+def test_helper_callback_frames_hide_the_kernels_callee_saved_registers() -> None:
+    regs = DefinedRegs()
+    regs.after(ins(MOV64_IMM, dst=6))
+    regs.after(ins(MOV64_IMM, dst=3))
+    # bpf_loop calls the callback: a new frame with the arguments and r10 only
+    args = frozenset({1, 2})
+    assert regs.after(ins(CALL, imm=181), callback_args=args) == {1, 2, 10}
+    regs.after(ins(MOV64_IMM, dst=7))
+    assert regs.after(ins(EXIT), callback_args=args) == {1, 2, 10}  # called again
+    assert regs.after(ins(EXIT)) == {0, 6, 10}  # back after the helper call: r0 defined
+    assert regs.callers == []

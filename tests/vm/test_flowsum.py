@@ -22,8 +22,8 @@ from qstep.listing import build_listing, format_listing
 from qstep.loaded import LoadedProgram
 from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
-from qstep.recorder.recording import trace_records
 from qstep.recorder.run import record_run
+from qstep.recorder.trace import trace_records
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm
@@ -123,10 +123,13 @@ def test_trace_recorded_and_stepped_agree(guest: Session, flowsum: LoadedProgram
     stepped = [i for i in items if isinstance(i, TraceRecord)]
     assert isinstance(items[-1], Event) and items[-1].retval == result.retval == XDP_PASS
     assert [r.as_json() for r in recorded] == [r.as_json() for r in stepped]
-    # sum_byte's first instruction copies its index (r1) to r4: 0..7, in order
+    # after sum_byte's first instruction (r0 = 1): its index in r1, 0..7 in order, and
+    # r3-r9 undefined (the callback has two parameters; r6-r9 are the kernel's)
     start = entry(flowsum, "sum_byte")
-    at_entry = [r for r in stepped if r.site.index == start]
-    assert [r.regs_after[4] if r.regs_after else None for r in at_entry] == list(range(8))
+    at_entry = [r.as_json()["regs"] for r in stepped if r.site.index == start]
+    assert [(regs["r0"], regs["r1"], sorted(regs)) for regs in at_entry] == [
+        (1, k, ["r0", "r1", "r10", "r2"]) for k in range(8)]
+    assert {regs["r2"] for regs in at_entry} == {"fp-0x38"}  # &sc in the caller's frame
 
 
 def test_debug_struct_by_pointer_switch_and_callback(guest: Session,
