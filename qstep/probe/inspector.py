@@ -343,8 +343,8 @@ class Inspector:
         whose records the ring could not all hold.
         """
         done, batch, retval, outputs = 0, 1, 0, []
-        worst = sum(RING_HEADER + pad8(p.compiled.layout.size) for p in self.probes
-                    if p.compiled is not None) or 1
+        worst = sum(RING_HEADER + pad8(loc.compiled.layout.size) for loc, _ in self._locations()
+                    if loc.compiled is not None) or 1
         per_run = 0.0
         while done < repeat:
             count = min(batch, repeat - done)
