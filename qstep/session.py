@@ -36,6 +36,7 @@ from qstep.agent.replies import (
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import packet_size_problem
 from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.guestmaps import has_percpu_maps
 from qstep.debugger.jitframe import needs_percpu_offset
 from qstep.errors import GuestError, HostError, LoadError, UsageError, VerifierError
 from qstep.foreign import build_foreign
@@ -190,7 +191,7 @@ class Session:
 
     def _kernel_facts(self, prog: LoadedProgram) -> LoadedProgram:
         """Add what the debugger must know about the kernel before any run stops the VM."""
-        if needs_percpu_offset(prog):
+        if needs_percpu_offset(prog) or has_percpu_maps(prog):
             prog.percpu_offset_addr = self.kallsyms("__per_cpu_offset")
         return prog
 

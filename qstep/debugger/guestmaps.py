@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from qstep.agent.replies import MapInfo
 from qstep.bpf.btf import KIND_STRUCT, KIND_UNION, Btf
@@ -19,15 +20,23 @@ from qstep.bpf.uapi import MapType
 from qstep.dwarf.placement import movabs_imm
 from qstep.errors import QstepError, UsageError
 from qstep.loaded import LoadedProgram
-from qstep.session import Session
+
+if TYPE_CHECKING:
+    from qstep.session import Session
 
 PSEUDO_MAP_FD = 1
 ARRAYS = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 HASHES = frozenset({MapType.HASH, MapType.LRU_HASH, MapType.PERCPU_HASH,
                     MapType.LRU_PERCPU_HASH})
 PERCPU = frozenset({MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH})
+LIST_LIMIT = 4096  # array slots a whole-map listing reads
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 Reader = Callable[[int, int], bytes]
+
+
+def has_percpu_maps(prog: LoadedProgram) -> bool:
+    """Whether reading ``prog``'s maps while stopped needs ``__per_cpu_offset``."""
+    return any(info.type in PERCPU for info in prog.maps.values())
 
 
 def fetch_kernel_btf(session: Session) -> bytes | None:
@@ -136,18 +145,31 @@ class GuestMaps:
                              "and their percpu variants are)")
 
     # -- arrays ----------------------------------------------------------------
-    def _array_slot(self, info: MapInfo, index: int) -> int:
+    def _array_layout(self, info: MapInfo) -> tuple[int, int]:
+        """(address of slot 0, bytes per slot): values, or per-CPU pointers."""
         lay = self._layout
         base = self._address(info)
         values = base + lay.offset("bpf_array", "value")
         if info.type in PERCPU:
-            return values + 8 * index
-        return values + index * self._u32(base + lay.offset("bpf_array", "elem_size"))
+            return values, 8
+        return values, self._u32(base + lay.offset("bpf_array", "elem_size"))
 
     def _array_get(self, info: MapInfo, index: int) -> bytes | None:
         if not 0 <= index < info.max_entries:
             return None
-        return self._value_at(info, self._array_slot(info, index))
+        values, stride = self._array_layout(info)
+        return self._value_at(info, values + index * stride)
+
+    def _array_values(self, info: MapInfo, count: int) -> list[bytes]:
+        """Slots 0..count-1, the slot table in one read."""
+        values, stride = self._array_layout(info)
+        table = self._read(values, count * stride)
+        slots = [table[i * stride:(i + 1) * stride] for i in range(count)]
+        if info.type not in PERCPU:
+            return [slot[:info.value_size] for slot in slots]
+        offset = self._percpu_offset()
+        return [self._read(int.from_bytes(p, "little") + offset, info.value_size)
+                for p in slots]
 
     # -- hashes ----------------------------------------------------------------
     def _hash_elements(self, info: MapInfo) -> list[tuple[bytes, int]]:
@@ -177,11 +199,12 @@ class GuestMaps:
 
     # -- what the commands use ---------------------------------------------------
     def entries(self, info: MapInfo) -> list[tuple[bytes, bytes]]:
-        """Every (key, value): all array slots, or the hash's elements in bucket order."""
+        """Every (key, value): array slots (the first ``LIST_LIMIT``), or the hash's
+        elements in bucket order."""
         self.check_supported(info)
         if info.type in ARRAYS:
-            return [(i.to_bytes(4, "little"), self._value_at(info, self._array_slot(info, i)))
-                    for i in range(info.max_entries)]
+            values = self._array_values(info, min(info.max_entries, LIST_LIMIT))
+            return [(i.to_bytes(4, "little"), v) for i, v in enumerate(values)]
         return [(k, self._value_at(info, v)) for k, v in self._hash_elements(info)]
 
     def lookup(self, info: MapInfo, key: bytes) -> bytes | None:

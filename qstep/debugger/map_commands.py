@@ -57,8 +57,12 @@ class MapCommands:
         if found.group(2) is None:
             entries = self.maps.entries(info)
             lines = map_entries_text(info, entries, btf)
+            if len(entries) < info.max_entries and info.type in ARRAYS:
+                lines.append(f"    (listing stopped after {len(entries)} of {info.max_entries} "
+                             f"slots; print {info.name}[N] reads any slot)")
             return "\n".join([f"{info.name}:"] + lines), {
-                "map": info.name,
+                "map": info.name, "truncated": len(entries) < info.max_entries and
+                info.type in ARRAYS,
                 "entries": [{"key": format_map_value(k, info.btf_key_type_id, btf),
                              "value": format_map_value(v, info.btf_value_type_id, btf)}
                             for k, v in entries if any(v) or info.type not in ARRAYS]}
@@ -74,7 +78,7 @@ class MapCommands:
     def info_maps(self) -> Result:
         """The program's maps: type, key/value size, entries."""
         rows = sorted(self.maps.prog.maps.values(), key=lambda i: i.name)
-        lines = [f"{i.name:<16} {_type_name(i):<16} key {i.key_size:>3}  "
+        lines = [f"{i.name:<16} {_type_name(i):<19} key {i.key_size:>3}  "
                  f"value {i.value_size:>4}  max_entries {i.max_entries}  (id {i.id})"
                  for i in rows]
         return "\n".join(lines) or "no maps", {"maps": [

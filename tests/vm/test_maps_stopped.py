@@ -72,3 +72,49 @@ def test_maps_while_stopped_equal_the_agents_dump(
     assert {(e["key"], e["value"]) for e in vips["entries"]} == dumped["vip_map"]
     assert len(dumped["vip_map"]) == 4
     assert (f"{VIP_KEY[:-1]}, pad: 0}}", vip["value"]) in dumped["vip_map"]
+
+
+MAPTYPES_COMMANDS = ["break maptypes.bpf.c:292", "run", "print cpu_stats[0]", "print cpu_stats",
+                     "print flows[10.1.2.3]", "print flows", "print big[60000]",
+                     "print big[1048575]", "print big", "print prefixes", "print lru_pc_hash"]
+
+
+def test_percpu_lru_and_large_arrays_while_stopped(
+        tmp_path: Path, bpf_obj: Callable[[str], Path], vm: Session) -> None:
+    obj = bpf_obj("tests/progs/maptypes.bpf.c")
+    frame = (bytes.fromhex("020000000001" "020000000002" "0800")
+             + bytes([0x45, 0, 0, 46, 0, 0, 0, 0, 64, 6, 0, 0, 10, 1, 2, 3, 10, 9, 9, 9])
+             + bytes.fromhex("04d20050"))
+    packet = tmp_path / "p.hex"
+    packet.write_text((frame + bytes(60 - len(frame))).hex())
+    args = [sys.executable, "-m", "qstep.cli", "debug", str(obj), "--prog", "maptypes_main",
+            "--packet", str(packet), "--json"]
+    for command in MAPTYPES_COMMANDS:
+        args += ["-ex", command]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr  # 'print prefixes' fails, the rest runs
+    (_bp, stop, cpu0, cpu, flow, flows, hit, mark, big, lpm, pc_hash) = [
+        json.loads(line) for line in proc.stdout.splitlines()]
+    assert stop["where"]["line"] == 292
+    assert (cpu0["value"], flow["value"], hit["value"], mark["value"]) == ("1", "1", "1",
+                                                                           "43981")
+    assert cpu["entries"] == [{"key": "0", "value": "1"}]
+    assert flows["entries"] == [{"key": "167838211", "value": "1"}]  # as qstep run shows it
+    assert pc_hash == {"command": "print lru_pc_hash", "error": "map lru_pc_hash: its "
+                       "address is not known (the program's code never loads it)"}
+    assert big["truncated"] and big["entries"] == []  # slots 0..4095 are all zero
+    assert lpm == {"command": "print prefixes", "error": "map prefixes: reading a LPM_TRIE "
+                   "map while stopped is not supported (array, percpu array, hash, LRU hash "
+                   "and their percpu variants are)"}
+
+    # Truth: the agent's dump after the same run on a fresh load.
+    prog = load_program(vm, obj, "maptypes_main", example_maps=False)
+    try:
+        vm.test_run(prog, frame + bytes(60 - len(frame)))
+        truth = {name: [(format_map_value(k, prog.maps[name].btf_key_type_id, prog.btf),
+                         format_map_value(v, prog.maps[name].btf_value_type_id, prog.btf))
+                        for k, v in vm.dump_map(prog, name)] for name in ("cpu_stats", "flows")}
+    finally:
+        vm.unload(prog)
+    assert truth["flows"] == [(e["key"], e["value"]) for e in flows["entries"]]
+    assert truth["cpu_stats"] == [("0", "1"), ("1", "0")]
