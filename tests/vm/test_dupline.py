@@ -22,17 +22,21 @@ from qstep.bpf.elf import BpfObject
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.regs import BpfRegs
+from qstep.debugger.trace import TraceRecord, trace_run
+from qstep.listing import build_listing, format_listing
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.probe.inspector import Inspector, Probe
 from qstep.probe.spec import parse_specs
+from qstep.recorder.run import record_run
+from qstep.recorder.trace import trace_records
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm
 SOURCE_PATH = "tests/progs/dupline.bpf.c"
 SOURCE = (REPO_ROOT / SOURCE_PATH).read_text().splitlines()
 M32 = 0xFFFFFFFF
-XOR = 0xA0
+XOR, MUL = 0xA0, 0x20
 
 
 def line_of(fragment: str) -> int:
@@ -291,3 +295,24 @@ def test_stop_on_the_hot_line_from_the_host(guest: Session, dupline: LoadedProgr
     assert seen == [(starts[k], expected_steps(TCP)[k], True) for k in (2, 3, 4)]
     assert inspector.probes[0].counters.as_dict() == {
         "reached": 5, "condition_true": 5, "skipped": 2, "printed": 3, "dropped": 0}
+
+
+def test_disasm_run_and_trace(guest: Session, dupline: LoadedProgram, dupline_obj: Path) -> None:
+    """The listing shows each copy at its line; run stores the hash; traces agree."""
+    starts = objdump_line_starts(dupline_obj, HOT)
+    listing = format_listing(build_listing(dupline))
+    assert listing.count("/* HOT */") >= len(starts)  # the source line above each copy
+    for packet in (TCP, UDP):
+        assert guest.test_run(dupline, packet).retval == retval(packet)
+        assert guest.dump_map(dupline, "last_hash") == [
+            (bytes(4), struct.pack("<I", fnv(FOLDED[packet])))]
+    _, rec = record_run(guest, dupline, TCP)
+    recorded = list(trace_records(rec))
+    with guest.debugger(dupline, RunRequest(TCP)) as dbg:
+        stepped = [i for i in trace_run(dbg) if isinstance(i, TraceRecord)]
+    assert [r.as_json() for r in recorded] == [r.as_json() for r in stepped]
+    # each copy's multiply leaves h after that byte in its destination register
+    muls = [r for r in stepped if r.site.source is not None and r.site.source.line == HOT
+            and r.site.insn.op == MUL and r.regs_after is not None]
+    assert [(r.regs_after[r.site.insn.dst] or 0) & M32 for r in muls if r.regs_after] == [
+        fnv(FOLDED[TCP][:k]) for k in range(1, 6)]
