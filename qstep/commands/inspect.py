@@ -237,7 +237,9 @@ def summary_rows(inspector: Inspector) -> list[tuple[str, ...]]:
                                    + (("executed",) if counted else ())]
     for p in inspector.probes:
         c = p.counters
-        rows.append((str(p.number), p.spec.loc.to_text(), p.attached, str(c.reached),
+        where = p.spec.loc.to_text() + (f" ({len(p.locations)} locations)"
+                                         if len(p.locations) > 1 else "")
+        rows.append((str(p.number), where, p.attached, str(c.reached),
                      str(c.true), str(c.skipped), str(c.printed), str(c.dropped))
                     + ((str(p.executed) if p.executed is not None else "-",) if counted
                        else ()))

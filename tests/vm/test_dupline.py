@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -316,3 +317,16 @@ def test_disasm_run_and_trace(guest: Session, dupline: LoadedProgram, dupline_ob
             and r.site.insn.op == MUL and r.regs_after is not None]
     assert [(r.regs_after[r.site.insn.dst] or 0) & M32 for r in muls if r.regs_after] == [
         fnv(FOLDED[TCP][:k]) for k in range(1, 6)]
+
+
+def test_inspect_command_counts_a_line_as_one_spec(dupline_obj: Path) -> None:
+    """The CLI: one summary row for the hot line's five locations, every hit printed."""
+    out = subprocess.run([sys.executable, "-m", "qstep.cli", "inspect", str(dupline_obj),
+                          f"dupline.bpf.c:{HOT} print $r2", "--packet", TCP.hex()],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("probe 1 at dup_classify:") for line in lines) == 5
+    [row] = [line for line in lines if line.startswith("1 ")]
+    assert row.split()[1:4] == [f"dupline.bpf.c:{HOT}", "(5", "locations)"]
+    assert row.split()[-5:] == ["5", "5", "0", "5", "0"]
