@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from qstep.dap.server import serve_port, serve_stdio
 
@@ -19,4 +21,9 @@ def dap_main(args: argparse.Namespace) -> int:
         serve_stdio()
     else:
         serve_port(args.port, lambda text: print(text, flush=True))
-    return 0
+    # The guest is down. The reader thread may still block on its stream (a client
+    # that sent disconnect keeps its end open): leave without waiting for it, as the
+    # interpreter aborts when it finalizes a stream a daemon thread holds.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -132,11 +132,6 @@ def serve_stdio() -> None:
     os.dup2(2, 1)
     with protocol:
         Server(sys.stdin.buffer, protocol).serve()
-    # The guest is down. The reader thread may still block on stdin (a client that
-    # sent disconnect keeps its end open): leave without waiting for it, as the
-    # interpreter aborts when it finalizes a stream a daemon thread holds.
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def serve_port(port: int, announce: Any = print) -> None:

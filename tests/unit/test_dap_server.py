@@ -3,6 +3,7 @@ configurations (answered with a one-line error; the adapter keeps serving)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,23 @@ def test_bad_launch_configurations_are_one_line_errors(tmp_path: Path) -> None:
     assert responses[3]["message"] == "no program is being debugged (launch first)"
     assert responses[4]["message"] == "request 'bogus' is not supported"
     assert [r["request_seq"] for r in responses] == [1, 2, 3, 4, 5, 6]
+
+
+def test_port_mode_on_loopback_with_an_os_assigned_port() -> None:
+    proc = subprocess.Popen([QSTEP, "dap", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        host, port = line.rsplit(" ", 1)[1].strip().split(":")
+        assert line.startswith("qstep dap listening on ") and host == "127.0.0.1"
+        with socket.create_connection((host, int(port)), timeout=30) as conn, \
+                conn.makefile("rb") as reader:
+            conn.sendall(encode_message({"seq": 1, "type": "request", "command": "initialize",
+                                         "arguments": {"adapterID": "qstep"}}))
+            reply = read_message(reader)
+            assert reply is not None and reply["success"] is True
+            assert reply["body"]["supportsConditionalBreakpoints"] is True
+        assert proc.wait(timeout=30) == 0  # the client left: the server ends
+    finally:
+        if proc.poll() is None:
+            proc.kill()
