@@ -29,6 +29,7 @@ ARRAYS = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 HASHES = frozenset({MapType.HASH, MapType.LRU_HASH, MapType.PERCPU_HASH,
                     MapType.LRU_PERCPU_HASH})
 PERCPU = frozenset({MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH})
+MASK64 = (1 << 64) - 1
 LIST_LIMIT = 4096  # array slots a whole-map listing reads
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 Reader = Callable[[int, int], bytes]
@@ -135,7 +136,7 @@ class GuestMaps:
 
     def _value_at(self, info: MapInfo, addr: int) -> bytes:
         if info.type in PERCPU:
-            addr = self._u64(addr) + self._percpu_offset()
+            addr = (self._u64(addr) + self._percpu_offset()) & MASK64  # as per_cpu_ptr()
         return self._read(addr, info.value_size)
 
     def check_supported(self, info: MapInfo) -> None:
@@ -168,7 +169,7 @@ class GuestMaps:
         if info.type not in PERCPU:
             return [slot[:info.value_size] for slot in slots]
         offset = self._percpu_offset()
-        return [self._read(int.from_bytes(p, "little") + offset, info.value_size)
+        return [self._read((int.from_bytes(p, "little") + offset) & MASK64, info.value_size)
                 for p in slots]
 
     # -- hashes ----------------------------------------------------------------
@@ -183,6 +184,7 @@ class GuestMaps:
         node_at = lay.offset("htab_elem", "hash_node")
         key_at = lay.offset("htab_elem", "key")
         nxt = lay.offset("hlist_nulls_node", "next")
+        value_at = (info.key_size + 7) // 8 * 8  # the value (or per-CPU pointer), 8-aligned
         table = self._read(buckets, count * bsize) if count else b""
         out: list[tuple[bytes, int]] = []
         for b in range(count):
@@ -192,8 +194,7 @@ class GuestMaps:
                     raise UsageError(f"map {info.name}: its buckets loop (read while the "
                                      "map was being changed?)")
                 key_addr = node - node_at + key_at
-                out.append((self._read(key_addr, info.key_size),
-                            key_addr + (info.key_size + 7) // 8 * 8))
+                out.append((self._read(key_addr, info.key_size), key_addr + value_at))
                 node = self._u64(node + nxt)
         return out
 

@@ -118,3 +118,38 @@ def test_percpu_lru_and_large_arrays_while_stopped(
         vm.unload(prog)
     assert truth["flows"] == [(e["key"], e["value"]) for e in flows["entries"]]
     assert truth["cpu_stats"] == [("0", "1"), ("1", "0")]
+
+
+@pytest.mark.parametrize("kernel", matrix_kernels("6.1", "7.3"))
+def test_percpu_hashes_while_stopped(tmp_path: Path, bpf_obj: Callable[[str], Path],
+                                     guests: Callable[[str], Session], kernel: str) -> None:
+    """PERCPU_HASH and LRU_PERCPU_HASH with 4-byte keys (tests/progs/pcpuhash.bpf.c)."""
+    obj = bpf_obj("tests/progs/pcpuhash.bpf.c")
+    frame = bytes(range(60))
+    packet = tmp_path / "p.hex"
+    packet.write_text(frame.hex())
+    args = [sys.executable, "-m", "qstep.cli", "debug", str(obj), "--prog", "pcpuhash_main",
+            "--packet", str(packet), "--kernel", kernel, "--json"]
+    for command in ["break pcpuhash.bpf.c:45", "run", "print by_proto", "print by_proto[2048]",
+                    "print recent", "print recent[7]", "print recent[8]"]:
+        args += ["-ex", command]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    (_bp, stop, protos, proto, recent, seven, eight) = [
+        json.loads(line) for line in proc.stdout.splitlines()]
+    assert stop["where"]["line"] == 45
+    assert proto["value"] == "{runs: 1, len: 60}" and seven["value"] == "180"
+    assert eight["value"] is None
+
+    guest = guests(kernel)
+    prog = load_program(guest, obj, "pcpuhash_main", example_maps=False)
+    try:
+        assert guest.test_run(prog, frame).retval == 2
+        truth = {name: [(format_map_value(k, prog.maps[name].btf_key_type_id, prog.btf),
+                         format_map_value(v, prog.maps[name].btf_value_type_id, prog.btf))
+                        for k, v in guest.dump_map(prog, name)] for name in ("by_proto", "recent")}
+    finally:
+        guest.unload(prog)
+    assert truth == {"by_proto": [("2048", "{runs: 1, len: 60}")], "recent": [("7", "180")]}
+    assert [(e["key"], e["value"]) for e in protos["entries"]] == truth["by_proto"]
+    assert [(e["key"], e["value"]) for e in recent["entries"]] == truth["recent"]
