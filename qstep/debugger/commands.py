@@ -94,7 +94,7 @@ class CommandSet:
         add("delete", ("d",), CommandSet.cmd_delete, "[N...]: delete breakpoints")
         add("disable", (), CommandSet.cmd_disable, "N...: disable breakpoints")
         add("enable", (), CommandSet.cmd_enable, "N...: enable breakpoints")
-        add("info", ("i",), CommandSet.cmd_info, "registers|breakpoints|frame")
+        add("info", ("i",), CommandSet.cmd_info, "registers|breakpoints|frame|maps")
         add("print", ("p",), CommandSet.cmd_print, "EXPR: $r0..$r10, mem(ADDR, SIZE), C ops")
         add("x", (), CommandSet.cmd_x, "/NFU ADDR: examine memory (U: b h w g; F: x d u)")
         add("backtrace", ("bt", "where"), CommandSet.cmd_backtrace, "the bpf-to-bpf call stack")
