@@ -72,9 +72,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("inspect: give at least one SPEC after the program")
     specs = parse_specs(args.specs)
     if isinstance(source, FromObject):  # before the guest boots
-        for spec in specs:
+        for number, spec in enumerate(specs, start=1):
             if spec.loc.kind != "file_line":
-                check_function_name(spec.loc.name, source.obj)
+                try:
+                    check_function_name(spec.loc.name, source.obj)
+                except UsageError as err:
+                    raise UsageError(f"inspect: spec {number}: {err}") from None
     check_batch(args.commands, source)
     packets = [read_packet(p) for p in args.packet]
     setup = read_setup(args)

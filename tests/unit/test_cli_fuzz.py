@@ -120,11 +120,13 @@ def test_bad_specs(l4lb_obj: Path, spec: str) -> None:
 @given(name=st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True).filter(
     lambda n: n not in ("l4lb_ingress", "process_packet")), offset=st.integers(0, 50))
 def test_misspelled_functions_fail_before_boot(l4lb_obj: Path, name: str, offset: int) -> None:
-    for argv in (["inspect", str(l4lb_obj), f"{name}:{offset} print $r1", "--packet", PACKET],
-                 ["debug", str(l4lb_obj), "--packet", PACKET, "-ex", f"break {name}"]):
+    for argv, where in (
+            (["inspect", str(l4lb_obj), f"{name}:{offset} print $r1", "--packet", PACKET],
+             "inspect: spec 1: "),
+            (["debug", str(l4lb_obj), "--packet", PACKET, "-ex", f"break {name}"], "")):
         line = assert_one_clean_error(*run_cli(*argv))
-        assert line == (f"qstep: error: no function '{name}' in {l4lb_obj.name}; functions: "
-                        "l4lb_ingress, process_packet")
+        assert line == (f"qstep: error: {where}no function '{name}' in {l4lb_obj.name}; "
+                        "functions: l4lb_ingress, process_packet")
 
 
 @FUZZ
@@ -196,7 +198,8 @@ BAD_INPUTS = [  # issue 12's list: each refused on the host with exactly this me
      NO_KERNEL, "argument --repeat: must be a whole number of at least 1, not '0' "
      "(see: qstep inspect --help)"),
     (["inspect", "{obj}", "process_pakcet print $r1", "--packet", PACKET], NO_KERNEL,
-     "no function 'process_pakcet' in l4lb.bpf.o; functions: l4lb_ingress, process_packet"),
+     "inspect: spec 1: no function 'process_pakcet' in l4lb.bpf.o; functions: l4lb_ingress, "
+     "process_packet"),
     (["run", "{obj}", "--packet", ""], NO_KERNEL, "--packet '': a 0-byte packet is too short: "
      "BPF_PROG_TEST_RUN needs at least an Ethernet header (14 bytes)"),
     (["run", "{obj}", "--packet", "00" * 13], NO_KERNEL, f"--packet {'00' * 13}: a 13-byte "

@@ -104,7 +104,8 @@ def test_kills_at_random_moments_leave_nothing(l4lb_obj: Path, tmp_path: Path) -
         proc = subprocess.Popen([sys.executable, "-m", "qstep.cli", *lines[name]],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=env)
-        time.sleep(rng.uniform(0.05, 6.0))
+        # A quarter of the signals land during start-up (imports, boot), the rest later.
+        time.sleep(rng.uniform(0.05, 0.6) if rng.random() < 0.25 else rng.uniform(0.6, 4.0))
         finished = proc.poll() is not None
         if not finished:
             proc.send_signal(sig)
@@ -118,8 +119,9 @@ def test_kills_at_random_moments_leave_nothing(l4lb_obj: Path, tmp_path: Path) -
             assert proc.returncode == 0, context
         elif sig in EXPECTED:
             code, message = EXPECTED[sig]
-            # 0: it ended as the signal came; -sig: the signal came before the interpreter
-            # had set up any handler (the shell reports it as 128+sig too), nothing printed.
+            # 0: it ended as the signal came; -sig: the signal came while the interpreter's
+            # default handler was in place (before qstep's code ran, or after it returned
+            # and Python was finalizing); the shell reports 128+sig too and nothing printed.
             assert proc.returncode in (code, 0) or (proc.returncode == -sig and not stderr), \
                 context
             figures["before_python"] += proc.returncode == -sig
