@@ -2250,6 +2250,23 @@ static int create_probe_maps(struct reply *r, struct probes *p, __u32 ringbuf_by
 	return 0;
 }
 
+/* With no probe attached, the ring buffer and counters of earlier probes are dropped:
+ * a new set of probes starts from empty maps, whatever an earlier one left behind
+ * (a full ring, a record a run that never finished had reserved). */
+static void reset_probe_maps(struct probes *p)
+{
+	for (size_t i = 0; i < MAX_PROBES; i++)
+		if (p->slot[i].handle)
+			return;
+	if (!p->ready)
+		return;
+	ring_buffer__free(p->rb);
+	close(p->events_fd), close(p->counters_fd);
+	p->pending.len = 0;
+	p->lost = 0;
+	p->ready = 0;
+}
+
 static int do_probe_setup(struct agent *ag, struct reply *r, struct arg *a)
 {
 	struct probes *p = &ag->probes;
@@ -2257,6 +2274,7 @@ static int do_probe_setup(struct agent *ag, struct reply *r, struct arg *a)
 
 	if (size < 4096 || size > (1LL << 30) || (size & (size - 1)))
 		return reply_err(r, "ring buffer size must be a power of two from 4096 to 2^30, got %lld", size);
+	reset_probe_maps(p);
 	if (!p->ready && create_probe_maps(r, p, (__u32)size))
 		return -1;
 	reply_int(r, "events_map_id", map_id_of(p->events_fd));
