@@ -12,7 +12,7 @@ KERNEL ?= 6.1
 EXAMPLE := $(BUILD)/examples/l4lb.bpf.o
 PACKETS := examples/l4lb/packets
 
-.PHONY: deps demo test test-kernels test-kernel-build test-unit lint bench examples progs debug clean-build vsix
+.PHONY: deps demo test test-kernels test-kernel-build test-unit test-reliability lint bench examples progs debug clean-build vsix
 
 deps:
 	@scripts/install-deps.sh
@@ -63,6 +63,10 @@ test-kernel-build: deps examples progs
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit
+
+# More kills than make test's 12 (SIGINT/SIGTERM/SIGKILL at random moments of each command).
+test-reliability: deps examples
+	QSTEP_RELIABILITY_KILLS=$${KILLS:-60} $(PY) -m pytest -q -s tests/vm/test_reliability.py
 
 lint: deps
 	$(VENV)/bin/ruff check qstep tests bench

@@ -34,7 +34,7 @@ EXPECTED: dict[signal.Signals, tuple[int, str]] = {
 
 def command_lines(obj: Path, packet: Path) -> dict[str, list[str]]:
     return {
-        "run": ["run", str(obj), "--packet", str(packet), "--repeat", "200"],
+        "run": ["run", str(obj), "--packet", str(packet), "--repeat", "100000"],
         "debug": ["debug", str(obj), "--packet", str(packet), "-ex", "break process_packet",
                   "-ex", "run", "-ex", "stepi 5", "-ex", "bt"],
         "debug-gdb": ["debug", str(obj), "--packet", str(packet), "--backend", "gdb",
@@ -105,7 +105,7 @@ def test_kills_at_random_moments_leave_nothing(l4lb_obj: Path, tmp_path: Path) -
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=env)
         # A quarter of the signals land during start-up (imports, boot), the rest later.
-        time.sleep(rng.uniform(0.05, 0.6) if rng.random() < 0.25 else rng.uniform(0.6, 4.0))
+        time.sleep(rng.uniform(0.05, 0.6) if rng.random() < 0.25 else rng.uniform(0.6, 2.5))
         finished = proc.poll() is not None
         if not finished:
             proc.send_signal(sig)
