@@ -177,8 +177,8 @@ def test_fifth_location_falls_back_to_the_host_with_identical_results(
 @pytest.mark.parametrize("spec, message", [
     ("process_packet:10 print mem($r1, 4 if $r1",
      "inspect: spec 2, column 36: expected ')' after mem(ADDR, SIZE"),
-    ("nosuch:3 print $r1",
-     "qstep: error: no function 'nosuch' in l4lb.bpf.o; functions: l4lb_ingress, process_packet"),
+    ("nosuch:3 print $r1", "qstep: error: inspect: spec 2: no function 'nosuch' in l4lb.bpf.o; "
+     "functions: l4lb_ingress, process_packet"),
     ("process_packet:9999 print $r1", "offset 9999 is outside process_packet"),
     ("process_packet:11 print $r1", "second half of the ld_imm64"),
     ("process_packet:10 print nomap",
