@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 
 from qstep.agent import replies
@@ -36,7 +37,7 @@ from qstep.agent.replies import (
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import packet_size_problem
 from qstep.debugger.engine import Debugger, RunRequest
-from qstep.debugger.guestmaps import has_percpu_maps
+from qstep.debugger.guestmaps import fetch_kernel_btf, has_percpu_maps
 from qstep.debugger.jitframe import needs_percpu_offset
 from qstep.errors import GuestError, HostError, LoadError, UsageError, VerifierError
 from qstep.foreign import build_foreign
@@ -330,6 +331,11 @@ class Session:
         result = replies.decode_command(self._request("exec", command.encode(), timeout=90))
         return result.status, result.output
 
+    @cached_property
+    def kernel_btf(self) -> bytes | None:
+        """The guest kernel's BTF (maps read while stopped), fetched once."""
+        return fetch_kernel_btf(self)
+
     def kallsyms(self, symbol: str) -> int:
         """The address of a kernel symbol in the guest."""
         return replies.decode_address(self._request("kallsyms", symbol))
@@ -408,8 +414,10 @@ class Session:
     def debugger(self, prog: LoadedProgram, request: RunRequest,
                  backend: str | None = None) -> Iterator[Debugger]:
         """A debugger for ``prog`` that runs it on ``request``; detached on exit."""
+        kernel_btf = self.kernel_btf  # read before any stop: the agent cannot answer then
         with self.target(backend) as target:
             dbg = Debugger(prog, target, self, request)
+            dbg.kernel_btf = kernel_btf
             try:
                 yield dbg
             finally:

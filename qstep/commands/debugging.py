@@ -26,7 +26,6 @@ from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
 from qstep.commands.replay import recorded_commands
 from qstep.debugger.commands import TAKES_LOCATION, CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
-from qstep.debugger.guestmaps import fetch_kernel_btf
 from qstep.debugger.repl import interactive_loop
 from qstep.debugger.replay_commands import ReplayCommands
 from qstep.debugger.source import SourceView
@@ -90,9 +89,7 @@ def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
     session = make_session(args)
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
-        kernel_btf = fetch_kernel_btf(session)  # the agent cannot answer once stopped
         with session.debugger(prog, RunRequest(packet), args.backend) as dbg:
-            dbg.kernel_btf = kernel_btf
             view = SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
             yield dbg, view
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from qstep.agent.replies import MapInfo
 from qstep.bpf.uapi import MapType
-from qstep.bpf.values import parse_value
+from qstep.bpf.values import parse_value, parse_value_sized
 from qstep.debugger.guestmaps import ARRAYS, GuestMaps
 from qstep.debugger.source_commands import SourceCommands
 from qstep.errors import UsageError
@@ -33,17 +33,18 @@ class MapCommands:
         self._source = source
 
     def _key(self, info: MapInfo, text: str) -> bytes:
-        btf = self.maps.prog.btf
-        if info.btf_key_type_id:
-            try:
-                return parse_value(text, btf, info.btf_key_type_id, "key")
-            except UsageError:
-                if self._source is None or info.type not in ARRAYS:
-                    raise
-        number = self._source.number(text) if self._source is not None else None
+        """The key's bytes: a literal of the key's BTF type, or for arrays a C expression."""
+        try:
+            if info.btf_key_type_id:
+                return parse_value(text, self.maps.prog.btf, info.btf_key_type_id, "key")
+            return parse_value_sized(text, info.key_size, "key")
+        except UsageError as err:
+            if self._source is None or info.type not in ARRAYS:
+                raise UsageError(f"{info.name}[{text}]: {err}") from None
+        number = self._source.number(text)
         if number is None:
-            raise UsageError(f"{info.name}[{text}]: expected a key of {info.key_size} bytes")
-        return (number & ((1 << (8 * info.key_size)) - 1)).to_bytes(info.key_size, "little")
+            raise UsageError(f"{info.name}[{text}]: expected an index")
+        return (number & 0xFFFFFFFF).to_bytes(4, "little")
 
     def print(self, text: str) -> Result | None:
         """``MAP`` or ``MAP[KEY]``; None when ``text`` does not name a map."""

@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from conftest import load_program, matrix_kernels
 
+from qstep.debugger.commands import CommandSet
+from qstep.debugger.engine import RunRequest
+from qstep.errors import UsageError
 from qstep.paths import REPO_ROOT
 from qstep.render import format_map_value
 from qstep.session import Session
@@ -153,3 +156,22 @@ def test_percpu_hashes_while_stopped(tmp_path: Path, bpf_obj: Callable[[str], Pa
     assert truth == {"by_proto": [("2048", "{runs: 1, len: 60}")], "recent": [("7", "180")]}
     assert [(e["key"], e["value"]) for e in protos["entries"]] == truth["by_proto"]
     assert [(e["key"], e["value"]) for e in recent["entries"]] == truth["recent"]
+
+
+def test_any_session_debugger_reads_maps(vm: Session, l4lb_obj: Path) -> None:
+    """Session.debugger fetches the kernel's BTF itself (the API, DAP and MCP front ends);
+    without the object's DWARF a map key is a plain number."""
+    prog = load_program(vm, l4lb_obj, "l4lb_ingress", example_maps=True)
+    try:
+        with vm.debugger(prog, RunRequest(read_packet(str(PACKET)))) as dbg:
+            commands = CommandSet(dbg)
+            commands.execute("break l4lb.bpf.c:178")
+            assert commands.execute("run").data["where"]["line"] == 178
+            assert commands.execute("print stats[1]").text == "{packets: 1, bytes: 72}"
+            assert commands.execute("print stats[0]").text == "{packets: 0, bytes: 0}"
+            no_dwarf = r"^ch_rings\[vip_num\]: key: 'vip_num' is not an integer$"
+            with pytest.raises(UsageError, match=no_dwarf):
+                commands.execute("print ch_rings[vip_num]")
+            commands.execute("continue")
+    finally:
+        vm.unload(prog)
