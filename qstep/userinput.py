@@ -10,6 +10,7 @@ from qstep.agent.replies import MapInfo
 from qstep.bpf import values
 from qstep.bpf.btf import Btf
 from qstep.errors import UsageError
+from qstep.pcap import pcap_frame
 
 HEX_TEXT = re.compile(r"^[0-9a-fA-F\s:]*$")
 
@@ -28,8 +29,14 @@ def parse_hex(text: str, what: str) -> bytes:
 
 
 def read_packet(arg: str) -> bytes:
-    """A packet from a file (hex text or raw bytes) or from hex on the command line."""
-    path = Path(arg)
+    """A packet from a file (hex text, raw bytes, or ``capture.pcap[#N]``: frame N of a
+    pcap file) or from hex on the command line."""
+    name, hash_, number = arg.rpartition("#") if ".pcap#" in arg else (arg, "", "")
+    path = Path(name)
+    if path.suffix == ".pcap" and _is_file(path):
+        if hash_ and not number.isdigit():
+            raise UsageError(f"{arg}: expected FILE.pcap#N with a frame number N")
+        return pcap_frame(path, int(number) if number else None)
     if _is_file(path):
         raw = path.read_bytes()
         try:

@@ -118,3 +118,11 @@ def test_load_options_as_on_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as err:
         load_scenario(write(tmp_path, text.replace('"verbose=true"', '"verbose"')))
     assert str(err.value) == f"{tmp_path / 's.toml'}:9: expected KEY=VALUE, got 'verbose'"
+
+
+def test_a_case_takes_a_frame_of_a_pcap(tmp_path: Path) -> None:
+    from test_pcap import FRAMES, write_pcap
+    write_pcap(tmp_path / "cap.pcap", FRAMES)
+    path = tmp_path / "p.toml"
+    path.write_text('[scenario]\nobject = "x.o"\n[[case]]\npacket = "cap.pcap#2"\n')
+    assert load_scenario(path).cases[0].packet == FRAMES[1]
