@@ -10,14 +10,20 @@ signal handlers are in place before the heavy imports run.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
+import signal
 import sys
-import termios
-from typing import Any, NoReturn
 
-from qstep import __version__, interrupts
+if __name__ == "__main__" or sys.argv[0].endswith("/qstep"):
+    # Started as the qstep command: hold Ctrl-C and SIGTERM until main() handles them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import termios  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
+
+from qstep import __version__, interrupts  # noqa: E402
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupts.install()
     terminal = _terminal_state()
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.SIGNALS)  # held since the start
         return _main(argv)
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         word = "terminated" if isinstance(exc, interrupts.Terminated) else "interrupted"
