@@ -11,7 +11,7 @@ from qstep.errors import QstepError, UsageError, VerifierError
 from qstep.images.kernels import kernel_names, version_key
 from qstep.scenario.bisect import BisectResult, Outcome, bisect
 from qstep.scenario.kernel_diff import diff_programs, format_diff
-from qstep.scenario.runner import Prepared, check_case, prepare
+from qstep.scenario.runner import Prepared, check_case, prepare, trace_records
 from qstep.scenario.toml_load import load_scenario
 from qstep.session import Session
 
@@ -57,7 +57,9 @@ def outcome_on(kernel: str, item: Prepared, accel: str) -> Outcome:
                 checked = check_case(session, kernel, item, case)
                 cases[case.name] = (checked.details if checked.status != "error"
                                     else {"error": list(checked.failures)})
-            return Outcome(kernel, "accept", cases=cases, program=prog)
+            first = item.scenario.cases[0] if item.scenario.cases else None
+            trace = trace_records(session, item, first) if first else []
+            return Outcome(kernel, "accept", cases=cases, program=prog, trace=trace)
     except QstepError as err:
         return Outcome(kernel, "error", str(err))
 
@@ -92,6 +94,8 @@ def explain(old: Outcome, new: Outcome) -> list[str]:
             lines += [f"  {key}: {old.kernel} {_short(a, key)} | {new.kernel} {_short(b, key)}"
                       for key in sorted(set(a or {}) | set(b or {}))
                       if (a or {}).get(key) != (b or {}).get(key)]
+    if old.trace and new.trace:
+        lines += trace_divergence(old, new)
     if old.program is not None and new.program is not None:
         diffs = diff_programs(old.program, new.program)
         lines.append(f"code: {len(diffs)} instructions differ between {old.kernel} and "
@@ -101,6 +105,27 @@ def explain(old: Outcome, new: Outcome) -> list[str]:
         if len(diffs) > MAX_SHOWN_DIFFS:
             lines.append(f"... and {len(diffs) - MAX_SHOWN_DIFFS} more (--json has all)")
     return lines
+
+
+def trace_divergence(old: Outcome, new: Outcome) -> list[str]:
+    """The first instruction where the first case's runs differ, with both states."""
+    for step, (a, b) in enumerate(zip(old.trace, new.trace, strict=False), start=1):
+        if a != b:
+            where = f"insn {a.get('insn')} ({a.get('function')}, {a.get('file')}:{a.get('line')})"
+            return [f"trace of the first case: the runs first differ at step {step}, {where}",
+                    f"  {old.kernel}: {_state(a)}", f"  {new.kernel}: {_state(b)}"]
+    if len(old.trace) != len(new.trace):
+        return [f"trace of the first case: the same for {min(len(old.trace), len(new.trace))} "
+                f"steps, then {old.kernel} ran {len(old.trace)} and {new.kernel} "
+                f"{len(new.trace)} instructions"]
+    return [f"trace of the first case: identical ({len(old.trace)} instructions)"]
+
+
+def _state(record: dict[str, Any]) -> str:
+    regs = " ".join(f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}"
+                    for k, v in record.get("regs", {}).items())
+    return f"insn {record.get('insn')}: {regs}" + (
+        f" retval {record['retval']}" if "retval" in record else "")
 
 
 def _short(case: dict[str, Any] | None, key: str) -> str:
@@ -116,6 +141,11 @@ def result_json(result: BisectResult) -> dict[str, Any]:
         "outcomes": {k: {"verdict": o.verdict, "log": o.log, "cases": o.cases}
                      for k, o in result.outcomes.items()}}
     pair = ((result.good, result.bad) if result.good and result.bad else None)
+    tested = [o for o in result.outcomes.values() if o.verdict != "error"]
+    if pair is None and len(tested) >= 2:
+        pair = (tested[0].kernel, tested[-1].kernel)
+    if pair is not None:
+        data["explanation"] = explain(result.outcomes[pair[0]], result.outcomes[pair[1]])
     if pair is not None:
         old, new = result.outcomes[pair[0]], result.outcomes[pair[1]]
         if old.program is not None and new.program is not None:

@@ -26,6 +26,7 @@ class Outcome:
     log: str = ""  # the verifier's (annotated) log when rejected; the error when "error"
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     program: LoadedProgram | None = None  # as loaded there, for the xlated/JIT diff
+    trace: list[dict[str, Any]] = field(default_factory=list)  # the first case, traced
 
     @property
     def signature(self) -> str:

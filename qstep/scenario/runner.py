@@ -141,6 +141,15 @@ def trace_case(session: Session, item: Prepared, case: Case) -> tuple[LoadedProg
     return prog, executed
 
 
+def trace_records(session: Session, item: Prepared, case: Case) -> list[dict[str, Any]]:
+    """One run of the case, traced: each executed instruction with its registers after it
+    as `qstep trace --json` writes them (pointers relative, comparable across kernels)."""
+    with loaded(session, item) as prog:
+        fill_maps(session, prog, item.scenario, case)
+        with session.debugger(prog, RunRequest(case.packet)) as dbg:
+            return [r.as_json() for r in trace_run(dbg) if isinstance(r, TraceRecord)]
+
+
 def verdict_failures(scenario: Scenario, verdict: str, log: str) -> list[str]:
     expected = scenario.verifier
     failures = []

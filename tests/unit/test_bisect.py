@@ -36,3 +36,17 @@ def test_untestable_kernels_are_skipped() -> None:
     # k7 and k8 cannot be tested: the change lies somewhere after k6, up to k9.
     assert (result.good, result.bad) == ("k6", "k9")
     assert set(result.skipped) == broken
+
+
+def test_trace_divergence_names_the_first_differing_step() -> None:
+    from qstep.commands.bisect import trace_divergence
+    same = {"step": 1, "insn": 0, "function": "f", "file": "a.c", "line": 3,
+            "regs": {"r1": "ctx", "r10": "fp"}}
+    old = Outcome("6.1", "accept", trace=[same, {**same, "step": 2, "insn": 1,
+                                                 "regs": {"r0": 5}}])
+    new = Outcome("6.12", "accept", trace=[same, {**same, "step": 2, "insn": 1,
+                                                  "regs": {"r0": 6}}])
+    assert trace_divergence(old, new) == [
+        "trace of the first case: the runs first differ at step 2, insn 1 (f, a.c:3)",
+        "  6.1: insn 1: r0=0x5", "  6.12: insn 1: r0=0x6"]
+    assert trace_divergence(old, old) == ["trace of the first case: identical (2 instructions)"]

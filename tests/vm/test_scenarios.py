@@ -117,6 +117,8 @@ def test_bisect_shows_an_inlined_helper_per_instruction() -> None:
     rewrite = next(line for line in lines if line.startswith("  6.12: verifier rewrote"))
     assert "r0 = &(void __percpu *)(r0); r0 = *(u32 *)(r0 +0)" in rewrite
     assert "call ADDR" in next(line for line in lines if line.startswith("  6.1: x86"))
+    # Both kernels ran the first case the same way, instruction by instruction.
+    assert "trace of the first case: identical (3 instructions)" in lines
 
 
 def test_coverage_counts_what_the_packets_imply(tmp_path: Path) -> None:
