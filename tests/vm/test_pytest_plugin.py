@@ -36,3 +36,9 @@ def test_a_user_test_runs_once_per_kernel(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*test_xdp_pass_on_every_kernel?kernel=6.1? PASSED*",
                                  "*test_xdp_pass_on_every_kernel?kernel=6.12? PASSED*"])
+
+
+def test_xdist_workers_each_get_their_own_guest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=USER_TEST)
+    result = pytester.runpytest_subprocess("-n", "2", "--qstep-kernel", "6.1,6.12")
+    result.assert_outcomes(passed=4)
