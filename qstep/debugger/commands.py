@@ -427,7 +427,7 @@ class CommandSet:
             if not re.fullmatch(r"r(10|[0-9])", register):
                 raise UsageError("print/v takes a register: print/v $r3")
             return self.info_verifier(register)
-        mapped = self.maps.print(arg) if self.dbg.stopped else None
+        mapped = self.maps.print(arg, fmt) if self.dbg.stopped else None
         if mapped is not None:
             return Output(*mapped)
         typed = self.source.print(fmt, arg) if self.source is not None else None

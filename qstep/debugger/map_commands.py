@@ -46,7 +46,7 @@ class MapCommands:
             raise UsageError(f"{info.name}[{text}]: expected an index")
         return (number & 0xFFFFFFFF).to_bytes(4, "little")
 
-    def print(self, text: str) -> Result | None:
+    def print(self, text: str, fmt: str = "") -> Result | None:
         """``MAP`` or ``MAP[KEY]``; None when ``text`` does not name a map."""
         found = _MAP_EXPR.fullmatch(text)
         info = self.maps.info(found.group(1)) if found else None
@@ -54,6 +54,9 @@ class MapCommands:
             return None
         if self._source is not None and self._source.lookup(found.group(1)) is not None:
             return None  # a C variable of that name hides the map
+        if fmt:
+            raise UsageError(f"print/{fmt} {text.strip()}: formats do not apply to maps (they "
+                             "print as qstep run shows them)")
         btf = self.maps.prog.btf
         if found.group(2) is None:
             entries = self.maps.entries(info)

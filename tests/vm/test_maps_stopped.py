@@ -172,6 +172,8 @@ def test_any_session_debugger_reads_maps(vm: Session, l4lb_obj: Path) -> None:
             no_dwarf = r"^ch_rings\[vip_num\]: key: 'vip_num' is not an integer$"
             with pytest.raises(UsageError, match=no_dwarf):
                 commands.execute("print ch_rings[vip_num]")
+            with pytest.raises(UsageError, match="^print/x stats: formats do not apply"):
+                commands.execute("print/x stats")
             commands.execute("continue")
     finally:
         vm.unload(prog)
