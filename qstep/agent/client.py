@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from qstep import log
+from qstep import interrupts, log
 from qstep.agent import libbpf_errors
 from qstep.agent.protocol import (
     PROTOCOL_VERSION,
@@ -90,6 +90,7 @@ class AgentClient:
         """Send one request and return its reply; raise ``AgentError`` on ``err``."""
         return self.wait_reply(self.send(verb, *args, timeout=timeout), timeout, verb)
 
+    @interrupts.deferred()  # a request line is never cut in half by Ctrl-C
     def send(self, verb: str, *args: Token, timeout: float = 60.0) -> int:
         """Send a request without waiting; returns its sequence number."""
         self._check_args(verb, args)
@@ -156,7 +157,11 @@ class AgentClient:
             line = self._next_line(deadline, f"the agent's '{verb}' reply")
             if line is None:
                 return None
-            parsed = parse_reply_line(line)
+            try:
+                parsed = parse_reply_line(line)
+            except ValueError as err:
+                raise GuestError(f"garbled reply from the agent ({verb}): {err}",
+                                 self._console_tail()) from None
             values = [self._resolve(v, verb) for v in parsed.values]
             if parsed.seq != seq:
                 continue  # a late line of an abandoned request

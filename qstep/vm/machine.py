@@ -90,8 +90,9 @@ class Machine:
         if shutil.which(qemu) is None:
             raise HostError(f"{qemu} not found; install it: apt-get install qemu-system-x86 "
                             "(or run: make deps)")
-        self.workdir = make_private_dir("qstep-vm-")
         try:
+            with interrupts.deferred():  # a signal lands with the directory recorded
+                self.workdir = make_private_dir("qstep-vm-")
             self._create_window()
             self.config = self.make_config(self.workdir)
             self._spawn()
@@ -101,6 +102,7 @@ class Machine:
             self.shutdown()
             raise
 
+    @interrupts.deferred()
     def _create_window(self) -> None:
         if not self._window_bytes:
             return
@@ -108,6 +110,7 @@ class Machine:
         self._window_dir = make_private_dir("qstep-window-", shm)
         self.window = HostWindow(self._window_dir / "window", self._window_bytes)
 
+    @interrupts.deferred()  # the process is recorded before a signal is taken
     def _spawn(self) -> None:
         assert self.workdir is not None
         stderr = open(self.workdir / "qemu.stderr", "wb")  # noqa: SIM115 - closed below
@@ -190,6 +193,7 @@ class Machine:
                              self.console_tail())
 
     # -- shutdown ------------------------------------------------------
+    @interrupts.deferred()  # a signal during cleanup is taken once everything is released
     def shutdown(self, timeout: float = 3.0) -> None:
         """Quit QEMU via QMP, kill it if it lingers, release every resource."""
         try:
