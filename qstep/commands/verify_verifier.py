@@ -25,7 +25,7 @@ from qstep.images.kernels import kernel_names
 from qstep.loaded import LoadedProgram
 from qstep.session import Session
 from qstep.userinput import read_packet
-from qstep.verifier.check import CheckReport, Regs, check_run
+from qstep.verifier.check import CheckReport, Regs, Shown, check_run
 from qstep.verifier.log import VerifierLog, parse_log
 
 
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
                     report = check_run(log, steps)
                 finally:
                     session.unload(prog)
-                executed |= {insn for insn, _ in steps}
+                executed |= {step[0] for step in steps}
                 results.append(result_json(kernel, origin, report))
                 if not args.json:
                     print("\n".join(result_text(results[-1])), flush=True)
@@ -91,20 +91,24 @@ def not_run(prog: LoadedProgram, log: VerifierLog, executed: set[int]) -> dict[s
     return {"insns": insns, "lines": lines}
 
 
-def runtime_steps(items: Iterator[object]) -> Iterator[tuple[int, Regs]]:
-    """(insn, registers before it) from a trace: before the first, nothing is defined."""
+def runtime_steps(items: Iterator[object]) -> Iterator[tuple[int, Regs, Shown]]:
+    """(insn, registers before it, as the trace shows them) from a trace; before the
+    first instruction only r1 (the context) and r10 (the frame pointer) hold values."""
     before: Regs = (None,) * 11
+    shown: Shown = (None, "ctx") + (None,) * 8 + ("fp",)
     for item in items:
         if not isinstance(item, TraceRecord):
             continue
-        yield item.site.index, before
+        yield item.site.index, before, shown
         if item.regs_after is not None:
             before = item.regs_after
+            shown = item.shown if item.shown is not None else (None,) * 11
 
 
 def result_json(kernel: str, origin: str, report: CheckReport) -> dict[str, Any]:
     return {"kernel": kernel, "packet": origin, "steps": report.steps,
-            "registers": report.registers, "paths": report.paths,
+            "registers": report.registers, "pointers": report.pointers,
+            "paths": report.paths,
             "stopped": report.stopped,
             "findings": [{"step": f.step, "insn": f.insn, "reg": f"r{f.reg}",
                           "value": f.value, "verifier": f.claim.describe()}
@@ -113,7 +117,8 @@ def result_json(kernel: str, origin: str, report: CheckReport) -> dict[str, Any]
 
 def result_text(result: dict[str, Any]) -> list[str]:
     head = (f"{result['kernel']} {result['packet']}: {result['steps']} instructions, "
-            f"{result['registers']} scalar values checked on the verifier's path "
+            f"{result['registers']} scalar values and {result['pointers']} pointer types "
+            f"checked on the verifier's path "
             f"{'-'.join(map(str, result['paths']))}")
     lines = [head]
     if result["stopped"]:

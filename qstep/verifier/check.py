@@ -18,6 +18,13 @@ from qstep.verifier.log import Path, VerifierLog, Visit
 from qstep.verifier.states import RegState
 
 Regs = Sequence[int | None]  # r0..r10 before an instruction; None: not defined
+Shown = Sequence[object]  # the same registers as a trace shows them ("pkt+14", "ctx", 5)
+Step = tuple[int, Regs] | tuple[int, Regs, Shown]
+
+# What a traced pointer points into (qstep.debugger.provenance) and the verifier's
+# pointer types that may stand for it.
+_POINTER_CLASSES = (("pkt_end", {"pkt_end"}), ("pkt_meta", {"pkt_meta"}), ("pkt", {"pkt"}),
+                    ("ctx", {"ctx"}), ("fp", {"fp"}))
 
 
 @dataclass(frozen=True)
@@ -29,10 +36,12 @@ class Finding:
     reg: int
     value: int
     claim: RegState
+    shown: str = ""  # for a pointer: what the run's pointer points into
 
     def text(self) -> str:
+        what = self.shown or str(self.value)
         return (f"step {self.step}, insn {self.insn}: r{self.reg} = {self.value:#x} "
-                f"({self.value}), the verifier proved {self.claim.describe()}")
+                f"({what}), the verifier proved {self.claim.describe()}")
 
 
 @dataclass
@@ -41,20 +50,23 @@ class CheckReport:
 
     steps: int = 0  # runtime instructions followed on explored paths
     registers: int = 0  # scalar register values checked
+    pointers: int = 0  # pointers whose type was checked
     paths: list[int] = field(default_factory=list)  # explored paths the run went along
     stopped: str = ""  # why the check ended before the run did ("" = it did not)
     findings: list[Finding] = field(default_factory=list)
 
 
-def check_run(log: VerifierLog, run: Iterable[tuple[int, Regs]]) -> CheckReport:
-    """``run``: (original instruction index, registers before it) in execution order."""
+def check_run(log: VerifierLog, run: Iterable[Step]) -> CheckReport:
+    """``run``: (original instruction index, registers before it[, as a trace shows them])
+    in execution order. Scalars are checked against the proven bounds; pointers whose
+    target the trace knows, against the verifier's pointer type."""
     report = CheckReport()
     if not log.paths or not log.paths[0].visits:
         report.stopped = "the verifier log has no instructions"
         return report
     path, index = log.paths[0], 0
     report.paths.append(0)
-    for step, (insn, regs) in enumerate(run, start=1):
+    for step, (insn, regs, *rest) in enumerate(run, start=1):
         visit, path, index = _follow(log, path, index, insn)
         if visit is None:
             report.stopped = (f"at step {step} (insn {insn}) the run left the paths the "
@@ -66,7 +78,7 @@ def check_run(log: VerifierLog, run: Iterable[tuple[int, Regs]]) -> CheckReport:
             return report
         if path.number != report.paths[-1]:
             report.paths.append(path.number)
-        _check_visit(report, step, visit, regs)
+        _check_visit(report, step, visit, regs, rest[0] if rest else ())
         report.steps = step
         index += 1
     return report
@@ -84,14 +96,38 @@ def _follow(log: VerifierLog, path: Path, index: int, insn: int
     return None, path, index
 
 
-def _check_visit(report: CheckReport, step: int, visit: Visit, regs: Regs) -> None:
+def _check_visit(report: CheckReport, step: int, visit: Visit, regs: Regs,
+                 shown: Shown) -> None:
     for reg, claim in visit.regs.items():
         value = regs[reg] if reg < len(regs) else None
-        if value is None or claim.type != "scalar":
+        if value is None:
             continue
-        report.registers += 1
-        if not claim.contains(value):
-            report.findings.append(Finding(step, visit.insn, reg, value, claim))
+        if claim.type == "scalar":
+            report.registers += 1
+            if not claim.contains(value):
+                report.findings.append(Finding(step, visit.insn, reg, value, claim))
+            continue
+        target = shown[reg] if reg < len(shown) else None
+        kind = pointer_class(target)
+        if kind is None:
+            continue  # the trace does not know what this value points into
+        report.pointers += 1
+        if claim.type not in kind:
+            report.findings.append(Finding(step, visit.insn, reg, value, claim, str(target)))
+
+
+def pointer_class(shown: object) -> set[str] | None:
+    """The verifier's pointer types that a traced pointer (``pkt+14``...) may have."""
+    if not isinstance(shown, str):
+        return None
+    if shown.startswith("map:"):
+        # a map value after a lookup, or the map itself / a global's value from ld_imm64
+        return ({"map_value", "map_value_or_null"} if "[" in shown
+                else {"map_ptr", "map_value"})
+    for prefix, types in _POINTER_CLASSES:
+        if shown == prefix or shown.startswith((prefix + "+", prefix + "-")):
+            return types
+    return None
 
 
 def union_at(log: VerifierLog, insn: int, reg: int) -> list[RegState]:

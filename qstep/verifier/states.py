@@ -15,7 +15,7 @@ M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 _NUMBER = re.compile(r"-?(0x[0-9a-fA-F]+|[0-9]+)")
 _TNUM = re.compile(r"\((0x[0-9a-f]+|[0-9]+);\s*(0x[0-9a-f]+|[0-9]+)\)")
-_FP = re.compile(r"fp(-?[0-9]+)")
+_FP = re.compile(r"fp(?:\[(\d+)\])?(-?[0-9]+)")  # 6.12+: fp[0]-40 in a callee
 # 6.1 and earlier spell the 32-bit bounds s32_min..u32_max; 6.12 smin32..umax32.
 _ALIASES = {"s32_min": "smin32", "s32_max": "smax32", "u32_min": "umin32", "u32_max": "umax32"}
 
@@ -88,7 +88,8 @@ def parse_reg_state(text: str) -> RegState:
                                             "var_off": f"({value:#x}; 0x0)"}, text)
     fp = _FP.fullmatch(body)
     if fp:
-        return RegState("fp", precise, {"off": fp.group(1)}, text)
+        fields = {"off": fp.group(2)} | ({"frame": fp.group(1)} if fp.group(1) else {})
+        return RegState("fp", precise, fields, text)
     name, paren, rest = body.partition("(")
     fields = _fields(rest[:-1]) if paren and rest.endswith(")") else {}
     if fields.pop("P", None) is not None:

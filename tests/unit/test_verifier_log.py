@@ -63,3 +63,8 @@ def test_a_rejection_as_a_source_walk() -> None:
         "r2=pkt_end(off=0,imm=0))",
         "  reject.bpf.c:29",
         "      insn 6: (71) r0 = *(u8 *)(r1 +23)  <- rejected here"]
+
+
+def test_stack_pointers_of_another_frame() -> None:
+    state = parse_reg_state("fp[0]-40")  # 6.12+: the caller's stack seen from a callee
+    assert (state.type, state.fields) == ("fp", {"off": "-40", "frame": "0"})

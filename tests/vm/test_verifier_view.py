@@ -21,7 +21,7 @@ from qstep.loadopts import LoadOptions
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
-from qstep.verifier.check import Regs, check_run
+from qstep.verifier.check import Regs, Shown, check_run
 from qstep.verifier.log import parse_log
 
 pytestmark = pytest.mark.vm
@@ -52,7 +52,7 @@ def test_real_runs_stay_inside_the_verifiers_bounds(
     assert len(log.visits) == log.processed
     report = check_run(log, steps)
     assert report.findings == []
-    assert report.steps > 90 and report.registers > 250
+    assert report.steps > 90 and report.registers > 250 and report.pointers > 50
     assert report.stopped.endswith("the verifier pruned this path: an earlier state there "
                                    "covers it")
 
@@ -63,21 +63,33 @@ def test_a_widened_value_is_reported_at_its_instruction(vm: Session, l4lb_obj: P
     # The first checked register the verifier bounded below 2**32: push it past its umax.
     step, insn, reg, umax = next(
         (n, insn, r, s.bound("umax"))
-        for n, (insn, regs) in enumerate(steps, start=1) if n <= clean.steps
+        for n, (insn, regs, _shown) in enumerate(steps, start=1) if n <= clean.steps
         for visit in [v for v in log.by_insn[insn] if not v.pruned][:1]
         for r, s in visit.regs.items()
         if s.type == "scalar" and regs[r] is not None and (s.bound("umax") or 1 << 40) < 1 << 32)
     assert umax is not None
 
-    def widened() -> list[tuple[int, Regs]]:
+    def widened() -> list[tuple[int, Regs, Shown]]:
         out = list(steps)
-        regs = list(out[step - 1][1])
-        regs[reg] = umax + 1
-        out[step - 1] = (insn, tuple(regs))
+        _insn, regs, shown = out[step - 1]
+        out[step - 1] = (insn, (*regs[:reg], umax + 1, *regs[reg + 1:]), shown)
         return out
     report = check_run(log, widened())
     assert [(f.step, f.insn, f.reg, f.value) for f in report.findings] == [
         (step, insn, reg, umax + 1)]
+
+
+def test_a_pointer_of_another_kind_is_reported(vm: Session, l4lb_obj: Path) -> None:
+    log, steps = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
+    clean = check_run(log, steps)
+    assert clean.findings == [] and clean.pointers > 50
+    # insn 1 (l4lb.bpf.c:189) loads skb->data: before it, r1 is the context.
+    insn, regs, shown = steps[1]
+    assert (insn, shown[1]) == (1, "ctx")
+    faked = [*steps[:1], (insn, regs, (shown[0], "pkt+0", *shown[2:])), *steps[2:]]
+    report = check_run(log, faked)
+    assert [(f.step, f.insn, f.reg, f.shown, f.claim.type) for f in report.findings] == [
+        (2, 1, 1, "pkt+0", "ctx")]
 
 
 def test_cli_says_zero_findings(l4lb_obj: Path) -> None:
