@@ -38,6 +38,7 @@ class GdbMiTarget(Target):
         self._regs: X86Regs | None = None
         self._bps: dict[tuple[int, bool], str] = {}
         self._wps: dict[tuple[int, int, str], str] = {}
+        self._pending: Stop | None = None  # a stop the step off a breakpoint already made
         self._closed = False
         self._chan = MiChannel([gdb, "--interpreter=mi3", "-nx", "-q"])
         try:
@@ -174,10 +175,22 @@ class GdbMiTarget(Target):
     @interrupts.deferred()
     def resume(self) -> None:
         self._check_stopped("resume")
+        # gdb steps over a breakpoint at the pc by itself, but with one raw single step:
+        # when QEMU ends it without executing anything (see Target.step), the continue
+        # re-stops at the same breakpoint. Step off it here, with the retries.
+        if any(addr == self.registers().rip for addr, _hw in self._bps):
+            stop = self.step()
+            if stop.reason != "step" or any(addr == stop.pc for addr, _hw in self._bps):
+                self._pending = Stop("breakpoint", stop.pc) if stop.reason == "step" else stop
+                return
         self._command("-exec-continue", "resuming")
         self._running = True
 
     def wait(self, timeout: float) -> Stop | None:
+        if self._pending is not None:
+            stop, self._pending = self._pending, None
+            self._stop = stop
+            return stop
         if not self._running:
             return self._stop
         return self._next_stop(timeout, "waiting for a stop")
@@ -185,7 +198,7 @@ class GdbMiTarget(Target):
     @interrupts.deferred()
     def interrupt(self) -> Stop:
         if not self._running:
-            return self._stop
+            return self.wait(0) or self._stop
         if self._chan.has_stop():
             return self._next_stop(0, "interrupting") or self._stop
         try:
