@@ -29,10 +29,10 @@ demo: examples
 	$(QSTEP) run $(EXAMPLE) --prog l4lb_ingress --kernel $(KERNEL) --maps examples/l4lb/maps.txt \
 	  --packet $(PACKETS)/ipv4_to_v4real.hex --packet $(PACKETS)/ipv6_to_v6real.hex \
 	  --packet $(PACKETS)/ipv4_novip.hex --packet $(PACKETS)/ctl_lookup_fail.hex
-	@echo; echo "== inspect: probes run inside the guest; probe 1 prints only for IPv6 packets to VIP 2001:db8::10"
+	@echo; echo "== inspect: probes run inside the guest, over C variables; probe 1 prints only for packets sent to the IPv6 real 2001:db8:ff::2"
 	$(QSTEP) inspect $(EXAMPLE) --prog l4lb_ingress --kernel $(KERNEL) --maps examples/l4lb/maps.txt \
-	  'process_packet:10 print mem($$r8, 16) if $$r9 == 1 and mem($$r8, 16) == 2001:db8::10' \
-	  'l4lb.bpf.c:171 print stats' --packet $(PACKETS)/ipv4_to_v4real.hex \
+	  'l4lb.bpf.c:158 if real->dstv6 == 2001:db8:ff::2 print vip_num, *real' \
+	  'l4lb.bpf.c:178 print vip_num, *st' --packet $(PACKETS)/ipv4_to_v4real.hex \
 	  --packet $(PACKETS)/ipv6_to_v6real.hex --packet $(PACKETS)/ipv4_udp_to_v6real.hex
 	@echo; echo "== debug (batch): break at a line, backtrace, registers, next, C variables"
 	$(QSTEP) debug $(EXAMPLE) --prog l4lb_ingress --kernel $(KERNEL) --maps examples/l4lb/maps.txt \
