@@ -22,6 +22,9 @@ from qstep.images.kernels import kernel_names
 from qstep.listing import bpf_text, disassemble_x86, xlated_span
 from qstep.loaded import LoadedProgram
 from qstep.oracle.lockstep import Divergence, LockstepReport, lockstep
+from qstep.oracle.recorded import lockstep_recording
+from qstep.recorder.hits import recorder_available
+from qstep.recorder.run import record_run
 from qstep.scenario.runner import fill_maps as scenario_maps
 from qstep.scenario.runner import prepare
 from qstep.scenario.toml_load import load_scenario
@@ -44,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--kernel", help="K[,K...] or 'all' (default 6.1, or the scenario's)")
     p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--stepped", action="store_true",
+                   help="step the run through the gdbstub instead of checking a recording "
+                   "of it (the default where QEMU runs the recorder plugin)")
     p.set_defaults(func=main)
 
 
@@ -62,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
                 prog = session.load(obj, prog_name, load_options(args))
                 try:
                     fill_maps(session, prog, entries)
-                    results.append(verify_one(session, prog, kernel, origin, data, args.json))
+                    results.append(verify_one(session, prog, kernel, origin, data, args))
                 finally:
                     session.unload(prog)
     return finish(results, args.json)
@@ -80,18 +86,24 @@ def verify_scenario(args: argparse.Namespace) -> int:
                 try:
                     scenario_maps(session, prog, item.scenario, case)
                     results.append(verify_one(session, prog, kernel, case.name, case.packet,
-                                              args.json))
+                                              args))
                 finally:
                     session.unload(prog)
     return finish(results, args.json)
 
 
 def verify_one(session: Session, prog: LoadedProgram, kernel: str, origin: str,
-               packet: bytes, as_json: bool) -> dict[str, Any]:
-    with session.debugger(prog, RunRequest(packet)) as dbg:
-        report = lockstep(dbg)
-    result = run_result(kernel, origin, prog, report)
-    if not as_json:
+               packet: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    """Check one run: its recording (QEMU 10's recorder) or, ``--stepped``, a stepped run."""
+    if not args.stepped and recorder_available(session):
+        report = lockstep_recording(record_run(session, prog, packet)[1])
+        method = "recorded"
+    else:
+        with session.debugger(prog, RunRequest(packet)) as dbg:
+            report = lockstep(dbg)
+        method = "stepped"
+    result = {**run_result(kernel, origin, prog, report), "method": method}
+    if not args.json:
         print("\n".join(run_text(result, prog, report)), flush=True)
     return result
 
@@ -106,7 +118,8 @@ def run_result(kernel: str, origin: str, prog: LoadedProgram,
                report: LockstepReport) -> dict[str, Any]:
     return {"kernel": kernel, "packet": origin, "program": prog.name,
             "checked": report.checked, "retval": report.retval,
-            "divergence": divergence_json(prog, report.divergence)}
+            "divergence": divergence_json(prog, report.divergence),
+            "unsupported": report.unsupported}
 
 
 def divergence_json(prog: LoadedProgram, div: Divergence | None) -> dict[str, Any] | None:
@@ -134,9 +147,12 @@ def x86_of(prog: LoadedProgram, div: Divergence) -> list[str]:
 def run_text(result: dict[str, Any], prog: LoadedProgram, report: LockstepReport) -> list[str]:
     head = f"{result['kernel']} {result['packet']}:"
     div = result["divergence"]
+    if div is None and report.unsupported:
+        return [f"{head} {report.checked} instructions agree with BPF semantics; the check "
+                f"stops at {report.unsupported}"]
     if div is None:
         return [f"{head} {report.checked} instructions agree with BPF semantics "
-                f"(retval {report.retval})"]
+                f"(retval {report.retval}, {result['method']} run)"]
     def regs(values: list[int]) -> str:
         return " ".join(f"r{n}={v:#x}" for n, v in enumerate(values[:11]))
     return [

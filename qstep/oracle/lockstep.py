@@ -19,7 +19,7 @@ from qstep.bpf.insn import Insn
 from qstep.debugger.engine import Debugger
 from qstep.listing import xlated_span
 from qstep.loaded import InsnSite, LoadedProgram
-from qstep.oracle.interp import MemWrite, step
+from qstep.oracle.interp import MemWrite, OracleError, step
 
 M64 = (1 << 64) - 1
 MemReader = Callable[[int, int], bytes]
@@ -58,6 +58,7 @@ class LockstepReport:
     checked: int = 0
     divergence: Divergence | None = None
     retval: int | None = None
+    unsupported: str | None = None  # why the check stopped before the end (no divergence)
 
 
 def imm_loads(prog: LoadedProgram, site: InsnSite) -> Iterator[int]:
@@ -109,6 +110,10 @@ class Oracle:
             for w in eff.writes:
                 exp.writes.append(w)
                 overlay.update({w.addr + i: b for i, b in enumerate(w.value)})
+            if eff.kind == "call_bpf" and not site.insn.is_pseudo_call:
+                raise OracleError(f"insn {site.index}: a helper the verifier inlined (bpf_loop) "
+                                  "calls back into the program, which the oracle does not "
+                                  "follow")
             if eff.kind == "call_bpf":
                 # The kernel rewrites a JIT-ed pseudo call's imm (6.1: the subprogram
                 # number), so the target comes from the original relative offset.
@@ -153,7 +158,8 @@ def lockstep(dbg: Debugger, read_regs: RegsReader | None = None) -> LockstepRepo
                                            f"the run ended ({event.kind}) mid-program",
                                            before, (), tuple(exp.regs[:11]), frozenset())
             return report
-        found = _compare(dbg, exp, frames, before, regs_of(), event.site.index)
+        found = compare_step(dbg.read_memory, exp, frames, before, regs_of(),
+                             event.site.index)
         if found is not None:
             what, after, unknown = found
             report.divergence = Divergence(report.checked + 1, site, what, before, after,
@@ -163,10 +169,11 @@ def lockstep(dbg: Debugger, read_regs: RegsReader | None = None) -> LockstepRepo
     return report
 
 
-def _compare(dbg: Debugger, exp: Expected, frames: list[tuple[int, ...]],
-             before: tuple[int, ...], after: tuple[int, ...], next_insn: int
-             ) -> tuple[str, tuple[int, ...], set[int]] | None:
-    """What disagrees after one instruction, or None."""
+def compare_step(read_after: MemReader, exp: Expected, frames: list[tuple[int, ...]],
+                 before: tuple[int, ...], after: tuple[int, ...], next_insn: int
+                 ) -> tuple[str, tuple[int, ...], set[int]] | None:
+    """What disagrees after one instruction, or None (``read_after``: memory after it;
+    ``frames``: caller registers at each bpf-to-bpf call, kept up to date)."""
     want_next: int | None
     if exp.call_target is not None:
         frames.append(before)
@@ -185,7 +192,7 @@ def _compare(dbg: Debugger, exp: Expected, frames: list[tuple[int, ...]],
             return (f"r{n} is {after[n]:#x}, BPF semantics give {exp.regs[n]:#x}", after,
                     unknown)
     for w in exp.writes:
-        got = dbg.read_memory(w.addr, w.size)
+        got = read_after(w.addr, w.size)
         if got != w.value:
             return (f"memory at {w.addr:#x} holds {got.hex()}, BPF semantics wrote "
                     f"{w.value.hex()}", after, unknown)

@@ -56,7 +56,7 @@ class Replay:
         self._helper_steps = [k for k, s in enumerate(rec.steps)
                               if (x := xlated.get(s.site.xlated_index if s.site.xlated_index
                                                   is not None else -1)) is not None
-                              and x.is_helper_call]
+                              and (x.is_helper_call or x.is_kfunc_call)]
         self._bytes = _byte_history(rec)
 
     # -- state -------------------------------------------------------------

@@ -73,15 +73,16 @@ def test_cli_reports_agreement_on_both_kernels(l4lb_obj: Path) -> None:
          "--kernel", "6.1,6.12", "--json"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
-    assert [(r["kernel"], r["checked"], r["retval"], r["divergence"]) for r in results] == [
-        ("6.1", 144, 7, None), ("6.12", 144, 7, None)]
+    assert [(r["kernel"], r["checked"], r["retval"], r["divergence"], r["method"])
+            for r in results] == [("6.1", 144, 7, None, "recorded"),
+                                  ("6.12", 144, 7, None, "recorded")]
 
 
 def test_cli_over_a_scenario() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "qstep.cli", "verify-jit",
-         str(REPO_ROOT / "tests" / "scenarios" / "alu_v4.toml")],
+         str(REPO_ROOT / "tests" / "scenarios" / "alu_v4.toml"), "--stepped"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "6.12 b = -3: 49 instructions agree with BPF semantics (retval 13795)"]
+        "6.12 b = -3: 49 instructions agree with BPF semantics (retval 13795, stepped run)"]
