@@ -72,9 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
                    verify_jit, verify_verifier, why, dap, mcp):
         module.add_parser(sub)
-    for command in sub.choices.values():
-        add_global_options(command, top=False)
+    add_to_commands(parser)
     return parser
+
+
+def add_to_commands(parser: argparse.ArgumentParser) -> None:
+    """--log and --debug on every command and subcommand (``images fetch`` too)."""
+    for action in parser._actions:  # argparse lists its subcommands only there
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                add_global_options(command, top=False)
+                add_to_commands(command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +107,9 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         setup(log_path(args.log))
+        if getattr(args, "print_cmd", False):  # the VM options' --print-cmd, for every command
+            from qstep.commands.common import print_cmd
+            return print_cmd(args)
         return int(args.func(args))
     except QstepError as err:
         record_failure(err)

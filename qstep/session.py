@@ -267,6 +267,16 @@ class Session:
         if not prog.foreign:
             self._request("unload", prog.handle)
 
+    @contextmanager
+    def loaded(self, obj: BpfObject, prog_name: str,
+               options: LoadOptions | None = None) -> Iterator[LoadedProgram]:
+        """``load``, unloaded again when the block ends (a fresh program, fresh maps)."""
+        prog = self.load(obj, prog_name, options)
+        try:
+            yield prog
+        finally:
+            self.unload(prog)
+
     def find_program(self, kind: str, value: str) -> int:
         """The id of a program in the guest by ``id``, ``name``, ``tag`` or ``pinned`` path."""
         return self.find(kind, value).prog_id

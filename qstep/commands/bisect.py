@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qstep.commands.options import add_accel_option, add_json_option, add_kernels_option
 from qstep.errors import QstepError, UsageError, VerifierError
 from qstep.images.kernels import kernel_names, version_key
 from qstep.scenario.bisect import BisectResult, Outcome, bisect
@@ -22,17 +23,17 @@ LOG_TAIL_LINES = 30
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bisect", help="find the first kernel where a scenario's outcome "
                        "(verifier verdict, retval, output, maps) changes, and explain it")
-    p.add_argument("scenario", type=Path, metavar="SCENARIO")
-    p.add_argument("--kernels", required=True,
-                   help="K1,K2,... (any order; sorted by version) or 'all'")
-    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("scenario", type=Path, metavar="SCENARIO",
+                   help="a scenario file (TOML, see docs/scenarios.md)")
+    add_kernels_option(p, "", "--kernels")
+    add_accel_option(p)
+    add_json_option(p, "one object")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     prepared = prepare(load_scenario(args.scenario))
-    kernels = sorted(kernel_names(args.kernels), key=version_key)
+    kernels = sorted(kernel_names(args.kernel), key=version_key)
     if len(kernels) < 2:
         raise UsageError("--kernels needs at least two kernels to bisect between")
     result = bisect(kernels, lambda k: outcome_on(k, prepared, args.accel))

@@ -17,6 +17,7 @@ from pathlib import Path
 from qstep.agent.replies import MapInfo
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import packet_size_problem, section_prog_type
+from qstep.commands.options import KERNEL_HELP, add_accel_option
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions, parse_attach_type, parse_prog_type
@@ -28,19 +29,10 @@ PROGRAM_HELP = ("a BPF ELF object (clang -target bpf -g), or 'id N', 'name NAME'
                 "'pinned PATH' for a program loaded in the guest (see --guest-cmd)")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (counts, limits, repeats)."""
-    if not re.fullmatch(r"\s*[0-9]+\s*", text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'")
-    return int(text)
-
-
 def add_vm_options(parser: argparse.ArgumentParser) -> None:
     """--kernel, --accel, --print-cmd."""
-    parser.add_argument("--kernel", help="kernel: 6.1 (default), 6.12, a package name "
-                        "or a path to a bzImage")
-    parser.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
-                        help="QEMU accelerator (default tcg)")
+    parser.add_argument("--kernel", help=KERNEL_HELP)
+    add_accel_option(parser)
     parser.add_argument("--print-cmd", action="store_true",
                         help="print the QEMU command line and exit")
 
@@ -70,19 +62,25 @@ def add_program_options(parser: argparse.ArgumentParser, value: bool = True) -> 
                         "'qstep-agent --load-pin /tmp/x.o PROG /sys/fs/bpf/x' (repeatable)")
 
 
-def add_input_options(parser: argparse.ArgumentParser, several_packets: bool) -> None:
-    """--packet (once, or repeatable), --map, --maps."""
+def add_input_options(parser: argparse.ArgumentParser, several_packets: bool,
+                      required: bool = True, reload: bool = False) -> None:
+    """--packet (once, or repeatable), --map, --maps. With ``reload`` the command loads
+    the program afresh for each packet (maps start from --map/--maps each time)."""
     if several_packets:
-        parser.add_argument("--packet", required=True, action="append",
+        persist = ("each on a freshly loaded program" if reload
+                   else "maps persist between them")
+        parser.add_argument("--packet", required=required, action="append",
+                            default=None if required else [],
                             help="packet: a file (hex text or raw) or hex; repeat to run "
-                            "several packets in turn (maps persist between them)")
+                            f"several packets in turn ({persist})")
     else:
-        parser.add_argument("--packet", required=True,
+        parser.add_argument("--packet", required=required,
                             help="packet: a file (hex text or raw) or hex")
     parser.add_argument("--map", nargs=2, action="append", default=[],
                         metavar=("NAME", "KEY=VALUE"),
                         help="write a map entry before the run (typed: ints, IPs, {field: v})")
-    parser.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
+    parser.add_argument("--maps", type=Path, metavar="FILE",
+                        help="file of 'NAME KEY=VALUE' lines")
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -118,11 +116,12 @@ def make_session(args: argparse.Namespace) -> Session:
     return Session(kernel=args.kernel, accel=args.accel)
 
 
-def print_cmd(session: Session) -> None:
-    """Print the QEMU command line (sockets under a placeholder directory)."""
-    machine = session.prepare()
+def print_cmd(args: argparse.Namespace) -> int:
+    """--print-cmd: print the QEMU command line (sockets under a placeholder directory)."""
+    machine = make_session(args).prepare()
     env = [f"{k}={v}" for k, v in machine.emulator.env.items()]
     print(printable([*env, *qemu_argv(machine.make_config(Path("$QSTEP_VM_DIR")))]))
+    return 0
 
 
 def open_object(args: argparse.Namespace) -> tuple[BpfObject, str]:

@@ -17,10 +17,15 @@ from qstep.commands.common import (
     check_inputs,
     make_session,
     open_in_session,
-    positive_int,
-    print_cmd,
     program_source,
     read_setup,
+)
+from qstep.commands.options import (
+    add_backend_option,
+    add_commands_option,
+    add_json_option,
+    add_record_limit_option,
+    positive_int,
 )
 from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
 from qstep.commands.replay import recorded_commands
@@ -31,7 +36,6 @@ from qstep.debugger.replay_commands import ReplayCommands
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
-from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import recorder_unavailable_reason
 from qstep.session import SELECTORS, FromObject, ProgramSource
 from qstep.userinput import read_packet
@@ -40,20 +44,17 @@ from qstep.userinput import read_packet
 def _common(p: argparse.ArgumentParser) -> None:
     add_program_options(p)
     add_input_options(p, several_packets=False)
-    p.add_argument("--backend", choices=["rsp", "gdb"], default="rsp",
-                   help="debug connection: raw GDB protocol (rsp, faster) or gdb/MI")
-    p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
-    p.add_argument("--record-limit", type=positive_int, default=DEFAULT_LIMIT, metavar="BYTES",
-                   help="largest recording (default 256 MiB)")
+    add_backend_option(p)
+    add_json_option(p, "JSON lines, one object per line")
+    add_record_limit_option(p)
     add_vm_options(p)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("debug", help="debug a program interactively (gdb-like commands)")
     _common(p)
-    p.add_argument("-ex", dest="commands", action="append", default=[],
-                   help="run this command (repeatable); implies batch mode")
-    p.add_argument("-x", "--batch", dest="batch_file", type=Path,
+    add_commands_option(p, "", "implies batch mode: qstep quits after the last one")
+    p.add_argument("-x", "--batch", dest="batch_file", type=Path, metavar="FILE",
                    help="run the commands in this file; implies batch mode")
     p.add_argument("--start", action=argparse.BooleanOptionalAction, default=None,
                    help="stop at the program entry first (default: interactive only)")
@@ -63,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=debug_main)
     t = sub.add_parser("trace", help="run once, recording every BPF instruction")
     _common(t)
-    t.add_argument("--max-steps", type=positive_int, default=1_000_000)
+    t.add_argument("--max-steps", type=positive_int, default=1_000_000, metavar="N",
+                   help="show at most N instructions (default 1000000)")
     t.add_argument("--raw", action="store_true",
                    help="raw register values (default: pointers relative to "
                    "ctx, pkt, map values and fp, so runs compare byte for byte)")
@@ -103,9 +105,6 @@ def emit(out: Output, as_json: bool) -> None:
 
 
 def debug_main(args: argparse.Namespace) -> int:
-    if args.print_cmd:
-        print_cmd(make_session(args))
-        return 0
     batch = list(args.commands)
     if args.batch_file:
         if not args.batch_file.is_file():
@@ -166,9 +165,6 @@ def run_batch(commands: CommandSet | ReplayCommands, lines: list[str], as_json: 
 
 
 def trace_main(args: argparse.Namespace) -> int:
-    if args.print_cmd:
-        print_cmd(make_session(args))
-        return 0
     # What the host can check, before any guest boots (both ways below read them again).
     check_inputs(program_source(args), [(args.packet, read_packet(args.packet))],
                  read_setup(args).entries)

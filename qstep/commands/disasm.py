@@ -11,10 +11,10 @@ from qstep.commands.common import (
     add_vm_options,
     make_session,
     open_in_session,
-    print_cmd,
     program_source,
     read_setup,
 )
+from qstep.commands.options import add_json_option
 from qstep.dwarf.placement import annotate
 from qstep.errors import UsageError
 from qstep.listing import build_listing, format_listing, listing_json
@@ -31,7 +31,7 @@ FOREIGN_NOTE = (
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("disasm", help="show source / BPF / x86 side by side")
     add_program_options(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(p, "one object")
     p.add_argument("--vars", action="store_true",
                    help="show which C variables live in which register/stack slot (DWARF)")
     add_vm_options(p)
@@ -45,9 +45,6 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--vars needs the object file (DWARF); a program loaded in the "
                          "guest has only BTF")
     session = make_session(args)
-    if args.print_cmd:
-        print_cmd(session)
-        return 0
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
     listing = build_listing(prog, variables(args, source, prog))

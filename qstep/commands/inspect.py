@@ -18,12 +18,11 @@ from qstep.commands.common import (
     check_inputs,
     make_session,
     open_in_session,
-    positive_int,
-    print_cmd,
     program_source,
     read_setup,
 )
 from qstep.commands.debugging import check_batch, run_batch
+from qstep.commands.options import add_commands_option, add_json_option, add_repeat_option
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
@@ -52,16 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("specs", nargs="+", metavar="SPEC",
                    help="e.g. 'process_packet:12 print $r1, mem($r2, 4) if $r3 == 1'")
     add_input_options(p, several_packets=True)
-    p.add_argument("--repeat", type=positive_int, default=1,
-                   help="runs per packet; all their hits are kept (runs go in batches the "
-                   "ring buffer holds)")
+    add_repeat_option(p, "all their hits are kept (runs go in batches the ring buffer "
+                      "holds)")
     p.add_argument("--sample", action="store_true",
                    help="run all repeats at once and let the ring buffer drop what does "
                    "not fit (faster; drops are counted and shown)")
-    p.add_argument("--json", action="store_true", help="JSON lines: one per hit, then a summary")
-    p.add_argument("-ex", dest="commands", action="append", default=[],
-                   help="debugger command to run when a 'stop' probe stops the program "
-                   "(repeatable); without -ex a terminal gets the interactive debugger")
+    add_json_option(p, "JSON lines, one per hit, then a summary")
+    add_commands_option(p, " when a 'stop' probe stops the program",
+                        "without -ex a terminal gets the interactive debugger")
     add_vm_options(p)
     p.set_defaults(func=main)
 
@@ -83,9 +80,6 @@ def main(args: argparse.Namespace) -> int:
     setup = read_setup(args)
     check_inputs(source, list(zip(args.packet, packets, strict=True)), setup.entries)
     session = make_session(args)
-    if args.print_cmd:
-        print_cmd(session)
-        return 0
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
         scope = c_scope(source.obj, prog) if isinstance(source, FromObject) else None

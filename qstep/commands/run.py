@@ -16,11 +16,10 @@ from qstep.commands.common import (
     check_inputs,
     make_session,
     open_in_session,
-    positive_int,
-    print_cmd,
     program_source,
     read_setup,
 )
+from qstep.commands.options import add_json_option, add_repeat_option
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.mapdump import (
@@ -39,12 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("run", help="run a program once (BPF_PROG_TEST_RUN) and show the result")
     add_program_options(p)
     add_input_options(p, several_packets=True)
-    p.add_argument("--repeat", type=positive_int, default=1,
-                   help="run N times (duration is the mean)")
+    add_repeat_option(p, "the duration shown is the mean")
     p.add_argument("--record-type", action="append", default=[], metavar="MAP=TYPE",
                    help="show the records of a ring buffer or perf event array as this BTF "
                    "type, e.g. events='struct event'")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(p, "one object")
     add_vm_options(p)
     p.set_defaults(func=main)
 
@@ -63,16 +61,11 @@ def in_stable_order(info: MapInfo, entries: list[tuple[bytes, bytes]]
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.repeat < 1:
-        raise UsageError("--repeat must be at least 1")
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     setup = read_setup(args)
     source = program_source(args)
     check_inputs(source, packets, setup.entries)
     session = make_session(args)
-    if args.print_cmd:
-        print_cmd(session)
-        return 0
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
         prog.maps = with_record_types(prog.maps, prog.btf, args.record_type)

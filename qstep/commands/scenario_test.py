@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from qstep.commands.options import add_accel_option, add_kernels_option
 from qstep.errors import QstepError
 from qstep.images.kernels import kernel_names
 from qstep.loaded import LoadedProgram
@@ -33,12 +34,13 @@ from qstep.session import Session
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("test", help="check scenario files (TOML) on kernels; exit 0 good, "
                        "1 bad, 125 cannot test (git bisect run)")
-    p.add_argument("scenarios", nargs="+", type=Path, metavar="SCENARIO")
-    p.add_argument("--kernel", help="kernels to use instead of the scenarios' own: "
-                   "K[,K...] or 'all'")
-    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
-    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write JSON results here")
+    p.add_argument("scenarios", nargs="+", type=Path, metavar="SCENARIO",
+                   help="scenario files (TOML, see docs/scenarios.md)")
+    add_kernels_option(p, "each scenario's own")
+    add_accel_option(p)
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="write the results as JUnit XML to FILE")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--coverage", type=Path, metavar="FILE",
                    help="trace each case once and write the source lines and branch "
                    "directions it executed as lcov data (genhtml reads it)")

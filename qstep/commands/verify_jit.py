@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from qstep.bpf.insn import format_insn
 from qstep.commands.common import (
+    add_input_options,
     add_load_options,
     add_object_options,
     fill_maps,
@@ -16,6 +16,7 @@ from qstep.commands.common import (
     map_entries,
     open_object,
 )
+from qstep.commands.options import add_accel_option, add_json_option, add_kernels_option
 from qstep.debugger.engine import RunRequest
 from qstep.errors import UsageError
 from qstep.images.kernels import kernel_names
@@ -26,7 +27,7 @@ from qstep.oracle.recorded import lockstep_recording
 from qstep.recorder.hits import recorder_available
 from qstep.recorder.run import record_run
 from qstep.scenario.runner import fill_maps as scenario_maps
-from qstep.scenario.runner import prepare
+from qstep.scenario.runner import loaded, prepare
 from qstep.scenario.toml_load import load_scenario
 from qstep.session import Session
 from qstep.userinput import read_packet
@@ -36,17 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("verify-jit", help="run the program in lockstep with the reference "
                        "BPF interpreter and report the first instruction where the JIT "
                        "differs from BPF semantics")
-    add_object_options(p)
+    add_object_options(p, "BPF ELF object (clang -target bpf -g), or a scenario file "
+                       "(.toml) whose cases are checked instead of --packet")
     add_load_options(p)
-    p.add_argument("--packet", action="append", default=[],
-                   help="packet: a file (hex text or raw) or hex; repeatable (with a "
-                   "scenario file as PROG: its cases)")
-    p.add_argument("--map", nargs=2, action="append", default=[],
-                   metavar=("NAME", "KEY=VALUE"))
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
-    p.add_argument("--kernel", help="K[,K...] or 'all' (default 6.1, or the scenario's)")
-    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_input_options(p, several_packets=True, required=False, reload=True)
+    add_kernels_option(p, "6.1, or the scenario's")
+    add_accel_option(p)
+    add_json_option(p, "a list of one object per kernel and packet")
     p.add_argument("--stepped", action="store_true",
                    help="step the run through the gdbstub instead of checking a recording "
                    "of it (the default where QEMU runs the recorder plugin)")
@@ -65,12 +62,9 @@ def main(args: argparse.Namespace) -> int:
     for kernel in kernel_names(args.kernel or "6.1"):
         with Session(kernel=kernel, accel=args.accel) as session:
             for origin, data in packets:
-                prog = session.load(obj, prog_name, load_options(args))
-                try:
+                with session.loaded(obj, prog_name, load_options(args)) as prog:
                     fill_maps(session, prog, entries)
                     results.append(verify_one(session, prog, kernel, origin, data, args))
-                finally:
-                    session.unload(prog)
     return finish(results, args.json)
 
 
@@ -82,13 +76,10 @@ def verify_scenario(args: argparse.Namespace) -> int:
     for kernel in kernels:
         with Session(kernel=kernel, accel=args.accel) as session:
             for case in item.scenario.cases:
-                prog = session.load(item.obj, item.program, item.scenario.load)
-                try:
+                with loaded(session, item) as prog:
                     scenario_maps(session, prog, item.scenario, case)
                     results.append(verify_one(session, prog, kernel, case.name, case.packet,
                                               args))
-                finally:
-                    session.unload(prog)
     return finish(results, args.json)
 
 

@@ -6,11 +6,11 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from qstep.commands.common import (
     VERIFIER_LOG_BYTES,
+    add_input_options,
     add_load_options,
     add_object_options,
     fill_maps,
@@ -18,6 +18,7 @@ from qstep.commands.common import (
     map_entries,
     open_object,
 )
+from qstep.commands.options import add_accel_option, add_json_option, add_kernels_option
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
 from qstep.errors import UsageError
@@ -34,14 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        "value against the bounds the verifier proved there (soundness)")
     add_object_options(p)
     add_load_options(p)
-    p.add_argument("--packet", action="append", required=True,
-                   help="packet: a file (hex text or raw) or hex; repeatable")
-    p.add_argument("--map", nargs=2, action="append", default=[],
-                   metavar=("NAME", "KEY=VALUE"))
-    p.add_argument("--maps", type=Path, help="file of 'NAME KEY=VALUE' lines")
-    p.add_argument("--kernel", default="6.1", help="K[,K...] or 'all' (default 6.1)")
-    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_input_options(p, several_packets=True, reload=True)
+    add_kernels_option(p, "6.1")
+    add_accel_option(p)
+    add_json_option(p, "a list of one object per kernel and packet")
     p.set_defaults(func=main)
 
 
@@ -51,12 +48,11 @@ def main(args: argparse.Namespace) -> int:
     obj, prog_name = open_object(args)
     options = dataclasses.replace(load_options(args), verifier_log_size=VERIFIER_LOG_BYTES)
     results: list[dict[str, Any]] = []
-    for kernel in kernel_names(args.kernel):
+    for kernel in kernel_names(args.kernel or "6.1"):
         executed: set[int] = set()
         with Session(kernel=kernel, accel=args.accel) as session:
             for origin, data in packets:
-                prog = session.load(obj, prog_name, options)
-                try:
+                with session.loaded(obj, prog_name, options) as prog:
                     log = parse_log(prog.verifier_log)
                     if not log.visits:
                         raise UsageError(f"{kernel}: the verifier's log has no instruction "
@@ -65,8 +61,6 @@ def main(args: argparse.Namespace) -> int:
                     with session.debugger(prog, RunRequest(data)) as dbg:
                         steps = list(runtime_steps(trace_run(dbg)))
                     report = check_run(log, steps)
-                finally:
-                    session.unload(prog)
                 executed |= {step[0] for step in steps}
                 results.append(result_json(kernel, origin, report))
                 if not args.json:

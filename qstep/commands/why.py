@@ -12,8 +12,8 @@ from qstep.commands.common import (
     add_vm_options,
     make_session,
 )
+from qstep.commands.options import add_json_option, add_record_limit_option
 from qstep.commands.recorded_trace import record
-from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.plugin import require_recorder
 from qstep.recorder.why import WhyAnswer, Write, why
 
@@ -21,11 +21,12 @@ from qstep.recorder.why import WhyAnswer, Write, why
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("why", help="who wrote these bytes before LOC (from a recording)")
     add_program_options(p, value=False)
-    p.add_argument("question", help="'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC' (8 bytes); "
-                   "ADDR uses $r0..$r10 as they were when LOC was first reached")
+    p.add_argument("question", metavar="QUESTION",
+                   help="'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC' (8 bytes); ADDR uses "
+                   "$r0..$r10 as they were when LOC was first reached")
     add_input_options(p, several_packets=False)
-    p.add_argument("--record-limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES")
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    add_record_limit_option(p)
+    add_json_option(p, "one object")
     add_vm_options(p)
     p.set_defaults(func=why_main)
 

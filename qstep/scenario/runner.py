@@ -188,11 +188,8 @@ def check_case(session: Session, kernel: str, item: Prepared, case: Case) -> Che
 
 @contextmanager
 def loaded(session: Session, item: Prepared) -> Iterator[LoadedProgram]:
-    prog = session.load(item.obj, item.program, item.scenario.load)
-    try:
+    with session.loaded(item.obj, item.program, item.scenario.load) as prog:
         yield prog
-    finally:
-        session.unload(prog)
 
 
 def fill_maps(session: Session, prog: LoadedProgram, scenario: Scenario, case: Case) -> None:

@@ -78,8 +78,17 @@ def test_bad_input_gives_one_clear_error(args: list[str], message: str, l4lb_obj
     assert proc.stderr.startswith("qstep: ")
 
 
-def test_print_cmd_shows_qemu_without_booting(l4lb_obj: Path) -> None:
-    proc = run_cli("disasm", str(l4lb_obj), "--print-cmd")
+PACKET = "00" * 64
+
+
+@pytest.mark.parametrize("argv", [
+    ["disasm", "{obj}"], ["run", "{obj}", "--packet", PACKET],
+    ["debug", "{obj}", "--packet", PACKET], ["trace", "{obj}", "--packet", PACKET],
+    ["inspect", "{obj}", "process_packet print $r1", "--packet", PACKET],
+    ["why", "{obj}", "$r10 at process_packet", "--packet", PACKET],
+])
+def test_print_cmd_shows_qemu_without_booting(l4lb_obj: Path, argv: list[str]) -> None:
+    proc = run_cli(*(a.replace("{obj}", str(l4lb_obj)) for a in argv), "--print-cmd")
     assert proc.returncode == 0
     argv = shlex.split(proc.stdout)
     qemu = next(a for a in argv if "=" not in a)
