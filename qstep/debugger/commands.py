@@ -290,6 +290,7 @@ class CommandSet:
                               f"({len(bp.locations)} locations)",
                               *(f"  {bp.number}.{n}  {loc.addr:#x}: {site_text(loc.site)}"
                                 for n, loc in enumerate(bp.locations, start=1))])
+        text = f"{bp.note}\n{text}" if bp.note else text
         return Output(text, {"breakpoints": [self._bp_data(bp)]})
 
     def cmd_tbreak(self, arg: str) -> Output:

@@ -21,6 +21,7 @@ from qstep.debugger.frames import Frame, backtrace
 from qstep.debugger.jitframe import layout_of
 from qstep.debugger.lineentries import falls_through
 from qstep.debugger.locations import resolve
+from qstep.debugger.mergedlines import PathCheck
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.errors import GuestError, HostError, UsageError
 from qstep.loaded import InsnSite, LoadedProgram
@@ -39,6 +40,7 @@ class BpLocation:
     site: InsnSite
     enabled: bool = True
     hits: int = 0
+    path: PathCheck | None = None  # stop only when control takes this way (merged lines)
 
     @property
     def addr(self) -> int:
@@ -57,6 +59,7 @@ class Breakpoint:
     enabled: bool = True
     hits: int = 0
     temporary: bool = False
+    note: str = ""  # how the location was resolved (a merged-away line's path)
 
     @property
     def site(self) -> InsnSite:
@@ -204,7 +207,8 @@ class Debugger:
         """A breakpoint at every place ``location`` resolves to."""
         resolved = resolve(self.prog, location, self._current_file())
         bp = Breakpoint(self._next_number, location,
-                        [BpLocation(site) for site in resolved.sites], temporary=temporary)
+                        [BpLocation(site, path=resolved.paths.get(site.index))
+                         for site in resolved.sites], temporary=temporary, note=resolved.note)
         self._next_number += 1
         self.breakpoints[bp.number] = bp
         if self.stopped:
@@ -299,7 +303,7 @@ class Debugger:
                 self.target.resume()
                 self.stopped = False
                 event = self._wait()
-                if not self._filtered_out(event):
+                if not self._filtered_out(event) and not self._path_not_taken(event, temp):
                     return event
         except (KeyboardInterrupt, interrupts.Terminated):
             self._stop_after_interrupt()
@@ -339,6 +343,13 @@ class Debugger:
         here = [bp for bp in self.breakpoints.values() if bp.enabled and bp.addr == self.pc()]
         return not self.breakpoint_filter(here)
 
+    def _path_not_taken(self, event: Event, temp: tuple[int, ...]) -> bool:
+        """A stop only at locations whose path (``BpLocation.path``) is not taken here."""
+        if event.kind != "stopped" or event.breakpoint is not None or self.pc() in temp:
+            return False
+        return any(loc.path is not None and loc.enabled and loc.addr == self.pc()
+                   for bp in self.breakpoints.values() if bp.enabled for loc in bp.locations)
+
     def _poll_run(self) -> RunResult | None:
         assert self._run_seq is not None
         try:
@@ -360,7 +371,8 @@ class Debugger:
         site = self.prog.site_at(stop.pc)
         user = [(bp, n) for bp in self.breakpoints.values() if bp.enabled
                 for n, loc in enumerate(bp.locations, start=1)
-                if loc.enabled and loc.addr == stop.pc]
+                if loc.enabled and loc.addr == stop.pc
+                and (loc.path is None or loc.path.holds(self.regs().values))]
         for bp, n in user:
             bp.hits += 1
             bp.locations[n - 1].hits += 1

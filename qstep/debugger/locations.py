@@ -7,9 +7,10 @@ a location has no code (out of range, removed by the verifier, no code for a lin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qstep.debugger.lineentries import line_locations
+from qstep.debugger.mergedlines import PathCheck, merged_line
 from qstep.errors import UsageError
 from qstep.loaded import InsnSite, LoadedProgram
 
@@ -21,6 +22,10 @@ class Resolved:
 
     text: str
     sites: tuple[InsnSite, ...]
+    # A merged-away line (``qstep.debugger.mergedlines``): the path each site stands
+    # for (by instruction index) and what the user is told about it.
+    paths: dict[int, PathCheck] = field(default_factory=dict)
+    note: str = ""
 
 
 def resolve(prog: LoadedProgram, text: str, current_file: str | None = None) -> Resolved:
@@ -35,12 +40,12 @@ def resolve(prog: LoadedProgram, text: str, current_file: str | None = None) -> 
     name, sep, number = text.rpartition(":")
     if sep and re.fullmatch(r"-?\d+", number):
         if re.search(r"\.[ch]$", name):
-            return Resolved(text, _by_line(prog, name, int(number)))
+            return _by_line(prog, text, name, int(number))
         return Resolved(text, (_by_offset(prog, name, int(number), text),))
     if re.fullmatch(r"\d+", text):
         if current_file is None:
             raise UsageError(f"'{text}': give a file (file.c:{text}) or a function offset")
-        return Resolved(text, _by_line(prog, current_file, int(text)))
+        return _by_line(prog, text, current_file, int(text))
     func = prog.function_named(text)
     if func is None:
         raise _no_function(prog, text)
@@ -107,7 +112,7 @@ def _file_matches(path: str, name: str) -> bool:
     return path == name or path.endswith("/" + name)
 
 
-def _by_line(prog: LoadedProgram, file: str, line: int) -> tuple[InsnSite, ...]:
+def _by_line(prog: LoadedProgram, text: str, file: str, line: int) -> Resolved:
     in_file = [s for s in prog.sites.values() if s.source and _file_matches(s.source.file, file)]
     if not in_file:
         files = sorted({s.source.file.rsplit("/", 1)[-1] for s in prog.sites.values()
@@ -117,11 +122,19 @@ def _by_line(prog: LoadedProgram, file: str, line: int) -> tuple[InsnSite, ...]:
     chosen = line_locations(prog, in_line)
     exact = tuple(s for s in chosen if s.exact)
     if exact:
-        return exact
+        return Resolved(text, exact)
     if chosen:
         raise UsageError(f"{file}:{line}: no exact JIT address where control enters this line "
                          "(the program was loaded outside qstep and its own line info is "
                          "coarser); use func:offset")
+    has_code = any(s.source and s.source.line == line for s in in_file)
+    merged = None if has_code else merged_line(prog, file, line, in_file)
+    if merged is not None and not merged.edges:
+        raise UsageError(merged.message())
+    if merged is not None:
+        checks = merged.checks()
+        sites = tuple(prog.sites[index] for index in sorted(checks))
+        return Resolved(text, sites, checks, merged.message())
     raise UsageError(_no_code_message(file, line, in_file))
 
 

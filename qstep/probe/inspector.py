@@ -18,6 +18,7 @@ from qstep.debugger.engine import Debugger, Event, RunRequest
 from qstep.debugger.env import StoppedEnv, UnreadableMemory
 from qstep.debugger.jitframe import layout_of
 from qstep.debugger.locations import resolve
+from qstep.debugger.mergedlines import PathCheck, on_path
 from qstep.debugger.regs import BpfRegs, bpf_regs
 from qstep.dwarf.types import CType
 from qstep.errors import UsageError, VerifierError
@@ -65,6 +66,7 @@ class ProbeSite:
     site: InsnSite
     spec: Spec  # C names lowered to this instruction's registers and memory
     record_id: int  # tells this location's ring buffer records apart
+    path: PathCheck | None = None  # a merged-away line: counts only when this path is taken
     compiled: CompiledProbe | None = None
     handle: int | None = None
 
@@ -143,11 +145,12 @@ def resolve_probe(prog: LoadedProgram, number: int, spec: Spec, first_record: in
     """The instructions a spec names (every place a source line starts); errors name the
     spec. Its locations get record ids from ``first_record`` on."""
     try:
-        sites = resolve(prog, location_text(spec)).sites
+        resolved = resolve(prog, location_text(spec))
     except UsageError as err:
         raise UsageError(f"inspect: spec {number}: {err}") from None
-    return Probe(number, spec, [ProbeSite(site, spec, first_record + k)
-                                for k, site in enumerate(sites)])
+    return Probe(number, spec, [ProbeSite(site, spec, first_record + k,
+                                          resolved.paths.get(site.index))
+                                for k, site in enumerate(resolved.sites)], note=resolved.note)
 
 
 def resolve_probes(prog: LoadedProgram, specs: list[Spec]) -> list[Probe]:
@@ -224,6 +227,8 @@ class Inspector:
             if loc.spec != probe.spec and probe.written is None:
                 probe.item_types = item_types(probe.spec, env)
                 probe.written = probe.spec
+        for loc, _ in self._locations():
+            loc.spec = on_path(loc.spec, loc.path)
         assign_modes(self.probes)
         for probe in self.probes:
             if probe.mode == "host":

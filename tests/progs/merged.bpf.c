@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: GPL-2.0
+/* merged.bpf.c - early returns the compiler folds into one shared exit.
+ *
+ * Most `return XDP_DROP;` / `return XDP_PASS;` lines below have no instruction of
+ * their own at -O2: the return value is set before the condition's branch and the
+ * branch goes to the function's single `exit` (line 'exit:' below). `break` and
+ * `inspect` on such a line stop where the path to it is taken
+ * (tests/vm/test_merged_lines.py).
+ *
+ * Input: Ethernet + IPv4 + UDP; which path a packet takes is known from its bytes.
+ * stats[udp dest & 3] counts packets, dropped and passed.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+struct stats {
+	__u64 packets;
+	__u64 dropped;
+	__u64 passed;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct stats);
+} stats SEC(".maps");
+
+SEC("xdp")
+int merged(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	__u32 key;
+	struct stats *s;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return XDP_DROP;
+	if (ip->ttl <= 1)
+		return XDP_DROP;
+	if (ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > data_end)
+		return XDP_DROP;
+	key = bpf_ntohs(udp->dest) & 3;
+	s = bpf_map_lookup_elem(&stats, &key);
+	if (!s)
+		return XDP_ABORTED;
+	s->packets++;
+	if (udp->source == bpf_htons(666)) {
+		s->dropped++;
+		return XDP_DROP;
+	}
+	if (udp->dest == bpf_htons(7))
+		return XDP_DROP;
+	s->passed++;
+	return XDP_PASS;
+}
+
+/* The last two returns: both paths from the condition meet the exit with nothing in
+ * between, so no instruction tells line 'return XDP_DROP' from 'return XDP_PASS'. */
+SEC("xdp")
+int tail(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_ABORTED;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

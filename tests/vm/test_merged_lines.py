@@ -1,0 +1,156 @@
+"""Lines the compiler merged away: tests/progs/merged.bpf.c on 6.1 and 6.12.
+
+Each early ``return`` of ``merged`` has no instruction of its own (the return value
+is set before the branch, the branch goes to the shared exit; see
+``qstep.debugger.mergedlines``). Each packet below takes exactly one of those paths,
+known from its bytes; a breakpoint or a probe on a return line must fire on exactly
+the packets that take its path, never on others, and the CPU must then go where
+the path goes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qstep.bpf.elf import BpfObject
+from qstep.debugger.commands import CommandSet
+from qstep.debugger.engine import RunRequest
+from qstep.loaded import LoadedProgram
+from qstep.paths import REPO_ROOT
+from qstep.probe.inspector import Inspector
+from qstep.probe.spec import parse_specs
+from qstep.session import Session
+
+pytestmark = pytest.mark.vm
+SOURCE_PATH = "tests/progs/merged.bpf.c"
+SOURCE = (REPO_ROOT / SOURCE_PATH).read_text().splitlines()
+XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
+
+
+def after(fragment: str, skip: int = 1) -> int:
+    """The line ``skip`` lines below the first line containing ``fragment``."""
+    return next(n for n, text in enumerate(SOURCE, start=1) if fragment in text) + skip
+
+
+# The merged-away return lines, and what the function returns there.
+RETURNS = {
+    "not_ip": (after("bpf_htons(ETH_P_IP))"), XDP_PASS),
+    "short_ip": (after("(void *)(ip + 1) > data_end"), XDP_DROP),
+    "ttl": (after("ip->ttl <= 1"), XDP_DROP),
+    "not_udp": (after("ip->protocol != IPPROTO_UDP"), XDP_PASS),
+    "short_udp": (after("(void *)(udp + 1) > data_end"), XDP_DROP),
+    "blocked": (after("udp->source == bpf_htons(666)", 2), XDP_DROP),
+}
+
+
+def frame(ethertype: int = 0x0800, ttl: int = 64, proto: int = 17, sport: int = 1234,
+          dport: int = 80, length: int = 60) -> bytes:
+    """Ethernet + IPv4 10.0.0.1 -> 10.0.0.2 + UDP ports, cut or padded to ``length``."""
+    data = (bytes.fromhex("020000000001" "020000000002") + struct.pack(">H", ethertype)
+            + bytes([0x45, 0, 0, 28, 0, 0, 0, 0, ttl, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+            + struct.pack(">HHHH", sport, dport, 8, 0))
+    return (data + bytes(length))[:length]
+
+
+# packet name -> (packet, the return it takes (None: goes on), retval)
+PACKETS = {
+    "arp": (frame(ethertype=0x0806), "not_ip", XDP_PASS),
+    "short_ip": (frame(length=24), "short_ip", XDP_DROP),
+    "ttl1": (frame(ttl=1), "ttl", XDP_DROP),
+    "ttl0": (frame(ttl=0), "ttl", XDP_DROP),
+    "tcp": (frame(proto=6), "not_udp", XDP_PASS),
+    "short_udp": (frame(length=38), "short_udp", XDP_DROP),
+    "blocked": (frame(sport=666), "blocked", XDP_DROP),
+    "echo": (frame(dport=7), None, XDP_DROP),
+    "udp": (frame(), None, XDP_PASS),
+}
+
+
+@pytest.fixture
+def merged(guest: Session, bpf_obj: Callable[[str], Path]) -> Iterator[LoadedProgram]:
+    prog = guest.load(BpfObject.open(bpf_obj(SOURCE_PATH)), "merged")
+    yield prog
+    guest.unload(prog)
+
+
+@pytest.mark.parametrize("name", list(PACKETS))
+def test_a_breakpoint_on_a_merged_return_stops_only_on_its_path(
+        guest: Session, merged: LoadedProgram, name: str) -> None:
+    packet, path, ret = PACKETS[name]
+    with guest.debugger(merged, RunRequest(packet)) as dbg:
+        commands = CommandSet(dbg)
+        numbers = {}
+        for which, (line, _) in RETURNS.items():
+            out = commands.execute(f"break merged.bpf.c:{line}").text
+            assert out.startswith(f"merged.bpf.c:{line} has no code of its own: the compiler "
+                                  "merged it into "), out
+            numbers[max(dbg.breakpoints)] = which
+        stops = []
+        event = dbg.run()
+        while event.kind == "stopped":
+            assert event.breakpoint is not None and event.site is not None
+            which = numbers[event.breakpoint.number]
+            loc = event.breakpoint.locations[(event.location or 1) - 1]
+            assert loc.path is not None
+            [edge] = loc.path.edges
+            assert event.site == edge.site
+            if edge.target.insn.is_exit:  # straight to the exit: the return value is set
+                assert dbg.regs()[0] == RETURNS[which][1]
+            stops.append(which)
+            event = dbg.stepi()  # the CPU goes the path's way
+            assert event.site is not None and event.site.index == edge.target.index
+            event = dbg.cont()
+        assert event.retval == ret
+    assert stops == ([path] if path else [])
+    hits = {which: bp.hits for bp in dbg.breakpoints.values() for which in [numbers[bp.number]]}
+    assert hits == {which: int(which == path) for which in RETURNS}
+
+
+def run_probes(guest: Session, prog: LoadedProgram, specs: list[str],
+               repeat: int) -> Inspector:
+    inspector = Inspector(guest, prog, parse_specs(specs))
+    inspector.attach()
+    try:
+        retvals = inspector.run([p for p, _, _ in PACKETS.values()], repeat)
+    finally:
+        inspector.detach()
+    assert retvals == [r for _, _, r in PACKETS.values()]
+    return inspector
+
+
+@pytest.mark.parametrize("group", [["not_ip", "short_ip", "ttl", "not_udp"],
+                                   ["short_udp", "blocked"]])
+def test_inspect_on_merged_returns_counts_exactly_the_packets_on_each_path(
+        guest: Session, merged: LoadedProgram, group: list[str]) -> None:
+    inspector = run_probes(guest, merged, [f"merged.bpf.c:{RETURNS[w][0]} print $r0"
+                                           for w in group], repeat=3)
+    for which, probe in zip(group, inspector.probes, strict=True):
+        assert probe.mode == "guest" and probe.note.startswith(
+            f"merged.bpf.c:{RETURNS[which][0]} has no code of its own")
+        taking = [n for n, (_, path, _) in enumerate(PACKETS.values(), start=1) if path == which]
+        hits = [h for h in inspector.hits if h.probe is probe]
+        assert [h.run for h in hits] == [run for run in taking for _ in range(3)]
+        if probe.site.insn.jump_target == len(merged.insns) - 1:  # a jump to the exit
+            assert all(h.values == [RETURNS[which][1]] for h in hits)
+        assert probe.counters.true == probe.counters.printed == 3 * len(taking)
+
+
+def test_a_condition_of_ones_own_and_the_host_fallback_keep_the_path(
+        guest: Session, merged: LoadedProgram) -> None:
+    """Five specs: the fifth goes to the host, which checks the path there too."""
+    ttl = RETURNS["ttl"][0]
+    specs = [f"merged.bpf.c:{ttl} print $r0 if $r1 == 1"]  # r1: the ttl at the branch
+    specs += [f"merged.bpf.c:{RETURNS[w][0]} print $r0" for w in
+              ("not_ip", "short_ip", "not_udp", "blocked")]
+    inspector = run_probes(guest, merged, specs, repeat=1)
+    modes = [p.mode for p in inspector.probes]
+    assert modes == ["guest"] * 4 + ["host"]
+    by_probe = [[h.run for h in inspector.hits if h.probe is p] for p in inspector.probes]
+    names = list(PACKETS)
+    assert by_probe == [[names.index("ttl1") + 1], [names.index("arp") + 1],
+                        [names.index("short_ip") + 1], [names.index("tcp") + 1],
+                        [names.index("blocked") + 1]]
