@@ -68,3 +68,24 @@ def test_a_rejection_as_a_source_walk() -> None:
 def test_stack_pointers_of_another_frame() -> None:
     state = parse_reg_state("fp[0]-40")  # 6.12+: the caller's stack seen from a callee
     assert (state.type, state.fields) == ("fp", {"off": "-40", "frame": "0"})
+
+
+def test_a_7_2_log_reads_the_same_facts() -> None:
+    log = parse_log((LOGS / "l4lb-7.2.log").read_text())
+    assert (log.processed, len(log.visits)) == (328, 328)
+    # 24: if r7 > r5 goto pc+49 (l4lb.bpf.c:205): r5 = ihl & 15, r7 = 5
+    (r5,) = union_at(log, 24, 5)
+    assert (r5.bound("umin"), r5.bound("umax"), r5.tnum) == (None, 15, (0, 0xF))
+    assert [s.text for s in union_at(log, 24, 7)] == ["5"]
+    assert [s.type for s in union_at(log, 1, 1)] == ["ctx"]
+
+
+def test_a_7_2_rejection_as_a_source_walk() -> None:
+    # 7.x prints its analysis passes (subprograms, stack use, live registers) first.
+    lines = {0: 20, 1: 23, 2: 22, 3: 25, 4: 25, 5: 27, 6: 29}
+    walk = failing_path((LOGS / "reject-7.2.rejected").read_text(),
+                        lambda insn: f"reject.bpf.c:{lines[insn]}")
+    assert walk[-3:] == [
+        "      insn 5: if r3 > r2 goto pc+1: fell through (r3=pkt(r=0,imm=14), r2=pkt_end())",
+        "  reject.bpf.c:29",
+        "      insn 6: (71) r0 = *(u8 *)(r1 +23)  <- rejected here"]
