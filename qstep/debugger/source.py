@@ -15,6 +15,7 @@ from functools import cached_property
 
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import Debugger
+from qstep.debugger.entryvalues import entry_value
 from qstep.debugger.frames import Frame as CallFrame
 from qstep.debugger.unwind import caller_register
 from qstep.dwarf.location import Unavailable
@@ -65,7 +66,10 @@ class FrameState:
         return self._dbg.read_memory(addr, size)
 
     def entry_reg(self, n: int) -> int | None:
-        return None
+        """rN at the function's entry (``qstep.debugger.entryvalues``; raises
+        ``Unavailable`` saying why when nothing keeps it)."""
+        return entry_value(self._dbg.prog, self._dbg.frames(), self._call.level, n,
+                           list(self._regs.values), self._dbg.read_memory)
 
 
 class _Memory:
