@@ -35,6 +35,7 @@ from qstep.agent.replies import (
     RunResult,
 )
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.insn import is_percpu_mov
 from qstep.bpf.progtypes import packet_size_problem
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.guestmaps import fetch_kernel_btf, has_percpu_maps
@@ -192,7 +193,8 @@ class Session:
 
     def _kernel_facts(self, prog: LoadedProgram) -> LoadedProgram:
         """Add what the debugger must know about the kernel before any run stops the VM."""
-        if needs_percpu_offset(prog) or has_percpu_maps(prog):
+        if (needs_percpu_offset(prog) or has_percpu_maps(prog)
+                or any(is_percpu_mov(insn) for insn in prog.xlated)):
             prog.percpu_offset_addr = self.kallsyms("__per_cpu_offset")
         return prog
 

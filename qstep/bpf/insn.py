@@ -225,8 +225,14 @@ def _format_alu(insn: Insn) -> str:
 ADDR_PERCPU = -1  # kernel-internal mov (verifier-inlined helpers, 6.10+): add the CPU offset
 
 
+def is_percpu_mov(insn: Insn) -> bool:
+    """The kernel-internal ``dst = src + this CPU's per-CPU offset`` (xlated code only)."""
+    return (insn.cls == ALU64 and insn.op == ALU_MOV and insn.uses_reg_src
+            and insn.off == ADDR_PERCPU)
+
+
 def _format_movsx(insn: Insn) -> str:
-    if insn.cls == ALU64 and insn.uses_reg_src and insn.off == ADDR_PERCPU:
+    if is_percpu_mov(insn):
         return f"r{insn.dst} = &(void __percpu *)(r{insn.src})"
     allowed = (8, 16, 32) if insn.cls == ALU64 else (8, 16)
     if not insn.uses_reg_src or insn.off not in allowed:

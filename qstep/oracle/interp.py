@@ -17,6 +17,7 @@ from qstep.errors import QstepError
 
 MemRead = Callable[[int, int], bytes]
 LdImm64Value = Callable[[Insn], int]
+PercpuOffset = Callable[[], int]
 
 NREGS = 11
 M64 = (1 << 64) - 1
@@ -290,21 +291,29 @@ def _atomic(insn: Insn, regs: list[int], read: MemRead) -> Effect:
 # ---- entry point -------------------------------------------------------------------------
 
 def step(insn: Insn, regs: Sequence[int], read: MemRead,
-         ldimm64_value: LdImm64Value | None = None) -> Effect:
+         ldimm64_value: LdImm64Value | None = None,
+         percpu_offset: PercpuOffset | None = None) -> Effect:
     """Effect of executing `insn` with registers `regs` (r0..r10, unsigned 64-bit).
 
     Up to two more registers are the hidden scratch registers the kernel's verifier
     patches (e.g. signed division guards) use in xlated code: BPF_REG_AX is
     register 11 in 6.x and 12 in 7.2/7.3 (seen in their xlated code).
     `read(addr, size)` supplies memory for loads and atomics; `ldimm64_value(insn)`
-    supplies the value of pseudo ld_imm64 loads (maps, functions, ksyms). Raises
-    `OracleError` for invalid or unsupported instructions.
+    supplies the value of pseudo ld_imm64 loads (maps, functions, ksyms);
+    `percpu_offset()` this CPU's per-CPU offset, for the kernel-internal per-CPU
+    address mov of verifier-inlined helpers (6.10+). Raises `OracleError` for invalid
+    or unsupported instructions.
     """
     if not NREGS <= len(regs) <= NREGS + 2:
         raise OracleError(f"expected {NREGS} registers (up to {NREGS + 2} with hidden ones), "
                           f"got {len(regs)}")
     r = [v & M64 for v in regs]
     cls = insn.cls
+    if bi.is_percpu_mov(insn):
+        if percpu_offset is None:
+            raise _fail(insn, "the per-CPU offset is unknown")
+        r[insn.dst] = (r[insn.src] + percpu_offset()) & M64
+        return _effect(insn, r, "alu")
     if cls in (bi.ALU, bi.ALU64):
         return _alu(insn, r)
     if cls in (bi.JMP, bi.JMP32):

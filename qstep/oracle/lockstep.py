@@ -77,9 +77,11 @@ def imm_loads(prog: LoadedProgram, site: InsnSite) -> Iterator[int]:
 class Oracle:
     """Runs the xlated span of one original instruction from a given state."""
 
-    def __init__(self, prog: LoadedProgram, read: MemReader) -> None:
+    def __init__(self, prog: LoadedProgram, read: MemReader,
+                 percpu_offset: Callable[[], int] | None = None) -> None:
         self.prog = prog
         self.read_guest = read
+        self.percpu_offset = percpu_offset
         self.orig_of_xlated = {s.xlated_index: i for i, s in prog.sites.items()
                                if s.xlated_index is not None}
 
@@ -104,7 +106,7 @@ class Oracle:
 
         pc = span[0].index
         while pc in by_index:
-            eff = step(by_index[pc], exp.regs, read, ldimm64)
+            eff = step(by_index[pc], exp.regs, read, ldimm64, self.percpu_offset)
             exp.regs = list(eff.regs)
             exp.unknown |= set(eff.unknown)
             for w in eff.writes:
@@ -134,7 +136,7 @@ def lockstep(dbg: Debugger, read_regs: RegsReader | None = None) -> LockstepRepo
     faults through it)."""
     regs_of: RegsReader = read_regs or (lambda: dbg.regs().values)
     prog = dbg.prog
-    oracle = Oracle(prog, dbg.read_memory)
+    oracle = Oracle(prog, dbg.read_memory, dbg.percpu_offset)
     dbg.add_breakpoint(f"#{prog.functions[0].start_insn}", temporary=True)
     event = dbg.run()
     frames: list[tuple[int, ...]] = []  # caller registers at each bpf-to-bpf call

@@ -365,6 +365,15 @@ def test_invalid(insn: Insn, match: str) -> None:
     assert str(info.value).startswith("insn 10: ")
 
 
+def test_percpu_address_mov_adds_this_cpus_offset() -> None:
+    """The verifier's inlined per-CPU lookups (6.10+): r0 = &(void __percpu *)(r0)."""
+    mov = at(alu64(MOV, 0, 0, off=-1))
+    eff = step(mov, regs_with(r0=0x2A8C0), no_mem, percpu_offset=lambda: 0xFFFF88803EC00000)
+    assert (eff.regs[0], eff.kind, eff.next_pc) == (0xFFFF88803EC2A8C0, "alu", 11)
+    with pytest.raises(OracleError, match="the per-CPU offset is unknown"):
+        step(mov, regs_with(r0=1), no_mem)
+
+
 def test_register_count_checked() -> None:
     with pytest.raises(OracleError, match="expected 11 registers"):
         step(at(exit_()), [0] * 10, no_mem)
