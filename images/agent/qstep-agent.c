@@ -1663,7 +1663,10 @@ static int test_run(struct reply *r, int prog_fd, struct arg *a)
 		reply_int(r, "retval", opts.retval);
 		reply_int(r, "duration", opts.duration);
 		reply_blob(r, "data_out", data_out, opts.data_out ? MIN(opts.data_size_out, a[4].i) : 0);
-		reply_blob(r, "ctx_out", ctx_out, opts.ctx_out ? MIN(opts.ctx_size_out, a[3].n) : 0);
+		if (opts.ctx_out)
+			reply_blob(r, "ctx_out", ctx_out, MIN(opts.ctx_size_out, a[3].n));
+		else   /* a context-only run: syscall programs' context is copied back */
+			reply_blob(r, "ctx_out", a[3].n ? a[3].b : ctx_out, a[3].n);
 		reply_run_output(r, prog_fd);
 	}
 	free(data_out), free(ctx_out);

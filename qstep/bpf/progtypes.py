@@ -18,6 +18,12 @@ PACKET_PROG_TYPES = frozenset({
     ProgType.CGROUP_SKB, ProgType.LWT_IN, ProgType.LWT_OUT, ProgType.LWT_XMIT, ProgType.SK_SKB,
     ProgType.FLOW_DISSECTOR})
 
+# Program types BPF_PROG_TEST_RUN runs on a context alone (no packet, no repeat):
+# the raw tracepoint's u64 arguments, the syscall program's own struct (which the
+# kernel copies back after the run). qstep's packet input is their context.
+CTX_PROG_TYPES = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
+RUNNABLE_PROG_TYPES = PACKET_PROG_TYPES | CTX_PROG_TYPES
+
 
 # BPF_PROG_TEST_RUN's packet sizes: at least an Ethernet header; skb-based types
 # build the skb in one 4096-byte page less 64 bytes of headroom and 320 of
@@ -71,6 +77,8 @@ def retval_name(prog_type: int, retval: int) -> str | None:
         return TC_ACTIONS.get(signed)
     if prog_type == ProgType.CGROUP_SKB:
         return CGROUP_SKB.get(signed)
+    if prog_type == ProgType.FLOW_DISSECTOR:
+        return {0: "BPF_OK", 2: "BPF_DROP"}.get(signed)
     if prog_type == ProgType.SOCKET_FILTER:
         return "drop" if signed == 0 else f"keep {signed} bytes"
     return None

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from qstep.agent.replies import MapDump, MapInfo
-from qstep.bpf.progtypes import PACKET_PROG_TYPES, retval_name
+from qstep.bpf.progtypes import RUNNABLE_PROG_TYPES, retval_name
 from qstep.commands.common import (
     add_input_options,
     add_program_options,
@@ -29,7 +29,8 @@ from qstep.mapdump import (
     notes_json,
     with_record_types,
 )
-from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text, packet_diff
+from qstep.render import ARRAY_TYPES, format_map_value, map_entries_text
+from qstep.runkinds import input_word, outcome_text, run_extras
 from qstep.session import RunResult, Session
 from qstep.userinput import read_packet
 
@@ -69,9 +70,11 @@ def main(args: argparse.Namespace) -> int:
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
         prog.maps = with_record_types(prog.maps, prog.btf, args.record_type)
-        if prog.prog_type not in PACKET_PROG_TYPES:
+        if prog.prog_type not in RUNNABLE_PROG_TYPES:
             raise UsageError(f"{prog.name} is a {prog.type_name} program; run takes packet "
-                             "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt)")
+                             "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt, "
+                             "flow dissector) and, with the context as --packet, "
+                             "raw_tracepoint and syscall programs")
         results = [session.test_run(prog, data, repeat=args.repeat) for _, data in packets]
         maps = dump_maps(session, prog)
     if args.json:
@@ -89,10 +92,9 @@ def run_text(session: Session, prog: LoadedProgram, repeat: int,
         name = retval_name(prog.prog_type, result.retval)
         lines += [
             "",
-            f"packet    {len(packet)} bytes from {origin}",
+            f"{input_word(prog.prog_type):9} {len(packet)} bytes from {origin}",
             f"retval    {result.retval}" + (f" ({name})" if name else ""),
-            f"duration  {result.duration_ns} ns per run (repeat {repeat})",
-            "packet out: " + "\n  ".join(packet_diff(packet, result.data_out)),
+            *outcome_text(prog.prog_type, packet, result, repeat),
             *result.output.text(),
         ]
     lines += ["", "maps after the run" + ("s:" if len(results) > 1 else ":")]
@@ -126,7 +128,8 @@ def run_json(session: Session, prog: LoadedProgram, packets: list[tuple[str, byt
         "runs": [{"packet": origin, "retval": r.retval,
                   "retval_name": retval_name(prog.prog_type, r.retval),
                   "duration_ns": r.duration_ns, "packet_in": data.hex(),
-                  "packet_out": r.data_out.hex(), "output": r.output.as_json()}
+                  "packet_out": r.data_out.hex(), "output": r.output.as_json(),
+                  **run_extras(prog.prog_type, r)}
                  for (origin, data), r in zip(packets, results, strict=True)],
         "maps": {n: [entry(n, k, v) for k, v in d.entries] for n, d in maps.items()},
         "map_notes": {n: notes for n, d in maps.items()

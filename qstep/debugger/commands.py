@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qstep.agent.replies import RunResult
 from qstep.bpf.progtypes import retval_name
 from qstep.debugger.engine import Breakpoint, Debugger, Event
 from qstep.debugger.env import StoppedEnv
@@ -22,7 +23,7 @@ from qstep.expr.evaluate import evaluate
 from qstep.expr.parser import parse_expression
 from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
-from qstep.render import packet_diff
+from qstep.runkinds import outcome_text
 from qstep.verifier.check import union_at
 from qstep.verifier.log import VerifierLog, parse_log
 
@@ -171,9 +172,12 @@ class CommandSet:
             assert event.retval is not None
             name = retval_name(self.dbg.prog.prog_type, event.retval)
             label = f"{event.retval}" + (f" ({name})" if name else "")
-            diff = packet_diff(self.dbg.request.data, event.data_out)
+            result = RunResult(event.retval, event.duration_ns or 0, event.data_out,
+                               event.ctx_out)
             text = "\n".join([f"[program exited: retval {label}, {event.duration_ns} ns]",
-                              "packet out: " + "\n  ".join(diff),
+                              *outcome_text(self.dbg.prog.prog_type,
+                                            self.dbg.request.ctx or self.dbg.request.data,
+                                            result),
                               *(event.output.text() if event.output else [])])
             return Output(text, {"event": "exited", "retval": event.retval,
                                  "retval_name": name, "duration_ns": event.duration_ns,

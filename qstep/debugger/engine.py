@@ -86,6 +86,7 @@ class Event:
     retval: int | None = None
     duration_ns: int | None = None
     data_out: bytes = b""
+    ctx_out: bytes = b""
     watch_addr: int | None = None
     output: RunOutput | None = None  # what the program printed (exited runs)
     location: int | None = None  # which location of ``breakpoint`` (1-based)
@@ -363,6 +364,7 @@ class Debugger:
         # The VM keeps running (idle); breakpoints stay inserted for the next run.
         event = Event("exited", "exited", retval=result.retval,
                       duration_ns=result.duration_ns, data_out=result.data_out,
+                      ctx_out=result.ctx_out,
                       output=result.output)
         self.last_event = event
         return event

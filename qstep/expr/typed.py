@@ -228,7 +228,12 @@ def _element(value: Value, index: int, node: Node) -> Value:
 
 
 def _subscript_value(value: Value, index: int, env: TypedEnv, node: Node) -> Value:
-    if value.type.strip().kind == ARRAY:
+    t = value.type.strip()
+    if t.kind == ARRAY and t.element_count == 0 and value.address is not None:
+        # a flexible array member (``__u64 args[0]``, ``args[]``): C indexes past its end
+        return _load(t.element, (value.address + index * t.element.byte_size) & ((1 << 64) - 1),
+                     env, node)
+    if t.kind == ARRAY:
         return _element(value, index, node)
     return _deref_at(value, index, env, node, "index")
 
