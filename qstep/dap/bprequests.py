@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qstep.dap.breakpoints import HitCondition, LogMessage, UserBreakpoint
+from qstep.dap.probes import GuestProbes
 from qstep.dap.state import DapState, Result
 from qstep.debugger.engine import Breakpoint
 from qstep.errors import QstepError
@@ -22,6 +23,8 @@ class BreakpointRequests:
         self.kind_bps: dict[str, list[UserBreakpoint]] = {}  # function / instruction
         self.by_number: dict[int, UserBreakpoint] = {}
         self.next_bp_id = 1
+        self.probes = GuestProbes(state)
+        self.reported: dict[int, str] = {}  # DAP id -> the method its message named
 
     def req_setBreakpoints(self, args: dict[str, Any]) -> Result:
         path = str(args.get("source", {}).get("path") or args.get("source", {}).get("name"))
@@ -33,7 +36,7 @@ class BreakpointRequests:
             made += [bp] if bp else []
             out.append(body | {"source": {"path": path}, "line": spec["line"]})
         self.source_bps[path] = made
-        return {"breakpoints": out}, None
+        return {"breakpoints": self._methods(made, out)}, None
 
     def req_setFunctionBreakpoints(self, args: dict[str, Any]) -> Result:
         return self._set_kind("function", [(b["name"], b) for b in args.get("breakpoints", [])])
@@ -53,7 +56,38 @@ class BreakpointRequests:
             made += [bp] if bp else []
             out.append(body)
         self.kind_bps[kind] = made
-        return {"breakpoints": out}, None
+        return {"breakpoints": self._methods(made, out)}, None
+
+    def all(self) -> list[UserBreakpoint]:
+        """Every breakpoint the client has set, in the order they were made."""
+        bps = [bp for group in (*self.source_bps.values(), *self.kind_bps.values())
+               for bp in group]
+        return sorted(bps, key=lambda bp: bp.id)
+
+    def _methods(self, made: list[UserBreakpoint], out: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+        """Attach probes where possible (between runs); each body's message names the way
+        its breakpoint is evaluated."""
+        self.probes.dirty = True
+        self.sync(announce=False)
+        by_id = {bp.id: bp for bp in made}
+        for body in out:
+            bp = by_id.get(body["id"])
+            if bp is not None:
+                body["message"] = self.reported[bp.id] = self.probes.method(bp)
+        return out
+
+    def sync(self, announce: bool = True) -> None:
+        """Between runs: probes for the breakpoints that can have one; a ``breakpoint``
+        event for each whose way of evaluation changed."""
+        bps = self.all()
+        self.probes.sync(bps, lambda bp: bp.numbers)
+        for bp in bps if announce else []:
+            method = self.probes.method(bp)
+            if self.reported.get(bp.id) != method:
+                self.reported[bp.id] = method
+                self.s.send("breakpoint", {"reason": "changed", "breakpoint": {
+                    "id": bp.id, "verified": True, "message": method}})
 
     def _make(self, location: str, spec: dict[str, Any]) -> tuple[UserBreakpoint | None,
                                                                   dict[str, Any]]:

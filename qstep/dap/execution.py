@@ -26,6 +26,8 @@ class Execution:
         dbg = self.s.debugger()
         if self.s.config.stop_on_entry:
             dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        self.bps.sync()
+        if self.s.config.stop_on_entry:
             self.report(dbg.run(), entry=True)
             return
         self.go(dbg.run)
@@ -71,25 +73,37 @@ class Execution:
         event = action()
         while True:
             if event.kind == "exited":
+                self.bps.probes.drain()
                 self._exited(event)
                 if self.s.packet_index + 1 >= len(self.s.packets):
                     self._maps_output()
+                    self._probe_output()
                     self.finish()
                     return
                 self.s.packet_index += 1
                 dbg.request = RunRequest(self.s.packets[self.s.packet_index])
+                self.bps.sync()
                 event = dbg.run()
+                continue
+            if event.reason == "kernel":  # a probe asked for a stop (or another's helper)
+                event, ids = self.bps.probes.hand_over()
+                if ids:
+                    self.report(event, ids=ids)
+                    return
                 continue
             if event.reason == "breakpoint" or stepping or event.site is not None:
                 self.report(event)
                 return
             event = dbg.cont()
 
-    def report(self, event: Event, entry: bool = False) -> None:
-        """The ``stopped`` event for a stop."""
-        ids = self.bps.hit_ids() if event.reason == "breakpoint" else []
+    def report(self, event: Event, entry: bool = False, ids: list[int] | None = None) -> None:
+        """The ``stopped`` event for a stop (``ids``: the probes' breakpoints that stopped)."""
+        if ids is None:
+            ids = self.bps.hit_ids() if event.reason == "breakpoint" else []
         reason = "entry" if entry else {"breakpoint": "breakpoint", "finish": "step",
                                         "step": "step"}.get(event.reason, "step")
+        if ids:
+            reason = "breakpoint"
         if reason == "breakpoint" and not ids:
             reason = "step"
         body: dict[str, Any] = {"reason": reason, "threadId": THREAD_ID,
@@ -111,6 +125,16 @@ class Execution:
         assert self.s.session is not None and self.s.prog is not None
         text = "\n".join(maps_text(self.s.prog, dump_maps(self.s.session, self.s.prog)))
         self.s.output(f"maps after the runs:\n{text}\n")
+
+    def _probe_output(self) -> None:
+        """What the in-guest probes counted, and how often the VM stopped."""
+        dbg = self.s.debugger()
+        for row in self.bps.probes.summary():
+            counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in row.items()
+                               if k != "breakpoint")
+            self.s.output(f"breakpoint {row['breakpoint']} (in-guest probe): {counts}\n",
+                          data={"probe": row})
+        self.s.output(f"VM stops: {dbg.vm_stops}\n", data={"vm_stops": dbg.vm_stops})
 
     def finish(self) -> None:
         """``exited`` (the last packet's retval) and ``terminated``, once."""

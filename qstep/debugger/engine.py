@@ -150,6 +150,7 @@ class Debugger:
         self.breakpoint_filter: Callable[[list[Breakpoint]], bool] | None = None
         self._decoded: dict[int, _X86] = {}
         self.x86_steps = 0  # single steps issued (statistics for benchmarks)
+        self.vm_stops = 0  # stops after a resume (breakpoints, kernel, watchpoints)
         self.kernel_btf: bytes | None = None  # the guest kernel's BTF (maps while stopped)
 
     # -- state ---------------------------------------------------------
@@ -330,6 +331,7 @@ class Debugger:
             stop = self.target.wait(POLL)
             if stop is not None:
                 self.stopped = True
+                self.vm_stops += 1
                 return self._stop_event(stop)
             if self._run_seq is None:
                 continue  # nothing runs: only a stop (e.g. an interrupt) can end the wait

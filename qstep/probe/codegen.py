@@ -111,6 +111,9 @@ class ProbeTarget:
     counters: MapRef
     maps: dict[str, MapRef] = field(default_factory=dict)
     record_id: int | None = None  # the id in its records (default: probe_id)
+    # Act only on hits n (counted after the condition) with ``n OP N``: (OP, N), OP one
+    # of ==, >=, >, <, <=, % (every Nth); the others count as skipped (DAP hitCondition).
+    hit_filter: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -548,6 +551,23 @@ class _Compiler:
                 self.b.jump(go, JGT, R1, R2)
             self.counter_add(SKIPPED)
             self.b.jump(out)
+        self.b.place(go)
+        if self.target.hit_filter is not None:
+            self.filter_hits(*self.target.hit_filter, out)
+
+    def filter_hits(self, op: str, count: int, out: Label) -> None:
+        """Leave via `out` (counted skipped) unless hit n (fp-16) satisfies `n OP count`."""
+        go = Label()
+        if not 0 < count < 1 << 31 and not (op != "%" and count == 0):
+            raise UsageError(f"hit count {count} out of range for a probe")
+        self.emit(ldx(8, R1, FP, HIT_SLOT))
+        if op == "%":
+            self.emit(alu64(MOD, R1, imm=count))
+            self.b.jump(go, JEQ, R1, imm=0)
+        else:
+            self.b.jump(go, JUMPS[op], R1, imm=count)
+        self.counter_add(SKIPPED)
+        self.b.jump(out)
         self.b.place(go)
 
     def record(self, layout: RecordLayout, stop: bool) -> None:

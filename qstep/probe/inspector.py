@@ -255,8 +255,7 @@ class Inspector:
         self._counters = MapRef("qstep_counters", channel.counters_map_id, MapType.ARRAY,
                                 4, 8, 512)
         self._reset_counters()
-        maps = {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)
-                for m in self.prog.maps.values()}
+        maps = program_maps(self.prog)
         for loc, probe in self._locations("guest"):
             self._attach_one(probe, loc, maps)
 
@@ -446,9 +445,7 @@ class Inspector:
         state before the probed instruction, which the debugger shows as its stop
         (``Debugger.stop_before``); the next command leaves the exception handler.
         """
-        ctx = dbg.x86().rdi  # bpf_perf_event_data_kern *: its first member is regs
-        pt_regs = int.from_bytes(dbg.read_memory(ctx, 8), "little")
-        regs = pt_regs_to_bpf(dbg.read_memory(pt_regs, PT_REGS_SIZE))
+        regs = probe_regs(dbg)
         found = next(((loc, p) for loc, p in self._locations() if p.spec.action.stop
                       and loc.addr == regs.rip), None)
         if found is None:
@@ -542,6 +539,20 @@ def joined(outputs: list[RunOutput]) -> RunOutput:
                      trace_lines=[t for o in outputs for t in o.trace_lines],
                      printk_lost_bytes=sum(o.printk_lost_bytes for o in outputs),
                      stdout=streams("stdout"), stderr=streams("stderr"))
+
+
+def program_maps(prog: LoadedProgram) -> dict[str, MapRef]:
+    """The program's maps as probes refer to them (by name)."""
+    return {m.name: MapRef(m.name, m.id, m.type, m.key_size, m.value_size, m.max_entries)
+            for m in prog.maps.values()}
+
+
+def probe_regs(dbg: Debugger) -> X86Regs:
+    """Stopped in the stop helper a probe called: the probed program's registers before
+    the probed instruction (the ``pt_regs`` its perf event context points to)."""
+    ctx = dbg.x86().rdi  # bpf_perf_event_data_kern *: its first member is regs
+    pt_regs = int.from_bytes(dbg.read_memory(ctx, 8), "little")
+    return pt_regs_to_bpf(dbg.read_memory(pt_regs, PT_REGS_SIZE))
 
 
 def pt_regs_to_bpf(data: bytes) -> X86Regs:

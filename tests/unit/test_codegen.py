@@ -631,3 +631,33 @@ def test_verifier_accepts_random_conditions(expr: Expr, entry: bool,
                                             map_fds: dict[int, int]) -> None:
     spec = Spec(Location("func", "f"), Action(1, (expr, Reg(1)), True), expr)
     _load(compile_probe(spec, target(entry)), map_fds)
+
+
+# ---- hit filters (DAP hitCondition) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("hit_filter", "acting"), [
+    (("==", 5), [5]), ((">=", 3), [3, 4, 5, 6, 7]), ((">", 6), [7]), (("<", 3), [1, 2]),
+    (("<=", 1), [1]), (("%", 2), [2, 4, 6]), (("%", 3), [3, 6])])
+def test_hit_filter_acts_on_exactly_those_hits(hit_filter: tuple[str, int],
+                                               acting: list[int]) -> None:
+    kernel = FakeKernel()
+    probe = compile_probe(parse_spec("f print $r1, stop if $r1 > 3"),
+                          dataclasses.replace(target(), hit_filter=hit_filter))
+    for value in (7, 1, 7, 7, 7, 7, 2, 7, 7):  # condition true 7 times
+        kernel.run(probe, regs_of(r1=value))
+    assert [h.hit for h in kernel.hits(probe)] == acting
+    assert kernel.counters() == [9, 7, 7 - len(acting), len(acting), 0, len(acting)]
+    assert len(kernel.stops) == len(acting)
+
+
+def test_hit_filter_out_of_range() -> None:
+    with pytest.raises(UsageError, match="hit count 0 out of range"):
+        compile_probe(parse_spec("f stop"), dataclasses.replace(target(), hit_filter=("%", 0)))
+
+
+@needs_root
+@pytest.mark.parametrize("op", ["==", "%", "<"])
+def test_verifier_accepts_hit_filters(op: str, map_fds: dict[int, int]) -> None:
+    _load(compile_probe(parse_spec("f print $r1, stop if $r1 == 1"),
+                        dataclasses.replace(target(), hit_filter=(op, 3))), map_fds)

@@ -120,3 +120,28 @@ def test_attach_config(tmp_path: Path) -> None:
 def test_bad_configs(request_: str, config: dict[str, object], error: str) -> None:
     with pytest.raises(UsageError, match=error):
         parse_config(request_, config)
+
+
+def test_probe_spec_of_breakpoints() -> None:
+    from qstep.dap.probes import probe_spec
+    from qstep.expr.ast import Str
+
+    stop = probe_spec(UserBreakpoint(1, condition="$r1 == 2"), "f")
+    assert (stop.action.stop, stop.action.prints, stop.condition is not None) == (True, (), True)
+    assert stop.to_text() == "f stop if $r1 == 2"
+    log = probe_spec(UserBreakpoint(2, log=LogMessage.parse("a {x} b {{c}} {$r2 + 1}")), "g")
+    assert log.action.stop is False and log.condition is None
+    assert [i.to_text() for i in log.action.prints] == ['"a "', "x", '" b {c} "', "$r2 + 1"]
+    assert isinstance(log.action.prints[0], Str)
+
+
+def test_logged_integers_read_as_print_shows_them() -> None:
+    from qstep.dap.probes import value_text
+    from qstep.dap.state import DapState
+    from qstep.expr.ast import Reg
+
+    state = DapState(lambda name, body: None)
+    assert value_text(7, None, Reg(1), state) == "0x7 (7)"
+    assert value_text((1 << 64) - 2, None, Reg(1), state) == \
+        "0xfffffffffffffffe (18446744073709551614) [-2]"
+    assert value_text(b"\x01\xab", None, Reg(1), state) == "01 ab"

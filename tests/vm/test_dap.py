@@ -31,13 +31,14 @@ def _node_modules() -> Path:
     return modules
 
 
-def test_vscode_client_session(l4lb_obj: Path) -> None:
+@pytest.mark.parametrize("script", ["session.test.js", "probes.test.js"])
+def test_vscode_client_session(l4lb_obj: Path, script: str) -> None:
     modules = _node_modules()
     env = dict(os.environ, NODE_PATH=str(modules), QSTEP_DAP_TEST=json.dumps({
         "qstep": QSTEP, "object": str(l4lb_obj), "packets": PACKETS,
         "maps": str(EXAMPLE / "maps.txt"), "source": str((EXAMPLE / "l4lb.bpf.c").resolve())}))
     proc = subprocess.run([str(modules / ".bin" / "mocha"), "--reporter", "dot",
-                           str(HERE / "dap" / "session.test.js")], env=env,
+                           str(HERE / "dap" / script)], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passing" in proc.stdout

@@ -124,8 +124,13 @@ describe('qstep dap on the l4lb example', function () {
     assert.deepStrictEqual(lines, [
       'vip 1 slot 6', 'packet 1: [program exited: retval 7 (TC_ACT_REDIRECT)]',
       'vip 2 slot 8', 'packet 2: [program exited: retval 7 (TC_ACT_REDIRECT)]',
-      'packet 3: [program exited: retval 0 (TC_ACT_OK)]', 'maps after the runs:']);
-    const mapsText = outputs[outputs.length - 1].output;
+      'packet 3: [program exited: retval 0 (TC_ACT_OK)]', 'maps after the runs:',
+      `breakpoint ${cond.id} (in-guest probe): reached 2, condition true 1, skipped 0, written 1, dropped 0, stops 1`,
+      `breakpoint ${log.id} (in-guest probe): reached 2, condition true 2, skipped 0, written 2, dropped 0, stops 0`,
+      `breakpoint ${fbps.body.breakpoints[0].id} (in-guest probe): reached 3, condition true 3, skipped 3, written 0, dropped 0, stops 0`,
+      `breakpoint ${ibps.body.breakpoints[0].id} (in-guest probe): reached 3, condition true 0, skipped 0, written 0, dropped 0, stops 0`,
+      'VM stops: 3']);
+    const mapsText = outputs[lines.indexOf('maps after the runs:')].output;
     assert.ok(mapsText.includes('  stats:\n    1 = {packets: 1, bytes: 72}\n' +
                             '    2 = {packets: 1, bytes: 74}\n'), mapsText);
   });
