@@ -2,6 +2,11 @@
 of the matrix, as the parser's fixtures (tests/fixtures/verifier_logs/NAME-KERNEL.log).
 
     $QSTEP_CACHE/venv/bin/python scripts/capture_verifier_logs.py 7.2
+    $QSTEP_CACHE/venv/bin/python scripts/capture_verifier_logs.py 6.1 --run ipv4_udp_to_v6real
+
+The second form records one traced run of the example with that packet, with its log
+and instructions, as tests/fixtures/verifier_logs/run-l4lb-PACKET-KERNEL.json (the
+checks past pruning points are unit-tested on it).
 
 Each program is compiled with clang-19 as the tests compile it and loaded by qstep
 (the agent in a guest of that kernel) with the detailed log kept; a rejected program's
@@ -10,15 +15,21 @@ log (as qstep annotates it) is written as NAME-KERNEL.rejected.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.insn import encode
+from qstep.commands.verify_verifier import runtime_steps
+from qstep.debugger.engine import RunRequest
+from qstep.debugger.trace import trace_run
 from qstep.errors import VerifierError
 from qstep.loadopts import LoadOptions
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
+from qstep.userinput import encode_entry, read_map_file, read_packet
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from conftest import compile_bpf  # noqa: E402
@@ -48,5 +59,28 @@ def main(kernel: str) -> None:
             print(f"{name}: {len(prog.verifier_log.splitlines())} lines")
 
 
+def capture_run(kernel: str, packet: str) -> None:
+    example = REPO_ROOT / "examples" / "l4lb"
+    with tempfile.TemporaryDirectory() as build, Session(kernel=kernel) as session:
+        source, prog_name = PROGRAMS["l4lb"]
+        obj = BpfObject.open(compile_bpf(REPO_ROOT / source, Path(build)))
+        prog = session.load(obj, prog_name, LoadOptions(verifier_log_size=64 << 20))
+        for entry in read_map_file(example / "maps.txt"):
+            key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+            session.update_map(prog, entry.map_name, key, value)
+        request = RunRequest(read_packet(str(example / "packets" / f"{packet}.hex")))
+        with session.debugger(prog, request) as dbg:
+            steps = list(runtime_steps(trace_run(dbg)))
+        session.unload(prog)
+    run = {"kernel": kernel, "packet": packet, "log": prog.verifier_log,
+           "insns": b"".join(encode(i) for i in prog.insns).hex(),
+           "steps": [[insn, list(regs), list(shown)] for insn, regs, shown in steps]}
+    (OUT / f"run-l4lb-{packet}-{kernel}.json").write_text(json.dumps(run) + "\n")
+    print(f"{packet}: {len(steps)} steps")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) == 4 and sys.argv[2] == "--run":
+        capture_run(sys.argv[1], sys.argv[3])
+    else:
+        main(sys.argv[1])

@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
                     fill_maps(session, prog, entries)
                     with session.debugger(prog, RunRequest(data)) as dbg:
                         steps = list(runtime_steps(trace_run(dbg)))
-                    report = check_run(log, steps)
+                    report = check_run(log, steps, {i.index: i for i in prog.insns})
                 executed |= {step[0] for step in steps}
                 results.append(result_json(kernel, origin, report))
                 if not args.json:
@@ -102,7 +102,7 @@ def runtime_steps(items: Iterator[object]) -> Iterator[tuple[int, Regs, Shown]]:
 def result_json(kernel: str, origin: str, report: CheckReport) -> dict[str, Any]:
     return {"kernel": kernel, "packet": origin, "steps": report.steps,
             "registers": report.registers, "pointers": report.pointers,
-            "paths": report.paths,
+            "unchecked": report.unchecked, "prunes": report.prunes, "paths": report.paths,
             "stopped": report.stopped,
             "findings": [{"step": f.step, "insn": f.insn, "reg": f"r{f.reg}",
                           "value": f.value, "verifier": f.claim.describe()}

@@ -4,18 +4,23 @@ The run is followed along the path the verifier explored that matches it: from t
 entry, at every conditional jump the explored branch that the run took. While the run
 is on such a path, every scalar register the verifier tracked must hold a value inside
 the bounds and known bits it recorded there; a value outside is a soundness
-violation. Where the verifier pruned (``N: safe``: an earlier, more general state at N
-covered the path), it reasoned by subsumption over live, precise registers only, so
-the check stops there and says so, rather than report what is not a verifier bug.
+violation. Where the verifier pruned (``N: safe``: an older, more general state at N
+covered the path), the run goes on along the older state's explored continuation, with
+only what the verifier compared there checked (`qstep.verifier.trust`); the log does
+not say which older state at N matched, so every one is followed, and a value is
+reported only when it lies outside the states of all of them. What could not be
+checked is counted (``unchecked``), never guessed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from qstep.bpf.insn import Insn
 from qstep.verifier.log import Path, VerifierLog, Visit
 from qstep.verifier.states import RegState
+from qstep.verifier.trust import Trust
 
 Regs = Sequence[int | None]  # r0..r10 before an instruction; None: not defined
 Shown = Sequence[object]  # the same registers as a trace shows them ("pkt+14", "ctx", 5)
@@ -37,16 +42,19 @@ class Finding:
     value: int
     claim: RegState
     shown: str = ""  # for a pointer: what the run's pointer points into
+    pruned_at: int | None = None  # the claim is an older state's, matched at this insn
 
     def text(self) -> str:
         what = self.shown or str(self.value)
+        older = ("" if self.pruned_at is None else
+                 f" (on the older path it pruned against at insn {self.pruned_at})")
         return (f"step {self.step}, insn {self.insn}: r{self.reg} = {self.value:#x} "
-                f"({what}), the verifier proved {self.claim.describe()}")
+                f"({what}), the verifier proved {self.claim.describe()}{older}")
 
 
 @dataclass
 class CheckReport:
-    """How far the run followed an explored path, what was checked, what was found."""
+    """How far the run followed explored paths, what was checked, what was found."""
 
     steps: int = 0  # runtime instructions followed on explored paths
     registers: int = 0  # scalar register values checked
@@ -54,34 +62,88 @@ class CheckReport:
     paths: list[int] = field(default_factory=list)  # explored paths the run went along
     stopped: str = ""  # why the check ended before the run did ("" = it did not)
     findings: list[Finding] = field(default_factory=list)
+    prunes: int = 0  # pruning points the run went through (then followed older paths)
+    unchecked: int = 0  # values after a pruning point that the verifier did not compare
 
 
-def check_run(log: VerifierLog, run: Iterable[Step]) -> CheckReport:
+@dataclass
+class _Follower:
+    """One explored path the run may be on, and what its states must contain."""
+
+    path: Path
+    index: int  # the next visit's place in the path
+    trust: Trust
+    pruned_at: int | None = None
+    visit: Visit | None = None
+
+
+@dataclass
+class _Seen:
+    """One follower's judgement of one step."""
+
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[int, str] = field(default_factory=dict)  # reg → "scalar"/"pointer"
+    checkable: int = 0
+
+
+MAX_FOLLOWERS = 64
+_LEFT = "the run left the paths the verifier logged"
+_PRUNED = "the verifier pruned this path: an earlier state there covers it"
+_UNSHOWN = "the verifier pruned this path against a state its log does not show"
+
+
+def check_run(log: VerifierLog, run: Iterable[Step],
+              program: Mapping[int, Insn] | None = None) -> CheckReport:
     """``run``: (original instruction index, registers before it[, as a trace shows them])
     in execution order. Scalars are checked against the proven bounds; pointers whose
-    target the trace knows, against the verifier's pointer type."""
+    target the trace knows, against the verifier's pointer type. With ``program`` (the
+    instructions by index) the check goes on past pruning points along the older paths
+    (see `qstep.verifier.trust`); without it, it ends at the first one."""
     report = CheckReport()
     if not log.paths or not log.paths[0].visits:
         report.stopped = "the verifier log has no instructions"
         return report
-    path, index = log.paths[0], 0
+    followers = [_Follower(log.paths[0], 0, Trust())]
     report.paths.append(0)
     for step, (insn, regs, *rest) in enumerate(run, start=1):
-        visit, path, index = _follow(log, path, index, insn)
-        if visit is None:
-            report.stopped = (f"at step {step} (insn {insn}) the run left the paths the "
-                              "verifier logged")
+        followers, why = _advance(log, followers, insn, report, program is not None)
+        if not followers:
+            report.stopped = f"at step {step} (insn {insn}) {why}"
             return report
-        if visit.pruned:
-            report.stopped = (f"at step {step} (insn {insn}) the verifier pruned this path: "
-                              "an earlier state there covers it")
-            return report
-        if path.number != report.paths[-1]:
-            report.paths.append(path.number)
-        _check_visit(report, step, visit, regs, rest[0] if rest else ())
+        followers = _judge(report, step, followers, regs, rest[0] if rest else (),
+                           program.get(insn) if program is not None else None)
+        if followers[0].path.number != report.paths[-1]:
+            report.paths.append(followers[0].path.number)
         report.steps = step
-        index += 1
     return report
+
+
+def _advance(log: VerifierLog, followers: list[_Follower], insn: int, report: CheckReport,
+             go_on: bool) -> tuple[list[_Follower], str]:
+    """Each follower at the run's instruction; a pruned one replaced by the older
+    states it may have been matched against."""
+    moved: dict[tuple[object, ...], _Follower] = {}
+    why = _LEFT
+    pruned = False
+    for follower in followers:
+        visit, path, index = _follow(log, follower.path, follower.index, insn)
+        if visit is None:
+            continue
+        if not visit.pruned:
+            moved.setdefault((path.number, index, follower.pruned_at, follower.trust.key()),
+                             _Follower(path, index, follower.trust, follower.pruned_at, visit))
+            continue
+        pruned = True
+        older = [v for v in log.by_insn.get(insn, []) if not v.pruned and v.seq < visit.seq]
+        why = _PRUNED if not go_on else _UNSHOWN if not older else why
+        for old in older if go_on else []:
+            trust = Trust.after_pruning(old.regs)
+            moved.setdefault((old.path, old.index, insn, trust.key()),
+                             _Follower(log.paths[old.path], old.index, trust, insn, old))
+    report.prunes += pruned and bool(moved)
+    if len(moved) > MAX_FOLLOWERS:
+        return [], f"the run may be on any of {len(moved)} older states: not followed"
+    return list(moved.values()), why
 
 
 def _follow(log: VerifierLog, path: Path, index: int, insn: int
@@ -96,24 +158,59 @@ def _follow(log: VerifierLog, path: Path, index: int, insn: int
     return None, path, index
 
 
-def _check_visit(report: CheckReport, step: int, visit: Visit, regs: Regs,
-                 shown: Shown) -> None:
-    for reg, claim in visit.regs.items():
+def _judge(report: CheckReport, step: int, followers: list[_Follower], regs: Regs,
+           shown: Shown, insn: Insn | None) -> list[_Follower]:
+    """Check the step on every follower; report what every one of them finds (one of
+    them is the path the verifier really took), drop those that alone find something."""
+    seen = [_check_follower(f, step, regs, shown, insn) for f in followers]
+    if all(s.findings for s in seen):
+        report.findings += seen[0].findings
+        kept = list(zip(followers, seen, strict=True))
+    else:
+        kept = [(f, s) for f, s in zip(followers, seen, strict=True) if not s.findings]
+    common = set.intersection(*(set(s.checked.items()) for _f, s in kept))
+    report.registers += sum(kind == "scalar" for _reg, kind in common)
+    report.pointers += sum(kind == "pointer" for _reg, kind in common)
+    report.unchecked += kept[0][1].checkable - len(common)
+    for follower, _seen in kept:
+        follower.index += 1
+    return [f for f, _s in kept]
+
+
+def _check_follower(follower: _Follower, step: int, regs: Regs, shown: Shown,
+                    insn: Insn | None) -> _Seen:
+    visit, trust = follower.visit, follower.trust
+    assert visit is not None
+    seen = _Seen()
+    pending = trust.read_pending(insn) if insn is not None else []
+    for reg, claim in pending + [(r, c) for r, c in visit.regs.items()
+                                 if r not in dict(pending)]:
         value = regs[reg] if reg < len(regs) else None
-        if value is None:
-            continue
-        if claim.type == "scalar":
-            report.registers += 1
-            if not claim.contains(value):
-                report.findings.append(Finding(step, visit.insn, reg, value, claim))
-            continue
         target = shown[reg] if reg < len(shown) else None
-        kind = pointer_class(target)
-        if kind is None:
-            continue  # the trace does not know what this value points into
-        report.pointers += 1
-        if claim.type not in kind:
-            report.findings.append(Finding(step, visit.insn, reg, value, claim, str(target)))
+        kind = ("scalar" if claim.type == "scalar" else
+                "pointer" if value is not None and pointer_class(target) is not None else None)
+        if value is None or kind is None:
+            continue
+        seen.checkable += 1
+        if not trust.trusted(reg):
+            continue
+        seen.checked[reg] = kind
+        if not _inside(claim, value, target):
+            seen.findings.append(Finding(step, visit.insn, reg, value, claim,
+                                         str(target) if kind == "pointer" else "",
+                                         follower.pruned_at))
+            if insn is not None:
+                trust.distrust(reg)
+    if insn is not None:
+        trust.apply(insn, visit.regs, regs)
+    return seen
+
+
+def _inside(claim: RegState, value: int, shown: object) -> bool:
+    if claim.type == "scalar":
+        return claim.contains(value)
+    kind = pointer_class(shown)
+    return kind is None or claim.type in kind
 
 
 def pointer_class(shown: object) -> set[str] | None:

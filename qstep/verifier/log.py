@@ -40,6 +40,8 @@ class Visit:
     regs: dict[int, RegState]
     pruned: bool = False
     text: str = ""  # the instruction as the log printed it: "(2d) if r3 > r2 goto pc+1"
+    seq: int = -1  # its place among all visits, in log order
+    index: int = -1  # its place in its path's visits
 
 
 @dataclass
@@ -147,6 +149,7 @@ def _pop_branch(jumps: list[tuple[int, int, int]], insn: int) -> tuple[int, int]
 
 
 def _add(log: VerifierLog, visit: Visit) -> Visit:
+    visit.seq, visit.index = len(log.visits), len(log.paths[visit.path].visits)
     log.visits.append(visit)
     log.by_insn.setdefault(visit.insn, []).append(visit)
     log.paths[visit.path].visits.append(visit)

@@ -30,6 +30,7 @@ EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 
 
 def traced(session: Session, l4lb_obj: Path, packet: str):  # type: ignore[no-untyped-def]
+    """(verifier log, runtime steps, instructions by index) of one traced run."""
     prog = session.load(BpfObject.open(l4lb_obj), "l4lb_ingress",
                         LoadOptions(verifier_log_size=64 << 20))
     try:
@@ -41,24 +42,38 @@ def traced(session: Session, l4lb_obj: Path, packet: str):  # type: ignore[no-un
             steps = list(runtime_steps(trace_run(dbg)))
     finally:
         session.unload(prog)
-    return parse_log(prog.verifier_log), steps
+    return parse_log(prog.verifier_log), steps, {i.index: i for i in prog.insns}
 
 
 @pytest.mark.parametrize("kernel", matrix_kernels())
-@pytest.mark.parametrize("packet", ["ipv4_to_v4real.hex", "ctl_lookup_fail.hex"])
+@pytest.mark.parametrize("packet", ["ipv4_to_v4real.hex", "ctl_lookup_fail.hex",
+                                    "ipv4_udp_to_v6real.hex"])
 def test_real_runs_stay_inside_the_verifiers_bounds(
         guests: Callable[[str], Session], l4lb_obj: Path, packet: str, kernel: str) -> None:
-    log, steps = traced(guests(kernel), l4lb_obj, packet)
+    log, steps, program = traced(guests(kernel), l4lb_obj, packet)
     assert len(log.visits) == log.processed
-    report = check_run(log, steps)
+    report = check_run(log, steps, program)
     assert report.findings == []
-    assert report.steps > 90 and report.registers > 250 and report.pointers > 50
-    assert report.stopped.endswith("the verifier pruned this path: an earlier state there "
-                                   "covers it")
+    # Every instruction of the trace is followed, past the pruning points.
+    assert report.stopped == "" and report.steps == len(steps) > 60
+    assert report.prunes >= 1 and report.registers > 150 and report.pointers > 50
+    # Without the instructions the check cannot go past the first pruning point.
+    first = check_run(log, steps)
+    assert first.steps < len(steps) and first.stopped.endswith(
+        "the verifier pruned this path: an earlier state there covers it")
+
+
+def widened(steps: list[tuple[int, Regs, Shown]], step: int, reg: int, value: int
+            ) -> list[tuple[int, Regs, Shown]]:
+    """The run with ``reg`` before step ``step`` (1-based) replaced by ``value``."""
+    out = list(steps)
+    insn, regs, shown = out[step - 1]
+    out[step - 1] = (insn, (*regs[:reg], value, *regs[reg + 1:]), shown)
+    return out
 
 
 def test_a_widened_value_is_reported_at_its_instruction(vm: Session, l4lb_obj: Path) -> None:
-    log, steps = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
+    log, steps, program = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
     clean = check_run(log, steps)
     # The first checked register the verifier bounded below 2**32: push it past its umax.
     step, insn, reg, umax = next(
@@ -68,19 +83,37 @@ def test_a_widened_value_is_reported_at_its_instruction(vm: Session, l4lb_obj: P
         for r, s in visit.regs.items()
         if s.type == "scalar" and regs[r] is not None and (s.bound("umax") or 1 << 40) < 1 << 32)
     assert umax is not None
-
-    def widened() -> list[tuple[int, Regs, Shown]]:
-        out = list(steps)
-        _insn, regs, shown = out[step - 1]
-        out[step - 1] = (insn, (*regs[:reg], umax + 1, *regs[reg + 1:]), shown)
-        return out
-    report = check_run(log, widened())
+    report = check_run(log, widened(steps, step, reg, umax + 1), program)
     assert [(f.step, f.insn, f.reg, f.value) for f in report.findings] == [
         (step, insn, reg, umax + 1)]
 
 
+@pytest.mark.parametrize("kernel", matrix_kernels())
+def test_a_violation_after_a_pruning_point_is_reported_at_its_step(
+        guests: Callable[[str], Session], l4lb_obj: Path, kernel: str) -> None:
+    # An IPv4 packet to an IPv6 real: its path meets states the verifier pruned.
+    log, steps, program = traced(guests(kernel), l4lb_obj, "ipv4_udp_to_v6real.hex")
+    pruned_at = check_run(log, steps).steps + 1  # the first pruning point's step
+    assert pruned_at <= len(steps)
+    # Each register value after it that the check trusts, pushed 2**40 over: the one
+    # finding is at exactly that step and register, on the older path's claim.
+    judged = 0
+    for step in range(pruned_at, len(steps) + 1):
+        insn, regs, _shown = steps[step - 1]
+        for reg, value in enumerate(regs[:10]):
+            if value is None:
+                continue
+            report = check_run(log, widened(steps, step, reg, (value + (1 << 40)) % (1 << 64)),
+                               program)
+            if report.findings:
+                judged += 1
+                assert [(f.step, f.insn, f.reg) for f in report.findings] == [(step, insn, reg)]
+                assert report.findings[0].pruned_at is not None
+    assert judged >= 9
+
+
 def test_a_pointer_of_another_kind_is_reported(vm: Session, l4lb_obj: Path) -> None:
-    log, steps = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
+    log, steps, _program = traced(vm, l4lb_obj, "ipv4_to_v4real.hex")
     clean = check_run(log, steps)
     assert clean.findings == [] and clean.pointers > 50
     # insn 1 (l4lb.bpf.c:189) loads skb->data: before it, r1 is the context.
