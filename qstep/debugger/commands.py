@@ -9,6 +9,7 @@ from typing import Any
 
 from qstep.agent.replies import RunResult
 from qstep.bpf.progtypes import retval_name
+from qstep.debugger.agentmaps import AgentMaps, MapDumper
 from qstep.debugger.engine import Breakpoint, Debugger, Event
 from qstep.debugger.env import StoppedEnv
 from qstep.debugger.guestmaps import GuestMaps
@@ -72,8 +73,10 @@ class CommandSet:
     def __init__(self, dbg: Debugger, source: SourceView | None = None) -> None:
         self.dbg = dbg
         self.source = SourceCommands(source) if source is not None else None
+        running = AgentMaps(dbg.prog, dbg.runner) if isinstance(dbg.runner, MapDumper) else None
         self.maps = MapCommands(GuestMaps(dbg.prog, dbg.kernel_btf, dbg.read_memory,
-                                          dbg.percpu_offset), self.source)
+                                          dbg.percpu_offset), self.source, running,
+                                lambda: dbg.stopped)
         self.commands: list[Command] = []
         self._verifier: VerifierLog | None = None  # parsed on the first 'info verifier'
         self._register()
@@ -432,7 +435,7 @@ class CommandSet:
             if not re.fullmatch(r"r(10|[0-9])", register):
                 raise UsageError("print/v takes a register: print/v $r3")
             return self.info_verifier(register)
-        mapped = self.maps.print(arg, fmt) if self.dbg.stopped else None
+        mapped = self.maps.print(arg, fmt) if self.dbg.stopped or self.maps.running else None
         if mapped is not None:
             return Output(*mapped)
         typed = self.source.print(fmt, arg) if self.source is not None else None

@@ -4,18 +4,61 @@ shown as ``qstep run`` shows map contents (the object's BTF)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from qstep.agent.replies import MapInfo
 from qstep.bpf.uapi import MapType
 from qstep.bpf.values import parse_value, parse_value_sized
 from qstep.debugger.guestmaps import ARRAYS, GuestMaps
 from qstep.debugger.source_commands import SourceCommands
+from qstep.dwarf.values import Value
 from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
 from qstep.render import format_map_value, map_entries_text
 
 Result = tuple[str, dict[str, Any]]
-_MAP_EXPR = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\[(.*)\])?\s*", re.DOTALL)
+_NAME = re.compile(r"\s*([A-Za-z_]\w*)\s*")
+_SUFFIX = re.compile(r"(\s*(\.\s*[A-Za-z_]\w*|\[[^\]]*\]))+\s*")
+
+
+class MapReader(Protocol):
+    """Where map contents come from: guest memory while stopped, else the agent."""
+
+    prog: LoadedProgram
+
+    def info(self, name: str) -> MapInfo | None: ...
+
+    def entries(self, info: MapInfo) -> list[tuple[bytes, bytes]]: ...
+
+    def lookup(self, info: MapInfo, key: bytes) -> bytes | None: ...
+
+
+def split_map_expr(text: str) -> tuple[str, str | None, str] | None:
+    """``NAME``, ``NAME[KEY]`` or ``NAME[KEY]SUFFIX`` (members and indexes, e.g.
+    ``.packets`` or ``.hits[2]``): (name, key text, suffix: what follows ``]``); None
+    for anything else.
+    The key may hold brackets and braces (``vip_map[{addr: {v4: 10.0.0.10}}]``)."""
+    found = _NAME.match(text)
+    if found is None:
+        return None
+    rest = text[found.end():]
+    if not rest:
+        return found.group(1), None, ""
+    if not rest.startswith("["):
+        return None
+    depth = 0
+    for i, char in enumerate(rest):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        if depth == 0:
+            suffix = rest[i + 1:]
+            if suffix.strip() and not _SUFFIX.fullmatch(suffix):
+                return None
+            return found.group(1), rest[1:i], suffix.rstrip()
+    return None
 
 
 def _type_name(info: MapInfo) -> str:
@@ -28,9 +71,27 @@ def _type_name(info: MapInfo) -> str:
 class MapCommands:
     """The map commands of one debugged program."""
 
-    def __init__(self, maps: GuestMaps, source: SourceCommands | None) -> None:
-        self.maps = maps
+    def __init__(self, maps: GuestMaps, source: SourceCommands | None,
+                 running: MapReader | None = None,
+                 stopped: Callable[[], bool] = lambda: True) -> None:
+        """``maps`` reads guest memory while ``stopped()``; ``running`` (the agent)
+        answers otherwise (before ``run``, after the program exited)."""
+        self.stopped_maps = maps
+        self._running = running
+        self._stopped = stopped
         self._source = source
+
+    @property
+    def running(self) -> bool:
+        """Whether maps can be read now while the VM runs (through the agent)."""
+        return self._running is not None
+
+    @property
+    def maps(self) -> MapReader:
+        """The reader for the VM's state now."""
+        if self._stopped() or self._running is None:
+            return self.stopped_maps
+        return self._running
 
     def _key(self, info: MapInfo, text: str) -> bytes:
         """The key's bytes: a literal of the key's BTF type, or for arrays a C expression."""
@@ -41,24 +102,34 @@ class MapCommands:
         except UsageError as err:
             if self._source is None or info.type not in ARRAYS:
                 raise UsageError(f"{info.name}[{text}]: {err}") from None
-        number = self._source.number(text)
+        try:
+            number = self._source.number(text)
+        except UsageError as err:  # columns of the whole MAP[KEY] text
+            at = len(info.name) + 1
+            shown = re.sub(r"\(column (\d+)\)$", lambda m: f"(column {int(m[1]) + at})",
+                           str(err).removeprefix(f"{text.strip()}: "))
+            raise UsageError(f"{info.name}[{text}]: {shown}") from None
         if number is None:
             raise UsageError(f"{info.name}[{text}]: expected an index")
         return (number & 0xFFFFFFFF).to_bytes(4, "little")
 
     def print(self, text: str, fmt: str = "") -> Result | None:
-        """``MAP`` or ``MAP[KEY]``; None when ``text`` does not name a map."""
-        found = _MAP_EXPR.fullmatch(text)
-        info = self.maps.info(found.group(1)) if found else None
+        """``MAP``, ``MAP[KEY]`` or ``MAP[KEY].member...``; None when ``text`` does not
+        name a map."""
+        found = split_map_expr(text)
+        info = self.maps.info(found[0]) if found else None
         if found is None or info is None:
             return None
-        if self._source is not None and self._source.lookup(found.group(1)) is not None:
+        name, key_text, suffix = found
+        if self._source is not None and self._source.lookup(name) is not None:
             return None  # a C variable of that name hides the map
+        if suffix:
+            return self._print_part(info, key_text or "", suffix, fmt, text)
         if fmt:
             raise UsageError(f"print/{fmt} {text.strip()}: formats do not apply to maps (they "
                              "print as qstep run shows them)")
         btf = self.maps.prog.btf
-        if found.group(2) is None:
+        if key_text is None:
             entries = self.maps.entries(info)
             lines = map_entries_text(info, entries, btf)
             if len(entries) < info.max_entries and info.type in ARRAYS:
@@ -70,7 +141,7 @@ class MapCommands:
                 "entries": [{"key": format_map_value(k, info.btf_key_type_id, btf),
                              "value": format_map_value(v, info.btf_value_type_id, btf)}
                             for k, v in entries if any(v) or info.type not in ARRAYS]}
-        key = self._key(info, found.group(2).strip())
+        key = self._key(info, key_text.strip())
         value = self.maps.lookup(info, key)
         key_text = format_map_value(key, info.btf_key_type_id, btf)
         if value is None:
@@ -78,6 +149,28 @@ class MapCommands:
                     {"map": info.name, "key": key_text, "value": None})
         shown = format_map_value(value, info.btf_value_type_id, btf)
         return shown, {"map": info.name, "key": key_text, "value": shown}
+
+    def _print_part(self, info: MapInfo, key_text: str, suffix: str, fmt: str,
+                    text: str) -> Result:
+        """A member or element of a map element, typed by the object's DWARF."""
+        if self._source is None:
+            raise UsageError(f"{text.strip()}: members of map values need the object's DWARF")
+        ctype = self._source.view.model.find_type(
+            self.maps.prog.btf.type_name(info.btf_value_type_id))
+        if not info.btf_value_type_id or ctype is None or ctype.byte_size != info.value_size:
+            raise UsageError(f"{text.strip()}: the value type of map {info.name} is not "
+                             "known to the object's DWARF")
+        value = self.maps.lookup(info, self._key(info, key_text.strip()))
+        if value is None:
+            raise UsageError(f"{text.strip()}: {info.name} has no element "
+                             f"{key_text.strip()}")
+        element = Value(ctype, value, (True,) * len(value))
+        # The element stands in for ``MAP[KEY]`` under a name as long, so that errors
+        # give the columns of the text as typed.
+        prefix = text[:len(text.rstrip()) - len(suffix)]
+        lead = len(prefix) - len(prefix.lstrip())
+        name = " " * lead + "_" * (len(prefix) - lead)
+        return self._source.print_part(fmt, element, name, suffix, text)
 
     def info_maps(self) -> Result:
         """The program's maps: type, key/value size, entries."""

@@ -41,6 +41,10 @@ class FrameEnv:
     def __init__(self, cmds: SourceCommands) -> None:
         self._cmds = cmds
 
+    @property
+    def cmds(self) -> SourceCommands:
+        return self._cmds
+
     def reg(self, n: int) -> int:
         view = self._cmds.view
         try:
@@ -56,6 +60,17 @@ class FrameEnv:
 
     def find_type(self, name: str) -> CType | None:
         return self._cmds.view.model.find_type(name)
+
+
+class _WithValue(FrameEnv):
+    """The frame's environment plus one named value (a map element)."""
+
+    def __init__(self, env: FrameEnv, name: str, value: Value) -> None:
+        super().__init__(env.cmds)
+        self._name, self._value = name, value
+
+    def variable(self, name: str) -> Value | None:
+        return self._value if name == self._name else super().variable(name)
 
 
 class SourceCommands:
@@ -154,6 +169,20 @@ class SourceCommands:
         """The typed value of a C expression, or None when it uses no C names/operators."""
         expr = self.parse(text)
         return self.evaluate(expr, text) if uses_c(expr) else None
+
+    def print_part(self, fmt: str, base: Value, name: str, suffix: str, text: str) -> Result:
+        """``print MAP[KEY].member[i]...``: ``suffix`` (members, indexes) applied to
+        ``base`` (the element, typed by DWARF) as C does; ``name`` stands for it."""
+        check_format(fmt)
+        expr = self.parse(f"{name}{suffix}")
+        try:
+            value = evaluate_typed(expr, _WithValue(FrameEnv(self), name.strip(), base))
+        except UsageError as err:
+            raise UsageError(f"{text.strip()}: {err}") from None
+        last = expr.name if isinstance(expr, Member) else ""
+        shown = format_value(value, last, fmt)
+        return shown, {"value": decode(value), "type": value.type.c_name(), "text": shown,
+                       "address": value.address}
 
     def number(self, text: str) -> int | None:
         """A C expression's value as an address/integer (``x``), None without C."""
