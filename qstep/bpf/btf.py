@@ -418,13 +418,26 @@ def _ext_blocks(data: bytes, btf: Btf, fmt: str) -> dict[str, list[tuple[int, ..
     return out
 
 
+@dataclass(frozen=True)
+class CoreRelo:
+    """One CO-RE relocation: the root type (object BTF id), access string, kind."""
+
+    insn_off: int  # in instructions
+    type_id: int
+    access: str
+    kind: int
+
+
 class BtfExt:
-    """Parsed `.BTF.ext`: per-section func_info and line_info (offsets in instructions)."""
+    """Parsed `.BTF.ext`: per-section func_info, line_info and CO-RE relocations
+    (offsets in instructions)."""
 
     def __init__(self, func_info: dict[str, list[FuncInfo]],
-                 line_info: dict[str, list[LineInfo]]) -> None:
+                 line_info: dict[str, list[LineInfo]],
+                 core_relos: dict[str, list[CoreRelo]] | None = None) -> None:
         self.func_info = func_info
         self.line_info = line_info
+        self.core_relos = core_relos or {}
 
     @classmethod
     def parse(cls, data: bytes, btf: Btf) -> BtfExt:
@@ -445,4 +458,16 @@ class BtfExt:
                      for sec, recs in _ext_blocks(fi, btf, "II").items()}
         line_info = {sec: [_line_record(btf, off // 8, f, s, lc) for off, f, s, lc in recs]
                      for sec, recs in _ext_blocks(li, btf, "IIII").items()}
-        return cls(func_info, line_info)
+        return cls(func_info, line_info, _core_relos(data, hdr_len, btf))
+
+
+def _core_relos(data: bytes, hdr_len: int, btf: Btf) -> dict[str, list[CoreRelo]]:
+    """The core_relo subsection (headers of 32+ bytes), {} when there is none."""
+    if hdr_len < 32 or len(data) < 32:
+        return {}
+    off, length = struct.unpack_from("<II", data, 24)
+    if hdr_len + off + length > len(data):
+        raise ObjectError("BTF.ext: core_relo truncated (beyond the section)")
+    blocks = _ext_blocks(data[hdr_len + off : hdr_len + off + length], btf, "IIII")
+    return {sec: [CoreRelo(insn // 8, tid, btf.string_at(acc), kind)
+                  for insn, tid, acc, kind in recs] for sec, recs in blocks.items()}

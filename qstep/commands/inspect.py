@@ -27,8 +27,8 @@ from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.regs import BpfRegs
 from qstep.debugger.repl import interactive_loop
+from qstep.dwarf.corerelo import model_for
 from qstep.dwarf.format import format_value as format_c_value
-from qstep.dwarf.model import DwarfModel
 from qstep.dwarf.scope import InsnScope
 from qstep.dwarf.types import CType
 from qstep.dwarf.values import Value
@@ -82,7 +82,8 @@ def main(args: argparse.Namespace) -> int:
     session = make_session(args)
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
-        scope = c_scope(source.obj, prog) if isinstance(source, FromObject) else None
+        scope = (c_scope(source.obj, prog, lambda: session.kernel_btf)
+                 if isinstance(source, FromObject) else None)
         inspector = Inspector(session, prog, specs, scope)
         inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
         for probe in inspector.probes:
@@ -97,9 +98,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def c_scope(obj: BpfObject, prog: LoadedProgram) -> Callable[[InsnSite], InsnScope]:
-    """C names at an instruction, from the object's DWARF (for specs over C variables)."""
-    model = DwarfModel.from_bytes(obj.data)
+def c_scope(obj: BpfObject, prog: LoadedProgram,
+            kernel_btf: Callable[[], bytes | None] = lambda: None
+            ) -> Callable[[InsnSite], InsnScope]:
+    """C names at an instruction, from the object's DWARF (for specs over C variables;
+    CO-RE-relocated types laid out by ``kernel_btf()``, the guest kernel's BTF)."""
+    model = model_for(obj, kernel_btf)
     return lambda site: InsnScope(obj, model, prog, site)
 
 

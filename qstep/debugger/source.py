@@ -18,9 +18,10 @@ from qstep.debugger.engine import Debugger
 from qstep.debugger.entryvalues import entry_value
 from qstep.debugger.frames import Frame as CallFrame
 from qstep.debugger.unwind import caller_register
+from qstep.dwarf.corerelo import model_for
 from qstep.dwarf.location import Unavailable
-from qstep.dwarf.model import DwarfModel, GlobalVar, Variable
 from qstep.dwarf.model import Frame as Scope
+from qstep.dwarf.model import GlobalVar, Variable
 from qstep.dwarf.placement import Placement, variables_text
 from qstep.dwarf.values import Value, in_memory, read_value, unavailable
 from qstep.errors import UsageError
@@ -96,7 +97,7 @@ class SourceView:
     def __init__(self, obj: BpfObject, dbg: Debugger) -> None:
         self.obj = obj
         self.dbg = dbg
-        self.model = DwarfModel.from_bytes(obj.data)
+        self.model = model_for(obj, lambda: dbg.kernel_btf)
         self.places = Placement(obj)
         self._selected = 0
         self._selected_at: int | None = None

@@ -3,6 +3,7 @@ enum, typedef, const/volatile, void and function types, built lazily from DIEs."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +200,8 @@ class TypeTable:
 
     def __init__(self) -> None:
         self._by_offset: dict[int, CType] = {}
+        # Called with each type once built (qstep.dwarf.corerelo: CO-RE layouts).
+        self.on_built: Callable[[CType], None] | None = None
 
     def from_attr(self, die: Any, attr: str = "DW_AT_type") -> CType:
         """The type a DIE refers to (``void`` when it has no such attribute)."""
@@ -216,6 +219,8 @@ class TypeTable:
         t = CType(kind, die_name(die), die.attributes.get("DW_AT_byte_size", _NONE).value or 0)
         self._by_offset[die.offset] = t
         self._fill(t, die)
+        if self.on_built is not None:
+            self.on_built(t)
         return t
 
     def _fill(self, t: CType, die: Any) -> None:

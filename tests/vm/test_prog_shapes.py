@@ -181,13 +181,29 @@ def test_core(guests: Callable[[str], Session], bpf_obj: Build, kernel: str) -> 
         # has_state, has_old, has_iter (6.4+), has_none; comm size; two enum values
         assert struct.unpack_from("<BBBBIII", bss, 32) == (
             1, 0, int(kernel != "6.1"), 0, 16, 160, 181)
+        # the task's fields at the guest kernel's offsets, not core_vmlinux.h's
+        task_line = line_of("core.bpf.c", "facts.tgid = BPF_CORE_READ(task, tgid);")
         args_line = line_of("core.bpf.c", "facts.syscall = ctx->args[1];")
         out = commands(session, obj, prog, RunRequest(ctx), [
-            f"break core.bpf.c:{args_line}", "run", "print ctx->args[1]", "print facts.pid",
-            "continue"])
-        assert out[2:4] == ["42", str(pid)]
-        assert out[4].splitlines()[:2] == ["[program exited: retval 1, 0 ns]",
-                                           "context out: unchanged (16 bytes)"]
+            f"break core.bpf.c:{task_line}", f"break core.bpf.c:{args_line}", "run",
+            "print task->pid", "print task->comm", "print task->real_parent->pid",
+            "print task->real_parent->comm", "print sizeof(*task) > 1000",
+            "print *(struct task_struct___pre514 *)task", "continue", "print ctx->args[1]",
+            "print facts.pid", "continue"])
+        assert out[3:9] == [str(pid), '"qstep-agent"', "1", '"init"', "1", "{}"]
+        assert out[10:12] == ["42", str(pid)]
+        assert out[12].splitlines()[:2] == ["[program exited: retval 1, 0 ns]",
+                                            "context out: unchanged (16 bytes)"]
+        spec = (f"core.bpf.c:{task_line} print task->pid, task->real_parent->pid "
+                "if task->real_parent->pid == 1 && task->tgid == task->pid")
+        inspector = Inspector(session, prog, parse_specs([spec]),
+                              c_scope(obj, prog, lambda: session.kernel_btf))
+        inspector.attach()
+        try:
+            assert inspector.run([ctx], 1) == [1]
+        finally:
+            inspector.detach()
+        assert [h.values for h in inspector.hits] == [[pid, 1]]
         assert agrees(session, prog, RunRequest(ctx), 1) > 30
     finally:
         session.unload(prog)
