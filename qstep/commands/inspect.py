@@ -56,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--sample", action="store_true",
                    help="run all repeats at once and let the ring buffer drop what does "
                    "not fit (faster; drops are counted and shown)")
+    p.add_argument("--from-recording", action="store_true",
+                   help="evaluate every spec from a recording of each run (QEMU 10's "
+                   "recorder) instead of in-guest probes; without it, only the locations "
+                   "beyond the 4 hardware breakpoints are")
     add_json_option(p, "JSON lines, one per hit, then a summary")
     add_commands_option(p, " when a 'stop' probe stops the program",
                         "without -ex a terminal gets the interactive debugger")
@@ -84,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
         prog = open_in_session(session, source, setup, quiet=args.json)
         scope = (c_scope(source.obj, prog, lambda: session.kernel_btf)
                  if isinstance(source, FromObject) else None)
-        inspector = Inspector(session, prog, specs, scope)
+        inspector = Inspector(session, prog, specs, scope,
+                              recording="all" if args.from_recording else "auto")
         inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
         for probe in inspector.probes:
             if probe.note and not args.json:
@@ -158,6 +163,8 @@ def value_text(hit: Hit, index: int, prog: LoadedProgram) -> str:
     if isinstance(item, Str):
         return item.value.decode(errors="replace")
     label = item.to_text()
+    if index in hit.unrecorded:
+        return f"{label} = <not in the recording>"
     if index in hit.failed:
         return f"{label} = <unreadable>"
     if isinstance(value, MapValue):
@@ -255,6 +262,9 @@ def summary_text(inspector: Inspector) -> list[str]:
     if dropped:
         lines.append(f"WARNING: {dropped} probe record(s) dropped (ring buffer full or lost)")
     for p in inspector.probes:
+        if p.undecided:
+            lines.append(f"WARNING: probe {p.number}: {p.undecided} hit(s) not evaluated: the "
+                         f"condition needs what the recording does not hold ({p.undecided_why})")
         if p.missed:
             lines.append(f"WARNING: probe {p.number}: the emulator ran its instruction "
                          f"{p.executed} times, the hardware breakpoint reported "
@@ -268,7 +278,8 @@ def summary_json(inspector: Inspector, prog: LoadedProgram,
     return {"summary": [{"probe": p.number, "location": p.spec.loc.to_text(),
                          "insn": p.site.index, "insns": [s.index for s in p.sites],
                          "mode": p.attached, **p.counters.as_dict(),
-                         "executed": p.executed, "missed": p.missed}
+                         "executed": p.executed, "missed": p.missed,
+                         "undecided": p.undecided}
                         for p in inspector.probes],
             "lost": inspector.lost,
             "retvals": retvals,

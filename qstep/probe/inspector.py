@@ -3,13 +3,15 @@
 Each spec becomes a BPF perf_event program (``qstep.probe.codegen``) that the agent
 attaches at the JIT address of the spec's instruction with a hardware execute
 breakpoint (a kprobe where the kernel allows one). x86 has four debug registers:
-locations beyond the fourth fall back, with a note, to a host-side gdb breakpoint
-whose condition the host evaluates with the same semantics.
+locations beyond the fourth are evaluated from a recording of the run (QEMU 10's
+recorder plugin, ``qstep.probe.fromrec``) or, without one, fall back to a host-side
+gdb breakpoint whose condition the host evaluates with the same semantics.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -28,9 +30,12 @@ from qstep.expr.lower import LowerEnv
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.codegen import CompiledProbe, MapRef, ProbeTarget, compile_probe
 from qstep.probe.cspec import item_types, lower_spec
+from qstep.probe.fromrec import Located, Outcome, evaluate_recording
+from qstep.probe.recmemory import RecordedMaps
 from qstep.probe.records import MapValue, ProbeHit, decode_record, pad8
 from qstep.probe.spec import Spec, Watch
 from qstep.recorder.hits import count_executions, recorder_available
+from qstep.recorder.run import record_run
 from qstep.runoutput import RunOutput
 from qstep.session import RunResult, Session
 from qstep.target.base import REG_NAMES, X86Regs
@@ -44,6 +49,8 @@ MAX_PROBES = 64
 RINGBUF_BYTES = 1 << 20
 RING_BUDGET = RINGBUF_BYTES // 2  # a batch's records fill at most half the ring buffer
 RING_HEADER = 8  # bytes of the kernel's header before each ring buffer record
+RECORD_LIMIT = 1 << 30  # bytes of recorder log per batch of runs
+RECORDED_BATCH = 256  # runs per recording (the host reads and walks it whole)
 
 
 @dataclass
@@ -98,6 +105,8 @@ class Probe:
     written: Spec | None = None  # set when C names were lowered (``spec`` is as written)
     item_types: tuple[CType | None, ...] = ()  # C types of the print items (DWARF)
     executed: int | None = None  # the emulator's count of runs of its addresses (recorder)
+    undecided: int = 0  # recording: hits whose condition needs what was not recorded
+    undecided_why: str = ""
 
     @property
     def missed(self) -> int:
@@ -135,6 +144,7 @@ class Hit:
     access: InsnSite | None = None  # watch: the instruction that accessed the data
     old: bytes = b""  # watch: the watched bytes before and after the access
     new: bytes = b""
+    unrecorded: frozenset[int] = frozenset()  # items the recording does not determine
 
 
 def location_text(spec: Spec) -> str:
@@ -162,13 +172,16 @@ def resolve_probes(prog: LoadedProgram, specs: list[Spec]) -> list[Probe]:
     return probes
 
 
-def assign_modes(probes: list[Probe]) -> None:
-    """In-guest probes while the distinct addresses fit the debug registers, host for the rest.
+def assign_modes(probes: list[Probe], recording: str = "off") -> None:
+    """In-guest probes while the distinct addresses fit the debug registers; the rest
+    from the recording (``recording`` "auto"; "all": every spec that can) or the host.
 
-    A spec whose locations do not all fit goes to the host as a whole, so its
-    hit numbers and ``skip`` count over all its locations in one place.
+    A spec whose locations do not all fit goes elsewhere as a whole, so its
+    hit numbers and ``skip`` count over all its locations in one place. Watches and
+    stops need the live VM: with one of them, nothing is evaluated from a recording.
     """
     guest_addrs: set[int] = set()
+    live = any(isinstance(p.spec.condition, Watch) or p.spec.action.stop for p in probes)
     for probe in probes:
         if isinstance(probe.spec.condition, Watch):
             probe.mode, probe.attached = "host", "host watchpoint"
@@ -176,8 +189,16 @@ def assign_modes(probes: list[Probe]) -> None:
                           "is reached (its address can depend on registers there)")
             continue
         wanted = guest_addrs | set(probe.addrs)
+        if recording == "all" and not live:
+            probe.mode, probe.attached = "recording", "recording"
+            continue
         if len(wanted) <= HW_SLOTS:
             guest_addrs = wanted
+            continue
+        if recording != "off" and not live:
+            probe.mode, probe.attached = "recording", "recording"
+            probe.note = (f"more locations than free hardware breakpoints (x86 has {HW_SLOTS});"
+                          " evaluated from a recording of each run (same results)")
             continue
         probe.mode = "host"
         probe.attached = "host breakpoint"
@@ -212,9 +233,12 @@ class Inspector:
     """Attaches the probes, runs the packets, collects hits and counters."""
 
     def __init__(self, session: Session, prog: LoadedProgram, specs: list[Spec],
-                 scope: Callable[[InsnSite], LowerEnv] | None = None) -> None:
+                 scope: Callable[[InsnSite], LowerEnv] | None = None,
+                 recording: str = "auto") -> None:
         """``scope`` gives the C names at an instruction (DWARF); with it, conditions and
-        print items may use C variables, compiled to registers and memory there."""
+        print items may use C variables, compiled to registers and memory there.
+        ``recording``: "auto" (locations beyond the debug registers from a recording,
+        when QEMU runs the recorder), "all" (every spec that can), "off" (host)."""
         if len(specs) > MAX_PROBES:
             raise UsageError(f"inspect: at most {MAX_PROBES} specs")
         self.session = session
@@ -229,7 +253,7 @@ class Inspector:
                 probe.written = probe.spec
         for loc, _ in self._locations():
             loc.spec = on_path(loc.spec, loc.path)
-        assign_modes(self.probes)
+        assign_modes(self.probes, recording_mode(session, prog, recording))
         for probe in self.probes:
             if probe.mode == "host":
                 check_host_probe(probe)
@@ -242,6 +266,7 @@ class Inspector:
         self._armed: dict[tuple[int, int, str], tuple[Probe, ProbeSite, bytes]] = {}
         self._events: MapRef | None = None
         self._counters: MapRef | None = None
+        self._run_number = 1
 
     def _locations(self, mode: str | None = None) -> list[tuple[ProbeSite, Probe]]:
         return [(loc, p) for p in self.probes if mode is None or p.mode == mode
@@ -258,6 +283,8 @@ class Inspector:
         maps = program_maps(self.prog)
         for loc, probe in self._locations("guest"):
             self._attach_one(probe, loc, maps)
+        for loc, probe in self._locations("recording"):
+            loc.compiled = self._compile(probe, loc, maps)  # its record layout; not attached
 
     def _reset_counters(self) -> None:
         assert self._counters is not None
@@ -272,13 +299,7 @@ class Inspector:
             raise UsageError(f"inspect: spec {probe.number}: {loc.site.function.name} runs on "
                              "a private stack (BPF r10 in x86 r9), which in-guest probes do not "
                              "read yet")
-        target = ProbeTarget(probe.probe_id, loc.at_entry, self._events, self._counters, maps,
-                             record_id=loc.record_id)
-        try:
-            loc.compiled = compile_probe(loc.spec, target)
-        except UsageError as err:
-            hint = f"; maps: {', '.join(sorted(maps))}" if "unknown name" in str(err) else ""
-            raise UsageError(f"inspect: spec {probe.number}: {err}{hint}") from None
+        loc.compiled = self._compile(probe, loc, maps)
         refs = b"".join(struct.pack("<I", i) for i in loc.compiled.map_refs)
         try:
             attached = self.session.probe_attach(probe.probe_id, loc.addr,
@@ -292,6 +313,16 @@ class Inspector:
         loc.handle = attached.handle
         probe.attached = attached.attached
 
+    def _compile(self, probe: Probe, loc: ProbeSite, maps: dict[str, MapRef]) -> CompiledProbe:
+        assert self._events is not None and self._counters is not None
+        target = ProbeTarget(probe.probe_id, loc.at_entry, self._events, self._counters, maps,
+                             record_id=loc.record_id)
+        try:
+            return compile_probe(loc.spec, target)
+        except UsageError as err:
+            hint = f"; maps: {', '.join(sorted(maps))}" if "unknown name" in str(err) else ""
+            raise UsageError(f"inspect: spec {probe.number}: {err}{hint}") from None
+
     def detach(self) -> None:
         for loc, _ in self._locations():
             if loc.handle is not None:
@@ -303,6 +334,8 @@ class Inspector:
         """One BPF_PROG_TEST_RUN; with the recorder, the emulator counts the probes' hits."""
         attached = [(loc, p) for loc, p in self._locations("guest") if loc.handle is not None]
         addrs = sorted({loc.addr for loc, _ in attached})
+        if self._locations("recording"):
+            return self._recorded_run(packet, repeat, attached)
         if not (self.count_in_emulator and addrs):
             return self.session.test_run(self.prog, packet, repeat=repeat)
         result, counts = count_executions(
@@ -322,6 +355,7 @@ class Inspector:
         stops = any(p.spec.action.stop for p in self.probes)
         retvals = []
         for run, packet in enumerate(packets, start=1):
+            self._run_number = run
             if host or stops:
                 retvals.append(self._run_with_host_probes(host, packet, repeat, run))
                 self._drain(run)
@@ -347,8 +381,8 @@ class Inspector:
         whose records the ring could not all hold.
         """
         done, batch, retval, outputs = 0, 1, 0, []
-        worst = sum(RING_HEADER + pad8(loc.compiled.layout.size) for loc, _ in self._locations()
-                    if loc.compiled is not None) or 1
+        worst = sum(RING_HEADER + pad8(loc.compiled.layout.size)
+                    for loc, _ in self._locations("guest") if loc.compiled is not None) or 1
         per_run = 0.0
         while done < repeat:
             count = min(batch, repeat - done)
@@ -359,6 +393,8 @@ class Inspector:
             per_run = max(per_run, self._drain(run) / count)
             done += count
             fits = int(RING_BUDGET // (per_run or worst))
+            if self._locations("recording"):
+                fits = min(fits, RECORDED_BATCH)
             batch = max(1, min(2 * count, fits))
             if self._dropped_so_far() > dropped_before:
                 batch = max(1, count // 2)
@@ -373,7 +409,7 @@ class Inspector:
         """Collect the records written since the last drain; return their ring bytes."""
         drained = self.session.probe_drain()
         self.lost += drained.lost
-        by_id = {loc.record_id: (loc, p) for loc, p in self._locations()
+        by_id = {loc.record_id: (loc, p) for loc, p in self._locations("guest")
                  if loc.compiled is not None}
         ring_bytes = 0
         for blob in drained.records:
@@ -401,6 +437,53 @@ class Inspector:
             c = probe.counters
             c.reached, c.true, c.skipped, c.printed, c.dropped = (
                 table.get(base + k, 0) for k in range(5))
+
+    # -- from recordings ------------------------------------------------
+    def _recorded_run(self, packet: bytes, repeat: int,
+                      attached: list[tuple[ProbeSite, Probe]]) -> RunResult:
+        """``repeat`` runs under the recorder; the recording-mode specs are evaluated
+        from it, and it counts the executions of the guest probes' addresses."""
+        maps = self._map_states()
+        result, rec = record_run(self.session, self.prog, packet, repeat=repeat,
+                                 limit=RECORD_LIMIT)
+        where: dict[int, list[Located]] = {}
+        for loc, probe in self._locations("recording"):
+            assert loc.compiled is not None
+            where.setdefault(loc.addr, []).append(((loc, probe), loc.spec, loc.compiled.layout))
+        evaluate_recording(rec, packet, maps, where, self._recorded_hit)
+        counts = Counter(s.site.jit_start for s in rec.steps)
+        for loc, probe in attached:
+            probe.executed = (probe.executed or 0) + counts[loc.addr]
+        return result
+
+    def _map_states(self) -> RecordedMaps:
+        """The maps the recording-mode specs name, as the agent dumps them now."""
+        names = {n for loc, _ in self._locations("recording") for n in map_names(loc.spec)}
+        dumps: dict[str, list[tuple[bytes, bytes]] | None] = {}
+        for name in sorted(names & set(self.prog.maps)):
+            dump = self.session.dump_map_id(self.prog.maps[name].id)
+            dumps[name] = None if dump.truncated or dump.unlisted else dump.entries
+        return RecordedMaps(self.prog, dumps)
+
+    def _recorded_hit(self, handle: object, out: Outcome) -> None:
+        assert isinstance(handle, tuple)
+        loc: ProbeSite = handle[0]
+        probe: Probe = handle[1]
+        c = probe.counters
+        c.reached += 1
+        if not out.decided:
+            probe.undecided += 1
+            probe.undecided_why = probe.undecided_why or out.why
+            return
+        if not out.true:
+            return
+        c.true += 1
+        if c.true <= probe.spec.action.skip:
+            c.skipped += 1
+            return
+        c.printed += 1
+        self.hits.append(Hit(probe, c.true, out.values, self._run_number, loc.site,
+                             frozenset(out.failed), unrecorded=frozenset(out.unrecorded)))
 
     # -- host fallback ---------------------------------------------------
     def _run_with_host_probes(self, host: list[Probe], packet: bytes, repeat: int,
@@ -525,6 +608,25 @@ class Inspector:
 
 
 StopHandler = Callable[[Debugger, Probe, BpfRegs], "Event | None"]
+
+
+def recording_mode(session: Session, prog: LoadedProgram, wanted: str) -> str:
+    """``wanted`` where the recorder can record ``prog``; "off" (or, for "all", an
+    error) where it cannot."""
+    if wanted == "off":
+        return "off"
+    why = ("" if recorder_available(session) else "QEMU does not run the recorder plugin "
+           "(QEMU 10)") or ("a program loaded by someone else has no exact JIT map"
+                            if prog.foreign else "")
+    if why and wanted == "all":
+        raise UsageError(f"inspect --from-recording: {why}")
+    return "off" if why else wanted
+
+
+def map_names(spec: Spec) -> set[str]:
+    """The maps a spec's condition and print items name."""
+    return {n.name if isinstance(n, Name) else n.base.name
+            for n in _walk((spec.condition, spec.action.prints)) if isinstance(n, Name | Index)}
 
 
 def joined(outputs: list[RunOutput]) -> RunOutput:

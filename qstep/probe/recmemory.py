@@ -1,0 +1,338 @@
+"""Memory and maps as they were at a point of a recorded run (for ``inspect`` specs).
+
+A byte's value at step ``pos`` is the nearest recorded access to it (the last one
+before ``pos``, or the first one at or after it: a load's value or the bytes a store
+replaced) when nothing unrecorded could have changed it in between: a helper or
+kfunc that may write memory, or the kernel between two runs of a multi-run
+recording. Helpers in ``PURE_HELPERS`` write nothing the program can read. The
+packet is known at the start of the first run (it is the input), map values from
+the agent's dump before the runs, followed through the program's stores, its
+``bpf_map_update_elem``/``bpf_map_delete_elem`` calls and its lookups (which tell
+where a key's value lives). Anything else is ``NotRecorded``: never a guess.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qstep.bpf.uapi import Helper, MapType
+from qstep.debugger.provenance import PSEUDO_MAP_VALUE, Provenance
+from qstep.errors import QstepError
+from qstep.loaded import LoadedProgram
+from qstep.recorder.recording import RecordedStep, Recording
+
+PURE_HELPERS = frozenset({
+    Helper.MAP_LOOKUP_ELEM, Helper.KTIME_GET_NS, Helper.TRACE_PRINTK, Helper.GET_PRANDOM_U32,
+    Helper.GET_SMP_PROCESSOR_ID, Helper.GET_CURRENT_PID_TGID, Helper.GET_CURRENT_UID_GID,
+    Helper.REDIRECT, Helper.PERF_EVENT_OUTPUT, Helper.CSUM_DIFF, Helper.REDIRECT_MAP,
+    Helper.JIFFIES64, Helper.KTIME_GET_BOOT_NS, Helper.RINGBUF_OUTPUT,
+    Helper.KTIME_GET_COARSE_NS, Helper.TRACE_VPRINTK})
+# Helpers that write through none of their pointer arguments (they may write the packet).
+READS_ITS_POINTERS = PURE_HELPERS | {
+    Helper.SKB_STORE_BYTES, Helper.L3_CSUM_REPLACE, Helper.L4_CSUM_REPLACE,
+    Helper.SKB_SET_TUNNEL_KEY, Helper.SKB_SET_TUNNEL_OPT}
+STACK_MAX = 512 * 8  # below the lowest frame pointer: the deepest frames' stacks
+MODELLED_MAPS = frozenset({MapType.HASH, MapType.ARRAY, MapType.LRU_HASH})
+
+
+class NotRecorded(QstepError):
+    """A value the recording does not determine (the spec is not evaluated there)."""
+
+
+@dataclass
+class _Map:
+    """One map's entries through the run, and where the values of known keys live."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    entries: dict[bytes, bytearray]
+    addrs: dict[int, bytes]  # value address -> key
+    broken: str = ""  # why its contents are no longer known
+
+    @property
+    def stride(self) -> int:
+        return (self.value_size + 7) & ~7
+
+    def learn(self, key: bytes, addr: int) -> None:
+        if self.type == MapType.ARRAY:
+            base = addr - int.from_bytes(key, "little") * self.stride
+            self.addrs = {base + i * self.stride: i.to_bytes(4, "little")
+                          for i in range(self.max_entries)}
+        else:
+            self.addrs[addr] = key
+
+
+class RecordedMaps:
+    """The maps of a program along a recording (``Step`` order, see ``advance``)."""
+
+    def __init__(self, prog: LoadedProgram, dumps: dict[str, list[tuple[bytes, bytes]] | None]):
+        self.maps: dict[str, _Map] = {}
+        for name, entries in dumps.items():
+            info = prog.maps[name]
+            m = _Map(info.type, info.key_size, info.value_size, info.max_entries,
+                     {k: bytearray(v) for k, v in entries or []}, {})
+            if entries is None or info.type not in MODELLED_MAPS:
+                m.broken = "its contents could not be dumped before the run"
+            self.maps[name] = m
+
+    def lookup(self, name: str, key: bytes) -> bytes | None:
+        """The value under ``key`` now (None: absent); ``NotRecorded`` when unknown."""
+        m = self.maps.get(name)
+        if m is None:
+            raise NotRecorded(f"map {name} is not followed through the recording")
+        if m.broken:
+            raise NotRecorded(f"map {name}: {m.broken}")
+        if m.type == MapType.ARRAY:
+            index = int.from_bytes(key[:4], "little")
+            if index >= m.max_entries:
+                return None
+            return bytes(m.entries.get(key[:4], bytearray(m.value_size)))
+        value = m.entries.get(key)
+        return bytes(value) if value is not None else None
+
+    def region(self, addr: int) -> tuple[_Map, bytes, int] | None:
+        """(map, key, offset) of a map value byte whose key is known."""
+        for m in self.maps.values():
+            for start in (addr - off for off in range(m.value_size)):
+                key = m.addrs.get(start)
+                if key is not None:
+                    return m, key, addr - start
+        return None
+
+    def byte(self, addr: int) -> int | None:
+        found = self.region(addr)
+        if found is None:
+            return None
+        m, key, off = found
+        if m.broken:
+            raise NotRecorded(f"a map value at {addr:#x}: {m.broken}")
+        value = m.entries.get(key)
+        if value is None:
+            raise NotRecorded(f"a map value at {addr:#x} whose entry was deleted")
+        return value[off]
+
+    def store(self, addr: int, size: int, value: int) -> None:
+        for i in range(size):
+            found = self.region(addr + i)
+            if found is not None:
+                m, key, off = found
+                entry = m.entries.setdefault(key, bytearray(m.value_size))
+                entry[off] = (value >> (8 * i)) & 0xFF
+
+    def check_load(self, addr: int, size: int, value: int) -> None:
+        """A recorded load from a followed value must agree; else the map is broken."""
+        for i in range(size):
+            found = self.region(addr + i)
+            if found is None or found[0].broken:
+                continue
+            m, key, off = found
+            entry = m.entries.get(key)
+            if entry is None or entry[off] != (value >> (8 * i)) & 0xFF:
+                m.broken = f"the program read {addr + i:#x} other than followed"
+
+    def forget(self, name: str, key: bytes) -> None:
+        m = self.maps[name]
+        if m.type != MapType.ARRAY:
+            m.addrs = {a: k for a, k in m.addrs.items() if k != key}
+
+    def poison(self, name: str, why: str) -> None:
+        if name in self.maps:
+            self.maps[name].broken = self.maps[name].broken or why
+
+    def poison_pointed(self, regs: Sequence[int], why: str) -> None:
+        """A helper got a pointer into a followed value: it may have written it."""
+        for reg in regs:
+            found = self.region(reg)
+            if found is not None:
+                found[0].broken = found[0].broken or why
+
+
+class RecordedMemory:
+    """Bytes at any step of a recording (see the module docstring); maps follow ``advance``."""
+
+    def __init__(self, rec: Recording, maps: RecordedMaps, packet: bytes) -> None:
+        self.rec = rec
+        self.maps = maps
+        self.pos = 0
+        self._history: dict[int, list[tuple[int, int | None, int]]] = {}
+        for k, step in enumerate(rec.steps):
+            for a in step.frame_accesses + step.accesses:
+                for i in range(a.size):
+                    new = (a.value >> (8 * i)) & 0xFF
+                    old = ((a.old >> (8 * i)) & 0xFF if a.old is not None else None) \
+                        if a.store else new
+                    self._history.setdefault(a.addr + i, []).append((k, old, new))
+        self.run_starts = run_starts(rec)
+        fps = [s.regs()[10] for s in rec.steps]
+        self._stack = (min(fps, default=0) - STACK_MAX, max(fps, default=0))
+        self._barriers = sorted({*self.run_starts[1:], *(k + 1 for k, s in enumerate(rec.steps)
+                                                         if writes_memory(rec.prog, s))})
+        self._stack_barriers = sorted({*self.run_starts[1:], *(
+            k + 1 for k, s in enumerate(rec.steps) if self._may_write_stack(s))})
+        self._packet: dict[int, int] = {}
+        self._packet_until = min([*self._barriers, len(rec.steps)])
+        self._provenance = Provenance(rec.prog, rec.steps[0].regs().values,
+                                      self.read) if rec.steps else None
+        self._packet_input = packet
+        self._xlated = {ins.index: ins for ins in rec.prog.xlated}
+
+    def read(self, addr: int, size: int) -> bytes:
+        """``size`` bytes at ``addr`` before step ``pos``; ``NotRecorded`` if unknown."""
+        out = bytearray()
+        for b in range(addr, addr + size):
+            value = self._byte(b)
+            if value is None:
+                raise NotRecorded(f"the byte at {b:#x} is not in the recording at this point")
+            out.append(value)
+        return bytes(out)
+
+    def _byte(self, b: int) -> int | None:
+        mapped = self.maps.byte(b)
+        if mapped is not None:
+            return mapped
+        history = self._history.get(b)
+        if history:
+            i = bisect_left(history, (self.pos, -1, -1))
+            if i > 0 and not self._barrier_between(b, history[i - 1][0], self.pos):
+                return history[i - 1][2]
+            if i < len(history) and not self._barrier_between(b, self.pos, history[i][0]):
+                return history[i][1]
+        if self.pos < self._packet_until:
+            return self._packet.get(b)
+        return None
+
+    def _may_write_stack(self, step: RecordedStep) -> bool:
+        """A kfunc, or a helper given a pointer into the stack that it may write through."""
+        ins = step.site.insn
+        if ins.is_kfunc_call:
+            return True
+        regs = step.regs()
+        return ins.is_helper_call and ins.imm not in READS_ITS_POINTERS and any(
+            self._stack[0] <= regs[r] < self._stack[1] for r in range(1, 6))
+
+    def _barrier_between(self, b: int, start: int, end: int) -> bool:
+        """Something unrecorded may have written byte ``b`` between steps start and end
+        (the stack only through a pointer a helper was given)."""
+        barriers = self._stack_barriers if self._stack[0] <= b < self._stack[1] \
+            else self._barriers
+        i = bisect_left(barriers, start + 1) if start < end else len(barriers)
+        return i < len(barriers) and barriers[i] <= end
+
+    def advance(self, k: int) -> None:
+        """Account for step ``k`` (maps, packet bases); ``pos`` becomes ``k + 1``."""
+        step = self.rec.steps[k]
+        self.pos = k
+        after = self.rec.steps[k + 1].regs().values if k + 1 < len(self.rec.steps) else None
+        before = step.regs().values
+        if self._provenance is not None and after is not None:
+            if k in self.run_starts[1:]:
+                self._provenance = Provenance(self.rec.prog, before, self.read)
+            map_base = self._provenance.base_of(1)
+            self._map_effects(step, before, after, map_base.name[4:] if map_base is not None
+                              and map_base.name.startswith("map:") else None)
+            self._provenance.step(step.site, before, after)
+            if step.site.insn.is_ldimm64:
+                self._learn_global(step)
+            self._seed_packet()
+        for a in step.accesses:
+            if a.store:
+                self.maps.store(a.addr, a.size, a.value)
+            else:
+                self.maps.check_load(a.addr, a.size, a.value)
+        self.pos = k + 1
+
+    def _map_effects(self, step: RecordedStep, before: Sequence[int], after: Sequence[int],
+                     name: str | None) -> None:
+        ins = step.site.insn
+        if not (ins.is_helper_call or ins.is_kfunc_call):
+            return
+        m = self.maps.maps.get(name) if name is not None else None
+        helper = ins.imm if ins.is_helper_call else -1
+        if m is None or helper not in (Helper.MAP_LOOKUP_ELEM, Helper.MAP_UPDATE_ELEM,
+                                       Helper.MAP_DELETE_ELEM):
+            if name is not None and helper not in PURE_HELPERS:
+                self.maps.poison(name, f"a call at insn {step.site.index} may change it")
+            if helper not in READS_ITS_POINTERS:
+                self.maps.poison_pointed(before[1:6], f"a call at insn {step.site.index} got a "
+                                         "pointer into it")
+            return
+        assert name is not None
+        try:
+            key = self.read(before[2], m.key_size)
+        except NotRecorded:
+            if helper != Helper.MAP_LOOKUP_ELEM:
+                self.maps.poison(name, f"the key of the call at insn {step.site.index} is "
+                                 "not in the recording")
+            return
+        if helper == Helper.MAP_LOOKUP_ELEM:
+            if after[0]:
+                m.learn(key, after[0])
+        elif after[0] & 0xFFFFFFFF == 0:
+            self._update(step, name, m, key, before, helper)
+
+    def _update(self, step: RecordedStep, name: str, m: _Map, key: bytes,
+                before: Sequence[int], helper: int) -> None:
+        self.maps.forget(name, key)
+        if helper == Helper.MAP_DELETE_ELEM:
+            if m.type == MapType.ARRAY:
+                self.maps.poison(name, "a delete on an array")
+            m.entries.pop(key, None)
+            return
+        if m.type == MapType.LRU_HASH and key not in m.entries and \
+                len(m.entries) >= m.max_entries:
+            self.maps.poison(name, "an update of a full LRU map may have evicted an entry")
+        try:
+            m.entries[key] = bytearray(self.read(before[3], m.value_size))
+        except NotRecorded:
+            self.maps.poison(name, f"the value stored at insn {step.site.index} is not in "
+                             "the recording")
+
+    def _learn_global(self, step: RecordedStep) -> None:
+        """``ld_imm64`` of a global's address: the value of key 0 of its map."""
+        assert self._provenance is not None
+        xlated = self._xlated.get(step.site.xlated_index if step.site.xlated_index is not None
+                                  else -1)
+        if xlated is None or xlated.src != PSEUDO_MAP_VALUE:
+            return
+        base = self._provenance.base_of(step.site.insn.dst)
+        if base is not None and base.name.startswith("map:") and base.name[4:] in self.maps.maps:
+            self.maps.maps[base.name[4:]].learn(bytes(4), base.addr)
+
+    def _seed_packet(self) -> None:
+        """The input packet's bytes, once the program has loaded its start and end."""
+        if self._packet or self.pos > self._packet_until or self._provenance is None:
+            return
+        start = end = None
+        for reg in range(11):
+            base = self._provenance.base_of(reg)
+            if base is not None and base.name == "pkt":
+                start = base.addr
+            elif base is not None and base.name == "pkt_end":
+                end = base.addr
+        if start is not None and end is not None and end - start == len(self._packet_input):
+            self._packet = {start + i: b for i, b in enumerate(self._packet_input)}
+
+
+def writes_memory(prog: LoadedProgram, step: RecordedStep) -> bool:
+    """The step calls a helper or kfunc that may write memory the recording misses."""
+    ins = step.site.insn
+    return ins.is_kfunc_call or (ins.is_helper_call and ins.imm not in PURE_HELPERS)
+
+
+def run_starts(rec: Recording) -> list[int]:
+    """The steps at which each run of a (multi-run) recording starts."""
+    entry = rec.prog.functions[0].start_insn
+    starts, depth = [0], 0
+    for k, step in enumerate(rec.steps[:-1]):
+        ins = step.site.insn
+        if ins.is_pseudo_call:
+            depth += 1
+        elif ins.is_exit:
+            if depth == 0 and rec.steps[k + 1].site.index == entry:
+                starts.append(k + 1)
+            depth = max(0, depth - 1)
+    return starts

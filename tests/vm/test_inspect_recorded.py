@@ -1,0 +1,110 @@
+"""``inspect`` from recordings gives what the in-guest probes give, exactly.
+
+The same specs run as in-guest hardware-breakpoint probes (at most 4 locations) and
+from a recording of each run (``--from-recording``; and, past 4 locations, the
+automatic choice), over many packets: every hit (probe, hit number, run, location,
+printed values, failed items) and every counter must be equal. The specs read
+registers, packet bytes, stack slots, C variables and map values (``stats`` as the
+program's own atomic adds change it, looked up and printed whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qstep.bpf.elf import BpfObject
+from qstep.commands.inspect import c_scope
+from qstep.loaded import LoadedProgram
+from qstep.paths import REPO_ROOT
+from qstep.probe.inspector import Inspector
+from qstep.probe.spec import parse_specs
+from qstep.session import Session
+from qstep.userinput import encode_entry, read_map_file, read_packet
+
+pytestmark = pytest.mark.vm
+
+EXAMPLE = REPO_ROOT / "examples" / "l4lb"
+PACKETS = [read_packet(str(EXAMPLE / "packets" / f"{name}.hex")) for name in (
+    "ipv4_to_v4real", "ipv6_to_v6real", "ipv4_udp_to_v6real", "ctl_lookup_fail",
+    "ipv4_novip", "ipv4_vip_wrong_proto", "ipv6_to_v6real", "ipv4_to_v4real")]
+SPECS = [
+    "process_packet:10 print mem($r8, 16), $r9 if $r9 == 1",
+    "l4lb.bpf.c:172 print stats, vip_num, stats[1], *st if st != 0",
+    "l4lb.bpf.c:166 skip 1 print ctl_pos, tkey.tunnel_id, tkey.remote_ipv4, ctl_array[0]",
+    "l4lb.bpf.c:181 print drops, stats[1], stats[2], ctl_pos, tkey.tunnel_ttl",
+]
+MORE = [
+    "process_packet print $r3, stats[1] if $r3 == 1",
+    "l4lb.bpf.c:148 print slot, vip_num",
+]
+REPEAT = 3
+
+
+@pytest.fixture
+def l4lb(guest: Session, l4lb_obj: Path) -> Iterator[tuple[Session, LoadedProgram, BpfObject]]:
+    obj = BpfObject.open(l4lb_obj)
+    prog = guest.load(obj, "l4lb_ingress")
+    for entry in read_map_file(EXAMPLE / "maps.txt"):
+        key, value = encode_entry(entry, prog.maps[entry.map_name], prog.btf)
+        guest.update_map(prog, entry.map_name, key, value)
+    yield guest, prog, obj
+    guest.unload(prog)
+
+
+def run(vm: Session, prog: LoadedProgram, obj: BpfObject, specs: list[str],
+        recording: str) -> Inspector:
+    """Fresh counters in the program's maps for each way (stats, drops)."""
+    for name in ("stats", "drops"):
+        info = prog.maps[name]
+        for i in range(info.max_entries):
+            vm.update_map(prog, name, i.to_bytes(4, "little"), bytes(info.value_size))
+    inspector = Inspector(vm, prog, parse_specs(specs), c_scope(obj, prog),
+                          recording=recording)
+    inspector.attach()
+    try:
+        inspector.run(PACKETS, REPEAT)
+    finally:
+        inspector.detach()
+    return inspector
+
+
+def hits(ins: Inspector, numbers: range) -> list[tuple[object, ...]]:
+    return sorted((h.probe.number, h.run, h.hit, h.site.index, repr(h.values),
+                   sorted(h.failed), sorted(h.unrecorded)) for h in ins.hits
+                  if h.probe.number in numbers)
+
+
+def counters(ins: Inspector, numbers: range) -> list[dict[str, int]]:
+    return [p.counters.as_dict() for p in ins.probes if p.number in numbers]
+
+
+def test_recorded_specs_equal_in_guest_probes(
+        l4lb: tuple[Session, LoadedProgram, BpfObject]) -> None:
+    vm, prog, obj = l4lb
+    guest = run(vm, prog, obj, SPECS, "off")
+    recorded = run(vm, prog, obj, SPECS, "all")
+    assert [p.attached for p in guest.probes] == ["hw_breakpoint"] * 4
+    assert [p.attached for p in recorded.probes] == ["recording"] * 4
+    everything = range(1, 5)
+    assert hits(recorded, everything) == hits(guest, everything)
+    assert counters(recorded, everything) == counters(guest, everything)
+    assert [p.undecided for p in recorded.probes] == [0] * 4
+    # Not vacuous: every spec printed, map values changed along the runs.
+    assert [c["printed"] for c in counters(guest, everything)] == [6, 15, 17, 15]
+
+
+def test_locations_past_the_debug_registers_come_from_the_recording(
+        l4lb: tuple[Session, LoadedProgram, BpfObject]) -> None:
+    vm, prog, obj = l4lb
+    mixed = run(vm, prog, obj, SPECS + MORE, "auto")
+    alone = run(vm, prog, obj, MORE, "off")
+    assert [p.attached for p in mixed.probes] == ["hw_breakpoint"] * 4 + ["recording"] * 2
+    assert "evaluated from a recording" in mixed.probes[4].note
+    assert [p.executed for p in mixed.probes[:4]] == [p.counters.reached
+                                                      for p in mixed.probes[:4]]
+    shifted = [(int(str(h[0])) - 4, *h[1:]) for h in hits(mixed, range(5, 7))]
+    assert shifted == hits(alone, range(1, 3))
+    assert counters(mixed, range(5, 7)) == counters(alone, range(1, 3))
