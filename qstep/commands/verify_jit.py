@@ -23,7 +23,7 @@ from qstep.images.kernels import kernel_names
 from qstep.listing import bpf_text, disassemble_x86, xlated_span
 from qstep.loaded import LoadedProgram
 from qstep.oracle.lockstep import Divergence, LockstepReport, lockstep
-from qstep.oracle.recorded import lockstep_recording
+from qstep.oracle.recorded import lockstep_recording, percpu_offset_reader
 from qstep.recorder.hits import recorder_available
 from qstep.recorder.run import record_run
 from qstep.scenario.runner import fill_maps as scenario_maps
@@ -87,7 +87,8 @@ def verify_one(session: Session, prog: LoadedProgram, kernel: str, origin: str,
                packet: bytes, args: argparse.Namespace) -> dict[str, Any]:
     """Check one run: its recording (QEMU 10's recorder) or, ``--stepped``, a stepped run."""
     if not args.stepped and recorder_available(session):
-        report = lockstep_recording(record_run(session, prog, packet)[1])
+        rec = record_run(session, prog, packet)[1]
+        report = lockstep_recording(rec, percpu_offset_reader(session, prog))
         method = "recorded"
     else:
         with session.debugger(prog, RunRequest(packet)) as dbg:

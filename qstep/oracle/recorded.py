@@ -11,20 +11,27 @@ store the JIT did that BPF semantics do not give, is a divergence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qstep.errors import UsageError
+from qstep.loaded import LoadedProgram
 from qstep.oracle.interp import OracleError
 from qstep.oracle.lockstep import Divergence, Expected, LockstepReport, Oracle, compare_step
 from qstep.recorder.recording import RecordedStep, Recording
 from qstep.recorder.replay import Replay
+from qstep.session import Session
 
 
-def lockstep_recording(rec: Recording) -> LockstepReport:
-    """Check every step of a one-run recording; stop at the first divergence."""
+def lockstep_recording(rec: Recording,
+                       percpu_offset: Callable[[], int] | None = None) -> LockstepReport:
+    """Check every step of a one-run recording; stop at the first divergence.
+    ``percpu_offset``: CPU 0's per-CPU offset, for xlated code that computes per-CPU
+    addresses (``percpu_offset_reader``)."""
     report = LockstepReport()
     if not rec.steps:
         return report
     replay = Replay(rec)
-    oracle = Oracle(rec.prog, replay.read_memory)
+    oracle = Oracle(rec.prog, replay.read_memory, percpu_offset)
     frames: list[tuple[int, ...]] = []
     for k, step in enumerate(rec.steps):
         replay.pos = k
@@ -50,6 +57,22 @@ def lockstep_recording(rec: Recording) -> LockstepReport:
             return _diverged(report, step, before, after, exp.regs, what, unknown)
         report.checked += 1
     return report
+
+
+def percpu_offset_reader(session: Session, prog: LoadedProgram) -> Callable[[], int] | None:
+    """CPU 0's per-CPU offset read once through the gdbstub (a kernel variable, not a
+    BPF value: the recording cannot tell it), when the program's code needs it."""
+    addr = prog.percpu_offset_addr
+    if addr is None:
+        return None
+    cache: list[int] = []
+
+    def read() -> int:
+        if not cache:
+            with session.target() as target:
+                cache.append(int.from_bytes(target.read_memory(addr, 8), "little"))
+        return cache[0]
+    return read
 
 
 def _at_exit(report: LockstepReport, rec: Recording, k: int, exp: Expected,
