@@ -32,6 +32,7 @@ class InsnScope:
                  site: InsnSite) -> None:
         self.obj = obj
         self.model = model
+        self.prog = prog
         self.site = site
         self.places = Placement(obj)
         self.place = self.places.place(site)
@@ -75,3 +76,10 @@ class InsnScope:
 
     def find_type(self, name: str) -> CType | None:
         return self.model.find_type(name)
+
+    def map_value_type(self, name: str) -> CType | None:
+        info = self.prog.maps.get(name)
+        if info is None or not info.btf_value_type_id:
+            return None
+        ctype = self.model.find_type(self.prog.btf.type_name(info.btf_value_type_id))
+        return ctype if ctype is not None and ctype.byte_size == info.value_size else None

@@ -68,6 +68,10 @@ class LowerEnv(Protocol):
 
     def find_type(self, name: str) -> CType | None: ...
 
+    def map_value_type(self, name: str) -> CType | None:
+        """The C type of map ``name``'s values (None: no such map, or no DWARF type)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Val:
@@ -263,9 +267,20 @@ def _target(val: _Val, node: Node, what: str) -> CType:
     return t.target
 
 
+def _map_element(index: Index, env: LowerEnv) -> _Val | None:
+    """``MAP[KEY]`` as an object in memory: at ``&MAP[KEY]`` (the value the probe's own
+    lookup returns), typed by the map's value type; None when it is no such map."""
+    lowered = _index(index, env)
+    vtype = env.map_value_type(index.base.name)
+    if lowered.type is not _UNTYPED or vtype is None:
+        return None
+    return _Val(AddrOf(lowered.expr, pos=index.pos), vtype, place=True)
+
+
 def _member(expr: Expr, env: LowerEnv) -> _Val:
     assert isinstance(expr, Member)
-    base = _lower(expr.base, env)
+    element = _map_element(expr.base, env) if isinstance(expr.base, Index) else None
+    base = element or _lower(expr.base, env)
     if expr.arrow:
         base = _Val(_scalar(base, expr), _target(base, expr, "apply '->' to"), place=True)
     t = base.type.strip()
@@ -315,7 +330,8 @@ def _subscript(expr: Expr, env: LowerEnv) -> _Val:
 def _index(expr: Expr, env: LowerEnv) -> _Val:
     assert isinstance(expr, Index)
     if env.variable(expr.base.name) is None and env.global_address(expr.base.name) is None:
-        return _Val(expr, _UNTYPED)  # a map lookup
+        key = lower(expr.key, env) if needs_lowering(expr.key, env) else expr.key
+        return _Val(Index(expr.base, key, pos=expr.pos), _UNTYPED)  # a map lookup
     base = _lower(expr.base, env)
     return _element(base, _scalar(_lower(expr.key, env), expr), expr)
 

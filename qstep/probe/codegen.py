@@ -35,6 +35,7 @@ from qstep.errors import UsageError
 from qstep.expr.ast import (
     BYTES_LITERALS,
     COMPARISONS,
+    AddrOf,
     Binary,
     Expr,
     Index,
@@ -310,6 +311,8 @@ class _Compiler:
                 self.gen_mem_int(expr, mem_width(expr, peer), fail)
             case Index():
                 self.gen_index_int(expr, fail)
+            case AddrOf(operand=Index() as index):  # a map value's address (lowered C)
+                self.gen_index_addr(index, fail)
             case Unary():
                 self.gen_unary(expr, fail)
             case Binary():
@@ -354,6 +357,15 @@ class _Compiler:
         self.frame.release(key_off, ref.key_size)
         self.b.jump(fail, JEQ, R0, imm=0)
         self.emit(ldx(ref.value_size, R0, R0, 0))
+        self.push_reg(R0)
+
+    def gen_index_addr(self, index: Index, fail: Label) -> None:
+        """Push the address of a map value; fail if the key is absent."""
+        ref = self.map_of(index.base)
+        key_off = self.gen_key(index, ref, fail)
+        self.lookup(ref, key_off)
+        self.frame.release(key_off, ref.key_size)
+        self.b.jump(fail, JEQ, R0, imm=0)
         self.push_reg(R0)
 
     def gen_unary(self, expr: Unary, fail: Label) -> None:

@@ -14,12 +14,16 @@ import pytest
 from conftest import load_program
 
 from qstep.bpf.elf import BpfObject
+from qstep.commands.inspect import c_scope
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.source import SourceView
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
+from qstep.probe.inspector import Inspector
+from qstep.probe.records import MapValue
+from qstep.probe.spec import parse_specs
 from qstep.session import Session
 from qstep.userinput import read_packet
 
@@ -115,3 +119,33 @@ def test_a_c_variable_as_index_and_counters_over_runs(
             assert text(commands, "print stats[0]") == "{packets: 0, dropped: 0, passed: 0}"
     finally:
         vm.unload(prog)
+
+
+def test_inspect_prints_and_tests_members_of_map_values(
+        vm: Session, l4lb: tuple[LoadedProgram, BpfObject]) -> None:
+    """Compiled into the in-guest probe: the probe's own lookup, the member read at its
+    DWARF offset; C variables as keys. Two packets to VIP 1: the counters go 1, 2."""
+    prog, obj = l4lb
+    specs = parse_specs([
+        "l4lb.bpf.c:178 print stats[vip_num].packets, stats[vip_num].bytes, reals[2].ctl_pos, "
+        "stats[vip_num], ctl_array[0].ifindex",
+        "l4lb.bpf.c:178 if stats[vip_num].packets == 2 && reals[1].ctl_pos == 0 "
+        "print stats[1].bytes"])
+    inspector = Inspector(vm, prog, specs, c_scope(obj, prog))
+    inspector.attach()
+    try:
+        assert inspector.run([PACKET, PACKET], 1) == [7, 7]
+    finally:
+        inspector.detach()
+    first, second = inspector.probes
+    assert (first.mode, second.mode) == ("guest", "guest")
+    rows = [(h.probe.number, h.values[:3], h.values[4:]) for h in inspector.hits]
+    assert rows == [(1, [1, 72, 1], [2]), (1, [2, 144, 1], [2]), (2, [144], [])]
+    assert [h.values[3] for h in inspector.hits if h.probe is first] == [
+        MapValue("stats", True, (struct.pack("<QQ", n, 72 * n),), False) for n in (1, 2)]
+    assert second.counters.as_dict() == {"reached": 2, "condition_true": 1, "skipped": 0,
+                                         "printed": 1, "dropped": 0}
+    with pytest.raises(UsageError, match=r"^inspect: spec 1: stats\[1\]\.nope: struct "
+                                         r"lb_stats has no member 'nope' \(column 30\)$"):
+        Inspector(vm, prog, parse_specs(["l4lb.bpf.c:178 print stats[1].nope"]),
+                  c_scope(obj, prog))
