@@ -351,22 +351,23 @@ class _Compiler:
 
     def gen_index_int(self, index: Index, fail: Label) -> None:
         """Push a map value of 1/2/4/8 bytes; fail if the key is absent."""
-        ref = self.map_of(index.base)
-        key_off = self.gen_key(index, ref, fail)
-        self.lookup(ref, key_off)
-        self.frame.release(key_off, ref.key_size)
-        self.b.jump(fail, JEQ, R0, imm=0)
-        self.emit(ldx(ref.value_size, R0, R0, 0))
+        size = self.lookup_or_fail(index, fail)
+        self.emit(ldx(size, R0, R0, 0))
         self.push_reg(R0)
 
     def gen_index_addr(self, index: Index, fail: Label) -> None:
         """Push the address of a map value; fail if the key is absent."""
+        self.lookup_or_fail(index, fail)
+        self.push_reg(R0)
+
+    def lookup_or_fail(self, index: Index, fail: Label) -> int:
+        """r0 = the map value's address (to ``fail`` when absent); returns its size."""
         ref = self.map_of(index.base)
         key_off = self.gen_key(index, ref, fail)
         self.lookup(ref, key_off)
         self.frame.release(key_off, ref.key_size)
         self.b.jump(fail, JEQ, R0, imm=0)
-        self.push_reg(R0)
+        return ref.value_size
 
     def gen_unary(self, expr: Unary, fail: Label) -> None:
         """Push -x, ~x or !x."""
