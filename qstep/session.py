@@ -426,11 +426,20 @@ class Session:
 
     @contextmanager
     def debugger(self, prog: LoadedProgram, request: RunRequest,
-                 backend: str | None = None) -> Iterator[Debugger]:
-        """A debugger for ``prog`` that runs it on ``request``; detached on exit."""
+                 backend: str | None = None, reverse: bool = False,
+                 record_limit: int | None = None) -> Iterator[Debugger]:
+        """A debugger for ``prog`` that runs it on ``request``; detached on exit.
+
+        ``reverse``: a ``ReversibleDebugger`` that records each run as it goes (when
+        this QEMU has the recorder; ``can_reverse`` says whether it can go back)."""
         kernel_btf = self.kernel_btf  # read before any stop: the agent cannot answer then
         with self.target(backend) as target:
-            dbg = Debugger(prog, target, self, request)
+            dbg: Debugger
+            if reverse:  # imported here: the recorder's modules import this one
+                from qstep.debugger.reverse import reversible_debugger
+                dbg = reversible_debugger(self, prog, target, request, record_limit)
+            else:
+                dbg = Debugger(prog, target, self, request)
             dbg.kernel_btf = kernel_btf
             try:
                 yield dbg

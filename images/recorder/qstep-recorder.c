@@ -10,6 +10,9 @@
  *   disarm
  *       -> "disarmed BYTES OVERFLOW"   the log is complete (BYTES long);
  *                        OVERFLOW 1: the limit was reached and recording stopped
+ *   sync
+ *       -> "synced BYTES OVERFLOW"   what was recorded so far is in FILE (BYTES
+ *                        long); recording goes on (a debugger reads it at a stop)
  *
  * While armed the plugin appends records to FILE (truncated at each arm),
  * little-endian, each starting with a u64 header whose low byte is the kind:
@@ -84,7 +87,8 @@ static uint64_t *bounds; /* sorted */
 static size_t nbounds;
 static uint64_t limit;
 
-/* The log, written only by the vCPU thread. */
+/* The log, written by the vCPU thread; `sync` flushes it from the control thread. */
+static pthread_mutex_t buf_lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = -1;
 static unsigned char *buf;
 static size_t buf_len;
@@ -111,19 +115,16 @@ static int flush_buf(void)
 static void emit(const uint64_t *words, size_t n)
 {
     size_t len = n * sizeof(uint64_t);
-    if (overflow)
-        return;
-    if (log_bytes + len > limit) {
+    pthread_mutex_lock(&buf_lock);
+    if (overflow || log_bytes + len > limit ||
+        (buf_len + len > BUF_SIZE && flush_buf() < 0)) {
         overflow = 1;
-        return;
+    } else {
+        memcpy(buf + buf_len, words, len);
+        buf_len += len;
+        log_bytes += len;
     }
-    if (buf_len + len > BUF_SIZE && flush_buf() < 0) {
-        overflow = 1;
-        return;
-    }
-    memcpy(buf + buf_len, words, len);
-    buf_len += len;
-    log_bytes += len;
+    pthread_mutex_unlock(&buf_lock);
 }
 
 static uint64_t read_handle(struct qemu_plugin_register *handle)
@@ -283,8 +284,10 @@ static void after_reset(qemu_plugin_id_t id)
         armed = 1;
     } else if (pending == WANT_DISARM) {
         armed = 0;
+        pthread_mutex_lock(&buf_lock);
         if (flush_buf() < 0)
             overflow = 1;
+        pthread_mutex_unlock(&buf_lock);
     }
     pending = IDLE;
     completed = 1;
@@ -405,6 +408,13 @@ static void command(int fd, char *line)
         if (armed)
             request(WANT_DISARM);
         snprintf(out, sizeof(out), "disarmed %" PRIu64 " %d\n", log_bytes, overflow);
+        reply(fd, out);
+    } else if (strncmp(line, "sync", 4) == 0) {
+        pthread_mutex_lock(&buf_lock);
+        if (flush_buf() < 0)
+            overflow = 1;
+        snprintf(out, sizeof(out), "synced %" PRIu64 " %d\n", log_bytes, overflow);
+        pthread_mutex_unlock(&buf_lock);
         reply(fd, out);
     } else {
         reply(fd, "error unknown command\n");

@@ -31,8 +31,9 @@ from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
 from qstep.commands.replay import recorded_commands
 from qstep.debugger.commands import TAKES_LOCATION, CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
-from qstep.debugger.repl import interactive_loop
-from qstep.debugger.replay_commands import ReplayCommands
+from qstep.debugger.repl import Commands, interactive_loop
+from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.reverse_commands import REVERSE_WORDS, ReverseCommands
 from qstep.debugger.source import SourceView
 from qstep.debugger.trace import TraceRecord, format_record, trace_run
 from qstep.errors import GuestError, QstepError, UsageError
@@ -61,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--record", action="store_true",
                    help="record the run first, then debug the recording: forward and "
                    "backward (reverse-stepi, reverse-continue, watch, ...)")
+    p.add_argument("--reverse", action="store_true",
+                   help="record each run as it goes (QEMU 10 recorder plugin), so at any "
+                   "stop reverse-stepi, reverse-next, reverse-continue, ... go back")
     p.set_defaults(func=debug_main)
     t = sub.add_parser("trace", help="run once, recording every BPF instruction")
     _common(t)
@@ -91,7 +95,9 @@ def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
     session = make_session(args)
     with session:
         prog = open_in_session(session, source, setup, quiet=args.json)
-        with session.debugger(prog, RunRequest(packet), args.backend) as dbg:
+        with session.debugger(prog, RunRequest(packet), args.backend,
+                              reverse=getattr(args, "reverse", False),
+                              record_limit=getattr(args, "record_limit", None)) as dbg:
             view = SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
             yield dbg, view
 
@@ -122,7 +128,8 @@ def debug_main(args: argparse.Namespace) -> int:
     check_batch(batch, source)
     start = args.start if args.start is not None else interactive
     with debugger_for(args, source) as (dbg, view):
-        commands = CommandSet(dbg, view)
+        live = CommandSet(dbg, view)
+        commands = ReverseCommands(live, dbg) if isinstance(dbg, ReversibleDebugger) else live
         if start:
             main = dbg.prog.functions[0]
             emit(commands.execute(f"tbreak #{main.start_insn}"), args.json)
@@ -137,12 +144,14 @@ def check_batch(lines: list[str], source: ProgramSource) -> None:
     """Find what the command lines and the object alone show before the guest boots:
     unknown commands, bad counts, locations naming functions the object lacks."""
     for line in lines:
+        if line.split()[:1] and line.split()[0] in REVERSE_WORDS:
+            continue
         parsed = CommandSet.check_syntax(line)
         if parsed and parsed[0] in TAKES_LOCATION and isinstance(source, FromObject):
             check_function_name(parsed[1], source.obj)
 
 
-def run_batch(commands: CommandSet | ReplayCommands, lines: list[str], as_json: bool) -> int:
+def run_batch(commands: Commands, lines: list[str], as_json: bool) -> int:
     """Run commands in order, as gdb does: a failing command prints its error and the
     rest still run (a dead guest ends the batch); status 1 if any command failed."""
     status = 0

@@ -8,6 +8,7 @@ import json
 from qstep import interrupts
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.replay_commands import ReplayCommands
+from qstep.debugger.reverse_commands import ReverseCommands
 from qstep.errors import QstepError
 from qstep.paths import cache_dir
 
@@ -16,10 +17,11 @@ try:
 except ImportError:  # pragma: no cover - readline is part of CPython on Linux
     readline = None  # type: ignore[assignment]
 
+Commands = CommandSet | ReplayCommands | ReverseCommands  # what the prompt can drive
 REPEATABLE = {"stepi", "nexti", "step", "next", "continue", "x", "list"}
 
 
-def _setup_readline(commands: CommandSet | ReplayCommands) -> None:
+def _setup_readline(commands: Commands) -> None:
     if readline is None:
         return
     history = cache_dir() / "debug_history"
@@ -43,7 +45,7 @@ def _save(path: object) -> None:
             readline.write_history_file(str(path))
 
 
-def interactive_loop(commands: CommandSet | ReplayCommands, as_json: bool) -> None:
+def interactive_loop(commands: Commands, as_json: bool) -> None:
     """Read commands until ``quit`` or end of input; errors never end the session."""
     _setup_readline(commands)
     last = ""

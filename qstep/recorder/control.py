@@ -63,16 +63,24 @@ class RecorderControl:
                                     "(--record-limit)")
         return size
 
+    def sync(self) -> tuple[int, bool]:
+        """(log bytes written so far, whether the limit was reached); recording goes on.
+
+        Answered by the plugin's own thread: works while the VM is stopped."""
+        self._send("sync\n")
+        words = self._expect("synced", wake=False).split()
+        return int(words[1]), words[2] == "1"
+
     def _send(self, text: str) -> None:
         self.sock.sendall(text.encode())
 
-    def _expect(self, word: str) -> str:
-        line = self._read_line()
+    def _expect(self, word: str, wake: bool = True) -> str:
+        line = self._read_line(wake)
         if not line.startswith(word):
             raise GuestError(f"recorder plugin: {line or 'no answer'}")
         return line
 
-    def _read_line(self) -> str:
+    def _read_line(self, wake: bool = True) -> str:
         """One reply line. The plugin acts on the vCPU thread: when no answer comes
         within FIRST_WAIT the vCPU is idle, and ``wake`` (an agent round trip) runs it."""
         deadline = time.monotonic() + ARM_TIMEOUT
@@ -83,7 +91,8 @@ class RecorderControl:
             try:
                 chunk = self.sock.recv(4096)
             except TimeoutError:
-                self.wake()
+                if wake:
+                    self.wake()
                 self.sock.settimeout(WAKE_EVERY)
                 continue
             if not chunk:
