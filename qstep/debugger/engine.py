@@ -549,12 +549,17 @@ class Debugger:
     def advance(self, location: str, stop_at_return: bool = False) -> Event:
         """``advance LOC`` / ``until LOC``: continue to a location (or the frame's return)."""
         self._require_running()
-        sites = resolve(self.prog, location, self._current_file()).sites
-        temp = [s.jit_start for s in sites if s.jit_start is not None]
+        resolved = resolve(self.prog, location, self._current_file())
+        temp = [s.jit_start for s in resolved.sites if s.jit_start is not None]
+        paths = {s.jit_start: resolved.paths[s.index] for s in resolved.sites
+                 if s.index in resolved.paths}
         frames = self.frames()
         if stop_at_return and frames and frames[0].return_addr is not None:
             temp.append(frames[0].return_addr)
         event = self._resume_and_wait(tuple(temp))
+        while (event.kind == "stopped" and event.breakpoint is None and self.pc() in paths
+               and not paths[self.pc()].holds(self.regs().values)):
+            event = self._resume_and_wait(tuple(temp))  # a merged line's path not taken
         if event.kind == "stopped" and event.breakpoint is None:
             event.reason = "location"
         return event

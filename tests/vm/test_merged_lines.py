@@ -154,3 +154,19 @@ def test_a_condition_of_ones_own_and_the_host_fallback_keep_the_path(
     assert by_probe == [[names.index("ttl1") + 1], [names.index("arp") + 1],
                         [names.index("short_ip") + 1], [names.index("tcp") + 1],
                         [names.index("blocked") + 1]]
+
+
+@pytest.mark.parametrize("name", ["ttl1", "udp"])
+def test_until_a_merged_return_stops_only_on_its_path(guest: Session, merged: LoadedProgram,
+                                                      name: str) -> None:
+    packet, path, ret = PACKETS[name]
+    line = RETURNS["ttl"][0]
+    with guest.debugger(merged, RunRequest(packet)) as dbg:
+        dbg.add_breakpoint("merged", temporary=True)
+        assert dbg.run().kind == "stopped"
+        event = dbg.advance(f"merged.bpf.c:{line}")
+        if path == "ttl":
+            assert event.reason == "location" and event.site is not None
+            assert event.site.source is not None and event.site.source.line == line - 1
+            event = dbg.cont()
+        assert event.kind == "exited" and event.retval == ret
