@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qstep.debugger.locations import resolve
+from qstep.debugger.mergedlines import PathCheck
 from qstep.debugger.regs import BpfRegs
 from qstep.errors import UsageError
 from qstep.loaded import InsnSite
@@ -50,6 +51,7 @@ class Replay:
         self.pos = 0
         self.depth = _depths(rec)
         self.breakpoints: dict[int, InsnSite] = {}  # number -> site
+        self._paths: dict[int, PathCheck] = {}  # number -> the path it stops on
         self.watches: dict[int, tuple[int, int]] = {}  # number -> (addr, size)
         self._next_number = 1
         xlated = {ins.index: ins for ins in rec.prog.xlated}
@@ -105,8 +107,11 @@ class Replay:
     # -- breakpoints and watchpoints ---------------------------------------
     def add_breakpoint(self, location: str) -> list[tuple[int, InsnSite]]:
         added = []
-        for site in resolve(self.rec.prog, location).sites:
+        resolved = resolve(self.rec.prog, location)
+        for site in resolved.sites:
             self.breakpoints[self._next_number] = site
+            if site.index in resolved.paths:  # a merged-away line: only where its path goes
+                self._paths[self._next_number] = resolved.paths[site.index]
             added.append((self._next_number, site))
             self._next_number += 1
         return added
@@ -187,8 +192,10 @@ class Replay:
         return Stop(self.pos, "start")
 
     def _breakpoint_at(self, pos: int) -> int | None:
-        index = self.rec.steps[pos].site.index
-        return next((n for n, s in self.breakpoints.items() if s.index == index), None)
+        step = self.rec.steps[pos]
+        return next((n for n, s in self.breakpoints.items() if s.index == step.site.index
+                     and (n not in self._paths or self._paths[n].holds(step.regs().values))),
+                    None)
 
     def _watch_hit(self, pos: int) -> tuple[int, int, bytes | None, bytes] | None:
         """(step, addr, old, new) of the first store of step ``pos`` into a watched range."""

@@ -23,6 +23,8 @@ from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
+from qstep.recorder.replay import Replay
+from qstep.recorder.run import record_run
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm
@@ -170,3 +172,25 @@ def test_until_a_merged_return_stops_only_on_its_path(guest: Session, merged: Lo
             assert event.site.source is not None and event.site.source.line == line - 1
             event = dbg.cont()
         assert event.kind == "exited" and event.retval == ret
+
+
+def test_a_recorded_run_stops_on_a_merged_return_only_on_its_path(
+        vm: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """The recording's registers at the branch decide, forwards and backwards."""
+    prog = vm.load(BpfObject.open(bpf_obj(SOURCE_PATH)), "merged")
+    try:
+        replays = {name: Replay(record_run(vm, prog, PACKETS[name][0])[1])
+                   for name in ("ttl1", "udp")}
+    finally:
+        vm.unload(prog)
+    for name, replay in replays.items():
+        [(number, site)] = replay.add_breakpoint(f"merged.bpf.c:{RETURNS['ttl'][0]}")
+        forward = replay.cont()
+        if name == "ttl1":
+            assert (forward.reason, forward.breakpoint) == ("breakpoint", number)
+            assert replay.rec.steps[forward.pos].site == site
+            assert replay.cont().reason == "end"
+            assert replay.cont(reverse=True).breakpoint == number
+        else:
+            assert forward.reason == "end"
+            assert replay.cont(reverse=True).reason == "start"
