@@ -85,13 +85,15 @@ def address_and_size(text: str) -> tuple[Expr, int]:
 def why(rec: Recording, text: str) -> WhyAnswer:
     """Answer ``TARGET at LOC`` over the recording."""
     expr, size, loc = parse_question(text)
-    sites = {s.index for s in resolve(rec.prog, loc).sites}
+    resolved = resolve(rec.prog, loc)
+    sites = {s.index for s in resolved.sites}
     replay = Replay(rec)
     writes: list[Write] = []
     calls: list[tuple[int, InsnSite, str]] = []
     xlated = {ins.index: ins for ins in rec.prog.xlated}
     for k, step in enumerate(rec.steps):
-        if step.site.index in sites:
+        path = resolved.paths.get(step.site.index)  # a merged-away line: its path only
+        if step.site.index in sites and (path is None or path.holds(step.regs().values)):
             replay.pos = k
             addr = _address(evaluate(expr, ReplayEnv(replay)))
             return WhyAnswer(addr, size, k + 1, step.site, _known(replay, addr, size),

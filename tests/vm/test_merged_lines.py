@@ -19,12 +19,14 @@ import pytest
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
+from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.paths import REPO_ROOT
 from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
 from qstep.recorder.replay import Replay
 from qstep.recorder.run import record_run
+from qstep.recorder.why import why
 from qstep.session import Session
 
 pytestmark = pytest.mark.vm
@@ -194,3 +196,9 @@ def test_a_recorded_run_stops_on_a_merged_return_only_on_its_path(
         else:
             assert forward.reason == "end"
             assert replay.cont(reverse=True).reason == "start"
+    question = f"mem($r10 - 4, 4) at merged.bpf.c:{RETURNS['ttl'][0]}"
+    answer = why(replays["ttl1"].rec, question)
+    assert answer.site.insn.is_jump and answer.site.source is not None
+    assert answer.site.source.line == RETURNS["ttl"][0] - 1
+    with pytest.raises(UsageError, match=f"merged.bpf.c:{RETURNS['ttl'][0]} was not reached"):
+        why(replays["udp"].rec, question)
