@@ -19,7 +19,7 @@ from qstep.debugger.entryvalues import entry_value
 from qstep.debugger.frames import Frame as CallFrame
 from qstep.debugger.unwind import caller_register
 from qstep.dwarf.corerelo import model_for
-from qstep.dwarf.location import Unavailable
+from qstep.dwarf.location import Location, Op, Piece, Unavailable
 from qstep.dwarf.model import Frame as Scope
 from qstep.dwarf.model import GlobalVar, Variable
 from qstep.dwarf.placement import Placement, variables_text
@@ -186,6 +186,23 @@ class SourceView:
         if place is None:
             return unavailable(var.type, "no DWARF for this function")
         return read_value(var.location_at(place[1]), var.type, self.state(frame))
+
+    def entry_value(self, frame: SourceFrame, var: Variable) -> Value | None:
+        """A parameter's value at its function's entry (gdb's ``var@entry``), when it
+        was passed in a register (r1-r5) and that entry value is known here
+        (``qstep.debugger.entryvalues``); None otherwise."""
+        func = frame.call.function
+        entry_site = self.dbg.prog.sites.get(func.start_insn)
+        place = self.place(entry_site) if entry_site is not None and not frame.inlined else None
+        loc = var.location_at(place[1]) if place is not None else None
+        if loc is None or len(loc.pieces) != 1 or len(loc.pieces[0].ops) != 1:
+            return None
+        op = loc.pieces[0].ops[0]
+        if op.name != "reg" or not 1 <= op.args[0] <= 5:
+            return None
+        ops = (Op("entry_value", ((op,),)), Op("stack_value"))
+        value = read_value(Location((Piece(None, ops),)), var.type, self.state(frame))
+        return value if value.available else None
 
     def global_value(self, var: GlobalVar) -> Value:
         base = self.global_base(var.section)

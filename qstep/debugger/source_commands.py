@@ -219,6 +219,12 @@ class SourceCommands:
             lines.append(f"{var.name} = {shown}")
             data.append({"name": var.name, "type": var.type.c_name(), "value": decode(value),
                          "text": shown, "available": not value.unavailable})
+            entry = self.view.entry_value(frame, var) if params and value.unavailable else None
+            if entry is not None:  # gdb's a@entry: what the caller passed
+                shown = format_value(entry, var.name)
+                lines.append(f"{var.name}@entry = {shown}")
+                data.append({"name": f"{var.name}@entry", "type": var.type.c_name(),
+                             "value": decode(entry), "text": shown, "available": True})
         empty = "No arguments." if params else "No locals."
         return "\n".join(lines) or empty, {"variables": data}
 

@@ -105,3 +105,17 @@ def test_up_then_info_locals_shows_the_callers_saved_registers(
     assert dbg.regs()[6] != KEEP  # mix's own r6 differs: the value really came from the save
     assert commands.execute("print keep + sum").text == str(KEEP + SUM)
     assert dbg.cont().kind == "exited"
+
+
+def test_info_args_shows_what_the_caller_passed_where_a_parameter_is_gone(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    """DWARF drops a and c after the lookup (their registers are reused); gdb's
+    ``a@entry`` lines show the values passed, where something still holds them."""
+    dbg, view = stopped
+    commands = CommandSet(dbg, view)
+    assert commands.execute("info args").text.splitlines() == [
+        "a = <optimized out>", f"a@entry = {P}", f"b = {Q}", "c = <optimized out>"]
+    assert dbg.cont().kind == "stopped"  # mix(q, keep, sum)
+    assert commands.execute("info args").text.splitlines() == [
+        "a = <optimized out>", f"a@entry = {Q}", f"b = {KEEP}", "c = <optimized out>",
+        f"c@entry = {SUM}"]
