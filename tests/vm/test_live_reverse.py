@@ -1,0 +1,249 @@
+"""Live reverse debugging (``qstep debug --reverse``): a run recorded as it goes.
+
+The truth is a separate, plain gdbstub session stepping the same input forward:
+reverse-stepi from a live stop at the program's last instruction must arrive, at
+every instruction, at the state that session had there (instruction, registers,
+call frames); reverse-continue must stop at the last write of a watched map value
+with the values the stepped run saw; going forward again must reach the live point
+and run live to the program's end with the real retval.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import load_program
+
+from qstep.debugger.defined import DefinedRegs
+from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.reverse import ReversibleDebugger
+from qstep.errors import UsageError
+from qstep.listing import bpf_text
+from qstep.loaded import LoadedProgram
+from qstep.paths import REPO_ROOT
+from qstep.session import Session
+from qstep.userinput import read_packet
+
+pytestmark = pytest.mark.vm
+
+PROGS = json.loads((REPO_ROOT / "tests/progs/expected.json").read_text())
+CALLS = PROGS["calls"]
+L4LB = ("examples/l4lb/l4lb.bpf.c", "l4lb_ingress",
+        str(REPO_ROOT / "examples/l4lb/packets/ipv6_to_v6real.hex"), True)
+CALLS_CASE = ("tests/progs/calls.bpf.c", CALLS["program"], CALLS["cases"][0]["input_hex"],
+              False)
+KERNEL = 0xFFFF800000000000
+State = tuple[int, tuple[int, ...], tuple[tuple[str, int, int], ...]]
+
+
+def state(dbg: Debugger) -> State:
+    """Instruction, BPF registers and call frames (function, instruction, r10)."""
+    site = dbg.site()
+    assert site is not None
+    frames = tuple((f.function.name, f.site.index if f.site else -1, f.r10)
+                   for f in dbg.frames())
+    return site.index, dbg.regs().values, frames
+
+
+def stepped_states(vm: Session, obj: Path, name: str, data: bytes, maps: bool
+                   ) -> tuple[list[State], int]:
+    """Every state of a plain gdbstub-stepped run, and its retval."""
+    prog = load_program(vm, obj, name, maps)
+    try:
+        with vm.debugger(prog, RunRequest(data), "rsp") as dbg:
+            dbg.add_breakpoint(f"#{prog.functions[0].start_insn}", temporary=True)
+            event = dbg.run()
+            states = []
+            while event.kind == "stopped":
+                states.append(state(dbg))
+                event = dbg.stepi()
+            assert event.retval is not None
+            return states, event.retval
+    finally:
+        vm.unload(prog)
+
+
+@contextmanager
+def reversible(vm: Session, obj: Path, name: str, data: bytes, maps: bool,
+               limit: int | None = None) -> Iterator[ReversibleDebugger]:
+    prog = load_program(vm, obj, name, maps)
+    try:
+        with vm.debugger(prog, RunRequest(data), "rsp", reverse=True,
+                         record_limit=limit) as dbg:
+            assert isinstance(dbg, ReversibleDebugger) and dbg.recorder is not None
+            yield dbg
+    finally:
+        vm.unload(prog)
+
+
+def defined_sets(prog: LoadedProgram, states: list[State]) -> list[frozenset[int]]:
+    """The registers with a defined value before each state of a run."""
+    defined, live, out = DefinedRegs(), frozenset({1, 10}), []
+    for index, _, _ in states:
+        out.append(live)
+        live = defined.after(prog.sites[index].insn)
+    return out
+
+
+def norm(s: State, live: frozenset[int]) -> tuple[object, ...]:
+    """A state without what differs between two runs: registers with no defined value
+    (left over from the kernel) are dropped; kernel addresses (the stack, the packet,
+    the context move) become offsets from the frame pointer when they point into the
+    stack, else just 'a kernel pointer'."""
+    index, regs, frames = s
+    fp = frames[-1][2]  # the outermost frame's r10
+
+    def value(v: int) -> object:
+        if v < KERNEL:
+            return v
+        return ("fp", v - fp) if abs(v - fp) < 1 << 16 else "kernel pointer"
+    return (index, tuple(value(v) if n in live else None for n, v in enumerate(regs)),
+            tuple((f, i, r10 - fp) for f, i, r10 in frames))
+
+
+def comparable(prog: LoadedProgram, states: list[State]) -> list[tuple[object, ...]]:
+    return [norm(s, live) for s, live in zip(states, defined_sets(prog, states), strict=True)]
+
+
+def back_to_the_start(dbg: ReversibleDebugger) -> list[State]:
+    """reverse-stepi from the live stop to the first recorded instruction, in run order."""
+    assert not dbg.replaying and dbg.can_reverse
+    backward = [state(dbg)]
+    while True:
+        event = dbg.reverse_stepi()
+        if event.reason == "history-start":
+            break
+        assert event.reason == "step" and dbg.replaying
+        backward.append(state(dbg))
+    return backward[::-1]
+
+
+@pytest.mark.parametrize("case", [L4LB, CALLS_CASE], ids=["l4lb", "calls"])
+def test_reverse_stepi_matches_the_live_stepped_run_at_every_instruction(
+        guest: Session, bpf_obj: Callable[[str], Path],
+        case: tuple[str, str, str, bool]) -> None:
+    """One run, stepped forward live through the gdbstub (recorded as it goes) to its
+    last instruction, then gone back through: the same state at every instruction."""
+    source, name, packet, maps = case
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps) as dbg:
+        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        dbg.run()
+        forward = [state(dbg)]
+        while not (dbg.prog.sites[forward[-1][0]].insn.is_exit and len(forward[-1][2]) == 1):
+            assert dbg.stepi().kind == "stopped"
+            forward.append(state(dbg))
+        assert back_to_the_start(dbg) == forward
+        assert dbg.cont().kind == "exited"
+
+
+@pytest.mark.parametrize("case", [L4LB, CALLS_CASE], ids=["l4lb", "calls"])
+def test_reverse_stepi_from_a_breakpoint_at_the_end_matches_a_stepped_run(
+        guest: Session, bpf_obj: Callable[[str], Path],
+        case: tuple[str, str, str, bool]) -> None:
+    """A separate gdbstub-stepped run is the truth; the recorded run went to its last
+    instruction at full speed (a breakpoint). Then forward: replayed to the live
+    point, and live to the real end."""
+    source, name, packet, maps = case
+    obj, data = bpf_obj(source), read_packet(packet)
+    forward, retval = stepped_states(guest, obj, name, data, maps)
+    last = forward[-1][0]
+    assert [s[0] for s in forward].count(last) == 1  # the breakpoint stops there once
+    with reversible(guest, obj, name, data, maps) as dbg:
+        dbg.add_breakpoint(f"#{last}")
+        assert dbg.run().reason == "breakpoint"
+        backward = back_to_the_start(dbg)
+        assert comparable(dbg.prog, backward) == comparable(dbg.prog, forward)
+        assert dbg.cont().reason == "breakpoint" and not dbg.replaying
+        exited = dbg.cont()
+        assert exited.kind == "exited" and exited.retval == retval
+
+
+def test_reverse_continue_stops_at_the_last_write_of_a_watched_map_value(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """l4lb adds 1 to its per-VIP packet counter (a map value) with one instruction;
+    stepped to live (the truth: the gdbstub's registers there), then run on at full
+    speed, watched and gone back to."""
+    source, name, packet, maps = L4LB
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps) as dbg:
+        adds = [s.index for s in dbg.prog.sites.values()
+                if bpf_text(dbg.prog, s).startswith("lock *(u64 *)(r0 +0) += r1")
+                and s.source is not None and "st->packets" in s.source.text]
+        assert adds, "no atomic add in the program"
+        dbg.add_breakpoint(f"#{adds[0]}", temporary=True)
+        assert dbg.run().reason == "breakpoint"
+        at_add = state(dbg)
+        counter, added = at_add[1][0], at_add[1][1]
+        before = dbg.read_memory(counter, 8)
+        for _ in range(3):
+            dbg.stepi()
+        later = dbg.add_breakpoint(f"#{state(dbg)[0]}")
+        now = dbg.read_memory(counter, 8)
+        assert int.from_bytes(now, "little") == int.from_bytes(before, "little") + added
+        dbg.set_watchpoint(counter, 8, "write")
+        event = dbg.reverse_continue()
+        assert event.reason == "watchpoint" and event.watch_addr == counter
+        assert state(dbg) == at_add  # before the write
+        stop = dbg.last_replay_stop
+        assert stop is not None and stop.watch is not None
+        assert stop.watch[1:] == (counter, before, now)
+        assert dbg.read_memory(counter, 8) == before  # memory in the past
+        assert dbg.stepi().reason == "watchpoint" and dbg.read_memory(counter, 8) == now
+        assert dbg.cont().reason == "breakpoint" and not dbg.replaying
+        dbg.delete_breakpoint(later.number)
+        assert dbg.cont().kind == "exited"
+
+
+def test_live_part_is_recorded_and_breakpoints_hit_going_backwards(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    source, name, packet, maps = CALLS_CASE
+    obj, data = bpf_obj(source), read_packet(packet)
+    forward, retval = stepped_states(guest, obj, name, data, maps)
+    first, second = len(forward) // 3, 2 * len(forward) // 3
+    with reversible(guest, obj, name, data, maps) as dbg:
+        live = defined_sets(dbg.prog, forward)
+
+        def at(j: int) -> bool:
+            return norm(state(dbg), live[j]) == norm(forward[j], live[j])
+        a = dbg.add_breakpoint(f"#{forward[first][0]}")
+        k = [s[0] for s in forward].index(forward[first][0])
+        assert dbg.run().reason == "breakpoint" and at(k)
+        for back in range(1, 4):
+            dbg.reverse_stepi()
+            assert at(k - back) and dbg.replaying
+        dbg.delete_breakpoint(a.number)
+        for n in range(1, 4):  # replayed forward to the live point
+            dbg.stepi()
+            assert at(k - 3 + n)
+        assert not dbg.replaying
+        for n in range(1, second - k + 1):  # live stepping, recorded as it goes
+            dbg.stepi()
+            assert at(k + n)
+        dbg.add_breakpoint(f"#{forward[k][0]}")
+        event = dbg.reverse_continue()  # back across the old live point
+        assert event.reason == "breakpoint" and event.breakpoint is not None
+        hits = [j for j in range(k, second) if forward[j][0] == forward[k][0]]
+        assert at(hits[-1]) and dbg.replaying
+        dbg.delete_breakpoint(event.breakpoint.number)
+        exited = dbg.cont()
+        assert exited.kind == "exited" and exited.retval == retval
+
+
+def test_over_the_size_limit_one_message_and_the_live_debugger_goes_on(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    source, name, packet, maps = L4LB
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps, limit=4096) as dbg:
+        dbg.add_breakpoint("l4lb.bpf.c:178")
+        assert dbg.run().reason == "breakpoint"
+        with pytest.raises(UsageError, match=r"size limit \(4096 bytes\)"):
+            dbg.reverse_stepi()
+        assert not dbg.can_reverse and dbg.record_info().problem is not None
+        dbg.stepi()
+        dbg.delete_breakpoint(1)
+        assert dbg.cont().kind == "exited"
