@@ -17,9 +17,11 @@ from typing import Any
 from qstep.commands.common import open_in_session, program_source, read_setup
 from qstep.dap.bprequests import BreakpointRequests
 from qstep.dap.code import Code
+from qstep.dap.databps import DataBreakpoints
 from qstep.dap.execution import Execution
 from qstep.dap.inspection import Inspection
 from qstep.dap.launch import parse_config
+from qstep.dap.setvar import SetVariable
 from qstep.dap.state import DapState, Result, Send
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
@@ -37,6 +39,7 @@ CAPABILITIES = {
     "supportsReadMemoryRequest": True, "supportsLoadedSourcesRequest": True,
     "supportsExceptionInfoRequest": True, "supportsSteppingGranularity": True,
     "supportsTerminateRequest": True, "supportsStepBack": False,
+    "supportsDataBreakpoints": True, "supportsSetVariable": True,
 }
 
 
@@ -46,10 +49,11 @@ class Adapter:
     def __init__(self, send: Send) -> None:
         self.state = DapState(send)
         self.breakpoints = BreakpointRequests(self.state)
-        self.execution = Execution(self.state, self.breakpoints)
+        self.data = DataBreakpoints(self.state)
+        self.execution = Execution(self.state, self.breakpoints, self.data)
         self.inspection = Inspection(self.state)
-        self.parts: list[object] = [self, self.breakpoints, self.execution, self.inspection,
-                                    Code(self.state)]
+        self.parts: list[object] = [self, self.breakpoints, self.data, self.execution,
+                                    self.inspection, SetVariable(self.state), Code(self.state)]
 
     @property
     def session(self) -> Session | None:

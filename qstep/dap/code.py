@@ -8,7 +8,7 @@ from typing import Any
 from qstep.dap.state import DapState, Result
 from qstep.debugger.sourcefiles import source_lines
 from qstep.errors import UsageError
-from qstep.listing import bpf_text
+from qstep.listing import bpf_line
 from qstep.loaded import InsnSite
 
 MAX_READ = 1 << 20
@@ -49,10 +49,15 @@ class Code:
         return {"instructions": out}, None
 
     def _instruction(self, site: InsnSite) -> dict[str, Any]:
+        """One BPF instruction at its JIT address; after '|' the x86 code the JIT made of
+        it, whose bytes are ``instructionBytes``."""
         assert site.jit_start is not None
+        line = bpf_line(self.s.debugger().prog, site)
         offset = site.index - site.function.start_insn
+        x86 = "; ".join(x.text for x in line.x86)
         out: dict[str, Any] = {"address": hex(site.jit_start),
-                               "instruction": bpf_text(self.s.debugger().prog, site),
+                               "instruction": f"{line.text}  | {x86}" if x86 else line.text,
+                               "instructionBytes": " ".join(x.hex for x in line.x86),
                                "symbol": f"{site.function.name}+{offset}"}
         if site.source is not None:
             out |= {"location": self.s.source(site.source.file), "line": site.source.line}

@@ -8,6 +8,7 @@ from typing import Any
 
 from qstep.commands.run import dump_maps, maps_text
 from qstep.dap.bprequests import BreakpointRequests
+from qstep.dap.databps import DataBreakpoints
 from qstep.dap.state import THREAD_ID, DapState, Result
 from qstep.debugger.engine import Event, RunRequest
 from qstep.errors import UsageError
@@ -16,9 +17,11 @@ from qstep.errors import UsageError
 class Execution:
     """Execution requests; every packet is one BPF_PROG_TEST_RUN."""
 
-    def __init__(self, state: DapState, breakpoints: BreakpointRequests) -> None:
+    def __init__(self, state: DapState, breakpoints: BreakpointRequests,
+                 data: DataBreakpoints) -> None:
         self.s = state
         self.bps = breakpoints
+        self.data = data
 
     def first_run(self) -> None:
         """After ``configurationDone``: the first packet (stopping at entry if asked)."""
@@ -74,6 +77,7 @@ class Execution:
         while True:
             if event.kind == "exited":
                 self.bps.probes.drain()
+                self.data.run_ended()
                 self._exited(event)
                 if self.s.packet_index + 1 >= len(self.s.packets):
                     self._maps_output()
@@ -91,18 +95,32 @@ class Execution:
                     self.report(event, ids=ids)
                     return
                 continue
+            if event.watch_addr is not None:
+                found = self.data.hit(event)
+                if found is None:
+                    event = dbg.cont()
+                    continue
+                ids, text = found
+                self.s.output(text + "\n")
+                self.report(event, ids=ids, reason="data breakpoint", text=text)
+                return
             if event.reason == "breakpoint" or stepping or event.site is not None:
                 self.report(event)
                 return
             event = dbg.cont()
 
-    def report(self, event: Event, entry: bool = False, ids: list[int] | None = None) -> None:
-        """The ``stopped`` event for a stop (``ids``: the probes' breakpoints that stopped)."""
+    def report(self, event: Event, entry: bool = False, ids: list[int] | None = None,
+               reason: str = "breakpoint", text: str = "") -> None:
+        """The ``stopped`` event for a stop (``ids``: the breakpoints a probe or a
+        watchpoint reported, with their ``reason`` and ``text``)."""
         if ids is None:
             ids = self.bps.hit_ids() if event.reason == "breakpoint" else []
+        else:
+            event.reason = reason
         reason = "entry" if entry else {"breakpoint": "breakpoint", "finish": "step",
-                                        "step": "step"}.get(event.reason, "step")
-        if ids:
+                                        "step": "step", "data breakpoint": "data breakpoint",
+                                        }.get(event.reason, "step")
+        if ids and reason == "step":
             reason = "breakpoint"
         if reason == "breakpoint" and not ids:
             reason = "step"
@@ -110,6 +128,8 @@ class Execution:
                                 "allThreadsStopped": True}
         if ids:
             body["hitBreakpointIds"] = ids
+        if text:
+            body["description"], body["text"] = text.splitlines()[0], text
         self.s.send("stopped", body)
 
     def _exited(self, event: Event) -> None:

@@ -65,6 +65,9 @@ class Inspection:
                 scopes.append(self.scope("Locals", lambda: self._vars(level, False)))
                 scopes.append(self.scope("Arguments", lambda: self._vars(level, True)))
         scopes.append(self.scope("Registers", self._registers, "registers"))
+        dbg = self.s.debugger()
+        if dbg.prog.verifier_log and not dbg.prog.foreign:
+            scopes.append(self.scope("Verifier", self._verifier, "registers"))
         scopes.append(self.scope("Maps", self._maps) | {"expensive": True})
         if view is not None and self._globals():
             scopes.append(self.scope("Globals", self._global_vars))
@@ -90,6 +93,20 @@ class Inspection:
         regs = self.s.debugger().regs()
         return [{"name": f"r{n}", "value": f"{regs[n]:#x}", "type": f"u64 ({BPF_TO_X86[n]})",
                  "evaluateName": f"$r{n}", "variablesReference": 0} for n in range(11)]
+
+    def _verifier(self) -> list[dict[str, Any]]:
+        """Each register beside what the verifier proved before this instruction
+        (``info verifier``: the union over the paths it explored here)."""
+        data = self.s.command_set().info_verifier("").data
+        out = []
+        for name, reg in data["regs"].items():
+            claims = " | ".join(reg["verifier"]) or "not initialized"
+            mark = "   (outside every state the verifier kept here)" \
+                if reg["inside"] is False else ""
+            out.append({"name": name, "value": f"{reg['value']:#x}   verifier: {claims}{mark}",
+                        "evaluateName": f"${name}", "variablesReference": 0,
+                        "presentationHint": {"attributes": ["readOnly"]}})
+        return out
 
     def _maps(self) -> list[dict[str, Any]]:
         """Each map of the program with its entries, read from guest memory (``print MAP``)."""

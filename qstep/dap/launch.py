@@ -18,7 +18,7 @@ from qstep.loadopts import parse_attach_type, parse_prog_type
 from qstep.session import SELECTORS
 
 LAUNCH_KEYS = {"program", "prog", "packets", "maps", "map", "set", "progType", "attachType",
-               "modules", "kernel", "accel", "stopOnEntry", "cwd", "cflags"}
+               "modules", "kernel", "accel", "stopOnEntry", "cwd", "cflags", "verifierLog"}
 ATTACH_KEYS = {"select", "value", "guestFiles", "guestCommands", "packets", "maps", "map",
                "kernel", "accel", "stopOnEntry", "cwd"}
 # Keys every client adds on its own (VS Code, nvim-dap, dape).
@@ -57,6 +57,10 @@ def parse_config(request: str, config: dict[str, Any]) -> LaunchConfig:
     packets = [_packet(cwd, p) for p in _strings(config, "packets")]
     if not packets:
         raise UsageError(f"{request}: 'packets' needs at least one packet (a file or hex)")
+    verifier_log = config.get("verifierLog", False)
+    if not isinstance(verifier_log, bool):
+        raise UsageError(f"{request}: 'verifierLog' must be true or false")
+    args.verifier_log = verifier_log
     if request == "launch":
         _launch_program(config, cwd, args)
     else:

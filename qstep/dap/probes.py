@@ -145,27 +145,30 @@ class GuestProbes:
         host_addrs = {a for b in dbg.breakpoints.values() if b.number not in asking_numbers
                       for a in b.armed()}
         candidates: list[GuestProbe] = []
+        refused: dict[int, str] = {}
         for bp in asking:
             try:
                 candidates.append(self._compile(bp, host_addrs))
             except QstepError as err:
-                why = re.sub(r"^inspect: spec \d+: ", "", str(err))
-                self.methods[bp.id] = f"host breakpoint: {why}"
-        self._one_stop_per_address(candidates)
-        fitting = [c for c in candidates if c.bp.id not in self.methods]
+                refused[bp.id] = re.sub(r"^inspect: spec \d+: ", "", str(err))
+        self._one_stop_per_address(candidates, refused)
+        fitting = [c for c in candidates if c.bp.id not in refused]
         assign_modes([c.probe for c in fitting])
         plans = {}
         for c in fitting:
             if c.probe.mode == "host":
-                self.methods[c.bp.id] = f"host breakpoint: {c.probe.note}"
+                refused[c.bp.id] = c.probe.note
                 continue
             old = self.attached.get(c.bp.id)
             plans[c.bp.id] = old if old is not None and old.bp is c.bp else c
+            if plans[c.bp.id] is c:
+                self.methods.pop(c.bp.id, None)  # set when attached
+        for bp_id, why in refused.items():
+            self.methods[bp_id] = f"host breakpoint: {why}"
         return plans
 
     def _compile(self, bp: UserBreakpoint, host_addrs: set[int]) -> GuestProbe:
         """The breakpoint's probe, compiled at each of its instructions (errors: why not)."""
-        self.methods.pop(bp.id, None)
         dbg = self.s.debugger()
         sites = [loc.site for n in bp.numbers if n in dbg.breakpoints
                  for loc in dbg.breakpoints[n].locations]
@@ -188,7 +191,8 @@ class GuestProbes:
             compile_probe(loc.spec, self._target(0, loc, bp))  # can a probe do it?
         return GuestProbe(bp, probe, types)
 
-    def _one_stop_per_address(self, candidates: list[GuestProbe]) -> None:
+    def _one_stop_per_address(self, candidates: list[GuestProbe],
+                              refused: dict[int, str]) -> None:
         """Several stopping breakpoints at one instruction: the host evaluates them (a
         probe's stop does not say which probe asked for it)."""
         seen: dict[int, int] = {}
@@ -197,8 +201,7 @@ class GuestProbes:
                 seen[addr] = seen.get(addr, 0) + 1
         for c in candidates:
             if c.stops and any(seen[a] > 1 for a in c.probe.addrs):
-                self.methods[c.bp.id] = ("host breakpoint: another conditional breakpoint "
-                                         "stops at the same instruction")
+                refused[c.bp.id] = "another conditional breakpoint stops at the same instruction"
 
     def _scope(self, site: InsnSite) -> InsnScope | None:
         view = self.s.view

@@ -17,9 +17,11 @@ class Handles:
 
     def __init__(self) -> None:
         self._children: dict[int, Children] = {}
+        self._names: dict[tuple[int, str], str] = {}  # (ref, name) -> evaluateName
 
     def reset(self) -> None:
         self._children.clear()
+        self._names.clear()
 
     def add(self, children: Children) -> int:
         ref = len(self._children) + 1
@@ -29,7 +31,15 @@ class Handles:
     def children(self, ref: int) -> list[dict[str, Any]]:
         if ref not in self._children:
             return []
-        return self._children[ref]()
+        listed = self._children[ref]()
+        for var in listed:
+            if var.get("evaluateName"):
+                self._names[(ref, var["name"])] = var["evaluateName"]
+        return listed
+
+    def evaluate_name(self, ref: int, name: str) -> str | None:
+        """The expression of child ``name`` of ``ref`` (as listed by ``children``)."""
+        return self._names.get((ref, name))
 
     def value_variable(self, name: str, value: Value, evaluate_name: str = "") -> dict[str, Any]:
         """A DAP Variable for a typed C value; structs, unions and arrays expand."""

@@ -22,7 +22,7 @@ from qstep.debugger.jitframe import layout_of
 from qstep.debugger.lineentries import falls_through
 from qstep.debugger.locations import resolve
 from qstep.debugger.mergedlines import PathCheck
-from qstep.debugger.regs import BpfRegs, bpf_regs
+from qstep.debugger.regs import BPF_TO_X86, BpfRegs, bpf_regs
 from qstep.errors import GuestError, HostError, UsageError
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.runoutput import RunOutput
@@ -199,6 +199,22 @@ class Debugger:
         """Guest memory (virtual addresses) at the current stop."""
         self._require_stopped()
         return self.target.read_memory(addr, size)
+
+    def write_register(self, n: int, value: int) -> None:
+        """Set BPF register ``n`` (r0-r9) at the current stop (its x86 register)."""
+        self._require_stopped()
+        if not 0 <= n <= 9:
+            raise UsageError(f"r{n} cannot be set (r10 is the frame pointer)")
+        if self._virtual:
+            raise UsageError("stopped by an in-guest probe (the CPU is in its handler): "
+                             "step once, then set the register")
+        self.target.write_register(BPF_TO_X86[n], value)
+        self._regs_cache = None
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        """Write guest memory at the current stop."""
+        self._require_stopped()
+        self.target.write_memory(addr, data)
 
     def _require_stopped(self) -> None:
         if not self.stopped:
@@ -578,6 +594,13 @@ class Debugger:
         if (addr, length, kind) not in self.watchpoints:
             self.target.set_watchpoint(addr, length, kind)
             self.watchpoints.add((addr, length, kind))
+
+    def clear_watchpoint(self, addr: int, length: int, kind: str) -> None:
+        """Remove a data watchpoint set by ``set_watchpoint``."""
+        self._require_stopped()
+        if (addr, length, kind) in self.watchpoints:
+            self.target.clear_watchpoint(addr, length, kind)
+            self.watchpoints.discard((addr, length, kind))
 
     def run_to_address(self, addr: int) -> Event:
         """Continue until ``addr`` (any address) or another stop; the breakpoint is temporary."""

@@ -62,6 +62,16 @@ class Watches:
         self.items.append(watch)
         return watch
 
+    def remove(self, number: int) -> None:
+        """Delete watch ``number`` (its watchpoint too, unless another watch shares it)."""
+        watch = next((w for w in self.items if w.number == number), None)
+        if watch is None:
+            raise UsageError(f"no watchpoint number {number}")
+        self.items.remove(watch)
+        key = (watch.addr, watch.size, watch.kind)
+        if all((w.addr, w.size, w.kind) != key for w in self.items):
+            self.dbg.clear_watchpoint(*key)
+
     def report(self, event: Event) -> tuple[list[str], list[dict[str, Any]]]:
         """Lines and data for a watchpoint stop: which watch, the access, old → new."""
         addr = event.watch_addr

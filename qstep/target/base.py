@@ -109,6 +109,14 @@ class Target(ABC):
     def read_memory(self, addr: int, size: int) -> bytes:
         """``size`` bytes of guest virtual memory (current page tables)."""
 
+    def write_register(self, name: str, value: int) -> None:
+        """Set one general-purpose register (``REG_NAMES``) at the current stop."""
+        raise TargetError(f"this debugger backend cannot write registers ({name})")
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        """Write guest virtual memory at the current stop."""
+        raise TargetError(f"this debugger backend cannot write memory ({addr:#x})")
+
     @abstractmethod
     def set_breakpoint(self, addr: int, hardware: bool = True) -> None:
         """Stop whenever the CPU is about to execute ``addr``."""

@@ -253,6 +253,16 @@ class RspTarget(Target):
             raise TargetError(f"short read at {addr:#x}: {len(data)} of {size} bytes")
         return data
 
+    def write_register(self, name: str, value: int) -> None:
+        number = REG_NAMES.index(name)  # the 'g' order is QEMU's register numbering
+        self._expect_ok(b"P%x=%s" % (number, (value % (1 << 64)).to_bytes(8, "little").hex()
+                                     .encode()), f"writing {name}")
+        self._regs = None
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self._expect_ok(b"M%x,%x:%s" % (addr, len(data), data.hex().encode()),
+                        f"writing {len(data)} bytes at {addr:#x}")
+
     def set_breakpoint(self, addr: int, hardware: bool = True) -> None:
         if (addr, hardware) not in self._bps:
             self._expect_ok(b"Z%d,%x,1" % (int(hardware), addr), f"breakpoint at {addr:#x}")

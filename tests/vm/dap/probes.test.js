@@ -2,28 +2,17 @@
 // and the host fallback beyond them, driven by VS Code's debug-adapter test client.
 // Run by tests/vm/test_dap.py (which passes the paths in QSTEP_DAP_TEST).
 const assert = require('assert');
-const { DebugClient } = require('@vscode/debugadapter-testsupport');
+const { env, adapterSession } = require('./client');
 
-const env = JSON.parse(process.env.QSTEP_DAP_TEST);
 const SRC = env.source;
 const [V4, V6, NOVIP] = env.packets;
 
 describe('qstep dap: breakpoints as in-guest probes', function () {
   this.timeout(600000);
-  let dc;
-  const outputs = [];
-  const changed = [];
-
-  before(async () => {
-    dc = new DebugClient(env.qstep, 'dap', 'qstep');
-    dc.defaultTimeout = 300000;
-    dc.on('output', (e) => outputs.push(e.body));
-    dc.on('breakpoint', (e) => changed.push(e.body.breakpoint));
-    await dc.start();
-  });
-  after(() => dc.stop());
+  const session = adapterSession();
 
   it('stops, logs and counts exactly, evaluating false conditions in the guest', async () => {
+    const { dc, outputs, changed } = session;
     await dc.initializeRequest({ adapterID: 'qstep', linesStartAt1: true, columnsStartAt1: true,
                                  pathFormat: 'path' });
     const initialized = dc.waitForEvent('initialized');
@@ -97,5 +86,6 @@ describe('qstep dap: breakpoints as in-guest probes', function () {
       // every skipped hit cost a probe run in the guest.
       'VM stops: 4',
     ]);
+    assert.deepStrictEqual(changed, []);  // set before the runs: no method changed later
   });
 });
