@@ -85,6 +85,7 @@ bench: examples
 	$(PY) bench/probe_cost.py
 	$(PY) bench/probe_drain.py
 	$(PY) bench/record_rate.py
+	$(PY) bench/inspect_recorded.py
 	$(PY) bench/transfer_rate.py
 	$(PY) bench/snapshot_restore.py
 

@@ -136,7 +136,7 @@ def evaluate_recording(rec: Recording, packet: bytes, maps: RecordedMaps,
         here = where.get(step.site.jit_start or -1)
         if here:
             memory.pos = k
-            env = RecordedEnv(step.regs().values, memory, rec.prog)
+            env = RecordedEnv(memory.regs[k], memory, rec.prog)
             for handle, spec, layout in here:
                 found(handle, evaluate_at(spec, layout, env))
         memory.advance(k)

@@ -198,7 +198,8 @@ def assign_modes(probes: list[Probe], recording: str = "off") -> None:
         if recording != "off" and not live:
             probe.mode, probe.attached = "recording", "recording"
             probe.note = (f"more locations than free hardware breakpoints (x86 has {HW_SLOTS});"
-                          " evaluated from a recording of each run (same results)")
+                          " evaluated from a recording of each run (same results; "
+                          "--from-recording evaluates every spec so, faster)")
             continue
         probe.mode = "host"
         probe.attached = "host breakpoint"
@@ -381,12 +382,15 @@ class Inspector:
         whose records the ring could not all hold.
         """
         done, batch, retval, outputs = 0, 1, 0, []
+        if not self._locations("guest"):  # nothing in the ring: as many as a recording takes
+            batch = RECORDED_BATCH
         worst = sum(RING_HEADER + pad8(loc.compiled.layout.size)
                     for loc, _ in self._locations("guest") if loc.compiled is not None) or 1
         per_run = 0.0
+        dropped = self._dropped_so_far()
         while done < repeat:
             count = min(batch, repeat - done)
-            dropped_before = self._dropped_so_far()
+            dropped_before = dropped
             result = self._test_run(packet, count)
             retval = result.retval
             outputs.append(result.output)
@@ -396,7 +400,8 @@ class Inspector:
             if self._locations("recording"):
                 fits = min(fits, RECORDED_BATCH)
             batch = max(1, min(2 * count, fits))
-            if self._dropped_so_far() > dropped_before:
+            dropped = self._dropped_so_far()  # one counters read per batch
+            if dropped > dropped_before:
                 batch = max(1, count // 2)
         return retval, joined(outputs)
 
@@ -426,7 +431,7 @@ class Inspector:
         return ring_bytes
 
     def _read_counters(self) -> None:
-        if self._counters is None:
+        if self._counters is None or not self._locations("guest"):
             return
         table = {int.from_bytes(k, "little"): int.from_bytes(v, "little")
                  for k, v in self.session.dump_map_id(self._counters.map_id).entries}

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qstep.bpf.uapi import Helper, MapType
-from qstep.debugger.provenance import PSEUDO_MAP_VALUE, Provenance
+from qstep.debugger.provenance import PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Provenance
 from qstep.errors import QstepError
 from qstep.loaded import LoadedProgram
+from qstep.recorder.log import MemAccess
 from qstep.recorder.recording import RecordedStep, Recording
 
 PURE_HELPERS = frozenset({
@@ -35,6 +36,9 @@ READS_ITS_POINTERS = PURE_HELPERS | {
     Helper.SKB_SET_TUNNEL_KEY, Helper.SKB_SET_TUNNEL_OPT}
 STACK_MAX = 512 * 8  # below the lowest frame pointer: the deepest frames' stacks
 MODELLED_MAPS = frozenset({MapType.HASH, MapType.ARRAY, MapType.LRU_HASH})
+MAP_HELPERS = frozenset({Helper.MAP_LOOKUP_ELEM, Helper.MAP_UPDATE_ELEM, Helper.MAP_DELETE_ELEM})
+MAX_ARRAY_LEARNED = 4096  # larger arrays: only the values of the keys looked up
+MAX_ACCESS = 16  # bytes of the widest recorded access
 
 
 class NotRecorded(QstepError):
@@ -43,41 +47,52 @@ class NotRecorded(QstepError):
 
 @dataclass
 class _Map:
-    """One map's entries through the run, and where the values of known keys live."""
+    """One map's entries through the run."""
 
+    name: str
     type: int
     key_size: int
     value_size: int
     max_entries: int
     entries: dict[bytes, bytearray]
-    addrs: dict[int, bytes]  # value address -> key
     broken: str = ""  # why its contents are no longer known
 
     @property
     def stride(self) -> int:
         return (self.value_size + 7) & ~7
 
-    def learn(self, key: bytes, addr: int) -> None:
-        if self.type == MapType.ARRAY:
-            base = addr - int.from_bytes(key, "little") * self.stride
-            self.addrs = {base + i * self.stride: i.to_bytes(4, "little")
-                          for i in range(self.max_entries)}
-        else:
-            self.addrs[addr] = key
-
 
 class RecordedMaps:
-    """The maps of a program along a recording (``Step`` order, see ``advance``)."""
+    """The maps of a program along a recording, and where the values of known keys live
+    (every byte of a known value: its map, key and offset)."""
 
     def __init__(self, prog: LoadedProgram, dumps: dict[str, list[tuple[bytes, bytes]] | None]):
         self.maps: dict[str, _Map] = {}
+        self._where: dict[int, tuple[_Map, bytes, int]] = {}
+        self._learned_arrays: set[tuple[int, str]] = set()
         for name, entries in dumps.items():
             info = prog.maps[name]
-            m = _Map(info.type, info.key_size, info.value_size, info.max_entries,
-                     {k: bytearray(v) for k, v in entries or []}, {})
+            m = _Map(name, info.type, info.key_size, info.value_size, info.max_entries,
+                     {k: bytearray(v) for k, v in entries or []})
             if entries is None or info.type not in MODELLED_MAPS:
                 m.broken = "its contents could not be dumped before the run"
             self.maps[name] = m
+
+    def learn(self, m: _Map, key: bytes, addr: int) -> None:
+        """The value under ``key`` lives at ``addr`` (for an array: every index, from it)."""
+        if m.type == MapType.ARRAY and m.max_entries <= MAX_ARRAY_LEARNED:
+            base = addr - int.from_bytes(key[:4], "little") * m.stride
+            if (base, m.name) in self._learned_arrays:
+                return
+            self._learned_arrays.add((base, m.name))
+            for i in range(m.max_entries):
+                self._place(m, i.to_bytes(4, "little"), base + i * m.stride)
+        else:
+            self._place(m, key, addr)
+
+    def _place(self, m: _Map, key: bytes, addr: int) -> None:
+        for off in range(m.value_size):
+            self._where[addr + off] = (m, key, off)
 
     def lookup(self, name: str, key: bytes) -> bytes | None:
         """The value under ``key`` now (None: absent); ``NotRecorded`` when unknown."""
@@ -87,37 +102,27 @@ class RecordedMaps:
         if m.broken:
             raise NotRecorded(f"map {name}: {m.broken}")
         if m.type == MapType.ARRAY:
-            index = int.from_bytes(key[:4], "little")
-            if index >= m.max_entries:
+            if int.from_bytes(key[:4], "little") >= m.max_entries:
                 return None
             return bytes(m.entries.get(key[:4], bytearray(m.value_size)))
         value = m.entries.get(key)
         return bytes(value) if value is not None else None
 
-    def region(self, addr: int) -> tuple[_Map, bytes, int] | None:
-        """(map, key, offset) of a map value byte whose key is known."""
-        for m in self.maps.values():
-            for start in (addr - off for off in range(m.value_size)):
-                key = m.addrs.get(start)
-                if key is not None:
-                    return m, key, addr - start
-        return None
-
     def byte(self, addr: int) -> int | None:
-        found = self.region(addr)
+        found = self._where.get(addr)
         if found is None:
             return None
         m, key, off = found
         if m.broken:
-            raise NotRecorded(f"a map value at {addr:#x}: {m.broken}")
+            raise NotRecorded(f"a value of map {m.name} at {addr:#x}: {m.broken}")
         value = m.entries.get(key)
         if value is None:
-            raise NotRecorded(f"a map value at {addr:#x} whose entry was deleted")
+            raise NotRecorded(f"a value of map {m.name} at {addr:#x} whose entry was deleted")
         return value[off]
 
     def store(self, addr: int, size: int, value: int) -> None:
         for i in range(size):
-            found = self.region(addr + i)
+            found = self._where.get(addr + i)
             if found is not None:
                 m, key, off = found
                 entry = m.entries.setdefault(key, bytearray(m.value_size))
@@ -126,7 +131,7 @@ class RecordedMaps:
     def check_load(self, addr: int, size: int, value: int) -> None:
         """A recorded load from a followed value must agree; else the map is broken."""
         for i in range(size):
-            found = self.region(addr + i)
+            found = self._where.get(addr + i)
             if found is None or found[0].broken:
                 continue
             m, key, off = found
@@ -134,21 +139,21 @@ class RecordedMaps:
             if entry is None or entry[off] != (value >> (8 * i)) & 0xFF:
                 m.broken = f"the program read {addr + i:#x} other than followed"
 
-    def forget(self, name: str, key: bytes) -> None:
-        m = self.maps[name]
+    def forget(self, m: _Map, key: bytes) -> None:
+        """A hash entry was replaced or deleted: its old value's place is no longer it."""
         if m.type != MapType.ARRAY:
-            m.addrs = {a: k for a, k in m.addrs.items() if k != key}
+            self._where = {a: w for a, w in self._where.items()
+                           if not (w[0] is m and w[1] == key)}
 
-    def poison(self, name: str, why: str) -> None:
-        if name in self.maps:
-            self.maps[name].broken = self.maps[name].broken or why
+    def poison(self, m: _Map, why: str) -> None:
+        m.broken = m.broken or why
 
     def poison_pointed(self, regs: Sequence[int], why: str) -> None:
         """A helper got a pointer into a followed value: it may have written it."""
         for reg in regs:
-            found = self.region(reg)
+            found = self._where.get(reg)
             if found is not None:
-                found[0].broken = found[0].broken or why
+                self.poison(found[0], why)
 
 
 class RecordedMemory:
@@ -158,27 +163,30 @@ class RecordedMemory:
         self.rec = rec
         self.maps = maps
         self.pos = 0
-        self._history: dict[int, list[tuple[int, int | None, int]]] = {}
+        self.regs = [s.regs().values for s in rec.steps]
+        self._accesses: dict[int, list[tuple[int, int, MemAccess]]] = {}  # start -> (k, seq, a)
+        self._histories: dict[int, list[tuple[int, int | None, int]]] = {}
+        seq = 0
         for k, step in enumerate(rec.steps):
             for a in step.frame_accesses + step.accesses:
-                for i in range(a.size):
-                    new = (a.value >> (8 * i)) & 0xFF
-                    old = ((a.old >> (8 * i)) & 0xFF if a.old is not None else None) \
-                        if a.store else new
-                    self._history.setdefault(a.addr + i, []).append((k, old, new))
+                self._accesses.setdefault(a.addr, []).append((k, seq, a))
+                seq += 1
         self.run_starts = run_starts(rec)
-        fps = [s.regs()[10] for s in rec.steps]
+        fps = [r[10] for r in self.regs]
         self._stack = (min(fps, default=0) - STACK_MAX, max(fps, default=0))
         self._barriers = sorted({*self.run_starts[1:], *(k + 1 for k, s in enumerate(rec.steps)
                                                          if writes_memory(rec.prog, s))})
         self._stack_barriers = sorted({*self.run_starts[1:], *(
-            k + 1 for k, s in enumerate(rec.steps) if self._may_write_stack(s))})
+            k + 1 for k, s in enumerate(rec.steps) if self._may_write_stack(k, s))})
         self._packet: dict[int, int] = {}
         self._packet_until = min([*self._barriers, len(rec.steps)])
-        self._provenance = Provenance(rec.prog, rec.steps[0].regs().values,
-                                      self.read) if rec.steps else None
         self._packet_input = packet
         self._xlated = {ins.index: ins for ins in rec.prog.xlated}
+        self._map_at: dict[int, _Map] = {}  # a map's kernel address -> the map
+        self._by_id = {info.id: self.maps.maps[name] for name, info in rec.prog.maps.items()
+                       if name in self.maps.maps}
+        self._provenance: Provenance | None = Provenance(rec.prog, self.regs[0], self.read) \
+            if rec.steps and packet else None
 
     def read(self, addr: int, size: int) -> bytes:
         """``size`` bytes at ``addr`` before step ``pos``; ``NotRecorded`` if unknown."""
@@ -190,11 +198,27 @@ class RecordedMemory:
             out.append(value)
         return bytes(out)
 
+    def _history(self, b: int) -> list[tuple[int, int | None, int]]:
+        """(step, byte before, byte after) of every recorded access to ``b``, in order."""
+        cached = self._histories.get(b)
+        if cached is not None:
+            return cached
+        hits = sorted((k, seq, a) for start in range(b - MAX_ACCESS + 1, b + 1)
+                      for k, seq, a in self._accesses.get(start, ()) if b < a.addr + a.size)
+        out = []
+        for k, _, a in hits:
+            shift = 8 * (b - a.addr)
+            new = (a.value >> shift) & 0xFF
+            old = ((a.old >> shift) & 0xFF if a.old is not None else None) if a.store else new
+            out.append((k, old, new))
+        self._histories[b] = out
+        return out
+
     def _byte(self, b: int) -> int | None:
         mapped = self.maps.byte(b)
         if mapped is not None:
             return mapped
-        history = self._history.get(b)
+        history = self._history(b)
         if history:
             i = bisect_left(history, (self.pos, -1, -1))
             if i > 0 and not self._barrier_between(b, history[i - 1][0], self.pos):
@@ -205,12 +229,12 @@ class RecordedMemory:
             return self._packet.get(b)
         return None
 
-    def _may_write_stack(self, step: RecordedStep) -> bool:
+    def _may_write_stack(self, k: int, step: RecordedStep) -> bool:
         """A kfunc, or a helper given a pointer into the stack that it may write through."""
         ins = step.site.insn
         if ins.is_kfunc_call:
             return True
-        regs = step.regs()
+        regs = self.regs[k]
         return ins.is_helper_call and ins.imm not in READS_ITS_POINTERS and any(
             self._stack[0] <= regs[r] < self._stack[1] for r in range(1, 6))
 
@@ -223,21 +247,18 @@ class RecordedMemory:
         return i < len(barriers) and barriers[i] <= end
 
     def advance(self, k: int) -> None:
-        """Account for step ``k`` (maps, packet bases); ``pos`` becomes ``k + 1``."""
+        """Account for step ``k`` (maps, the packet); ``pos`` becomes ``k + 1``."""
         step = self.rec.steps[k]
         self.pos = k
-        after = self.rec.steps[k + 1].regs().values if k + 1 < len(self.rec.steps) else None
-        before = step.regs().values
-        if self._provenance is not None and after is not None:
-            if k in self.run_starts[1:]:
-                self._provenance = Provenance(self.rec.prog, before, self.read)
-            map_base = self._provenance.base_of(1)
-            self._map_effects(step, before, after, map_base.name[4:] if map_base is not None
-                              and map_base.name.startswith("map:") else None)
-            self._provenance.step(step.site, before, after)
-            if step.site.insn.is_ldimm64:
-                self._learn_global(step)
-            self._seed_packet()
+        ins = step.site.insn
+        if k + 1 < len(self.rec.steps):
+            after = self.regs[k + 1]
+            if ins.is_helper_call or ins.is_kfunc_call:
+                self._call_effects(step, self.regs[k], after)
+            elif ins.is_ldimm64:
+                self._ldimm64(step, after)
+            if self._provenance is not None:
+                self._follow_packet(k, after)
         for a in step.accesses:
             if a.store:
                 self.maps.store(a.addr, a.size, a.value)
@@ -245,76 +266,76 @@ class RecordedMemory:
                 self.maps.check_load(a.addr, a.size, a.value)
         self.pos = k + 1
 
-    def _map_effects(self, step: RecordedStep, before: Sequence[int], after: Sequence[int],
-                     name: str | None) -> None:
-        ins = step.site.insn
-        if not (ins.is_helper_call or ins.is_kfunc_call):
+    def _call_effects(self, step: RecordedStep, before: Sequence[int],
+                      after: Sequence[int]) -> None:
+        helper = step.site.insn.imm if step.site.insn.is_helper_call else -1
+        m = self._map_at.get(before[1])
+        if m is None or helper not in MAP_HELPERS:
+            if helper not in PURE_HELPERS:
+                if m is not None:
+                    self.maps.poison(m, f"a call at insn {step.site.index} may change it")
+                if helper not in READS_ITS_POINTERS:
+                    self.maps.poison_pointed(before[1:6], f"a call at insn {step.site.index} "
+                                             "got a pointer into it")
             return
-        m = self.maps.maps.get(name) if name is not None else None
-        helper = ins.imm if ins.is_helper_call else -1
-        if m is None or helper not in (Helper.MAP_LOOKUP_ELEM, Helper.MAP_UPDATE_ELEM,
-                                       Helper.MAP_DELETE_ELEM):
-            if name is not None and helper not in PURE_HELPERS:
-                self.maps.poison(name, f"a call at insn {step.site.index} may change it")
-            if helper not in READS_ITS_POINTERS:
-                self.maps.poison_pointed(before[1:6], f"a call at insn {step.site.index} got a "
-                                         "pointer into it")
-            return
-        assert name is not None
         try:
             key = self.read(before[2], m.key_size)
         except NotRecorded:
             if helper != Helper.MAP_LOOKUP_ELEM:
-                self.maps.poison(name, f"the key of the call at insn {step.site.index} is "
-                                 "not in the recording")
+                self.maps.poison(m, f"the key of the call at insn {step.site.index} is not "
+                                 "in the recording")
             return
         if helper == Helper.MAP_LOOKUP_ELEM:
             if after[0]:
-                m.learn(key, after[0])
+                self.maps.learn(m, key, after[0])
         elif after[0] & 0xFFFFFFFF == 0:
-            self._update(step, name, m, key, before, helper)
+            self._update(step, m, key, before, helper)
 
-    def _update(self, step: RecordedStep, name: str, m: _Map, key: bytes,
-                before: Sequence[int], helper: int) -> None:
-        self.maps.forget(name, key)
+    def _update(self, step: RecordedStep, m: _Map, key: bytes, before: Sequence[int],
+                helper: int) -> None:
+        self.maps.forget(m, key)
         if helper == Helper.MAP_DELETE_ELEM:
             if m.type == MapType.ARRAY:
-                self.maps.poison(name, "a delete on an array")
+                self.maps.poison(m, "a delete on an array")
             m.entries.pop(key, None)
             return
         if m.type == MapType.LRU_HASH and key not in m.entries and \
                 len(m.entries) >= m.max_entries:
-            self.maps.poison(name, "an update of a full LRU map may have evicted an entry")
+            self.maps.poison(m, "an update of a full LRU map may have evicted an entry")
         try:
             m.entries[key] = bytearray(self.read(before[3], m.value_size))
         except NotRecorded:
-            self.maps.poison(name, f"the value stored at insn {step.site.index} is not in "
-                             "the recording")
+            self.maps.poison(m, f"the value stored at insn {step.site.index} is not in the "
+                             "recording")
 
-    def _learn_global(self, step: RecordedStep) -> None:
-        """``ld_imm64`` of a global's address: the value of key 0 of its map."""
-        assert self._provenance is not None
+    def _ldimm64(self, step: RecordedStep, after: Sequence[int]) -> None:
+        """A map's address (for the helper calls given it), or a global's (key 0)."""
         xlated = self._xlated.get(step.site.xlated_index if step.site.xlated_index is not None
                                   else -1)
-        if xlated is None or xlated.src != PSEUDO_MAP_VALUE:
+        m = self._by_id.get(xlated.imm) if xlated is not None else None
+        if xlated is None or m is None:
             return
-        base = self._provenance.base_of(step.site.insn.dst)
-        if base is not None and base.name.startswith("map:") and base.name[4:] in self.maps.maps:
-            self.maps.maps[base.name[4:]].learn(bytes(4), base.addr)
+        value = after[step.site.insn.dst]
+        if xlated.src == PSEUDO_MAP_FD:
+            self._map_at[value] = m
+        elif xlated.src == PSEUDO_MAP_VALUE:
+            self.maps.learn(m, bytes(4), value - ((xlated.imm64 or 0) >> 32))
 
-    def _seed_packet(self) -> None:
-        """The input packet's bytes, once the program has loaded its start and end."""
-        if self._packet or self.pos > self._packet_until or self._provenance is None:
+    def _follow_packet(self, k: int, after: Sequence[int]) -> None:
+        """Until the program has loaded the packet's start and end: then the input's bytes
+        are known there (at the start of the first run)."""
+        assert self._provenance is not None
+        if k >= self._packet_until:
+            self._provenance = None
             return
-        start = end = None
-        for reg in range(11):
-            base = self._provenance.base_of(reg)
-            if base is not None and base.name == "pkt":
-                start = base.addr
-            elif base is not None and base.name == "pkt_end":
-                end = base.addr
-        if start is not None and end is not None and end - start == len(self._packet_input):
-            self._packet = {start + i: b for i, b in enumerate(self._packet_input)}
+        self._provenance.step(self.rec.steps[k].site, self.regs[k], after)
+        bases = {b.name: b.addr for b in (self._provenance.base_of(r) for r in range(11))
+                 if b is not None}
+        start, end = bases.get("pkt"), bases.get("pkt_end")
+        if start is not None and end is not None:
+            if end - start == len(self._packet_input):
+                self._packet = {start + i: v for i, v in enumerate(self._packet_input)}
+            self._provenance = None
 
 
 def writes_memory(prog: LoadedProgram, step: RecordedStep) -> bool:
