@@ -22,7 +22,6 @@ from pathlib import Path
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.insn import encode
-from qstep.commands.verify_verifier import runtime_steps
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import trace_run
 from qstep.errors import VerifierError
@@ -30,6 +29,7 @@ from qstep.loadopts import LoadOptions
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
+from qstep.verifier.runcheck import runtime_steps
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from conftest import compile_bpf  # noqa: E402

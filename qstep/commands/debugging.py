@@ -27,7 +27,7 @@ from qstep.commands.options import (
     add_record_limit_option,
     positive_int,
 )
-from qstep.commands.recorded_trace import emit_exit, recorded_trace_main
+from qstep.commands.recorded_trace import emit_exit, emit_verifier_check, recorded_trace_main
 from qstep.commands.replay import recorded_commands
 from qstep.debugger.commands import TAKES_LOCATION, CommandSet, Output, split_commands
 from qstep.debugger.engine import Debugger, Event, RunRequest
@@ -77,6 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="step through QEMU's gdbstub instead of recording (slower)")
     t.add_argument("--mem", action="store_true",
                    help="also each instruction's memory loads and stores (recording only)")
+    t.add_argument("--check-verifier", action="store_true",
+                   help="load with the verifier's detailed log and check every traced "
+                   "instruction's registers against what it proved there (exit 1 on a "
+                   "soundness violation)")
     t.set_defaults(func=trace_main)
 
 
@@ -126,6 +130,8 @@ def debug_main(args: argparse.Namespace) -> int:
         return run_batch(replay, batch, args.json)
     source = program_source(args)
     check_batch(batch, source)
+    if args.verifier_log and str(args.object) in SELECTORS:
+        print(f"qstep: note: {no_verifier_log(args, '--verifier-log')}", file=sys.stderr)
     start = args.start if args.start is not None else interactive
     with debugger_for(args, source) as (dbg, view):
         live = CommandSet(dbg, view)
@@ -174,6 +180,9 @@ def run_batch(commands: Commands, lines: list[str], as_json: bool) -> int:
 
 
 def trace_main(args: argparse.Namespace) -> int:
+    if args.check_verifier:
+        check_verifier_source(args)
+        args.verifier_log = True
     # What the host can check, before any guest boots (both ways below read them again).
     check_inputs(program_source(args), [(args.packet, read_packet(args.packet))],
                  read_setup(args).entries)
@@ -186,11 +195,31 @@ def trace_main(args: argparse.Namespace) -> int:
         if args.mem:
             raise UsageError(f"--mem needs the recorder: {reason}")
         print(f"qstep: note: {reason}; tracing by stepping", file=sys.stderr)
+    items: list[object] = []
     with debugger_for(args) as (dbg, _view):
         for item in trace_run(dbg, args.max_steps):
+            items.append(item)
             if isinstance(item, TraceRecord):
                 print(json.dumps(item.as_json(args.raw)) if args.json
                       else format_record(item, args.raw))
             elif isinstance(item, Event) and item.kind == "exited":
                 emit_exit(item.retval, item.output, args.json)
+        if args.check_verifier:
+            return emit_verifier_check(dbg.prog, items, "stepping", args.json)
     return 0
+
+
+def check_verifier_source(args: argparse.Namespace) -> None:
+    """--check-verifier needs a program qstep loads itself: say so before booting."""
+    if str(args.object) in SELECTORS:
+        raise UsageError(no_verifier_log(args, "--check-verifier"))
+
+
+def no_verifier_log(args: argparse.Namespace, option: str) -> str:
+    """Why a program in the guest has no verifier log, and the reload that gets one."""
+    objects = [spec.rpartition(":")[0] for spec in args.guest_file
+               if spec.rpartition(":")[0].endswith(".o")]
+    how = f"qstep {args.command} {objects[0] if objects else 'OBJECT.o'} --prog NAME {option}"
+    return (f"{option}: '{args.object}' names a program loaded outside qstep, and the "
+            "kernel keeps no verifier log after a load; to get it, let qstep load the "
+            f"object again itself, which keeps the log: {how} ...")

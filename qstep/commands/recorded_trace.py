@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from qstep.agent.replies import RunResult
 from qstep.commands.common import make_session, open_in_session, program_source, read_setup
 from qstep.debugger.trace import TraceRecord, format_record, stack_relative
+from qstep.loaded import LoadedProgram
 from qstep.recorder.log import MemAccess
 from qstep.recorder.recording import Recording
 from qstep.recorder.run import record_run
@@ -16,6 +18,8 @@ from qstep.recorder.trace import trace_records
 from qstep.runoutput import RunOutput
 from qstep.session import Session
 from qstep.userinput import read_packet
+from qstep.verifier.report import check_json, check_lines
+from qstep.verifier.runcheck import check_records, verifier_log_of
 
 
 def record(args: argparse.Namespace, session: Session) -> tuple[RunResult, Recording]:
@@ -53,7 +57,22 @@ def recorded_trace_main(args: argparse.Namespace) -> int:
                 print(f"{'':13}{format_access(a, base)}")
     if rec.exited and len(rec.steps) <= args.max_steps:
         emit_exit(rec.retval, result.output, args.json)
+    if getattr(args, "check_verifier", False):
+        return emit_verifier_check(rec.prog, trace_records(rec), "recorder", args.json)
     return 0
+
+
+def emit_verifier_check(prog: LoadedProgram, items: Iterable[object], traced_by: str,
+                        as_json: bool) -> int:
+    """--check-verifier: every traced instruction against the verifier's states; 1 when
+    a value lies outside them."""
+    check = check_records(prog, verifier_log_of(prog), items, traced_by)
+    data = check_json(check, prog)
+    if as_json:
+        print(json.dumps({"verifier_check": data}))
+    else:
+        print("\n".join(check_lines(data)))
+    return 1 if data["findings"] else 0
 
 
 def access_json(a: MemAccess, base: int | None) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class CaseExpectation:
     maps: tuple[tuple[str, str, str], ...] = ()  # (map, key text, value text)
     inspect: tuple[InspectExpectation, ...] = ()
     trace: TraceExpectation | None = None
+    verifier_check: bool = False  # check every traced value against the verifier's states
 
 
 @dataclass(frozen=True)

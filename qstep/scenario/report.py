@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from qstep.verifier.report import check_lines, check_summary
+
 EXIT_GOOD, EXIT_BAD, EXIT_UNTESTABLE = 0, 1, 125
 
 Status = Literal["pass", "fail", "error"]
@@ -49,6 +51,8 @@ def summary_text(results: list[CheckResult]) -> str:
         mark = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[r.status]
         lines.append(f"{mark:5} {r.scenario} [{r.kernel}] {r.case}")
         lines.extend(f"        {failure}" for failure in r.failures)
+        if "verifier_check" in r.details:
+            lines.append(f"        {check_summary(r.details['verifier_check'])}")
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error")}
     lines.append(f"{counts['pass']} passed, {counts['fail']} failed"
                  + (f", {counts['error']} could not be tested" if counts["error"] else ""))
@@ -81,6 +85,9 @@ def junit_xml(results: list[CheckResult]) -> str:
             tag = "failure" if r.status == "fail" else "error"
             node = ET.SubElement(case, tag, message=r.failures[0] if r.failures else tag)
             node.text = "\n".join(r.failures)
+        if "verifier_check" in r.details:
+            ET.SubElement(case, "system-out").text = "\n".join(
+                check_lines(r.details["verifier_check"]))
     for (_, _), suite in suites.items():
         cases = list(suite)
         suite.set("tests", str(len(cases)))

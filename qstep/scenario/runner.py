@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from typing import Any
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
+from qstep.commands.common import VERIFIER_LOG_BYTES
 from qstep.commands.inspect import value_text
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import TraceRecord, trace_run
@@ -23,6 +25,8 @@ from qstep.scenario.model import Case, CaseExpectation, Scenario
 from qstep.scenario.report import CheckResult
 from qstep.session import RunResult, Session
 from qstep.userinput import MapEntry, encode_entry
+from qstep.verifier.report import check_json, finding_text
+from qstep.verifier.runcheck import trace_and_check
 
 LOAD_CASE = "load"  # the name of the check of the verifier's verdict
 
@@ -150,6 +154,19 @@ def trace_records(session: Session, item: Prepared, case: Case) -> list[dict[str
             return [r.as_json() for r in trace_run(dbg) if isinstance(r, TraceRecord)]
 
 
+def verifier_check_failures(session: Session, item: Prepared, case: Case,
+                            details: dict[str, Any]) -> list[str]:
+    """One run (recorded when the QEMU can) on a load that keeps the verifier's log:
+    every executed instruction's registers against what the verifier proved there."""
+    options = dataclasses.replace(item.scenario.load, verifier_log_size=VERIFIER_LOG_BYTES)
+    with session.loaded(item.obj, item.program, options) as prog:
+        fill_maps(session, prog, item.scenario, case)
+        data = check_json(trace_and_check(session, prog, case.packet), prog)
+    details["verifier_check"] = data
+    return [f"verifier soundness violation: {finding_text(f).strip().removeprefix('VIOLATION ')}"
+            for f in data["findings"]]
+
+
 def verdict_failures(scenario: Scenario, verdict: str, log: str) -> list[str]:
     expected = scenario.verifier
     failures = []
@@ -179,6 +196,8 @@ def check_case(session: Session, kernel: str, item: Prepared, case: Case) -> Che
             failures += inspect_failures(session, item, case, details)
         if case.expect.trace is not None:
             failures += trace_failures(session, item, case, details)
+        if case.expect.verifier_check:
+            failures += verifier_check_failures(session, item, case, details)
     except QstepError as err:
         return CheckResult(scenario.name, kernel, case.name, "error", (str(err),),
                            duration_s=time.monotonic() - started)

@@ -28,9 +28,9 @@ from qstep.userinput import parse_hex, read_map_file, read_packet
 
 SCENARIO_KEYS = {"name", "object", "source", "cflags", "program", "kernels", "maps_file", "maps",
                  "expect", "prog_type", "attach_type", "set", "modules"}
-SCENARIO_EXPECT_KEYS = {"verifier", "verifier_message"}
+SCENARIO_EXPECT_KEYS = {"verifier", "verifier_message", "verifier_check"}
 CASE_KEYS = {"name", "packet", "packet_hex", "repeat", "maps", "expect", "inspect"}
-EXPECT_KEYS = {"retval", "packet_out", "packet_out_mask", "maps", "trace"}
+EXPECT_KEYS = {"retval", "packet_out", "packet_out_mask", "maps", "trace", "verifier_check"}
 INSPECT_KEYS = {"spec", "hits", "printed"}
 TRACE_KEYS = {"insns", "lines"}
 MAX_REPEAT = 1_000_000
@@ -100,7 +100,7 @@ def _dotted(path: KeyPath) -> str:
 
 def _a(noun: str) -> str:
     return {"str": "a string", "int": "an integer", "list": "a list", "dict": "a table",
-            "int or str": "an integer or a string"}.get(noun, noun)
+            "int or str": "an integer or a string", "bool": "true or false"}.get(noun, noun)
 
 
 def load_scenario(file: Path) -> Scenario:
@@ -119,6 +119,10 @@ def load_scenario(file: Path) -> Scenario:
         raise ScenarioError(f"{file}:1: missing the [scenario] table")
     head = reader.table(data["scenario"], ("scenario",), SCENARIO_KEYS)
     cases = reader.get(data, (), "case", list, [])
+    expect_path: KeyPath = ("scenario", "expect")
+    check_all = reader.get(reader.table(head.get("expect", {}), expect_path,
+                                        SCENARIO_EXPECT_KEYS),
+                           expect_path, "verifier_check", bool, False)
     return Scenario(
         name=reader.get(head, ("scenario",), "name", str, file.stem),
         file=file, object=reader.path(head, ("scenario",), "object"),
@@ -128,7 +132,7 @@ def load_scenario(file: Path) -> Scenario:
         kernels=reader.strings(head, ("scenario",), "kernels") or ("6.1",),
         maps=_scenario_maps(reader, head),
         verifier=_verifier(reader, head),
-        cases=tuple(_case(reader, c, i) for i, c in enumerate(cases)),
+        cases=tuple(_case(reader, c, i, check_all) for i, c in enumerate(cases)),
         load=_load_options(reader, head))
 
 
@@ -175,7 +179,7 @@ def _verifier(reader: _Reader, head: dict[str, Any]) -> VerifierExpectation:
     return VerifierExpectation(verdict, pattern)
 
 
-def _case(reader: _Reader, data: Any, index: int) -> Case:
+def _case(reader: _Reader, data: Any, index: int, check_verifier: bool) -> Case:
     path: KeyPath = ("case", index)
     case = reader.table(data, path, CASE_KEYS)
     name = reader.get(case, path, "name", str, f"case {index + 1}")
@@ -184,7 +188,8 @@ def _case(reader: _Reader, data: Any, index: int) -> Case:
         raise reader.fail(path + ("repeat",), f"'repeat' must be 1..{MAX_REPEAT}")
     return Case(name=name, packet=_packet(reader, case, path), repeat=repeat,
                 maps=reader.strings(case, path, "maps"),
-                expect=_expectation(reader, case, path), where=reader.where(path))
+                expect=_expectation(reader, case, path, check_verifier),
+                where=reader.where(path))
 
 
 def _packet(reader: _Reader, case: dict[str, Any], path: KeyPath) -> bytes:
@@ -198,7 +203,8 @@ def _packet(reader: _Reader, case: dict[str, Any], path: KeyPath) -> bytes:
                               lambda: parse_hex(hex_text or "", "packet_hex")))
 
 
-def _expectation(reader: _Reader, case: dict[str, Any], path: KeyPath) -> CaseExpectation:
+def _expectation(reader: _Reader, case: dict[str, Any], path: KeyPath,
+                 check_verifier: bool) -> CaseExpectation:
     epath = path + ("expect",)
     expect = reader.table(case.get("expect", {}), epath, EXPECT_KEYS)
     out = reader.get(expect, epath, "packet_out", str)
@@ -212,7 +218,8 @@ def _expectation(reader: _Reader, case: dict[str, Any], path: KeyPath) -> CaseEx
         maps=_expected_maps(reader, expect, epath),
         inspect=tuple(_inspect(reader, item, path + ("inspect", i))
                       for i, item in enumerate(reader.get(case, path, "inspect", list, []))),
-        trace=_trace(reader, expect, epath))
+        trace=_trace(reader, expect, epath),
+        verifier_check=reader.get(expect, epath, "verifier_check", bool, check_verifier))
 
 
 def _expected_maps(reader: _Reader, expect: dict[str, Any], path: KeyPath

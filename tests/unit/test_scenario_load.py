@@ -126,3 +126,15 @@ def test_a_case_takes_a_frame_of_a_pcap(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text('[scenario]\nobject = "x.o"\n[[case]]\npacket = "cap.pcap#2"\n')
     assert load_scenario(path).cases[0].packet == FRAMES[1]
+
+
+def test_verifier_check_for_every_case_or_one(tmp_path: Path) -> None:
+    text = GOOD.replace('verifier = "accept"', 'verifier = "accept"\nverifier_check = true')
+    text = text.replace("retval = 2\n", "retval = 2\nverifier_check = false\n")
+    first, second = load_scenario(write(tmp_path, text)).cases
+    assert (first.expect.verifier_check, second.expect.verifier_check) == (True, False)
+    assert not any(c.expect.verifier_check for c in load_scenario(write(tmp_path, GOOD)).cases)
+    with pytest.raises(ScenarioError, match=r"s.toml:28: 'case\[1\].expect.verifier_check' "
+                       "must be true or false"):
+        load_scenario(write(tmp_path, text.replace("verifier_check = false",
+                                                   'verifier_check = "yes"')))

@@ -59,3 +59,20 @@ def test_write_atomically_leaves_no_partial_file(tmp_path: Path) -> None:
     write_atomically(target, "new\n")
     assert target.read_text() == "new\n"
     assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+CHECKED = CheckResult("lb", "6.1", "ipv4", "pass", details={"verifier_check": {
+    "trace_insns": 149, "traced_by": "recorder", "steps": 149, "registers": 216,
+    "pointers": 397, "unchecked": 536, "prunes": 2, "paths": [0, 3], "stopped": "",
+    "findings": []}})
+
+
+def test_a_verifier_check_shows_its_zero_findings() -> None:
+    assert summary_text([CHECKED]).splitlines()[:2] == [
+        "PASS  lb [6.1] ipv4",
+        "        verifier check: 149 of 149 instructions followed, 613 values checked, "
+        "536 not, 0 soundness violations"]
+    out = ET.fromstring(junit_xml([CHECKED])).find("testsuite/testcase/system-out")
+    assert out is not None and out.text is not None
+    assert out.text.splitlines()[-1] == (
+        "  0 soundness violations: every value lies inside the verifier's bounds")

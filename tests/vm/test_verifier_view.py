@@ -13,7 +13,6 @@ import pytest
 from conftest import matrix_kernels
 
 from qstep.bpf.elf import BpfObject
-from qstep.commands.verify_verifier import runtime_steps
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.trace import trace_run
 from qstep.errors import UsageError
@@ -23,6 +22,7 @@ from qstep.session import Session
 from qstep.userinput import encode_entry, read_map_file, read_packet
 from qstep.verifier.check import Regs, Shown, check_run
 from qstep.verifier.log import parse_log
+from qstep.verifier.runcheck import runtime_steps
 
 pytestmark = pytest.mark.vm
 
