@@ -45,17 +45,14 @@ def main(args: argparse.Namespace) -> int:
     obj, prog_name = open_object(args)
     options = dataclasses.replace(load_options(args), verifier_log_size=VERIFIER_LOG_BYTES)
     results: list[dict[str, Any]] = []
-    for kernel in kernel_names(args.kernel):
+    for kernel in kernel_names(args.kernel or "6.1"):
         executed: set[int] = set()
         with Session(kernel=kernel, accel=args.accel) as session:
             for origin, data in packets:
-                prog = session.load(obj, prog_name, options)
-                try:
+                with session.loaded(obj, prog_name, options) as prog:
                     log = verifier_log_of(prog)
                     fill_maps(session, prog, entries)
                     check = trace_and_check(session, prog, data)
-                finally:
-                    session.unload(prog)
                 executed |= set(check.executed)
                 results.append({"kernel": kernel, "packet": origin} | check_json(check, prog))
                 if not args.json:

@@ -26,7 +26,7 @@ from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
 from qstep.runkinds import outcome_text
 from qstep.verifier.check import union_at
-from qstep.verifier.log import VerifierLog, parse_log
+from qstep.verifier.log import VerifierLog, parse_known
 
 
 @dataclass
@@ -378,7 +378,7 @@ class CommandSet:
         if not self.dbg.prog.verifier_log:
             raise UsageError("the verifier's log was not kept: start with --verifier-log")
         if self._verifier is None:
-            self._verifier = parse_log(self.dbg.prog.verifier_log)
+            self._verifier = parse_known(self.dbg.prog.verifier_log)
         regs = self.dbg.regs()
         wanted = [bpf_register(w) for w in which.split()] if which else list(range(11))
         lines, data = [f"before insn {site.index}: what the verifier proved on the "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from qstep.errors import UsageError
 from qstep.verifier.states import RegState, parse_reg_state, split_top
 
 _INSN = re.compile(r"^(\d+): \(([0-9a-f]{2})\) (.*?)(?:\s+; (.*))?$")
@@ -120,6 +121,21 @@ def parse_log(text: str) -> VerifierLog:
             current.update(parse_regs(found.group(2)))  # the registers it scratched
         elif line.startswith("frame") or (line.startswith("R") and "=" in line):
             current = parse_regs(line)  # the state after "callee:" / "to caller at N:"
+    return log
+
+
+def parse_known(text: str) -> VerifierLog:
+    """`parse_log`, refusing a log whose format this parser does not fully read: no
+    instruction states, or not one state per instruction the log says it processed."""
+    log = parse_log(text)
+    first = next((line for line in text.splitlines() if line.strip()), "")[:80]
+    if not log.visits:
+        raise UsageError("the verifier's log has no instruction states this qstep can read "
+                         f"(an unknown log format?); its first line: {first!r}")
+    if log.processed is not None and log.processed != len(log.visits):
+        raise UsageError(f"the verifier's log says it processed {log.processed} "
+                         f"instructions, but {len(log.visits)} read as such: its format is "
+                         "not one this qstep knows, so its states are not shown")
     return log
 
 

@@ -19,7 +19,7 @@ from qstep.recorder.run import record_run
 from qstep.recorder.trace import trace_records
 from qstep.session import Session
 from qstep.verifier.check import CheckReport, Regs, Shown, check_run
-from qstep.verifier.log import VerifierLog, parse_log
+from qstep.verifier.log import VerifierLog, parse_known
 
 
 @dataclass
@@ -40,12 +40,7 @@ def verifier_log_of(prog: LoadedProgram) -> VerifierLog:
     if not prog.verifier_log:
         raise UsageError(f"{prog.name} was loaded without the verifier's detailed log "
                          "(--verifier-log)")
-    log = parse_log(prog.verifier_log)
-    if not log.visits:
-        raise UsageError("the verifier's log has no instruction states this qstep can read "
-                         f"(an unknown log format?); its first line: "
-                         f"{prog.verifier_log.strip().splitlines()[0][:80]!r}")
-    return log
+    return parse_known(prog.verifier_log)
 
 
 def runtime_steps(items: Iterable[object]) -> Iterator[tuple[int, Regs, Shown]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from qstep.errors import UsageError
 from qstep.verifier.check import check_run, union_at
 from qstep.verifier.explain import failing_path
-from qstep.verifier.log import parse_log
+from qstep.verifier.log import parse_known, parse_log
 from qstep.verifier.states import parse_reg_state
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "verifier_logs"
@@ -89,3 +91,19 @@ def test_a_7_2_rejection_as_a_source_walk() -> None:
         "      insn 5: if r3 > r2 goto pc+1: fell through (r3=pkt(r=0,imm=14), r2=pkt_end())",
         "  reject.bpf.c:29",
         "      insn 6: (71) r0 = *(u8 *)(r1 +23)  <- rejected here"]
+
+
+def test_a_log_in_an_unknown_format_is_refused_clearly() -> None:
+    text = (LOGS / "l4lb-6.12.log").read_text()
+    assert len(parse_known(text).visits) == 328
+    with pytest.raises(UsageError) as err:
+        parse_known(re.sub(r"(?m)^(\d+):", r"insn \1:", text))  # no line reads
+    assert str(err.value) == ("the verifier's log has no instruction states this qstep can "
+                              "read (an unknown log format?); its first line: "
+                              "'func#0 @0'")
+    # Some lines of a new spelling: the states would be wrong, so none are shown.
+    with pytest.raises(UsageError) as err:
+        parse_known(text.replace("\n24: (2d)", "\n24 (2d)"))
+    assert str(err.value) == ("the verifier's log says it processed 328 instructions, but "
+                              "327 read as such: its format is not one this qstep knows, so "
+                              "its states are not shown")
