@@ -21,6 +21,7 @@ from qstep.dap.databps import DataBreakpoints
 from qstep.dap.execution import Execution
 from qstep.dap.inspection import Inspection
 from qstep.dap.launch import parse_config
+from qstep.dap.reverse import ReverseExecution, announce_step_back
 from qstep.dap.setvar import SetVariable
 from qstep.dap.state import DapState, Result, Send
 from qstep.debugger.commands import CommandSet
@@ -54,6 +55,7 @@ class Adapter:
         self.inspection = Inspection(self.state)
         self.parts: list[object] = [self, self.breakpoints, self.data, self.execution,
                                     self.inspection, SetVariable(self.state), Code(self.state)]
+        self.parts.append(ReverseExecution(self.state, self.execution))
 
     @property
     def session(self) -> Session | None:
@@ -100,7 +102,9 @@ class Adapter:
             s.rejected = err
             return {}, lambda: s.send("initialized", {})
         kernel_btf = fetch_kernel_btf(s.session)  # the agent cannot answer once stopped
-        s.dbg = s.stack.enter_context(s.session.debugger(s.prog, RunRequest(s.packets[0])))
+        s.dbg = s.stack.enter_context(s.session.debugger(s.prog, RunRequest(s.packets[0]),
+                                                         reverse=s.config.record))
+        announce_step_back(s)
         s.dbg.kernel_btf = kernel_btf
         s.view = SourceView(source.obj, s.dbg) if isinstance(source, FromObject) else None
         s.commands = CommandSet(s.dbg, s.view)

@@ -18,7 +18,8 @@ from qstep.loadopts import parse_attach_type, parse_prog_type
 from qstep.session import SELECTORS
 
 LAUNCH_KEYS = {"program", "prog", "packets", "maps", "map", "set", "progType", "attachType",
-               "modules", "kernel", "accel", "stopOnEntry", "cwd", "cflags", "verifierLog"}
+               "modules", "kernel", "accel", "stopOnEntry", "cwd", "cflags", "verifierLog",
+               "record"}
 ATTACH_KEYS = {"select", "value", "guestFiles", "guestCommands", "packets", "maps", "map",
                "kernel", "accel", "stopOnEntry", "cwd"}
 # Keys every client adds on its own (VS Code, nvim-dap, dape).
@@ -34,6 +35,7 @@ class LaunchConfig:
     args: argparse.Namespace
     packets: list[str]
     stop_on_entry: bool
+    record: bool = False  # record each run as it goes: stepBack, reverseContinue
 
 
 def parse_config(request: str, config: dict[str, Any]) -> LaunchConfig:
@@ -65,7 +67,8 @@ def parse_config(request: str, config: dict[str, Any]) -> LaunchConfig:
         _launch_program(config, cwd, args)
     else:
         _attach_program(config, cwd, args)
-    return LaunchConfig(args, packets, bool(config.get("stopOnEntry", False)))
+    return LaunchConfig(args, packets, bool(config.get("stopOnEntry", False)),
+                        record=bool(config.get("record", False)))
 
 
 def _launch_program(config: dict[str, Any], cwd: Path, args: argparse.Namespace) -> None:

@@ -66,6 +66,10 @@ class ReversibleDebugger(Debugger):
             return False
         return True
 
+    def require_reverse(self) -> None:
+        """``UsageError`` saying why reverse execution is not possible now, if it is not."""
+        self._require_history()
+
     @property
     def replaying(self) -> bool:
         """True while stopped in the past (state shown from the recording)."""

@@ -31,7 +31,8 @@ def _node_modules() -> Path:
     return modules
 
 
-@pytest.mark.parametrize("script", ["session.test.js", "probes.test.js", "state.test.js"])
+@pytest.mark.parametrize("script", ["session.test.js", "probes.test.js", "state.test.js",
+                                    "reverse.test.js"])
 def test_vscode_client_session(l4lb_obj: Path, script: str) -> None:
     modules = _node_modules()
     env = dict(os.environ, NODE_PATH=str(modules), QSTEP_DAP_TEST=json.dumps({
