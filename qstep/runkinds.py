@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 from qstep.agent.replies import RunResult
-from qstep.bpf.progtypes import CTX_PROG_TYPES
+from qstep.bpf.progtypes import CTX_PROG_TYPES, ETH_HLEN
 from qstep.bpf.uapi import ProgType
 from qstep.render import packet_diff
 
@@ -19,8 +19,28 @@ from qstep.render import packet_diff
 FLOW_KEYS = struct.Struct("<HHHBBBB2s2s2s32sI4s")
 FROM_NETWORK_HEADER = frozenset({ProgType.SOCKET_FILTER, ProgType.CGROUP_SKB,
                                  ProgType.LWT_IN, ProgType.LWT_OUT, ProgType.LWT_XMIT})
+# struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+XDP_MD = struct.Struct("<6I")
+XDP_LINEAR_MAX = 3000  # frames BPF_PROG_TEST_RUN keeps in one buffer (no fragments)
 L3_NOTE = ("(BPF_PROG_TEST_RUN hands this program type the frame from its network header "
            "on and clears the output's Ethernet header)")
+
+
+def xdp_md_in(prog_type: int, data: bytes) -> bytes:
+    """The context qstep hands an XDP run so that the kernel reports, in the context
+    after it, where the frame starts after metadata the program reserved
+    (bpf_xdp_adjust_meta); empty for other types and for fragmented frames."""
+    if prog_type != ProgType.XDP or not ETH_HLEN <= len(data) <= XDP_LINEAR_MAX:
+        return b""
+    return XDP_MD.pack(0, len(data), 0, 0, 0, 0)
+
+
+def xdp_metadata_len(prog_type: int, result: RunResult) -> int:
+    """Bytes of metadata in front of an XDP run's output frame (0 when unknown)."""
+    if prog_type != ProgType.XDP or len(result.ctx_out) < XDP_MD.size:
+        return 0
+    meta = XDP_MD.unpack_from(result.ctx_out)[0]
+    return meta if meta <= len(result.data_out) else 0
 
 
 def input_word(prog_type: int) -> str:
@@ -65,6 +85,10 @@ def run_extras(prog_type: int, result: RunResult) -> dict[str, Any]:
         return {"ctx_out": result.ctx_out.hex()}
     if prog_type == ProgType.FLOW_DISSECTOR:
         return {"flow_keys": flow_keys(result.data_out)}
+    meta = xdp_metadata_len(prog_type, result)
+    if meta:  # packet_out is the frame; the metadata in front of it comes apart
+        return {"metadata_out": result.data_out[:meta].hex(),
+                "packet_out": result.data_out[meta:].hex()}
     return {}
 
 
@@ -78,5 +102,9 @@ def outcome_text(prog_type: int, packet: bytes, result: RunResult,
              if repeat is not None else [])
     if prog_type == ProgType.FLOW_DISSECTOR:
         return [*lines, f"flow keys {flow_keys_text(result.data_out)}"]
-    lines.append("packet out: " + "\n  ".join(packet_diff(packet, result.data_out)))
+    meta = xdp_metadata_len(prog_type, result)
+    if meta:
+        lines.append(f"metadata  {meta} bytes in front of the frame: "
+                     f"{result.data_out[:meta].hex(' ')}")
+    lines.append("packet out: " + "\n  ".join(packet_diff(packet, result.data_out[meta:])))
     return lines + ([f"  {L3_NOTE}"] if prog_type in FROM_NETWORK_HEADER else [])

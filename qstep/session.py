@@ -49,6 +49,7 @@ from qstep.loaded import LoadedProgram, build_loaded
 from qstep.loadfail import explain, libbpf_messages, missing_ksyms
 from qstep.loadopts import LoadOptions
 from qstep.mapdump import with_declared_types
+from qstep.runkinds import xdp_md_in
 from qstep.target import Target, open_target
 from qstep.verifier.explain import failing_path
 from qstep.verifier_log import annotate, last_error_lines
@@ -398,7 +399,8 @@ class Session:
         verb, target = ("run_id", prog.prog_id) if prog.foreign else ("run", prog.handle)
         if prog.prog_type in CTX_PROG_TYPES:  # the input is the context; no repeat
             return verb, target, 0, b"", request.ctx or request.data, 0
-        return verb, target, request.repeat, request.data, request.ctx, out_size
+        ctx = request.ctx or xdp_md_in(prog.prog_type, request.data)
+        return verb, target, request.repeat, request.data, ctx, out_size
 
     def start_run(self, prog: LoadedProgram, request: RunRequest) -> int:
         """Start a test run without waiting (the CPU may stop in it); returns a run id."""

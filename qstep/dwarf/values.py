@@ -68,12 +68,16 @@ def read_value(loc: Location | None, ctype: CType, state: MachineState) -> Value
     data, valid = bytearray(), []
     reasons: list[str] = []
     addrs: list[int | None] = []
+    spans: list[tuple[int, int, int]] = []  # (memory address, size, offset in the value)
     for piece in loc.pieces:
         want = piece.size if piece.size is not None else size - len(data)
         chunk, ok, addr = _piece_bytes(piece.ops, want, state, reasons)
         addrs.append(None if addr is None else addr - len(data))
+        if addr is not None:
+            spans.append((addr, want, len(data)))
         data += chunk
         valid += ok
+    _drop_shared_slots(spans, valid, reasons)
     # In memory as a whole when every piece is memory, contiguous from one start.
     whole = len(data) >= size and all(a == addrs[0] for a in addrs)
     address = addrs[0] if addrs and whole else None
@@ -82,6 +86,22 @@ def read_value(loc: Location | None, ctype: CType, state: MachineState) -> Value
     data += bytes(missing)
     valid += [False] * missing
     return Value(ctype, bytes(data), tuple(valid), address, "; ".join(dict.fromkeys(reasons)))
+
+
+def _drop_shared_slots(spans: list[tuple[int, int, int]], valid: list[bool],
+                       reasons: list[str]) -> None:
+    """Two parts of one variable said to be at overlapping memory: the compiler reused
+    a stack slot and kept describing the older part there (clang-19 does, for spilled
+    scalar-replaced structs). At most one of them is current, and DWARF does not say
+    which: neither is shown."""
+    for i, (a, n, off) in enumerate(spans):
+        for b, m, off2 in spans[i + 1:]:
+            if a < b + m and b < a + n:
+                for start, length in ((off, n), (off2, m)):
+                    valid[start:start + length] = [False] * length
+                reasons.append(f"its bytes {off}-{off + n - 1} and {off2}-{off2 + m - 1} are "
+                               f"described at one stack slot ({max(a, b):#x}): the compiler "
+                               "reused it")
 
 
 def _piece_bytes(ops: tuple[Any, ...], want: int, state: MachineState,

@@ -135,3 +135,20 @@ def test_read_value_pieces_conventions_and_entry_values() -> None:
     assert format_value(missing).startswith("<unavailable: needs r3 at the function's entry")
     assert loc((4, (Op("reg", (9,)),)), (4, ())).describe(16) == "{r9:4, ?:4}"
     assert loc((None, (Op("fbreg", (4,)),))).describe(16) == "[r10-12]"
+
+
+def test_parts_described_at_one_stack_slot_are_not_shown() -> None:
+    """clang-19 kept describing a spilled struct member at a slot it reused for another
+    member (pktwalk.bpf.c's w.vlan[1] and w.udp_len at fp-8): neither is shown."""
+    trio = CType(STRUCT, "trio", 6, members=[Member("a", U16, 0), Member("b", U16, 2),
+                                             Member("c", U16, 4)])
+    slot = (Op("breg", (10, -8)),)
+    shared = read_value(loc((2, (Op("breg", (10, -16)),)), (2, slot), (2, slot)), trio, State())
+    why = "its bytes 2-3 and 4-5 are described at one stack slot (0xff8): the compiler reused it"
+    assert format_value(shared) == (f"{{a = 61936, b = <unavailable: {why}>, "
+                                    f"c = <unavailable: {why}>}}")
+    assert shared.reason == why
+    apart = read_value(loc((2, (Op("breg", (10, -16)),)), (2, slot),
+                           (2, (Op("breg", (10, -4)),))), trio, State())
+    assert format_value(apart) == "{a = 61936, b = 63992, c = 65020}"  # bytes of 0xff0...
+
