@@ -86,6 +86,7 @@ bench: examples
 	$(PY) bench/probe_drain.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/inspect_recorded.py
+	$(PY) bench/live_record.py
 	$(PY) bench/transfer_rate.py
 	$(PY) bench/snapshot_restore.py
 

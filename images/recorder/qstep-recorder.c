@@ -13,6 +13,9 @@
  *   sync
  *       -> "synced BYTES OVERFLOW"   what was recorded so far is in FILE (BYTES
  *                        long); recording goes on (a debugger reads it at a stop)
+ *   clear
+ *       -> "cleared"     the log starts again, empty (armed or not, with the same
+ *                        ranges and translations: a debugger's next run)
  *
  * While armed the plugin appends records to FILE (truncated at each arm),
  * little-endian, each starting with a u64 header whose low byte is the kind:
@@ -409,6 +412,14 @@ static void command(int fd, char *line)
             request(WANT_DISARM);
         snprintf(out, sizeof(out), "disarmed %" PRIu64 " %d\n", log_bytes, overflow);
         reply(fd, out);
+    } else if (strncmp(line, "clear", 5) == 0) {
+        pthread_mutex_lock(&buf_lock);
+        buf_len = 0;
+        log_bytes = 0;
+        overflow = 0;
+        int bad = ftruncate(log_fd, 0) < 0 || lseek(log_fd, 0, SEEK_SET) < 0;
+        pthread_mutex_unlock(&buf_lock);
+        reply(fd, bad ? "error cannot truncate the log\n" : "cleared\n");
     } else if (strncmp(line, "sync", 4) == 0) {
         pthread_mutex_lock(&buf_lock);
         if (flush_buf() < 0)

@@ -309,7 +309,7 @@ class ReversibleDebugger(Debugger):
     def run(self) -> Event:
         """Arm the recorder (disarming it after the previous run), then run."""
         if self.recorder is not None and not self.running_program:
-            if self.stopped:  # (dis)arming needs the vCPU running: the VM idles between runs
+            if self.stopped and self.recorder.needs_running_vcpu:  # the VM idles between runs
                 self.target.resume()
                 self.stopped = False
             self.recorder.start()

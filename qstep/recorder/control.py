@@ -71,6 +71,11 @@ class RecorderControl:
         words = self._expect("synced", wake=False).split()
         return int(words[1]), words[2] == "1"
 
+    def clear(self) -> None:
+        """Empty the log and start it again, staying armed (the plugin's own thread)."""
+        self._send("clear\n")
+        self._expect("cleared", wake=False)
+
     def _send(self, text: str) -> None:
         self.sock.sendall(text.encode())
 

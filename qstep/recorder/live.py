@@ -1,9 +1,10 @@
 """Recording a debugged run as it goes (gdb's ``record full``, rr-style).
 
-The plugin is armed when a run starts (arming needs the vCPU running) and stays
-armed while the debugger stops and resumes the CPU through the gdbstub; at a stop
-``sync`` makes the plugin write out what it holds, so the log describes every BPF
-instruction executed up to the stop. The run's end disarms it.
+The plugin is armed when the first run starts (arming needs the vCPU running) and
+stays armed while the debugger stops and resumes the CPU through the gdbstub, and
+from run to run (``clear`` empties the log at each start); at a stop ``sync`` makes
+the plugin write out what it holds, so the log describes every BPF instruction
+executed up to the stop. The debugger's end disarms it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ class LiveRecorder:
         self._size = -1
         self._recording: Recording | None = None
 
+    @property
+    def needs_running_vcpu(self) -> bool:
+        """``start`` arms or disarms the plugin, which needs the vCPU running."""
+        return self.armed != self.enabled
+
     def start(self) -> None:
-        """Arm for a run about to start (the vCPU must be running)."""
+        """Start recording a run about to start: the plugin stays armed from one run to
+        the next (the program's code does not change) and only its log starts again;
+        arming (the first run) and disarming need the vCPU running."""
         self.problem, self._size, self._recording = None, -1, None
+        if self.armed and self.enabled and self._control is not None:
+            self._control.clear()
+            return
         if self.armed:
             self.stop()
         if not self.enabled:
@@ -52,8 +63,8 @@ class LiveRecorder:
         self.armed = True
 
     def stop(self) -> None:
-        """Disarm at the end of a run (the vCPU must be running); the channel is closed
-        between runs, so other users of the plugin (one client at a time) can use it."""
+        """Disarm (the vCPU must be running) and close the channel, so other users of
+        the plugin (it serves one client at a time) can have it."""
         if self._control is None:
             return
         try:

@@ -1,0 +1,104 @@
+"""What live recording (``qstep debug --reverse``) costs a debugged run.
+
+One guest, one run of this script. The same debug session pattern, with a plain
+debugger and with a recording one: ``run`` to a breakpoint at l4lb's line 178
+(137 BPF instructions in), then ``continue`` to the end. Printed: the mean wall time
+per run both ways and their ratio; what the first reverse-stepi at the stop costs
+(the plugin's sync, reading and grouping the log); and the same for a run with no
+breakpoint (run to the end).
+
+Usage: python bench/live_record.py [--kernel 6.1] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from qstep.debugger.engine import Debugger, RunRequest
+from qstep.debugger.reverse import ReversibleDebugger
+from qstep.loaded import LoadedProgram
+from qstep.session import Session
+from qstep.userinput import read_packet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trace_rate import EXAMPLE, load_example  # noqa: E402
+
+STOP = "l4lb.bpf.c:178"
+
+
+def per_run(dbg: Debugger, runs: int, stop: bool) -> float:
+    """Mean seconds per run (to the breakpoint and on to the end, or straight through)."""
+    for bp in list(dbg.breakpoints):
+        dbg.delete_breakpoint(bp)
+    if stop:
+        dbg.add_breakpoint(STOP)
+    start = time.perf_counter()
+    for _ in range(runs):
+        event = dbg.run()
+        if stop:
+            assert event.reason == "breakpoint", event
+            event = dbg.cont()
+        assert event.kind == "exited", event
+    return (time.perf_counter() - start) / runs
+
+
+def first_reverse_step(dbg: ReversibleDebugger, runs: int) -> float:
+    """Mean seconds of the first reverse-stepi at a live stop (sync, read, group)."""
+    dbg.add_breakpoint(STOP)
+    total = 0.0
+    for _ in range(runs):
+        assert dbg.run().reason == "breakpoint"
+        start = time.perf_counter()
+        assert dbg.reverse_stepi().reason == "step"
+        total += time.perf_counter() - start
+        assert dbg.cont().reason == "breakpoint"  # replayed to the live point
+        assert dbg.cont().kind == "exited"
+    return total / runs
+
+
+def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int) -> list[str]:
+    """Two rounds, plain and recording in turn (the host is shared: the best of each)."""
+    times: dict[tuple[bool, bool], float] = {}
+    back = 0.0
+    for _ in range(2):
+        for reverse in (False, True):
+            with session.debugger(prog, RunRequest(packet), "rsp", reverse=reverse) as dbg:
+                if reverse:
+                    assert isinstance(dbg, ReversibleDebugger) and dbg.recorder is not None
+                dbg.run()  # warm up (and the first arming)
+                for stop in (True, False):
+                    t = per_run(dbg, runs, stop)
+                    times[(reverse, stop)] = min(t, times.get((reverse, stop), t))
+                if isinstance(dbg, ReversibleDebugger):
+                    b = first_reverse_step(dbg, runs)
+                    back = min(b, back or b)
+    lines = []
+    for stop, what in ((True, f"run to {STOP}, continue to the end"),
+                       (False, "run straight to the end")):
+        plain, rec = times[(False, stop)], times[(True, stop)]
+        lines.append(f"{what}: {plain * 1e3:.1f} ms plain, {rec * 1e3:.1f} ms recorded "
+                     f"(x{rec / plain:.2f}, +{(rec - plain) * 1e3:.1f} ms per run)")
+    lines.append(f"first reverse-stepi at the stop (sync + read + group 137 instructions): "
+                 f"{back * 1e3:.1f} ms")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kernel", default="6.1")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    packet = read_packet(str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"))
+    with Session(kernel=args.kernel) as session:
+        prog = load_example(session)
+        lines = measure(session, prog, packet, args.runs)
+    print(f"kernel {args.kernel}, TCG, l4lb (ipv6_to_v6real), {args.runs} runs each way, "
+          "best of 2 rounds")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
