@@ -4,18 +4,24 @@ At -O2 clang folds ``if (c) return XDP_DROP;`` into the condition's line: the
 return value is set before the branch and the branch goes to code shared with
 other paths (usually the function's single ``exit``), so the return line has no
 instruction of its own. What a user means by ``break FILE:LINE`` there is "stop
-when the program takes the path to this return". That path is the edge leaving
-the ``if``'s line (C, the nearest line with code before LINE) that does not go
-on to the statement after the ``if`` (N, the nearest line with code after LINE):
-every edge out of C's code except those that enter N at the start of one of its
-runs of instructions. The location is the edge's source instruction, checked
-for the direction taken when it is a conditional jump.
+when the program takes the path to this return". With C the nearest line with
+code before LINE and N the nearest after it:
 
-The source text decides what the line is (a ``return`` alone on its line in the
-``if``'s body): without it there is no such location and the
-caller keeps its explanation. Nor is there one unless some edge out of C does go
-on to N: otherwise the paths cannot be told apart (``if (c) return A; return B;``
-with both returns merged into the exit).
+- C ends the condition of the ``if`` whose body holds the return: the path is
+  each edge leaving C's code that runs straight to ``exit`` (no conditional jump
+  on the way) and does not start N's code; the location is the edge's source
+  instruction, checked for the direction taken when it is a conditional jump. An
+  ``a || b`` condition gives one such edge per operand.
+- C is a statement before the return in its block: wherever C's code leaves to
+  (one place), control goes on to the return; the location is the instruction
+  that leaves, unconditionally.
+
+The source text decides what the lines are (a ``return`` alone on its line, no
+other control statement between C and it). Without the source, there is no such
+location and the caller keeps its explanation; when every edge leaving the
+``if`` runs straight to the exit (``if (c) return A; return B;`` with both
+returns merged into it), nothing tells the paths apart, and the explanation says
+so.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ from qstep.oracle.interp import step
 from qstep.probe.spec import Spec, Watch
 
 _RETURN = re.compile(r"\s*return\b[^;]*;\s*(//.*|/\*.*\*/)?\s*$")
-_IF = re.compile(r"\bif\s*\(")
-_BLOCK_END = re.compile(r"}|\belse\b|\breturn\b|\bcase\b|\bdefault\b")
+_IF_START = re.compile(r"(}\s*)?(else\s+)?if\s*\(")
+_CONTROL = re.compile(r"(}|else\b|for\b|while\b|do\b|switch\b|case\b|default\b)")
+# What may not stand between the statement before a return and the return.
+_BETWEEN = re.compile(r"}|\b(else|return|case|default|if|for|while|break|continue|goto)\b")
+MAX_EXIT_PATH = 64
 M32, M64, SIGN64, SIGN32 = (1 << 32) - 1, (1 << 64) - 1, 1 << 63, 1 << 31
 # Jump op -> (comparison, signed); JSET (0x40) is ``(a & b) != 0``.
 _JUMPS = {0x10: ("==", False), 0x20: (">", False), 0x30: (">=", False), 0x50: ("!=", False),
@@ -166,9 +175,9 @@ class MergedLine:
         name = self.file.rsplit("/", 1)[-1]
         if not self.edges:
             return (f"{name}:{self.line} (a return) has no code of its own, and no instruction "
-                    f"tells the path to it from the others: every path leaving line "
-                    f"{self.cond_line} goes on to line {self.next_line}; nearest lines with "
-                    f"code: {self.cond_line}, {self.next_line}")
+                    f"tells the path to it from the other paths leaving line "
+                    f"{self.cond_line}; nearest lines with code: {self.cond_line}, "
+                    f"{self.next_line}")
         into = sorted({_into(e.target) for e in self.edges})
         return (f"{name}:{self.line} has no code of its own: the compiler merged it into "
                 f"{' and '.join(into)}; stopping where the path to it leaves line "
@@ -182,8 +191,8 @@ def _into(target: InsnSite) -> str:
 
 def merged_line(prog: LoadedProgram, file: str, line: int,
                 in_file: list[InsnSite]) -> MergedLine | None:
-    """The path to ``file:line`` (a return without live code in an ``if``), or None when
-    the line is not one; its ``edges`` are empty when no instruction tells the path apart."""
+    """The path to ``file:line`` (a return without live code), or None when the line is
+    not one; its ``edges`` are empty when no instruction tells the path apart."""
     lines = sorted({s.source.line for s in in_file if s.source and not s.removed})
     before = [n for n in lines if n < line]
     after = [n for n in lines if n > line]
@@ -192,24 +201,42 @@ def merged_line(prog: LoadedProgram, file: str, line: int,
     cond, nxt = before[-1], after[0]
     path = next((s.source.file for s in in_file if s.source), file)
     text = source_lines(prog, path)
-    if not _shape_fits(text, cond, line):
+    kind = _shape(text, cond, line)
+    if kind is None:
         return None
-    return MergedLine(path, line, cond, nxt, tuple(_leaving(prog, in_file, cond, nxt)))
+    edges = _out_edges(prog, in_file, cond)
+    chosen = _after_if(prog, edges, nxt) if kind == "if" else _after_statement(edges)
+    return MergedLine(path, line, cond, nxt, tuple(chosen))
 
 
-def _shape_fits(text: dict[int, str], cond: int, line: int) -> bool:
-    """``if (...)`` ending on ``cond`` and ``return ...;`` on ``line`` in its body."""
+def _code(line: str) -> str:
+    """A source line without its comments."""
+    return re.sub(r"/\*.*?(\*/|$)|//.*", "", line).strip()
+
+
+def _shape(text: dict[int, str], cond: int, line: int) -> str | None:
+    """How ``return ...;`` on ``line`` follows ``cond``: ``if`` (the condition of the ``if``
+    whose body it is in), ``plain`` (a statement before it in its block), or None."""
     if not _RETURN.match(text.get(line, "")):
-        return False
-    if any(_BLOCK_END.search(text.get(n, "")) for n in range(cond + 1, line)):
-        return False
-    for n in range(cond, max(cond - 6, 0), -1):
-        here = text.get(n, "")
-        if _IF.search(here):
-            return True
-        if n < cond and here.rstrip().endswith((";", "{", "}")):
-            return False
-    return False
+        return None
+    if any(_BETWEEN.search(_code(text.get(n, ""))) for n in range(cond + 1, line)):
+        return None
+    start = cond
+    while start > max(cond - 8, 1) and not _ends_statement(text.get(start - 1, "")):
+        start -= 1
+    statement = " ".join(_code(text.get(n, "")) for n in range(start, cond + 1))
+    if _IF_START.match(statement):
+        return "if"
+    return None if _CONTROL.match(statement) else "plain"
+
+
+def _ends_statement(line: str) -> bool:
+    code = _code(line)
+    return not code or code.startswith("#") or code.endswith((";", "{", "}"))
+
+
+def _key(site: InsnSite) -> tuple[str, int] | None:
+    return (site.source.file, site.source.line) if site.source else None
 
 
 def _line_of(site: InsnSite | None) -> int | None:
@@ -221,11 +248,9 @@ def _live(prog: LoadedProgram, index: int | None) -> InsnSite | None:
     return site if site is not None and not site.removed and site.exact else None
 
 
-def _leaving(prog: LoadedProgram, in_file: list[InsnSite], cond: int, nxt: int) -> list[PathEdge]:
-    """Edges out of ``cond``'s code that do not enter ``nxt`` at the start of a run;
-    none unless at least one edge does (the ``if`` goes on to ``nxt`` somewhere)."""
-    ours = {s.index for s in in_file}
-    edges, goes_on = [], False
+def _out_edges(prog: LoadedProgram, in_file: list[InsnSite], cond: int) -> list[PathEdge]:
+    """Every edge from an instruction of line ``cond`` to an instruction of another line."""
+    edges = []
     for site in sorted((s for s in in_file if _line_of(s) == cond and s.exact),
                        key=lambda s: s.index):
         insn = site.insn
@@ -235,13 +260,38 @@ def _leaving(prog: LoadedProgram, in_file: list[InsnSite], cond: int, nxt: int) 
         if falls_through(insn):
             targets.append(_live(prog, insn.index + insn.size))
         for target in targets:
-            if target is None or target.index not in ours or _line_of(target) == cond:
-                continue
-            if _line_of(target) == nxt and _starts_run(prog, target):
-                goes_on = True
-                continue
-            edges.append(PathEdge(site, target))
-    return edges if goes_on else []
+            if target is not None and _key(target) != _key(site):
+                edges.append(PathEdge(site, target))
+    return edges
+
+
+def _after_if(prog: LoadedProgram, edges: list[PathEdge], nxt: int) -> list[PathEdge]:
+    """The edges to a return in the ``if``'s body: those that run straight to ``exit``
+    and do not start ``nxt``'s code (the statement after the ``if``); none unless
+    another edge goes on (else the paths cannot be told apart)."""
+    path = [e for e in edges if _straight_to_exit(prog, e.target.index)
+            and not (_line_of(e.target) == nxt and _starts_run(prog, e.target))]
+    return path if len(path) < len(edges) else []
+
+
+def _after_statement(edges: list[PathEdge]) -> list[PathEdge]:
+    """A return right after a statement of its block: wherever that statement's code
+    leaves to (one place), control goes on to the return."""
+    return edges if len({e.target.index for e in edges}) == 1 else []
+
+
+def _straight_to_exit(prog: LoadedProgram, index: int) -> bool:
+    """Whether code from ``index`` reaches ``exit`` without a conditional jump."""
+    for _ in range(MAX_EXIT_PATH):
+        site = _live(prog, index)
+        if site is None or is_conditional(site.insn) or site.insn.is_pseudo_call:
+            return False
+        if site.insn.is_exit:
+            return True
+        jump = site.insn.is_jump and site.insn.op == JMP_JA and not site.insn.is_call
+        index = site.insn.jump_target if jump and site.insn.jump_target is not None \
+            else index + site.insn.size
+    return False
 
 
 def _starts_run(prog: LoadedProgram, target: InsnSite) -> bool:

@@ -87,4 +87,28 @@ int tail(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+static __noinline int tally(__u32 slot)
+{
+	struct stats *s = bpf_map_lookup_elem(&stats, &slot);
+
+	if (s)
+		s->passed++;
+	return 0;
+}
+
+/* Either condition drops (two branches lead to the return); the last return follows a
+ * call, its value set just before the exit. */
+SEC("xdp")
+int either(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || (eth->h_dest[0] & 1))
+		return XDP_DROP;
+	tally(eth->h_source[5] & 3);
+	return XDP_PASS;
+}
+
 char LICENSE[] SEC("license") = "GPL";

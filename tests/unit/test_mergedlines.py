@@ -93,8 +93,8 @@ def test_returns_no_instruction_tells_apart_keep_an_explanation(obj: BpfObject) 
     tail = offline(obj, "tail")
     arp = line_of("bpf_htons(ETH_P_ARP)")
     with pytest.raises(UsageError, match=rf"merged.bpf.c:{arp + 1} \(a return\) has no code of "
-                       rf"its own, and no instruction tells the path to it from the others: "
-                       rf"every path leaving line {arp} goes on to line {arp + 3}"):
+                       rf"its own, and no instruction tells the path to it from the other "
+                       rf"paths leaving line {arp}; nearest lines with code: {arp}, {arp + 3}"):
         resolve(tail, f"merged.bpf.c:{arp + 1}")
     with pytest.raises(UsageError, match=f"line {arp + 2} of merged.bpf.c has no code after "
                        f"optimisation; nearest lines with code: {arp}, {arp + 3}"):
@@ -153,3 +153,17 @@ def test_path_condition_equals_the_reference_interpreter(op: int, cls: int, src:
         test = edge.condition()
         assert test is not None and edge.holds(regs) == taken
         assert bool(evaluate(test, Regs(regs))) == taken
+
+
+def test_either_condition_and_a_return_after_a_call(obj: BpfObject) -> None:
+    prog = offline(obj, "either")
+    cond = line_of("(eth->h_dest[0] & 1)")
+    insns, tests, note = resolved(prog, cond + 1)
+    assert len(insns) == 2 and all(t != "-" for t in tests)  # a branch for each operand
+    assert all(prog.sites[i].insn.jump_target == insns[-1] + 5 for i in insns)
+    call = line_of("tally(eth->h_source[5] & 3);")
+    insns, tests, note = resolved(prog, call + 1)
+    [last] = insns
+    assert tests == ["-"] and prog.sites[last + 1].insn.is_exit  # unconditional, then exit
+    assert note.endswith(f"stopping where the path to it leaves line {call}: insn {last} "
+                         f"(it goes on to insn {last + 1})")

@@ -115,8 +115,8 @@ def test_a_breakpoint_on_a_merged_return_stops_only_on_its_path(
 
 
 def run_probes(guest: Session, prog: LoadedProgram, specs: list[str],
-               repeat: int) -> Inspector:
-    inspector = Inspector(guest, prog, parse_specs(specs))
+               repeat: int, recording: str = "auto") -> Inspector:
+    inspector = Inspector(guest, prog, parse_specs(specs), recording=recording)
     inspector.attach()
     try:
         retvals = inspector.run([p for p, _, _ in PACKETS.values()], repeat)
@@ -143,16 +143,19 @@ def test_inspect_on_merged_returns_counts_exactly_the_packets_on_each_path(
         assert probe.counters.true == probe.counters.printed == 3 * len(taking)
 
 
+@pytest.mark.parametrize("recording", ["off", "auto"])
 def test_a_condition_of_ones_own_and_the_host_fallback_keep_the_path(
-        guest: Session, merged: LoadedProgram) -> None:
-    """Five specs: the fifth goes to the host, which checks the path there too."""
+        guest: Session, merged: LoadedProgram, recording: str) -> None:
+    """Five specs: the fifth goes to the host (or is evaluated from a recording of the
+    run, where QEMU runs the recorder), which checks the path there too."""
     ttl = RETURNS["ttl"][0]
     specs = [f"merged.bpf.c:{ttl} print $r0 if $r1 == 1"]  # r1: the ttl at the branch
     specs += [f"merged.bpf.c:{RETURNS[w][0]} print $r0" for w in
               ("not_ip", "short_ip", "not_udp", "blocked")]
-    inspector = run_probes(guest, merged, specs, repeat=1)
+    inspector = run_probes(guest, merged, specs, repeat=1, recording=recording)
     modes = [p.mode for p in inspector.probes]
-    assert modes == ["guest"] * 4 + ["host"]
+    assert modes[:4] == ["guest"] * 4 and modes[4] in (("host",) if recording == "off"
+                                                        else ("host", "recording"))
     by_probe = [[h.run for h in inspector.hits if h.probe is p] for p in inspector.probes]
     names = list(PACKETS)
     assert by_probe == [[names.index("ttl1") + 1], [names.index("arp") + 1],
@@ -202,3 +205,31 @@ def test_a_recorded_run_stops_on_a_merged_return_only_on_its_path(
     assert answer.site.source.line == RETURNS["ttl"][0] - 1
     with pytest.raises(UsageError, match=f"merged.bpf.c:{RETURNS['ttl'][0]} was not reached"):
         why(replays["udp"].rec, question)
+
+
+def eth(dest0: int) -> bytes:
+    return bytes([dest0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 6]) + b"\x08\x00" + bytes(46)
+
+
+@pytest.mark.parametrize(("dest0", "taken"), [(0x01, "drop"), (0x02, "pass")])
+def test_either_operand_and_a_return_after_a_call(guest: Session,
+                                                  bpf_obj: Callable[[str], Path],
+                                                  dest0: int, taken: str) -> None:
+    """``if (short || multicast) return XDP_DROP;``: two branches lead there; the last
+    return follows the call of tally()."""
+    prog = guest.load(BpfObject.open(bpf_obj(SOURCE_PATH)), "either")
+    drop = after("(eth->h_dest[0] & 1)")
+    passed = after("tally(eth->h_source[5] & 3);")
+    try:
+        with guest.debugger(prog, RunRequest(eth(dest0))) as dbg:
+            lines = {dbg.add_breakpoint(f"merged.bpf.c:{n}").number: name
+                     for n, name in ((drop, "drop"), (passed, "pass"))}
+            stops = []
+            event = dbg.run()
+            while event.kind == "stopped":
+                assert event.breakpoint is not None
+                stops.append(lines[event.breakpoint.number])
+                event = dbg.cont()
+        assert stops == [taken] and event.retval == {"drop": 1, "pass": 2}[taken]
+    finally:
+        guest.unload(prog)
