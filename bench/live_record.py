@@ -7,7 +7,7 @@ per run both ways and their ratio; what the first reverse-stepi at the stop cost
 (the plugin's sync, reading and grouping the log); and the same for a run with no
 breakpoint (run to the end).
 
-Usage: python bench/live_record.py [--kernel 6.1] [--runs 20]
+Usage: python bench/live_record.py [--kernel 6.1] [--runs 10] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from statistics import median
 from pathlib import Path
 
 from qstep.debugger.engine import Debugger, RunRequest
@@ -59,26 +60,30 @@ def first_reverse_step(dbg: ReversibleDebugger, runs: int) -> float:
     return total / runs
 
 
-def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int) -> list[str]:
-    """Two rounds, plain and recording in turn (the host is shared: the best of each)."""
-    times: dict[tuple[bool, bool], float] = {}
-    back = 0.0
-    for _ in range(2):
+def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
+            rounds: int) -> list[str]:
+    """Plain and recording debuggers in turn, ``rounds`` times (the host is shared with
+    other work: the median round of each)."""
+    times: dict[tuple[bool, bool | None], list[float]] = {}
+    backs = []
+    for _ in range(rounds):
         for reverse in (False, True):
             with session.debugger(prog, RunRequest(packet), "rsp", reverse=reverse) as dbg:
                 if reverse:
                     assert isinstance(dbg, ReversibleDebugger) and dbg.recorder is not None
-                dbg.run()  # warm up (and the first arming)
+                start = time.perf_counter()
+                dbg.run()  # the first run arms the plugin (a translation flush)
+                times.setdefault((reverse, None), []).append(time.perf_counter() - start)
                 for stop in (True, False):
-                    t = per_run(dbg, runs, stop)
-                    times[(reverse, stop)] = min(t, times.get((reverse, stop), t))
+                    times.setdefault((reverse, stop), []).append(per_run(dbg, runs, stop))
                 if isinstance(dbg, ReversibleDebugger):
-                    b = first_reverse_step(dbg, runs)
-                    back = min(b, back or b)
+                    backs.append(first_reverse_step(dbg, runs))
+    back = median(backs)
     lines = []
     for stop, what in ((True, f"run to {STOP}, continue to the end"),
-                       (False, "run straight to the end")):
-        plain, rec = times[(False, stop)], times[(True, stop)]
+                       (False, "run straight to the end"),
+                       (None, "a debugger's first run (recording: arms the plugin)")):
+        plain, rec = median(times[(False, stop)]), median(times[(True, stop)])
         lines.append(f"{what}: {plain * 1e3:.1f} ms plain, {rec * 1e3:.1f} ms recorded "
                      f"(x{rec / plain:.2f}, +{(rec - plain) * 1e3:.1f} ms per run)")
     lines.append(f"first reverse-stepi at the stop (sync + read + group 137 instructions): "
@@ -89,14 +94,15 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kernel", default="6.1")
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     packet = read_packet(str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"))
     with Session(kernel=args.kernel) as session:
         prog = load_example(session)
-        lines = measure(session, prog, packet, args.runs)
-    print(f"kernel {args.kernel}, TCG, l4lb (ipv6_to_v6real), {args.runs} runs each way, "
-          "best of 2 rounds")
+        lines = measure(session, prog, packet, args.runs, args.rounds)
+    print(f"kernel {args.kernel}, TCG, l4lb (ipv6_to_v6real), {args.rounds} rounds of "
+          f"{args.runs} runs each way, median round")
     print("\n".join(lines))
 
 
