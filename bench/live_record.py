@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.reverse import ReversibleDebugger
@@ -80,12 +80,13 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
                     backs.append(first_reverse_step(dbg, runs))
     back = median(backs)
     lines = []
-    for stop, what in ((True, f"run to {STOP}, continue to the end"),
-                       (False, "run straight to the end"),
-                       (None, "a debugger's first run (recording: arms the plugin)")):
+    kinds: list[tuple[bool | None, str]] = [
+        (True, f"run to {STOP}, continue to the end"), (False, "run straight to the end"),
+        (None, "a debugger's first run (recording: arms the plugin)")]
+    for stop, what in kinds:
         plain, rec = median(times[(False, stop)]), median(times[(True, stop)])
         lines.append(f"{what}: {plain * 1e3:.1f} ms plain, {rec * 1e3:.1f} ms recorded "
-                     f"(x{rec / plain:.2f}, +{(rec - plain) * 1e3:.1f} ms per run)")
+                     f"(x{rec / plain:.2f}, {(rec - plain) * 1e3:+.1f} ms per run)")
     lines.append(f"first reverse-stepi at the stop (sync + read + group 137 instructions): "
                  f"{back * 1e3:.1f} ms")
     return lines
