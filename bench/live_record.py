@@ -83,8 +83,8 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
     kinds: list[tuple[bool | None, str]] = [
         (True, f"run to {STOP}, continue to the end"), (False, "run straight to the end"),
         (None, "a debugger's first run (recording: arms the plugin)")]
-    for stop, what in kinds:
-        plain, rec = median(times[(False, stop)]), median(times[(True, stop)])
+    for kind, what in kinds:
+        plain, rec = median(times[(False, kind)]), median(times[(True, kind)])
         lines.append(f"{what}: {plain * 1e3:.1f} ms plain, {rec * 1e3:.1f} ms recorded "
                      f"(x{rec / plain:.2f}, {(rec - plain) * 1e3:+.1f} ms per run)")
     lines.append(f"first reverse-stepi at the stop (sync + read + group 137 instructions): "
