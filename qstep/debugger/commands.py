@@ -77,6 +77,8 @@ class CommandSet:
         self.maps = MapCommands(GuestMaps(dbg.prog, dbg.kernel_btf, dbg.read_memory,
                                           dbg.percpu_offset), self.source, running,
                                 lambda: dbg.stopped)
+        if self.source is not None:
+            self.source.map_element = self.maps.element
         self.commands: list[Command] = []
         self._verifier: VerifierLog | None = None  # parsed on the first 'info verifier'
         self._register()

@@ -12,12 +12,14 @@ from qstep.bpf.uapi import MapType
 from qstep.bpf.values import parse_value, parse_value_sized
 from qstep.debugger.guestmaps import ARRAYS, GuestMaps
 from qstep.debugger.source_commands import SourceCommands
+from qstep.dwarf.types import POINTER
 from qstep.dwarf.values import Value
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.render import format_map_value, map_entries_text
 
 Result = tuple[str, dict[str, Any]]
+_C_KEY = re.compile(r"\s*[A-Za-z_*&(]")  # a key that reads as a C expression
 _NAME = re.compile(r"\s*([A-Za-z_]\w*)\s*")
 _SUFFIX = re.compile(r"(\s*(\.\s*[A-Za-z_]\w*|\[[^\]]*\]))+\s*")
 
@@ -32,6 +34,23 @@ class MapReader(Protocol):
     def entries(self, info: MapInfo) -> list[tuple[bytes, bytes]]: ...
 
     def lookup(self, info: MapInfo, key: bytes) -> bytes | None: ...
+
+
+def key_bytes(info: MapInfo, key: Value, where: str) -> bytes:
+    """A C value as a key of ``info``: an integer (little-endian, key_size bytes) or an
+    object of exactly the key's size."""
+    if not key.available:
+        raise UsageError(f"{where}: the key is not available here ({key.reason})")
+    if key.type.strip().kind == POINTER:
+        raise UsageError(f"{where}: the key is a pointer ({key.type.c_name()}); use the "
+                         "object it points to")
+    if key.type.is_scalar:
+        return (key.as_int() & ((1 << (8 * info.key_size)) - 1)).to_bytes(info.key_size,
+                                                                           "little")
+    if len(key.data) != info.key_size:
+        raise UsageError(f"{where}: the key is {key.type.c_name()} ({len(key.data)} bytes); "
+                         f"{info.name} has {info.key_size}-byte keys")
+    return key.data
 
 
 def split_map_expr(text: str) -> tuple[str, str | None, str] | None:
@@ -94,24 +113,25 @@ class MapCommands:
         return self._running
 
     def _key(self, info: MapInfo, text: str) -> bytes:
-        """The key's bytes: a literal of the key's BTF type, or for arrays a C expression."""
+        """The key's bytes: a literal of the key's BTF type, or a C expression (an index,
+        or an object of the key's size such as ``pkt->vip``)."""
         try:
             if info.btf_key_type_id:
                 return parse_value(text, self.maps.prog.btf, info.btf_key_type_id, "key")
             return parse_value_sized(text, info.key_size, "key")
         except UsageError as err:
-            if self._source is None or info.type not in ARRAYS:
+            if self._source is None or not _C_KEY.match(text):
                 raise UsageError(f"{info.name}[{text}]: {err}") from None
         try:
-            number = self._source.number(text)
+            value = self._source.resolve(text)
         except UsageError as err:  # columns of the whole MAP[KEY] text
             at = len(info.name) + 1
             shown = re.sub(r"\(column (\d+)\)$", lambda m: f"(column {int(m[1]) + at})",
                            str(err).removeprefix(f"{text.strip()}: "))
             raise UsageError(f"{info.name}[{text}]: {shown}") from None
-        if number is None:
-            raise UsageError(f"{info.name}[{text}]: expected an index")
-        return (number & 0xFFFFFFFF).to_bytes(4, "little")
+        if value is None:
+            raise UsageError(f"{info.name}[{text}]: expected a key")
+        return key_bytes(info, value, f"{info.name}[{text}]")
 
     def print(self, text: str, fmt: str = "") -> Result | None:
         """``MAP``, ``MAP[KEY]`` or ``MAP[KEY].member...``; None when ``text`` does not
@@ -150,21 +170,36 @@ class MapCommands:
         shown = format_map_value(value, info.btf_value_type_id, btf)
         return shown, {"map": info.name, "key": key_text, "value": shown}
 
-    def _print_part(self, info: MapInfo, key_text: str, suffix: str, fmt: str,
-                    text: str) -> Result:
-        """A member or element of a map element, typed by the object's DWARF."""
+    def _typed(self, info: MapInfo, key: bytes, where: str, key_text: str) -> Value:
+        """The element under ``key``, typed by the object's DWARF."""
         if self._source is None:
-            raise UsageError(f"{text.strip()}: members of map values need the object's DWARF")
+            raise UsageError(f"{where}: members of map values need the object's DWARF")
         ctype = self._source.view.model.find_type(
             self.maps.prog.btf.type_name(info.btf_value_type_id))
         if not info.btf_value_type_id or ctype is None or ctype.byte_size != info.value_size:
-            raise UsageError(f"{text.strip()}: the value type of map {info.name} is not "
-                             "known to the object's DWARF")
-        value = self.maps.lookup(info, self._key(info, key_text.strip()))
+            raise UsageError(f"{where}: the value type of map {info.name} is not known to "
+                             "the object's DWARF")
+        value = self.maps.lookup(info, key)
         if value is None:
-            raise UsageError(f"{text.strip()}: {info.name} has no element "
-                             f"{key_text.strip()}")
-        element = Value(ctype, value, (True,) * len(value))
+            raise UsageError(f"{where}: {info.name} has no element {key_text}")
+        return Value(ctype, value, (True,) * len(value))
+
+    def element(self, name: str, key: Value) -> Value | None:
+        """``MAP[KEY]`` inside a C expression: KEY a C value (an integer, or an object of
+        the key's size); None when ``name`` is no map."""
+        info = self.maps.info(name)
+        if info is None:
+            return None
+        raw = key_bytes(info, key, f"{name}[...]")
+        shown = format_map_value(raw, info.btf_key_type_id, self.maps.prog.btf)
+        return self._typed(info, raw, f"{name}[{shown}]", shown)
+
+    def _print_part(self, info: MapInfo, key_text: str, suffix: str, fmt: str,
+                    text: str) -> Result:
+        """A member or element of a map element, typed by the object's DWARF."""
+        element = self._typed(info, self._key(info, key_text.strip()), text.strip(),
+                              key_text.strip())
+        assert self._source is not None
         # The element stands in for ``MAP[KEY]`` under a name as long, so that errors
         # give the columns of the text as typed.
         prefix = text[:len(text.rstrip()) - len(suffix)]

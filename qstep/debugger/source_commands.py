@@ -61,6 +61,10 @@ class FrameEnv:
     def find_type(self, name: str) -> CType | None:
         return self._cmds.view.model.find_type(name)
 
+    def map_element(self, name: str, key: Value) -> Value | None:
+        element = self._cmds.map_element
+        return element(name, key) if element is not None else None
+
 
 class _WithValue(FrameEnv):
     """The frame's environment plus one named value (a map element)."""
@@ -80,6 +84,8 @@ class SourceCommands:
         self.view = view
         self.watches = Watches(view.dbg)
         self.displays: dict[int, tuple[str, str]] = {}  # number → (format, expression)
+        # Map elements for C expressions (``qstep.debugger.map_commands``), when set.
+        self.map_element: Callable[[str, Value], Value | None] | None = None
         self._next_display = 1
 
     def display(self, fmt: str, text: str) -> Result:

@@ -11,7 +11,7 @@ order: ``key.saddr == 10.0.0.1`` for a ``__be32``). Errors name the column.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from qstep.dwarf.format import members
 from qstep.dwarf.types import (
@@ -86,6 +86,16 @@ class TypedEnv(Protocol):
 
     def find_type(self, name: str) -> CType | None:
         """A named type (``struct x``, a typedef, a base type)."""
+        ...
+
+
+@runtime_checkable
+class MapTypedEnv(TypedEnv, Protocol):
+    """A TypedEnv that can also read map elements (``stats[key].packets``)."""
+
+    def map_element(self, name: str, key: Value) -> Value | None:
+        """The element of map ``name`` under ``key``, typed; None: no map of that name
+        (a missing element is a UsageError)."""
         ...
 
 
@@ -247,6 +257,10 @@ def _subscript(expr: Expr, env: TypedEnv) -> Value:
 def _index(expr: Expr, env: TypedEnv) -> Value:
     assert isinstance(expr, Index)
     base = env.variable(expr.base.name)
+    if base is None and isinstance(env, MapTypedEnv):
+        element = env.map_element(expr.base.name, evaluate_typed(expr.key, env))
+        if element is not None:
+            return element
     if base is None:
         raise _fail(f"{expr.base.name}[...]: no C variable '{expr.base.name}' here (map "
                     "lookups are not available in this context)", expr)

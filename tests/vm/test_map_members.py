@@ -76,6 +76,9 @@ def test_members_of_map_values_while_stopped_and_after_the_exit(
             with pytest.raises(UsageError) as err:
                 commands.execute(command)
             assert str(err.value) == message
+        typed = {"print stats[1].packets + 1": "2", "print stats[vip_num].bytes * 2": "144",
+                 "display stats[vip_num].bytes": "1: stats[vip_num].bytes = 72"}
+        assert {c: text(commands, c) for c in typed} == typed
         assert commands.execute("continue").data["retval"] == 7
         after = {c: text(commands, c) for c in AT_STOP if "vip_num]" not in c}
         assert after == {c: v for c, v in AT_STOP.items() if "vip_num]" not in c}
@@ -149,3 +152,25 @@ def test_inspect_prints_and_tests_members_of_map_values(
                                          r"lb_stats has no member 'nope' \(column 30\)$"):
         Inspector(vm, prog, parse_specs(["l4lb.bpf.c:178 print stats[1].nope"]),
                   c_scope(obj, prog))
+
+
+def test_a_c_object_as_a_hash_key(vm: Session, l4lb: tuple[LoadedProgram, BpfObject]) -> None:
+    """At process_packet's entry pkt points to the parsed packet: pkt->vip is exactly
+    a vip_map key."""
+    prog, obj = l4lb
+    with vm.debugger(prog, RunRequest(PACKET)) as dbg:
+        commands = CommandSet(dbg, SourceView(obj, dbg))
+        commands.execute("break process_packet")
+        commands.execute("run")
+        shown = {c: text(commands, c) for c in (
+            "print vip_map[pkt->vip]", "print vip_map[pkt->vip].vip_num * 10")}
+        assert shown == {"print vip_map[pkt->vip]": "{flags: 0, vip_num: 1}",
+                         "print vip_map[pkt->vip].vip_num * 10": "10"}
+        for command, message in {
+                "print vip_map[pkt->src]": "vip_map[pkt->src]: the key is __be32[4] (16 "
+                                           "bytes); vip_map has 20-byte keys",
+                "print stats[pkt].packets": "stats[pkt]: the key is a pointer (struct "
+                                            "pkt_desc *); use the object it points to"}.items():
+            with pytest.raises(UsageError) as err:
+                commands.execute(command)
+            assert str(err.value) == message
