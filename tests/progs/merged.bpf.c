@@ -15,6 +15,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/udp.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -109,6 +110,24 @@ int either(struct xdp_md *ctx)
 		return XDP_DROP;
 	tally(eth->h_source[5] & 3);
 	return XDP_PASS;
+}
+
+/* A tc classifier: two TC_ACT_SHOT returns folded into the exit, TC_ACT_OK after a
+ * store to the context. */
+SEC("tc")
+int shot(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end)
+		return TC_ACT_SHOT;
+	if (ip->saddr == bpf_htonl(0x0a000063)) /* 10.0.0.99 is blocked */
+		return TC_ACT_SHOT;
+	skb->mark = ip->ttl;
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "GPL";

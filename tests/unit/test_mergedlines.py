@@ -167,3 +167,15 @@ def test_either_condition_and_a_return_after_a_call(obj: BpfObject) -> None:
     assert tests == ["-"] and prog.sites[last + 1].insn.is_exit  # unconditional, then exit
     assert note.endswith(f"stopping where the path to it leaves line {call}: insn {last} "
                          f"(it goes on to insn {last + 1})")
+
+
+def test_tc_act_shot_returns_and_tc_act_ok_after_a_store(obj: BpfObject) -> None:
+    prog = offline(obj, "shot")
+    short = line_of("(void *)(ip + 1) > data_end", 2)
+    blocked = line_of("10.0.0.99 is blocked")
+    store = line_of("skb->mark = ip->ttl;")
+    assert [resolved(prog, short + 1)[1], resolved(prog, blocked + 1)[1]] == [
+        ["$r4 > $r3"], ["$r3 == 0x6300000a"]]  # 10.0.0.99 as the 32-bit load sees it
+    insns, tests, note = resolved(prog, store + 1)
+    assert tests == ["-"] and prog.sites[insns[0] + 1].insn.is_exit
+    assert "merged it into line" in note and "'s exit" in note
