@@ -10,6 +10,7 @@ from qstep.agent.protocol import Token
 from qstep.bpf import values
 from qstep.bpf.btf import KIND_DATASEC, KIND_VAR
 from qstep.bpf.elf import BpfObject
+from qstep.bpf.progarray import prog_array_targets
 from qstep.bpf.uapi import AttachType, ProgType
 from qstep.errors import UsageError
 
@@ -38,6 +39,8 @@ class LoadOptions:
             tokens += ["attach_type", self.attach_type]
         for section, data in initial_values(obj, self.sets).items():
             tokens += ["initial_value", section, data]
+        for name in prog_array_targets(obj):
+            tokens += ["also", name]
         if self.verifier_log_size is not None:
             tokens += ["verbose_log", 2, self.verifier_log_size]
         return tokens

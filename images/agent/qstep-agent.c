@@ -921,6 +921,7 @@ static void report_load(struct reply *r, struct handle *h, size_t id, __u32 prog
 
 /* The options of `load` after the object and the program name. */
 #define MAX_INITIAL_VALUES 8
+#define MAX_ALSO 8
 
 struct load_opts {
 	long long prog_type, attach_type;   /* -1: libbpf's choice from the section name */
@@ -930,15 +931,17 @@ struct load_opts {
 		const char *map;
 		const struct arg *data;   /* the request's argument */
 	} init[MAX_INITIAL_VALUES];
+	size_t n_also;
+	const char *also[MAX_ALSO];   /* more programs to load: tail-call targets */
 };
 
-/* prog_type N | attach_type N | initial_value <map> <blob> | verbose_log LEVEL SIZE,
- * in any order. */
+/* prog_type N | attach_type N | initial_value <map> <blob> | verbose_log LEVEL SIZE |
+ * also <prog>, in any order. */
 static int parse_load_opts(struct reply *r, struct arg *a, struct load_opts *o)
 {
 	o->prog_type = o->attach_type = -1;
 	o->log_level = o->log_size = 0;
-	o->n_init = 0;
+	o->n_init = o->n_also = 0;
 	for (size_t i = 0; a[i].s; i++) {
 		const char *opt = a[i].s;
 		long long *num = !strcmp(opt, "prog_type") ? &o->prog_type :
@@ -957,6 +960,13 @@ static int parse_load_opts(struct reply *r, struct arg *a, struct load_opts *o)
 				return reply_err(r, "bad request: verbose_log takes a level (1 or 2) and a "
 						 "size (1 KiB .. 1 GiB)");
 			i += 2;
+			continue;
+		}
+		if (!strcmp(opt, "also")) {
+			if (o->n_also == MAX_ALSO || !a[i + 1].s || !is_word(a[i + 1].s))
+				return reply_err(r, "bad request: also takes a program name (at most "
+						 "%d)", MAX_ALSO);
+			o->also[o->n_also++] = a[++i].s;
 			continue;
 		}
 		if (strcmp(opt, "initial_value"))
@@ -980,6 +990,16 @@ static int apply_load_opts(struct reply *r, struct handle *h, const struct load_
 	if (o->attach_type >= 0 &&
 	    bpf_program__set_expected_attach_type(h->prog, (enum bpf_attach_type)o->attach_type))
 		return reply_err(r, "cannot set attach type %lld", o->attach_type);
+	for (size_t i = 0; i < o->n_also; i++) {
+		/* Loaded with it (libbpf fills a prog array initialised with them), as is. */
+		struct bpf_program *p = bpf_object__find_program_by_name(h->obj, o->also[i]);
+
+		if (!p)
+			return reply_err(r, "unknown program '%s' (also)", o->also[i]);
+		bpf_program__set_autoload(p, true);
+		if (o->prog_type >= 0)
+			bpf_program__set_type(p, (enum bpf_prog_type)o->prog_type);
+	}
 	for (size_t i = 0; i < o->n_init; i++) {
 		struct bpf_map *m = bpf_object__find_map_by_name(h->obj, o->init[i].map);
 		size_t size = 0;

@@ -9,6 +9,7 @@ from typing import Any
 
 from qstep.agent.replies import RunResult
 from qstep.commands.common import make_session, open_in_session, program_source, read_setup
+from qstep.debugger.tailcall import is_tail_call
 from qstep.debugger.trace import TraceRecord, format_record, stack_relative
 from qstep.loaded import LoadedProgram
 from qstep.recorder.log import MemAccess
@@ -55,7 +56,8 @@ def recorded_trace_main(args: argparse.Namespace) -> int:
             print(format_record(item, args.raw))
             for a in accesses:
                 print(f"{'':13}{format_access(a, base)}")
-    if rec.exited and len(rec.steps) <= args.max_steps:
+    if (rec.exited or is_tail_call(rec.steps[-1].site if rec.steps else None)) \
+            and len(rec.steps) <= args.max_steps:
         emit_exit(rec.retval, result.output, args.json)
     if getattr(args, "check_verifier", False):
         return emit_verifier_check(rec.prog, trace_records(rec), "recorder", args.json)

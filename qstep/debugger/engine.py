@@ -23,6 +23,7 @@ from qstep.debugger.lineentries import falls_through
 from qstep.debugger.locations import resolve
 from qstep.debugger.mergedlines import PathCheck
 from qstep.debugger.regs import BPF_TO_X86, BpfRegs, bpf_regs
+from qstep.debugger.tailcall import is_tail_call, tail_called
 from qstep.errors import GuestError, HostError, UsageError
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.runoutput import RunOutput
@@ -515,6 +516,7 @@ class Debugger:
         self._require_running()
         if self._virtual:
             return self._leave_virtual(over_calls)
+        start = self.site()
         for _ in range(MAX_X86_STEPS):
             event = self._x86_step(self.x86(), over_calls)
             if event is not None:
@@ -522,6 +524,8 @@ class Debugger:
             pc = self.x86().rip
             if pc in self._boundaries:
                 return self._stepped("step")
+            if not self._in_program(pc) and start is not None and is_tail_call(start):
+                raise tail_called(start)
             if not self._in_program(pc):
                 raise GuestError(f"stepping left the program at {pc:#x} (not a helper call "
                                  "or return); this is a qstep bug")

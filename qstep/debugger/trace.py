@@ -15,6 +15,7 @@ from typing import Any
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, Event
 from qstep.debugger.provenance import Provenance
+from qstep.debugger.tailcall import LEFT, TailCalled
 from qstep.loaded import InsnSite, LoadedProgram
 
 Shown = int | str
@@ -34,6 +35,7 @@ class TraceRecord:
     regs_after: tuple[int | None, ...] | None
     retval: int | None = None
     shown: tuple[Shown | None, ...] | None = None
+    left: str = ""  # how the program left its code instead of returning (a tail call)
 
     def as_json(self, raw: bool = False) -> dict[str, Any]:
         """JSON form: registers as ``shown``, or their raw values with ``raw``."""
@@ -49,6 +51,8 @@ class TraceRecord:
             data["regs"] = {f"r{n}": v for n, v in enumerate(values) if v is not None}
         if self.retval is not None:
             data["retval"] = self.retval
+        if self.left:
+            data["left"] = self.left
         return data
 
 
@@ -64,8 +68,13 @@ def trace_run(dbg: Debugger, max_steps: int = 1_000_000) -> Iterator[TraceRecord
     while event.kind == "stopped" and step < max_steps and provenance is not None:
         site = event.site
         assert site is not None
-        event = dbg.stepi()
         step += 1
+        try:
+            event = dbg.stepi()
+        except TailCalled:
+            event = dbg.cont()  # the rest of the run is the tail-called program's
+            yield TraceRecord(step, site, None, event.retval, left=LEFT)
+            break
         if event.kind == "exited":
             yield TraceRecord(step, site, None, event.retval)
             break
@@ -128,7 +137,8 @@ def format_record(rec: TraceRecord, raw: bool = False) -> str:
     where = f"{s.function.name}:{s.index - s.function.start_insn}"
     line = s.source.short() if s.source else "?"
     if rec.regs_after is None:
-        return f"{rec.step:6} {s.index:5} {where:<24} {line:<16} exit, retval {rec.retval}"
+        end = rec.left or "exit"
+        return f"{rec.step:6} {s.index:5} {where:<24} {line:<16} {end}, retval {rec.retval}"
     values = rec.regs_after if raw or rec.shown is None else rec.shown
     regs = " ".join(f"r{n}={v:#x}" if isinstance(v, int) else f"r{n}={v}"
                     for n, v in enumerate(values) if v is not None)

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from qstep.debugger.tailcall import is_tail_call
 from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.oracle.interp import OracleError
-from qstep.oracle.lockstep import Divergence, Expected, LockstepReport, Oracle, compare_step
+from qstep.oracle.lockstep import (
+    Divergence,
+    Expected,
+    LockstepReport,
+    Oracle,
+    compare_step,
+    tail_call_end,
+)
 from qstep.recorder.recording import RecordedStep, Recording
 from qstep.recorder.replay import Replay
 from qstep.session import Session
@@ -43,6 +51,9 @@ def lockstep_recording(rec: Recording,
             return report
         if exp.exits and not frames:
             return _at_exit(report, rec, k, exp, before)
+        if k + 1 == len(rec.steps) and is_tail_call(step.site):
+            report.unsupported = tail_call_end(k + 1, step.site)
+            return report
         if k + 1 == len(rec.steps):
             return _diverged(report, step, before, (), exp.regs,
                              "the recording ends here: the program left its JIT code "

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.provenance import Provenance
+from qstep.debugger.tailcall import LEFT, is_tail_call
 from qstep.debugger.trace import TraceRecord, callback_args, shown_regs
 from qstep.errors import GuestError
 from qstep.recorder.recording import Recording
@@ -25,6 +26,9 @@ def trace_records(rec: Recording, max_steps: int = 1_000_000) -> Iterator[TraceR
     defined = DefinedRegs()
     for k, step in enumerate(rec.steps[:max_steps]):
         if k + 1 == len(rec.steps):
+            if not rec.exited and is_tail_call(step.site):
+                yield TraceRecord(k + 1, step.site, None, rec.retval, left=LEFT)
+                return
             if not rec.exited:
                 raise GuestError(f"the program left its JIT code after instruction "
                                  f"{step.site.index} ({step.site.function.name}) without "
