@@ -55,6 +55,7 @@ class ReversibleDebugger(Debugger):
         self._history_key: tuple[int, int] | None = None
         self._bp_keys: dict[int, tuple[Breakpoint, int]] = {}
         self.last_replay_stop: Stop | None = None
+        self._live_inside = False  # the live point is inside an instruction
 
     # -- the recording ---------------------------------------------------
     @property
@@ -104,13 +105,16 @@ class ReversibleDebugger(Debugger):
         return self.history
 
     def _live_step(self) -> RecordedStep:
+        """The live point as the recording's last step: at an instruction's start, or
+        inside one (a watchpoint stops after the accessing x86 instruction), where the
+        recording's last step is that instruction, partly executed."""
         x86 = super().x86()
         site = self.prog.site_at(x86.rip)
-        if site is None or site.jit_start != x86.rip:
-            where = "outside the program (a tail call?)" if site is None else \
-                "inside an instruction"
-            raise UsageError(f"reverse execution starts at a BPF instruction: the CPU is "
-                             f"{where} ({x86.rip:#x}); 'stepi' first")
+        if site is None:
+            raise UsageError(f"reverse execution starts in the program: the CPU is outside "
+                             f"it ({x86.rip:#x}; a tail call, or a helper); 'finish' or "
+                             "'stepi' first")
+        self._live_inside = site.jit_start != x86.rip
         regs = x86.as_dict()
         return RecordedStep(site, {name: regs[name] for name in REG_NAMES})
 
@@ -255,6 +259,9 @@ class ReversibleDebugger(Debugger):
         if stop.reason == "end" or stop.pos > live:
             self.history.pos = live
             return None
+        if stop.pos == live and self._live_inside and stop.reason == "breakpoint":
+            # Back inside the instruction the breakpoint is at the start of: not a hit.
+            return self._event(Stop(stop.pos, "step"))
         return self._event(stop)
 
     def stepi(self, over_calls: bool = False) -> Event:

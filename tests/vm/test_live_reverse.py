@@ -11,6 +11,9 @@ and run live to the program's end with the real retval.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.vm
 
 PROGS = json.loads((REPO_ROOT / "tests/progs/expected.json").read_text())
 CALLS = PROGS["calls"]
+EXAMPLE = REPO_ROOT / "examples" / "l4lb"
 L4LB = ("examples/l4lb/l4lb.bpf.c", "l4lb_ingress",
         str(REPO_ROOT / "examples/l4lb/packets/ipv6_to_v6real.hex"), True)
 CALLS_CASE = ("tests/progs/calls.bpf.c", CALLS["program"], CALLS["cases"][0]["input_hex"],
@@ -247,3 +251,68 @@ def test_over_the_size_limit_one_message_and_the_live_debugger_goes_on(
         dbg.stepi()
         dbg.delete_breakpoint(1)
         assert dbg.cont().kind == "exited"
+
+
+def _debug(l4lb_obj: Path, *commands: str) -> dict[str, str]:
+    """``qstep debug --reverse`` in batch: each command's output (stdout and errors)."""
+    argv = [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--maps",
+            str(EXAMPLE / "maps.txt"), "--packet", str(EXAMPLE / "packets/ipv6_to_v6real.hex"),
+            "--reverse"]
+    for command in commands:
+        argv += ["-ex", command]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    parts = proc.stdout.split("(qstep) ")[1:]
+    assert [p.split("\n", 1)[0] for p in parts] == list(commands), proc.stdout
+    return {f"{n}: {p.split(chr(10), 1)[0]}": p.split("\n", 1)[1] for n, p in enumerate(parts)}
+
+
+def test_cli_watch_a_stack_slot_backwards_and_forwards(l4lb_obj: Path) -> None:
+    """tkey.tunnel_id (a stack slot) is zeroed at line 132 and set to vip_num (2 for this
+    packet, from maps.txt) at line 161: reverse-continue from line 178 finds both writes
+    with their bytes, then the start of the run; forward, the same writes again."""
+    out = list(_debug(l4lb_obj, "break l4lb.bpf.c:178", "run", "info record",
+                      "watch tkey.tunnel_id", "reverse-continue", "print vip_num",
+                      "x/1wx $r10 - 48", "rc", "rc", "info record", "continue",
+                      "continue", "continue", "kill").values())
+    assert out[2].startswith("Recording: on (the recorder plugin)\nRecorded 137 BPF "
+                             "instructions in this run")
+    assert out[4].startswith("Going back: process_packet:92 (insn 167) at l4lb.bpf.c:161 wrote "
+                             "02000000 over 00000000 (4 bytes at 0x")
+    assert "161\t\ttkey.tunnel_id = vip_num;" in out[4]
+    assert "[replaying: instruction 117 of 137 recorded;" in out[4]
+    assert out[5] == "2\n"  # vip_num
+    slot = re.search(r"\(4 bytes at (0x[0-9a-f]+)\)", out[3])
+    assert slot is not None and "=>  167: *(u32 *)(r10 -48) = r6" in out[4]
+    assert out[6] == f"{slot.group(1)}:  0x00000000\n"  # the slot before the write
+    assert re.match(r"Going back: process_packet:9 \(insn 84\) at l4lb.bpf.c:132 wrote 00000000 "
+                    r"over [0-9a-f]{8} ", out[7])
+    assert out[8].startswith("No more reverse-execution history.\nl4lb_ingress:0 (insn 0)")
+    assert "Replay mode: at instruction 1\n" in out[9]
+    assert "accessed by insn 84 (l4lb.bpf.c:132)" in out[10] and "New value = 0" in out[10]
+    assert "accessed by insn 167 (l4lb.bpf.c:161)" in out[11] and "New value = 2" in out[11]
+    assert out[12].startswith("Breakpoint 1, process_packet:125 (insn 200) at l4lb.bpf.c:178")
+    assert "[replaying" not in out[12]  # back at the live point
+    assert out[13].startswith("[program exited: retval 7 (TC_ACT_REDIRECT)")  # live
+
+
+def test_cli_back_from_a_live_watchpoint_stop_and_record_stop(l4lb_obj: Path) -> None:
+    """A live watchpoint stops inside the writing instruction: reverse-stepi goes to its
+    start (the slot not yet written); 'record stop' ends reverse execution, not the run."""
+    out = list(_debug(l4lb_obj, "break l4lb.bpf.c:158", "run", "watch tkey.tunnel_id",
+                      "continue", "reverse-stepi", "x/1wx $r10 - 48", "stepi",
+                      "x/1wx $r10 - 48", "record stop", "reverse-stepi", "info record",
+                      "kill").values())
+    assert "accessed by insn 167 (l4lb.bpf.c:161)" in out[3] and "New value = 2" in out[3]
+    assert "[replaying" not in out[3]
+    assert out[4].startswith("process_packet:92 (insn 167) at l4lb.bpf.c:161\n")
+    assert "[replaying: instruction" in out[4]
+    slot = re.search(r"\(4 bytes at (0x[0-9a-f]+)\)", out[2])
+    assert slot is not None and "=>  167: *(u32 *)(r10 -48) = r6" in out[4]
+    assert out[5] == f"{slot.group(1)}:  0x00000000\n"  # before the write, in the past
+    assert out[7] == f"{slot.group(1)}:  0x00000002\n"  # live again
+    assert out[8].startswith("Process record is stopped")
+    assert out[9].startswith("error: no reverse execution for this run: recording was "
+                             "stopped ('record stop')")
+    assert "Recording: off" in out[10]
+    assert out[11].startswith("[program exited: retval 7 (TC_ACT_REDIRECT)")
