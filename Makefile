@@ -84,6 +84,7 @@ bench: examples
 	$(PY) bench/trace_rate.py
 	$(PY) bench/probe_cost.py
 	$(PY) bench/probe_drain.py
+	$(PY) bench/hwbp_misses.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/inspect_recorded.py
 	$(PY) bench/live_record.py

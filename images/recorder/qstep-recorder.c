@@ -4,9 +4,10 @@
  * Loaded with  -plugin qstep-recorder.so,ctl=SOCKET,log=FILE
  * The host connects to the unix socket SOCKET and sends one line per command:
  *
- *   arm LIMIT START-END[,START-END...] BOUNDARY[,BOUNDARY...]   (hex addresses)
+ *   arm LIMIT START-END[,START-END...] BOUNDARY[,BOUNDARY...] [idt=ADDR]   (hex)
  *       -> "armed"       translations are flushed; from now on every x86
- *                        instruction in a range is instrumented
+ *                        instruction in a range is instrumented (idt=: and
+ *                        the IDT's handlers, for 'V' records: vectors.h)
  *   disarm
  *       -> "disarmed BYTES OVERFLOW"   the log is complete (BYTES long);
  *                        OVERFLOW 1: the limit was reached and recording stopped
@@ -27,6 +28,8 @@
  *   'O' the bytes a store is about to replace: header (byte 1: log2 size), pc,
  *       address, old value; written just before that store's 'M' record (for the
  *       store forms x86-store.h decodes; other stores have no 'O' record)
+ *   'V' an interrupt or exception delivered at an in-range instruction: header
+ *       (byte 1: vector), the interrupted pc, the RFLAGS the CPU pushed
  * Outside the ranges nothing is instrumented; disarmed, nothing is.
  * Arming and disarming flush QEMU's translations (qemu_plugin_reset), which can
  * only happen on the vCPU thread: the host wakes it (QMP stop/cont) after sending.
@@ -237,6 +240,8 @@ static int is_boundary(uint64_t pc)
     return 0;
 }
 
+#include "vectors.h"
+
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     if (!armed)
@@ -245,6 +250,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         uint64_t pc = qemu_plugin_insn_vaddr(insn);
+        instrument_vector_entry(insn, pc);
         if (!in_ranges(pc))
             continue;
         void *udata = (void *)(uintptr_t)pc;
@@ -331,9 +337,12 @@ static int parse_arm(char *args)
     char *lim = strtok_r(args, " ", &save);
     char *rs = strtok_r(NULL, " ", &save);
     char *bs = strtok_r(NULL, " \n", &save);
-    if (!lim || !rs || !bs)
+    char *opt = strtok_r(NULL, " \n", &save);
+    if (!lim || !rs || !bs || (opt && strncmp(opt, "idt=", 4) != 0))
         return -1;
     limit = strtoull(lim, NULL, 10);
+    idt_addr = opt ? strtoull(opt + 4, NULL, 16) : 0;
+    idt_loaded = 0;
     nranges = 0;
     for (char *p = strtok_r(rs, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
         char *dash = strchr(p, '-');

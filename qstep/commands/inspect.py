@@ -269,8 +269,19 @@ def summary_text(inspector: Inspector) -> list[str]:
             lines.append(f"WARNING: probe {p.number}: the emulator ran its instruction "
                          f"{p.executed} times, the hardware breakpoint reported "
                          f"{p.counters.reached}"
-                         f": {p.missed} hit(s) missed (a TCG breakpoint quirk)")
+                         f": {p.missed} hit(s) missed{missed_cause(p)}")
     return lines
+
+
+def missed_cause(probe: Probe) -> str:
+    """Why a probe's hits were missed, as far as the emulator saw."""
+    if probe.interrupted is None:
+        return " (a TCG breakpoint quirk)"
+    if probe.interrupted == probe.missed:
+        return (" (each right after an interrupt that QEMU returned with the resume "
+                "flag set, a QEMU >= 9.1 TCG bug; see qstep/recorder/hits.py)")
+    return (f" ({probe.interrupted} right after an interrupt that QEMU returned with the "
+            "resume flag set; the others unexplained)")
 
 
 def summary_json(inspector: Inspector, prog: LoadedProgram,

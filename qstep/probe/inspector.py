@@ -107,6 +107,7 @@ class Probe:
     executed: int | None = None  # the emulator's count of runs of its addresses (recorder)
     undecided: int = 0  # recording: hits whose condition needs what was not recorded
     undecided_why: str = ""
+    interrupted: int | None = None  # executed after an interrupt left RF set (hits.py)
 
     @property
     def missed(self) -> int:
@@ -343,6 +344,8 @@ class Inspector:
             self.session, addrs, lambda: self.session.test_run(self.prog, packet, repeat=repeat))
         for loc, probe in attached:
             probe.executed = (probe.executed or 0) + counts[loc.addr]
+            if counts.classified:
+                probe.interrupted = (probe.interrupted or 0) + counts.after_interrupt[loc.addr]
         return result
 
     def run(self, packets: list[bytes], repeat: int, sample: bool = False) -> list[int]:

@@ -45,11 +45,13 @@ class RecorderControl:
         self.sock.close()
 
     def arm(self, ranges: Iterable[tuple[int, int]], boundaries: Iterable[int],
-            limit: int = DEFAULT_LIMIT) -> None:
-        """Instrument ``ranges`` [start, end); read registers at ``boundaries``."""
+            limit: int = DEFAULT_LIMIT, idt: int | None = None) -> None:
+        """Instrument ``ranges`` [start, end); read registers at ``boundaries``; with
+        ``idt`` (the guest IDT's address) log the vectors delivered in the ranges."""
         rs = ",".join(f"{s:x}-{e:x}" for s, e in ranges)
         bs = ",".join(f"{b:x}" for b in sorted(set(boundaries)))
-        self._send(f"arm {limit} {rs} {bs}\n")
+        vectors = f" idt={idt:x}" if idt else ""
+        self._send(f"arm {limit} {rs} {bs}{vectors}\n")
         self._expect("armed")
 
     def disarm(self, limit: int = DEFAULT_LIMIT) -> int:

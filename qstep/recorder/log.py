@@ -17,6 +17,7 @@ REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r13"
 _BOUNDARY = struct.Struct(f"<{2 + len(REG_NAMES)}Q")
 _MEM = struct.Struct("<4Q")
 _WIDE = struct.Struct("<5Q")
+_VECTOR = struct.Struct("<3Q")
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,31 @@ class OldValue:
     value: int
 
 
+@dataclass(frozen=True)
+class Vector:
+    """An interrupt or exception delivered before the in-range instruction at ``pc``,
+    with the RFLAGS the CPU pushed (logged when armed with the IDT's address)."""
+
+    pc: int
+    vector: int
+    pushed_flags: int
+
+
 LogRecord = Boundary | MemAccess
-_Raw = Boundary | MemAccess | OldValue
+_Raw = Boundary | MemAccess | OldValue | Vector
 
 
 def parse_log(data: bytes) -> list[LogRecord]:
     """Decode a whole log; a torn or unknown record is a ``GuestError``.
 
     An ``OldValue`` is folded into the store that follows it at the same pc and address.
+    ``Vector`` records are left out (``parse_with_vectors`` keeps them).
     """
+    return [r for r in parse_with_vectors(data) if not isinstance(r, Vector)]
+
+
+def parse_with_vectors(data: bytes) -> list[LogRecord | Vector]:
+    """``parse_log`` with the ``Vector`` records in their places."""
     records: list[_Raw] = []
     off = 0
     while off < len(data):
@@ -80,6 +97,10 @@ def parse_log(data: bytes) -> list[LogRecord]:
                 off += _MEM.size
                 records.append(OldValue(words[1], words[2], 1 << ((words[0] >> 8) & 0xFF),
                                         words[3]))
+            elif kind == ord("V"):
+                words = _VECTOR.unpack_from(data, off)
+                off += _VECTOR.size
+                records.append(Vector(words[1], (words[0] >> 8) & 0xFF, words[2]))
             else:
                 raise GuestError(f"recorder log: unknown record kind {kind:#x} at {off}")
         except struct.error:
@@ -87,8 +108,8 @@ def parse_log(data: bytes) -> list[LogRecord]:
     return _with_old_values(records)
 
 
-def _with_old_values(records: list[_Raw]) -> list[LogRecord]:
-    out: list[LogRecord] = []
+def _with_old_values(records: list[_Raw]) -> list[LogRecord | Vector]:
+    out: list[LogRecord | Vector] = []
     pending: OldValue | None = None
     for rec in records:
         if isinstance(rec, OldValue):

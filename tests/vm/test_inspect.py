@@ -259,9 +259,11 @@ def test_every_hit_is_kept_unless_sampling_is_asked_for(
         inspector.detach()
     probe = inspector.probes[0]
     c = probe.counters
-    # TCG sporadically skips a hardware breakpoint (measured: 1-18 in 10^6 runs, at random
-    # runs): the emulator's own count says how many; reached + missed is every run.
+    # QEMU 10 TCG sporadically skips a hardware breakpoint (measured: 4-9 in 10^6 runs):
+    # the emulator's own count says how many; reached + missed is every run, and each
+    # miss followed an interrupt that returned with RF=1 (qstep/recorder/hits.py).
     assert probe.executed == RUNS_OVER_THE_RING
+    assert probe.interrupted == probe.missed
     assert c.true == c.reached == RUNS_OVER_THE_RING - probe.missed
     if sample:
         assert c.dropped > 0 and c.printed + c.dropped == c.reached
