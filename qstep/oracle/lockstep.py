@@ -136,8 +136,20 @@ class Oracle:
                 return exp
             assert eff.next_pc is not None
             pc = eff.next_pc
+            if pc not in by_index and self._codeless(pc):
+                # no x86 code (7.x: a no-op kfunc patched into 'goto pc+0'): the CPU
+                # never stops there, so its xlated code runs as part of this step
+                by_index.update({x.index: x for x in xlated_span(
+                    self.prog, self.prog.sites[self.orig_of_xlated[pc]])})
         exp.next_insn = self.orig_of_xlated[pc]
         return exp
+
+    def _codeless(self, xlated: int) -> bool:
+        """Whether the original instruction starting at this xlated one has no JIT code."""
+        orig = self.orig_of_xlated.get(xlated)
+        site = self.prog.sites.get(orig) if orig is not None else None
+        return (site is not None and site.jit_start is not None
+                and site.jit_start == site.jit_end)
 
 
 def lockstep(dbg: Debugger, read_regs: RegsReader | None = None) -> LockstepReport:

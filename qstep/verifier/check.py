@@ -125,10 +125,8 @@ def _advance(log: VerifierLog, followers: list[_Follower], insn: int, report: Ch
     moved: dict[tuple[object, ...], _Follower] = {}
     why = _LEFT
     pruned = False
-    for follower in followers:
-        visit, path, index = _follow(log, follower.path, follower.index, insn)
-        if visit is None:
-            continue
+    for follower, (visit, path, index) in ((f, place) for f in followers
+                                           for place in _follow(log, f.path, f.index, insn)):
         if not visit.pruned:
             moved.setdefault((path.number, index, follower.pruned_at, follower.trust.key()),
                              _Follower(path, index, follower.trust, follower.pruned_at, visit))
@@ -147,15 +145,18 @@ def _advance(log: VerifierLog, followers: list[_Follower], insn: int, report: Ch
 
 
 def _follow(log: VerifierLog, path: Path, index: int, insn: int
-            ) -> tuple[Visit | None, Path, int]:
-    """The visit the run is at: next on this path, or the first of a branch taken."""
+            ) -> list[tuple[Visit, Path, int]]:
+    """The visits the run may be at: next on this path, and the first of each branch
+    taken. Both can be at the same instruction: after an iterator's next kfunc the
+    verifier goes on with the drained state (r0 = 0) and queues the active one there."""
+    found = []
     if index < len(path.visits) and path.visits[index].insn == insn:
-        return path.visits[index], path, index
+        found.append((path.visits[index], path, index))
     for child in log.paths:
         if (child.parent == path.number and child.branch_index == index - 1
                 and child.visits and child.visits[0].insn == insn):
-            return child.visits[0], child, 0
-    return None, path, index
+            found.append((child.visits[0], child, 0))
+    return found
 
 
 def _judge(report: CheckReport, step: int, followers: list[_Follower], regs: Regs,

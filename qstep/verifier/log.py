@@ -27,6 +27,9 @@ _SAFE = re.compile(r"^(\d+): safe$")
 _PROCESSED = re.compile(r"^processed (\d+) insns")
 _REG = re.compile(r"^R(\d+)(?:_[rwD]+)?$")
 CALL_CODE, EXIT_CODE = "85", "95"
+# An open-coded iterator's next kfunc: the verifier goes on with the drained state
+# (r0 = 0) and pushes the active one, continued later "from N to N+1".
+_ITER_NEXT = re.compile(r"call bpf_iter_\w+_next#")
 
 
 @dataclass
@@ -111,7 +114,7 @@ def parse_log(text: str) -> VerifierLog:
             visit = _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current),
                                     text=f"({found.group(2)}) {found.group(3)}"))
             last_exit = visit.insn if found.group(2) == EXIT_CODE else None
-            if is_conditional_jump(found.group(2)):
+            if is_conditional_jump(found.group(2)) or _ITER_NEXT.match(found.group(3)):
                 jumps.append((visit.insn, visit.path, len(log.paths[visit.path].visits) - 1))
             if found.group(2) == CALL_CODE:
                 for reg in range(6):  # helpers clobber r1-r5; r0 is in the tail if set

@@ -77,3 +77,36 @@ def test_only_precise_scalars_and_pointers_are_compared_at_a_pruning_point() -> 
     trust = Trust.after_pruning(older)
     assert sorted(trust.pending) == [1, 2] and trust.regs == {10}
     assert not trust.trusted(3) and not trust.trusted(2)
+
+
+ITER_LOG = """\
+0: (bf) r1 = r10                      ; R1_w=fp0 R10=fp0
+1: (07) r1 += -8                      ; R1_w=fp-8
+2: (85) call bpf_iter_num_new#70000   ; R0_w=scalar() refs=1
+3: (85) call bpf_iter_num_next#70001  ; R0_w=0 refs=1
+4: (15) if r0 == 0x0 goto pc+1
+6: R0_w=0 refs=1
+6: (95) exit
+from 3 to 4: R0_w=rdonly_mem(id=2,ref_obj_id=1,sz=4) R10=fp0 refs=1
+4: R0_w=rdonly_mem(id=2,ref_obj_id=1,sz=4) R10=fp0 refs=1
+4: (15) if r0 == 0x0 goto pc+1        ; R0_w=rdonly_mem(id=2,ref_obj_id=1,sz=4) refs=1
+5: (b7) r0 = 7                        ; R0_w=7
+6: (95) exit
+processed 9 insns
+"""
+
+
+def test_an_iterator_next_call_branches_like_a_jump() -> None:
+    """After bpf_iter_num_next the verifier goes on with r0 = 0 (drained) and queues the
+    active state at the same instruction: a run on the active one is not a violation."""
+    log = parse_log(ITER_LOG)
+    assert [(p.parent, p.branch_index, [v.insn for v in p.visits]) for p in log.paths] == [
+        (None, -1, [0, 1, 2, 3, 4, 6]), (0, 3, [4, 5, 6])]
+    fp, item = 0xFFFFC90000010000, 0xFFFFC9000000FFF8
+    regs = [(0, None), (1, None), (2, None), (3, None), (4, item), (5, item), (6, 7)]
+    run = [(insn, (r0, *(None,) * 9, fp)) for insn, r0 in regs]
+    report = check_run(log, run)
+    assert (report.findings, report.stopped, report.steps) == ([], "", 7)
+    drained = check_run(log, [(insn, (0 if insn >= 4 else None, *(None,) * 9, fp))
+                              for insn in (0, 1, 2, 3, 4, 6)])
+    assert (drained.findings, drained.steps) == ([], 6)

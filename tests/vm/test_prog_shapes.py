@@ -27,12 +27,15 @@ from qstep.commands.inspect import c_scope
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.source import SourceView
+from qstep.errors import LoadError
+from qstep.loadopts import LoadOptions
 from qstep.oracle.lockstep import lockstep
 from qstep.paths import REPO_ROOT
 from qstep.probe.inspector import Inspector
 from qstep.probe.spec import parse_specs
 from qstep.runkinds import flow_keys, outcome_text, run_extras
 from qstep.session import Session
+from qstep.verifier.runcheck import trace_and_check
 
 pytestmark = pytest.mark.vm
 KERNELS = ("6.1", "6.12")
@@ -280,3 +283,42 @@ def test_cli_runs_a_context_program(bpf_obj: Build) -> None:
     lines = proc.stdout.splitlines()
     assert lines[2].startswith("context   48 bytes from ")
     assert lines[3:5] == ["retval    31", "context out: offset 0x0028: 00 -> 1f"]
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "7.3"])
+def test_open_coded_iterators(guests: Callable[[str], Session], bpf_obj: Build,
+                              kernel: str) -> None:
+    """bpf_iter_num loops (6.4+) and an __arg_ctx global function (6.8+): run, debug,
+    lockstep, and the verifier check (the iterator's next call branches in the log)."""
+    session = guests(kernel)
+    obj = BpfObject.open(bpf_obj("tests/progs/iters.bpf.c"))
+    frame = bytes(range(1, 65))
+    prog = session.load(obj, "iter_sum", LoadOptions(verifier_log_size=64 << 20))
+    try:
+        assert session.test_run(prog, frame).retval == 0
+        assert session.dump_map(prog, ".bss") == [(bytes(4), struct.pack("<III", 136, 5, 64))]
+        body = line_of("iters.bpf.c", "sum += *p;")
+        ret = line_of("iters.bpf.c", "return skb->len;")
+        out = commands(session, obj, prog, RunRequest(frame), [
+            f"break iters.bpf.c:{body}", "run", "print sum", "continue", "continue",
+            "print sum", "delete", f"break iters.bpf.c:{ret}", "continue", "bt", "finish",
+            "next", "print iter_out"])
+        assert (out[2], out[5]) == ("0", "3")  # 1, then 1 + 2 before the third byte
+        assert [f.split(" at ")[0].split()[1] for f in out[9].splitlines()] == [
+            "frame_len", "iter_sum"]
+        assert out[10].startswith("Run till exit; value returned: r0 = 0x40 (64)")
+        assert out[12] == "{sum = 136, rounds = 5, len = 64}"
+        assert agrees(session, prog, RunRequest(frame), 0) > 250
+        check = trace_and_check(session, prog, frame)
+        assert check.report.findings == [] and check.report.steps > 200
+    finally:
+        session.unload(prog)
+
+
+def test_iterators_on_61_fail_to_load_naming_the_kfunc(guests: Callable[[str], Session],
+                                                       bpf_obj: Build) -> None:
+    obj = BpfObject.open(bpf_obj("tests/progs/iters.bpf.c"))
+    with pytest.raises(LoadError) as err:
+        guests("6.1").load(obj, "iter_sum")
+    assert "libbpf: extern (func ksym) 'bpf_iter_num_" in str(err.value)
+    assert "not found in kernel or module BTFs" in str(err.value)
