@@ -163,6 +163,8 @@ class ReverseCommands:
     # -- the recorder --------------------------------------------------------
     def cmd_record(self, arg: str) -> Output:
         what = arg.strip()
+        if what not in ("", "full", "stop"):
+            raise UsageError("record [full|stop]")
         recorder = self.dbg.recorder
         if recorder is None:
             raise UsageError(f"no recorder: {self.dbg.unavailable}")
@@ -171,8 +173,6 @@ class ReverseCommands:
             self.dbg.history = None
             return Output("Process record is stopped and the recording of this run is "
                           "deleted.", {"recording": False})
-        if what not in ("", "full"):
-            raise UsageError("record [full|stop]")
         recorder.enabled = True
         if self.dbg.running_program and not recorder.armed:
             return Output("recording starts with the next 'run' (the recorder is armed "

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from conftest import load_program
 
+from qstep.bpf.elf import BpfObject
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.tailcall import TailCalled
 from qstep.errors import UsageError
 from qstep.listing import bpf_text
 from qstep.loaded import LoadedProgram
@@ -316,3 +318,31 @@ def test_cli_back_from_a_live_watchpoint_stop_and_record_stop(l4lb_obj: Path) ->
                              "stopped ('record stop')")
     assert "Recording: off" in out[10]
     assert out[11].startswith("[program exited: retval 7 (TC_ACT_REDIRECT)")
+
+
+def test_a_tail_call_ends_reverse_execution_with_one_message(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """tests/progs/tailcall.bpf.c leaves at tail_main:30 for another program (tail_v6,
+    retval 1 for an IPv6 packet): before it, reverse execution works; once the CPU is
+    in the other program, one message, and the run still finishes."""
+    obj = BpfObject.open(bpf_obj("tests/progs/tailcall.bpf.c"))
+    prog = guest.load(obj, "tail_main")
+    packet = read_packet(str(EXAMPLE / "packets" / "ipv6_to_v6real.hex"))
+    try:
+        with guest.debugger(prog, RunRequest(packet), "rsp", reverse=True) as dbg:
+            assert isinstance(dbg, ReversibleDebugger)
+            dbg.add_breakpoint("tail_main:30")
+            assert dbg.run().reason == "breakpoint"
+            live = state(dbg)
+            dbg.reverse_stepi()
+            assert dbg.replaying and state(dbg)[0] < live[0]
+            assert dbg.cont().reason == "breakpoint" and state(dbg) == live
+            with pytest.raises(TailCalled):
+                dbg.stepi()
+            with pytest.raises(UsageError, match=r"outside it \(0x[0-9a-f]+; a tail call"):
+                dbg.reverse_stepi()
+            assert not dbg.can_reverse
+            exited = dbg.cont()
+            assert (exited.kind, exited.retval) == ("exited", 1)
+    finally:
+        guest.unload(prog)
