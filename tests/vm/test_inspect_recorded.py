@@ -55,7 +55,7 @@ def l4lb(guest: Session, l4lb_obj: Path) -> Iterator[tuple[Session, LoadedProgra
 
 
 def run(vm: Session, prog: LoadedProgram, obj: BpfObject, specs: list[str],
-        recording: str) -> Inspector:
+        recording: str, packets: list[bytes] = PACKETS, repeat: int = REPEAT) -> Inspector:
     """Fresh counters in the program's maps for each way (stats, drops)."""
     for name in ("stats", "drops"):
         info = prog.maps[name]
@@ -65,7 +65,7 @@ def run(vm: Session, prog: LoadedProgram, obj: BpfObject, specs: list[str],
                           recording=recording)
     inspector.attach()
     try:
-        inspector.run(PACKETS, REPEAT)
+        inspector.run(packets, repeat)
     finally:
         inspector.detach()
     return inspector
@@ -99,8 +99,8 @@ def test_recorded_specs_equal_in_guest_probes(
 def test_locations_past_the_debug_registers_come_from_the_recording(
         l4lb: tuple[Session, LoadedProgram, BpfObject]) -> None:
     vm, prog, obj = l4lb
-    mixed = run(vm, prog, obj, SPECS + MORE, "auto")
-    alone = run(vm, prog, obj, MORE, "off")
+    mixed = run(vm, prog, obj, SPECS + MORE, "auto", PACKETS[:4], 2)
+    alone = run(vm, prog, obj, MORE, "off", PACKETS[:4], 2)
     assert [p.attached for p in mixed.probes] == ["hw_breakpoint"] * 4 + ["recording"] * 2
     assert "evaluated from a recording" in mixed.probes[4].note
     assert [p.executed for p in mixed.probes[:4]] == [p.counters.reached
