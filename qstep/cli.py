@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         word = "terminated" if isinstance(exc, interrupts.Terminated) else "interrupted"
-        print(f"qstep: {word}", file=sys.stderr)
+        after_echo = "\n" if _is_terminal(sys.stderr) else ""  # the terminal showed ^C
+        print(f"{after_echo}qstep: {word}", file=sys.stderr)
         return interrupts.exit_code(exc)
     finally:
         _restore_terminal(terminal)
@@ -131,6 +132,13 @@ def _main(argv: list[str] | None) -> int:
         print(f"qstep: internal error (a qstep bug): {type(exc).__name__}: {what}; rerun "
               f"with --debug for the traceback, {where}", file=sys.stderr)
         return 70  # EX_SOFTWARE
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (ValueError, OSError):
+        return False
 
 
 def _terminal_state() -> list[Any] | None:

@@ -207,6 +207,14 @@ class CommandSet:
             data.update(shown_data)
         return Output("\n".join(lines), data)
 
+    def interrupted(self) -> str:
+        """After a Ctrl-C: settle at the start of a BPF instruction, say where that is."""
+        self.dbg.settle()
+        event = self.dbg.last_event
+        if event is not None and event.kind == "exited" and not self.dbg.running_program:
+            return self.event_output(event).text  # it ended before an instruction start
+        return self.where()
+
     def where(self) -> str:
         """Where the program stands now (after an interrupt)."""
         if not self.dbg.stopped:

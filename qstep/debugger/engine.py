@@ -9,9 +9,10 @@ breakpoint on the return address, so stepping never wanders into the kernel.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 import capstone
 
@@ -32,6 +33,7 @@ from qstep.target.base import Stop, Target, X86Regs
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 MAX_X86_STEPS = 100_000
 POLL = 0.02
+SETTLE_TIMEOUT = 30.0  # an interrupted program reaches an instruction start long before
 
 
 @dataclass
@@ -341,9 +343,60 @@ class Debugger:
             self.stopped = True
             self._regs_cache = None
             self.last_event = Event("stopped", "interrupt", self.prog.site_at(stop.pc))
+            self.settle()
 
-    def _wait(self) -> Event:
+    @interrupts.deferred()
+    def settle(self) -> None:
+        """After an interrupt: bring the CPU to the start of a BPF instruction.
+
+        A Ctrl-C lands between two x86 instructions of one BPF instruction or in the
+        kernel (a helper, an interrupt handler): neither is a BPF state to show. Inside
+        the program, single steps finish the instruction; elsewhere the program runs
+        to the first instruction start it reaches (a temporary breakpoint on each).
+        ``last_event`` says where it stopped, or that the program ended meanwhile.
+        """
+        if not self.running_program or not self.stopped or self._virtual:
+            return
+        for _ in range(MAX_X86_STEPS):
+            pc = self.pc()
+            if pc in self._boundaries:
+                self._stepped("interrupt")
+                return
+            if not self._in_program(pc):
+                break
+            self._single_step(pc)
+        self._run_to_boundary()
+
+    def _run_to_boundary(self) -> None:
+        addrs = sorted(self._boundaries)
+        for addr in addrs:
+            self._insert(addr)
+        try:
+            self._regs_cache = None
+            self.target.resume()
+            self.stopped = False
+            event = self._wait(SETTLE_TIMEOUT)
+            if event is None:  # still in the kernel: stop where it is
+                self.target.interrupt()
+                self.stopped = True
+        finally:
+            if self.stopped:
+                for addr in addrs:
+                    self._remove(addr)
+        if event is None or event.kind == "stopped":
+            self._stepped("interrupt")
+
+    @overload
+    def _wait(self) -> Event: ...
+    @overload
+    def _wait(self, timeout: float) -> Event | None: ...
+
+    def _wait(self, timeout: float | None = None) -> Event | None:
+        """The next stop or the program's end (None after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
             # A stop returns at once; the agent's reply (the run ended) is seen within POLL.
             stop = self.target.wait(POLL)
             if stop is not None:

@@ -67,7 +67,7 @@ def interactive_loop(commands: Commands, as_json: bool) -> None:
             print(f"error: {err}")
             continue
         except KeyboardInterrupt:  # Ctrl-C stopped a continue or a long stepi N
-            print(f"\nProgram interrupted.\n{commands.where()}")
+            print(f"\nProgram interrupted.\n{commands.interrupted()}")
             interrupts.rearm()
             continue
         word = line.split()[0] if line.split() else ""

@@ -86,6 +86,10 @@ class ReplayCommands:
         return self.find(match.group(1)).action(self, match.group(2))
 
     # -- where we are ------------------------------------------------------
+    def interrupted(self) -> str:
+        """After a Ctrl-C (a replay stops between two instructions anyway): where it is."""
+        return self.where()
+
     def where(self) -> str:
         """Where the replay stands now."""
         site = self.replay.site()

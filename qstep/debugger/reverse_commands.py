@@ -75,6 +75,10 @@ class ReverseCommands:
     def where(self) -> str:
         return self.live.where() + self._marker_text()
 
+    def interrupted(self) -> str:
+        """After a Ctrl-C: the live debugger settles at an instruction start."""
+        return self.live.interrupted() + self._marker_text()
+
     def execute(self, line: str) -> Output:
         match = re.match(r"\s*([a-z-]+)\s*(.*)$", line)
         if match is None or line.strip().startswith("#"):

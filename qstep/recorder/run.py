@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qstep.errors import HostError
+import contextlib
+
+from qstep.errors import HostError, QstepError
 from qstep.loaded import LoadedProgram
 from qstep.recorder.control import DEFAULT_LIMIT, RecorderControl
 from qstep.recorder.log import parse_log
@@ -35,7 +37,12 @@ def record_run(session: Session, prog: LoadedProgram, data: bytes, ctx: bytes = 
         control.arm(jit_ranges(prog), boundaries(prog), limit)
         try:
             result = session.test_run(prog, data, ctx, repeat=repeat)
-        finally:
-            size = control.disarm(limit)
+        except Exception:
+            with contextlib.suppress(QstepError):  # the run's own error is the one to see
+                control.disarm(limit)
+            raise
+        # A Ctrl-C leaves it armed: the guest goes down, and a disarm would wait for a
+        # vCPU still busy with the run.
+        size = control.disarm(limit)
     log = machine.config.recorder_log.read_bytes()[:size]
     return result, build_recording(prog, parse_log(log), result.retval)

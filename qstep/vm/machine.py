@@ -26,7 +26,7 @@ from qstep.recorder.plugin import find_plugin
 from qstep.vm.console import ConsoleMonitor
 from qstep.vm.lifetime import die_with_parent
 from qstep.vm.qemu_cmd import VmConfig, qemu_argv
-from qstep.vm.tempdirs import make_private_dir
+from qstep.vm.tempdirs import make_private_dir, socket_dir_parent
 
 CONNECT_TIMEOUT = 30.0
 WINDOW_BYTES = 64 << 20
@@ -92,7 +92,8 @@ class Machine:
                             "(or run: make deps)")
         try:
             with interrupts.deferred():  # a signal lands with the directory recorded
-                self.workdir = make_private_dir("qstep-vm-")
+                self.workdir = make_private_dir("qstep-vm-", socket_dir_parent(
+                    "qstep-vm-", "recorder.sock"))
             self._create_window()
             self.config = self.make_config(self.workdir)
             self._spawn()

@@ -6,8 +6,12 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# nowatchdog, rcu_cpu_stall_suppress: a program that runs for more than ~20 s of guest
+# time (a long bpf_loop under TCG) holds the CPU and an RCU read lock throughout; the
+# soft-lockup and RCU-stall reports it would trigger are emulation artefacts, not crashes.
 DEFAULT_APPEND = ["console=ttyS0", "nokaslr", "panic=-1", "oops=panic", "quiet",
-                  "loglevel=4", "rdinit=/init", "mitigations=off", "tsc=reliable"]
+                  "loglevel=4", "rdinit=/init", "mitigations=off", "tsc=reliable",
+                  "nowatchdog", "rcupdate.rcu_cpu_stall_suppress=1"]
 
 # The TCG guest CPU. On QEMU 7.2 cmpxchg16b crashed 6.12 guests (double fault at
 # cmpxchg16b in SLUB, NULL dereferences) in 4 of 10 sessions that used gdbstub

@@ -29,7 +29,7 @@ from qstep.errors import GuestError, HostError
 from qstep.images.cachelock import entry_lock, locked
 from qstep.paths import cache_dir
 from qstep.vm.machine import Machine
-from qstep.vm.qemu_cmd import VmConfig, machine_args
+from qstep.vm.qemu_cmd import DEFAULT_APPEND, VmConfig, machine_args
 
 FORMAT = 1  # bump when what a snapshot holds changes meaning
 KEEP = 8  # snapshots kept in the cache (least recently used ones go first)
@@ -55,7 +55,8 @@ def snapshot_key(cfg: VmConfig) -> str:
     """The cache key of a guest booted from ``cfg`` (paths of the run excluded)."""
     parts = [f"format={FORMAT}", _qemu_identity(cfg.qemu), _file_digest(cfg.kernel),
              _file_digest(cfg.initrd), " ".join(machine_args(cfg)),
-             " ".join(cfg.append_extra), f"window={cfg.window_bytes if cfg.window else 0}"]
+             " ".join([*DEFAULT_APPEND, *cfg.append_extra]),
+             f"window={cfg.window_bytes if cfg.window else 0}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

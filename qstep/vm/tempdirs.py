@@ -42,6 +42,17 @@ def make_private_dir(prefix: str, parent: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=base))
 
 
+SUN_PATH_MAX = 107  # a unix socket path's bytes (sockaddr_un.sun_path less its NUL)
+
+
+def socket_dir_parent(prefix: str, longest_name: str) -> Path:
+    """Where a private directory holding unix sockets goes: the temp directory, or
+    /tmp when that one's path is too long for ``longest_name`` in it to be bound."""
+    base = Path(tempfile.gettempdir())
+    needed = f"{base}/{prefix}{owner_tag()}-xxxxxxxx/{longest_name}"
+    return base if len(os.fsencode(needed)) <= SUN_PATH_MAX else Path("/tmp")
+
+
 def owner_alive(name: str, prefix: str) -> bool | None:
     """Whether the owner of directory ``name`` still runs; None if the name has no owner."""
     match = OWNER_RE.match(name[len(prefix):]) if name.startswith(prefix) else None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,15 @@ import pytest
 
 from qstep import interrupts
 from qstep.images.cachelock import build_file
-from qstep.vm.tempdirs import make_private_dir, owner_alive, owner_tag, reap, start_time
+from qstep.vm.tempdirs import (
+    SUN_PATH_MAX,
+    make_private_dir,
+    owner_alive,
+    owner_tag,
+    reap,
+    socket_dir_parent,
+    start_time,
+)
 
 
 def test_owner_tag_names_this_process_and_its_start() -> None:
@@ -39,6 +49,22 @@ def test_a_dead_owners_directory_is_reaped_and_a_live_owners_kept(tmp_path: Path
     foreign.mkdir()
     assert reap("qstep-vm-", tmp_path) == []
     assert mine.is_dir() and foreign.is_dir()
+
+
+def test_sockets_go_to_tmp_when_tmpdir_is_too_long(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    long = tmp_path / ("x" * 60)  # pytest's own tmp_path is already over 50 bytes
+    long.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(long))
+    assert socket_dir_parent("qstep-vm-", "recorder.sock") == Path("/tmp")
+    short = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        monkeypatch.setattr("tempfile.tempdir", str(short))
+        assert socket_dir_parent("qstep-vm-", "recorder.sock") == short
+        made = make_private_dir("qstep-vm-", short) / "recorder.sock"
+        assert len(str(made)) <= SUN_PATH_MAX
+    finally:
+        shutil.rmtree(short)
 
 
 def test_a_recycled_pid_is_not_the_owner(tmp_path: Path) -> None:

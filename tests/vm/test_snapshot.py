@@ -11,14 +11,15 @@ import pytest
 from qstep.bpf.elf import BpfObject
 from qstep.debugger.engine import RunRequest
 from qstep.session import Session
-from qstep.vm.qemu_cmd import VmConfig
+from qstep.vm.qemu_cmd import DEFAULT_APPEND, VmConfig
 from qstep.vm.snapshot import prune, snapshot_key, snapshot_path
 
 MEMORY_MB = 448  # a configuration no other test uses: its own snapshot
 CALLS_IN = bytes(range(64))  # tests/progs/expected.json "calls": retval 393
 
 
-def test_key_follows_what_decides_the_guest(tmp_path: Path) -> None:
+def test_key_follows_what_decides_the_guest(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     kernel, initrd = tmp_path / "bzImage", tmp_path / "initrd"
     kernel.write_bytes(b"k" * 100)
     initrd.write_bytes(b"i" * 100)
@@ -27,6 +28,9 @@ def test_key_follows_what_decides_the_guest(tmp_path: Path) -> None:
     assert snapshot_key(VmConfig(kernel=kernel, initrd=initrd, workdir=tmp_path / "b")) == key
     assert snapshot_key(VmConfig(kernel=kernel, initrd=initrd, workdir=tmp_path,
                                  memory_mb=1024)) != key
+    monkeypatch.setattr("qstep.vm.snapshot.DEFAULT_APPEND", [*DEFAULT_APPEND, "nosmp"])
+    assert snapshot_key(base) != key  # the kernel command line, not only its extras
+    monkeypatch.undo()
     initrd.write_bytes(b"j" * 100)
     assert snapshot_key(base) != key
 
