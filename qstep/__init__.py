@@ -16,7 +16,15 @@ See ``qstep.session.Session`` for every action on the guest.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from importlib import import_module
+
+if sys.orig_argv[1:3] == ["-m", "qstep.cli"] or os.path.basename(sys.argv[0]) == "qstep":
+    # Started as the qstep command: hold Ctrl-C and SIGTERM from the first qstep code on
+    # (qstep.cli's main() handles them); a signal in the imports is then no traceback.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"

@@ -105,7 +105,11 @@ def _main(argv: list[str] | None) -> int:
     from qstep.log import log_path, record_failure, setup
     with interrupts.deferred():  # a Ctrl-C during the imports is taken after them
         parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except QstepError as err:  # an option's own check (--prog-type, --attach-type, ...)
+        print(f"qstep: error: {err}", file=sys.stderr)
+        return err.exit_code
     try:
         setup(log_path(args.log))
         if getattr(args, "print_cmd", False):  # the VM options' --print-cmd, for every command

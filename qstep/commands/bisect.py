@@ -35,7 +35,8 @@ def main(args: argparse.Namespace) -> int:
     prepared = prepare(load_scenario(args.scenario))
     kernels = sorted(kernel_names(args.kernel), key=version_key)
     if len(kernels) < 2:
-        raise UsageError("--kernels needs at least two kernels to bisect between")
+        raise UsageError("--kernel needs at least two kernels to bisect between: "
+                         "K1,K2[,...] or all")
     result = bisect(kernels, lambda k: outcome_on(k, prepared, args.accel))
     if args.json:
         print(json.dumps(result_json(result), indent=2, sort_keys=True))

@@ -230,7 +230,10 @@ def open_in_session(session: Session, source: ProgramSource, setup: Setup,
     for command in setup.commands:
         status, output = session.guest_command(command)
         if status != 0:
-            raise UsageError(f"guest command failed (status {status}): {command}\n{output}")
+            for line in output.rstrip().splitlines():
+                print(f"guest: {line}", file=sys.stderr)
+            raise UsageError(f"--guest-cmd {command!r} failed with status {status}"
+                             + (" (its output is above)" if output.strip() else ""))
         if output.strip() and not quiet:
             print(f"guest: {output.rstrip()}")
     prog = session.open_program(source)

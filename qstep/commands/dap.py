@@ -11,9 +11,16 @@ from qstep.dap.server import serve_port, serve_stdio
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("dap", help="Debug Adapter Protocol server (VS Code, nvim-dap, dape)")
-    p.add_argument("--port", type=int, default=None, metavar="N",
+    p.add_argument("--port", type=port_number, default=None, metavar="N",
                    help="listen on 127.0.0.1:N instead of stdio (0: any free port, printed)")
     p.set_defaults(func=dap_main)
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not '{text}'")
+    return int(text)
 
 
 def dap_main(args: argparse.Namespace) -> int:

@@ -118,7 +118,7 @@ def debug_main(args: argparse.Namespace) -> int:
     batch = list(args.commands)
     if args.batch_file:
         if not args.batch_file.is_file():
-            raise UsageError(f"command file {args.batch_file} does not exist")
+            raise UsageError(f"-x {args.batch_file}: no such command file")
         batch += split_commands(args.batch_file.read_text())
     interactive = not batch
     if args.record:
@@ -186,6 +186,9 @@ def trace_main(args: argparse.Namespace) -> int:
     # What the host can check, before any guest boots (both ways below read them again).
     check_inputs(program_source(args), [(args.packet, read_packet(args.packet))],
                  read_setup(args).entries)
+    if args.mem and args.stepping:
+        raise UsageError("--mem comes from the recording: drop --stepping to see loads and "
+                         "stores")
     if not args.stepping:
         reason = recorder_unavailable_reason() or (
             "recording needs a program qstep loads itself" if str(args.object) in SELECTORS

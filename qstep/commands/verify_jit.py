@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     if args.object.suffix == ".toml":
         return verify_scenario(args)
     if not args.packet:
-        raise UsageError("give at least one --packet (or a scenario file as PROG)")
+        raise UsageError("verify-jit: give at least one --packet, or a scenario file "
+                         "(.toml) as PROG")
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     entries = map_entries(args)
     obj, prog_name = open_object(args)

@@ -153,7 +153,8 @@ class CommandSet:
             return None
         match = re.match(r"([a-z]+)(/\S*)?\s*(.*)$", line)
         if not match:
-            raise UsageError(f"cannot parse command: {line!r}")
+            raise UsageError(f"cannot parse command {line!r}: a command starts with a word "
+                             "of lowercase letters (try 'help')")
         word, fmt, rest = match.groups()
         return self.find(word), fmt, rest
 
@@ -380,7 +381,8 @@ class CommandSet:
         """Each register's value beside what the verifier proved before this instruction."""
         site = self.dbg.site()
         if site is None:
-            raise UsageError("the program is not stopped at a BPF instruction")
+            raise UsageError("the program is not stopped at a BPF instruction (run, stepi or "
+                             "continue to one)")
         if self.dbg.prog.foreign:
             raise UsageError("this program was loaded outside qstep: the kernel keeps no "
                              "verifier log after a load (load the object with qstep and "

@@ -169,7 +169,10 @@ class Machine:
         """QEMU did not start: its first stderr line in the message, the rest (command,
         stderr, console) in ``console_tail``."""
         stderr = self.stderr_text().strip()
-        first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        first = next((ln for ln in lines if ": info: " not in ln), lines[0] if lines else "")
+        if self.config is not None and self.config.accel == "kvm":
+            first += " (with --accel kvm; --accel tcg needs no KVM)"
         detail = f"command: {' '.join(self.argv)}\nstderr: {stderr}\n{self.console_tail()}"
         return HostError(f"{what}: {first}" if first else what, detail)
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from qstep import cli
 from qstep.agent.libbpf_errors import explain
+from qstep.bpf.uapi import AttachType, ProgType
 
 NO_KERNEL = "/nonexistent/qstep-fuzz/bzImage"
 KERNEL_ERROR = f"--kernel {NO_KERNEL}: No such file or directory"
@@ -211,6 +212,21 @@ BAD_INPUTS = [  # issue 12's list: each refused on the host with exactly this me
     (["run", "{obj}", "--packet", PACKET, "--map", "ch_rings", "-1=1"], NO_KERNEL,
      "--map takes NAME KEY=VALUE; a KEY=VALUE that starts with '-' reads as an option: put a "
      "space in front (--map NAME ' -1=1') (see: qstep run --help)"),
+    (["trace", "{obj}", "--packet", PACKET, "--mem", "--stepping"], NO_KERNEL,
+     "--mem comes from the recording: drop --stepping to see loads and stores"),
+    (["debug", "{obj}", "--packet", PACKET, "-x", "/nonexistent/cmds"], NO_KERNEL,
+     "-x /nonexistent/cmds: no such command file"),
+    (["debug", "{obj}", "--packet", PACKET, "-ex", "1abc"], NO_KERNEL,
+     "cannot parse command '1abc': a command starts with a word of lowercase letters "
+     "(try 'help')"),
+    (["verify-jit", "{obj}"], NO_KERNEL,
+     "verify-jit: give at least one --packet, or a scenario file (.toml) as PROG"),
+    (["run", "{obj}", "--packet", PACKET, "--prog-type", "bogus"], NO_KERNEL,
+     "unknown program type 'bogus'; known: "
+     + ", ".join(sorted(m.lower() for m in ProgType.__members__))),
+    (["run", "{obj}", "--packet", PACKET, "--attach-type", "bogus"], NO_KERNEL,
+     "unknown attach type 'bogus'; known: "
+     + ", ".join(sorted(m.lower() for m in AttachType.__members__))),
 ]
 
 
@@ -226,3 +242,12 @@ def test_libbpf_error_numbers_are_explained() -> None:
         "cannot open BPF object: the BPF object's format is invalid (libbpf could not parse "
         "its ELF sections) (libbpf error 4001)")
     assert explain("load: Unknown error 524") == "load: Unknown error 524"  # ENOTSUPP: kernel's
+
+
+@pytest.mark.parametrize("port", ["-5", "65536", "x"])
+def test_bad_dap_ports(port: str) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        cli.main(["dap", "--port", port])
+    assert err.getvalue() == (f"qstep: error: argument --port: a port is a number from 0 to "
+                              f"65535, not '{port}' (see: qstep dap --help)\n")
