@@ -14,6 +14,7 @@ from qstep.dap.execution import Execution
 from qstep.dap.state import DapState, Result
 from qstep.debugger.engine import Event
 from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.reverse_commands import NO_HISTORY
 from qstep.errors import UsageError
 
 
@@ -43,7 +44,12 @@ class ReverseExecution:
         return dbg
 
     def _go(self, action: Callable[[], Event]) -> Result:
-        return {}, lambda: self.execution.go(action, stepping=True)
+        def move() -> Event:
+            event = action()
+            if event.reason == "history-start":
+                self.s.output(f"{NO_HISTORY}\n")
+            return event
+        return {}, lambda: self.execution.go(move, stepping=True)
 
     def req_stepBack(self, args: dict[str, Any]) -> Result:
         dbg = self._reversible()

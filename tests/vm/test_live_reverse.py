@@ -346,3 +346,34 @@ def test_a_tail_call_ends_reverse_execution_with_one_message(
             assert (exited.kind, exited.retval) == ("exited", 1)
     finally:
         guest.unload(prog)
+
+
+def test_reverse_finish_and_reverse_nexti_around_a_bpf_to_bpf_call(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """In one run stepped live to its end (the truth: gdbstub states), back to inside a
+    subprogram: reverse-finish stops at its call, stepi enters it again, finish (replayed)
+    stops after the return, reverse-nexti from there goes back over the call."""
+    source, name, packet, maps = CALLS_CASE
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps) as dbg:
+        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        dbg.run()
+        forward = [state(dbg)]
+        while not (dbg.prog.sites[forward[-1][0]].insn.is_exit and len(forward[-1][2]) == 1):
+            dbg.stepi()
+            forward.append(state(dbg))
+        depth = [len(s[2]) for s in forward]
+        call = depth.index(2) - 1  # the first bpf-to-bpf call
+        inside = call + 3
+        assert depth[inside] == 2 and dbg.prog.sites[forward[call][0]].insn.is_pseudo_call
+        back = next(j for j in range(inside, len(forward)) if depth[j] == 1)
+        for _ in range(len(forward) - 1 - inside):
+            dbg.reverse_stepi()
+        assert state(dbg) == forward[inside]
+        assert dbg.reverse_finish().reason == "step" and state(dbg) == forward[call]
+        assert dbg.stepi().reason == "step" and state(dbg) == forward[call + 1]
+        assert dbg.finish().reason == "step" and state(dbg) == forward[back]
+        assert dbg.reverse_stepi(over_calls=True).reason == "step"
+        assert state(dbg) == forward[call]
+        assert dbg.replaying
+        assert dbg.cont().kind == "exited"

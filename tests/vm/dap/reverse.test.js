@@ -66,7 +66,18 @@ describe('qstep dap: stepping back on the l4lb example', function () {
     assert.deepStrictEqual([back.reason, back.hitBreakpointIds], ['breakpoint', [bps.body.breakpoints[0].id]]);
     assert.deepStrictEqual((await top())[0], ['process_packet', 171]);
 
-    // Forward: replayed to the live point (its breakpoint), then live to the end.
+    // Back to the run's start: the client is told there is no more history.
+    await dc.setBreakpointsRequest({ source: { path: SRC }, breakpoints: [] });
+    await stoppedBy('reverseContinue', {});
+    assert.deepStrictEqual(await top(), [['l4lb_ingress', 190]]);
+    assert.ok(outputs.some((o) => o.output === 'No more reverse-execution history.\n'));
+    bps = await dc.setBreakpointsRequest({ source: { path: SRC },
+                                           breakpoints: [{ line: 171 }, { line: 178 }] });
+
+    // Forward: replayed through line 171 to the live point (its breakpoint), then live.
+    const first = await stoppedBy('continue', {});
+    assert.deepStrictEqual(first.hitBreakpointIds, [bps.body.breakpoints[0].id]);
+    assert.deepStrictEqual((await top())[0], ['process_packet', 171]);
     const again = await stoppedBy('continue', {});
     assert.deepStrictEqual(again.hitBreakpointIds, [bps.body.breakpoints[1].id]);
     assert.deepStrictEqual((await top())[0], ['process_packet', 178]);
