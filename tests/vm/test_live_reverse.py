@@ -115,6 +115,18 @@ def comparable(prog: LoadedProgram, states: list[State]) -> list[tuple[object, .
     return [norm(s, live) for s, live in zip(states, defined_sets(prog, states), strict=True)]
 
 
+def step_to_the_end(dbg: ReversibleDebugger) -> list[State]:
+    """Run from the entry, stepping live through the gdbstub (recorded as it goes) to the
+    main function's exit: every state on the way."""
+    dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+    dbg.run()
+    forward = [state(dbg)]
+    while not (dbg.prog.sites[forward[-1][0]].insn.is_exit and len(forward[-1][2]) == 1):
+        assert dbg.stepi().kind == "stopped"
+        forward.append(state(dbg))
+    return forward
+
+
 def back_to_the_start(dbg: ReversibleDebugger) -> list[State]:
     """reverse-stepi from the live stop to the first recorded instruction, in run order."""
     assert not dbg.replaying and dbg.can_reverse
@@ -137,12 +149,7 @@ def test_reverse_stepi_matches_the_live_stepped_run_at_every_instruction(
     source, name, packet, maps = case
     obj, data = bpf_obj(source), read_packet(packet)
     with reversible(guest, obj, name, data, maps) as dbg:
-        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
-        dbg.run()
-        forward = [state(dbg)]
-        while not (dbg.prog.sites[forward[-1][0]].insn.is_exit and len(forward[-1][2]) == 1):
-            assert dbg.stepi().kind == "stopped"
-            forward.append(state(dbg))
+        forward = step_to_the_end(dbg)
         assert back_to_the_start(dbg) == forward
         assert dbg.cont().kind == "exited"
 
@@ -356,12 +363,7 @@ def test_reverse_finish_and_reverse_nexti_around_a_bpf_to_bpf_call(
     source, name, packet, maps = CALLS_CASE
     obj, data = bpf_obj(source), read_packet(packet)
     with reversible(guest, obj, name, data, maps) as dbg:
-        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
-        dbg.run()
-        forward = [state(dbg)]
-        while not (dbg.prog.sites[forward[-1][0]].insn.is_exit and len(forward[-1][2]) == 1):
-            dbg.stepi()
-            forward.append(state(dbg))
+        forward = step_to_the_end(dbg)
         depth = [len(s[2]) for s in forward]
         call = depth.index(2) - 1  # the first bpf-to-bpf call
         inside = call + 3
