@@ -160,3 +160,19 @@ def test_qemu_dying_mid_debug_session_is_a_clear_error_and_nothing_is_left(
         assert "Traceback" not in str(info.value)
         assert isinstance(info.value, GuestError)
     assert not process_exists(pid)
+    assert not process_exists(pid)
+
+
+def test_a_long_tmpdir_does_not_break_the_sockets(l4lb_obj: Path, tmp_path: Path) -> None:
+    """A TMPDIR too long for unix socket paths (sun_path: 107 bytes) once made QEMU
+    exit with status 1; the VM directory then goes to /tmp."""
+    long_tmp = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    long_tmp.mkdir()
+    packet = Path(__file__).resolve().parents[2] / "examples/l4lb/packets/ipv4_to_v4real.hex"
+    out = subprocess.run([*QSTEP, "run", str(l4lb_obj), "--prog", "l4lb_ingress", "--maps",
+                          "examples/l4lb/maps.txt", "--packet", str(packet)],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TMPDIR": str(long_tmp)},
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert "retval    7 (TC_ACT_REDIRECT)" in out.stdout

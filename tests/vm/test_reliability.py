@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,7 +93,18 @@ def wait_gone(pid: int, tmp: Path, timeout: float = 10.0) -> list[int]:
         time.sleep(0.1)
 
 
-def test_kills_at_random_moments_leave_nothing(l4lb_obj: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A TMPDIR short enough for qstep's VM directories (with their sockets) to go there,
+    so that what a killed run leaves is seen: pytest's tmp_path is too long for a unix
+    socket path, and the VM directories would go to /tmp."""
+    path = Path(tempfile.mkdtemp(prefix="qstep-rel-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_kills_at_random_moments_leave_nothing(l4lb_obj: Path, short_tmp: Path) -> None:
+    tmp_path = short_tmp
     rng = random.Random(SEED)
     packet = Path(__file__).resolve().parents[2] / "examples/l4lb/packets/ipv4_to_v4real.hex"
     lines = command_lines(l4lb_obj, packet)
