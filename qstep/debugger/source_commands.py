@@ -35,6 +35,10 @@ def frame_data(f: SourceFrame) -> dict[str, Any]:
             "insn": f.call.site.index if f.call.site else None, "r10": f.call.r10}
 
 
+NO_DWARF = ("the object has no DWARF debug info, so no C variables (compile with -g; "
+            "static linking with bpftool gen object drops .debug_* sections)")
+
+
 class FrameEnv:
     """``qstep.expr.typed`` environment of the selected frame."""
 
@@ -56,6 +60,8 @@ class FrameEnv:
         return self._cmds.view.dbg.read_memory(addr, size)
 
     def variable(self, name: str) -> Value | None:
+        if not self._cmds.view.model.has_dwarf:
+            raise UsageError(NO_DWARF)
         return self._cmds.lookup(name)
 
     def find_type(self, name: str) -> CType | None:
@@ -216,7 +222,9 @@ class SourceCommands:
     def _variables(self, params: bool) -> Result:
         frame = self.view.selected()
         if frame.scope is None:
-            return "No symbol table info available.", {"variables": []}
+            shown = ("No symbol table info available." if self.view.model.has_dwarf
+                     else f"No symbol table info available: {NO_DWARF}.")
+            return shown, {"variables": []}
         chosen = frame.scope.params if params else frame.scope.locals
         lines, data = [], []
         for var in chosen:

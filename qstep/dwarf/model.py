@@ -133,6 +133,11 @@ class DwarfModel:
         self._parser = (DWARFExprParser(self._dwarf.structs) if self._dwarf is not None
                         else None)
 
+    @property
+    def has_dwarf(self) -> bool:
+        """Whether the object has DWARF at all (static linkers may drop it)."""
+        return self._dwarf is not None
+
     @classmethod
     def from_bytes(cls, data: bytes) -> DwarfModel:
         try:

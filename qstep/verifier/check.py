@@ -100,11 +100,13 @@ def check_run(log: VerifierLog, run: Iterable[Step],
     instructions by index) the check goes on past pruning points along the older paths
     (see `qstep.verifier.trust`); without it, it ends at the first one."""
     report = CheckReport()
-    if not log.paths or not log.paths[0].visits:
+    entry = next((p for p in log.paths if p.parent is None and p.visits
+                  and p.visits[0].insn == 0), None)  # global functions have their own
+    if entry is None:
         report.stopped = "the verifier log has no instructions"
         return report
-    followers = [_Follower(log.paths[0], 0, Trust())]
-    report.paths.append(0)
+    followers = [_Follower(entry, 0, Trust())]
+    report.paths.append(entry.number)
     for step, (insn, regs, *rest) in enumerate(run, start=1):
         followers, why = _advance(log, followers, insn, report, program is not None)
         if not followers:

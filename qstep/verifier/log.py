@@ -30,6 +30,10 @@ CALL_CODE, EXIT_CODE = "85", "95"
 # An open-coded iterator's next kfunc: the verifier goes on with the drained state
 # (r0 = 0) and pushes the active one, continued later "from N to N+1".
 _ITER_NEXT = re.compile(r"call bpf_iter_\w+_next#")
+# Where a global function's own verification starts, and ends (the main program or
+# the next function follows).
+_GLOBAL_FUNC = re.compile(r"^(Validating \S+\(\) func#\d+\.\.\.|Func#\d+ is safe for any args"
+                          r" that match its prototype)$")
 
 
 @dataclass
@@ -91,6 +95,11 @@ def parse_log(text: str) -> VerifierLog:
     started = False  # 7.x prints its analysis passes' listings before the walk
     for raw in text.splitlines():
         line = raw.strip()
+        if _GLOBAL_FUNC.match(line):  # a global function, verified on its own: a new root
+            if log.paths[-1].visits:  # (6.1 checks them before the main program)
+                log.paths.append(Path(len(log.paths), None, -1))
+            started, current, jumps, last_exit = True, {}, [], None
+            continue
         if not started:
             started = raw.startswith("0: ")
             if not started:

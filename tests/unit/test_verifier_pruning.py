@@ -11,7 +11,7 @@ import pytest
 
 from qstep.bpf.insn import decode
 from qstep.verifier.check import Regs, Shown, check_run
-from qstep.verifier.log import parse_log
+from qstep.verifier.log import parse_known, parse_log
 from qstep.verifier.states import parse_reg_state
 from qstep.verifier.trust import Trust
 
@@ -110,3 +110,32 @@ def test_an_iterator_next_call_branches_like_a_jump() -> None:
     drained = check_run(log, [(insn, (0 if insn >= 4 else None, *(None,) * 9, fp))
                               for insn in (0, 1, 2, 3, 4, 6)])
     assert (drained.findings, drained.steps) == ([], 6)
+
+
+GLOBAL_FIRST_LOG = """\
+func#0 @0
+func#1 @3
+Validating g() func#1...
+3: R1=mem_or_null(id=2,off=0,imm=0) R10=fp0
+3: (b7) r0 = 0                        ; R0_w=0
+4: (95) exit
+Func#1 is safe for any args that match its prototype
+0: R1=ctx(off=0,imm=0) R10=fp0
+0: (85) call pc+2
+Func#1 is global and valid. Skipping.
+1: (b7) r0 = 2                        ; R0_w=2
+2: (95) exit
+processed 5 insns
+"""
+
+
+def test_global_functions_checked_first_are_paths_of_their_own() -> None:
+    """6.1 verifies global functions before the main program (6.8+ after it): each is a
+    root path, and a run is followed from the one that starts at insn 0."""
+    log = parse_known(GLOBAL_FIRST_LOG)
+    assert [(p.parent, [v.insn for v in p.visits]) for p in log.paths] == [
+        (None, [3, 4]), (None, [0, 1, 2])]
+    fp = 0xFFFFC90000010000
+    report = check_run(log, [(0, (None,) * 10 + (fp,)), (1, (None,) * 10 + (fp,)),
+                             (2, (2,) + (None,) * 9 + (fp,))])
+    assert (report.findings, report.stopped, report.steps, report.paths) == ([], "", 3, [1])

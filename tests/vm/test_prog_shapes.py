@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.insn import is_percpu_mov
@@ -27,7 +28,7 @@ from qstep.commands.inspect import c_scope
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.source import SourceView
-from qstep.errors import LoadError
+from qstep.errors import LoadError, UsageError
 from qstep.loadopts import LoadOptions
 from qstep.oracle.lockstep import lockstep
 from qstep.paths import REPO_ROOT
@@ -322,3 +323,45 @@ def test_iterators_on_61_fail_to_load_naming_the_kfunc(guests: Callable[[str], S
         guests("6.1").load(obj, "iter_sum")
     assert "libbpf: extern (func ksym) 'bpf_iter_num_" in str(err.value)
     assert "not found in kernel or module BTFs" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def linked(bpf_obj: Build, tmp_path_factory: pytest.TempPathFactory) -> BpfObject:
+    """linkmain.bpf.c and linklib.bpf.c statically linked by bpftool gen object."""
+    require_tool("bpftool")
+    out = tmp_path_factory.mktemp("linked") / "linked.bpf.o"
+    parts = [str(bpf_obj(f"tests/progs/{name}.bpf.c")) for name in ("linkmain", "linklib")]
+    subprocess.run(["bpftool", "gen", "object", str(out), *parts], check=True)
+    return BpfObject.open(out)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_statically_linked_object(guests: Callable[[str], Session], linked: BpfObject,
+                                  kernel: str) -> None:
+    """A global function from another .o; BTF line info but no DWARF (the linker drops
+    it): lines, frames and registers work, C variables say why they cannot."""
+    session = guests(kernel)
+    frame = bytes(range(1, 65))
+    prog = session.load(linked, "link_main", LoadOptions(verifier_log_size=64 << 20))
+    try:
+        assert session.test_run(prog, frame).retval == 2
+        assert session.dump_map(prog, ".bss") == [(bytes(4), struct.pack("<II", 0x3388, 1))]
+        out = commands(session, linked, prog, RunRequest(frame), [
+            "break lib_fletcher", "run", "bt", "info locals", "finish"])
+        assert out[1].splitlines()[1].endswith("lib_calls++;")
+        assert [f.split(" at ")[1].split(" ")[0] for f in out[2].splitlines()] == [
+            f"linklib.bpf.c:{line_of('linklib.bpf.c', 'lib_calls++;')}",
+            f"linkmain.bpf.c:{line_of('linkmain.bpf.c', 'last_sum = lib_fletcher(')}"]
+        assert out[3] == ("No symbol table info available: the object has no DWARF debug "
+                          "info, so no C variables (compile with -g; static linking with "
+                          "bpftool gen object drops .debug_* sections).")
+        assert out[4].startswith("Run till exit; value returned: r0 = 0x3388 (13192)")
+        with pytest.raises(UsageError, match="the object has no DWARF debug info"):
+            commands(session, linked, prog, RunRequest(frame),
+                     ["break lib_fletcher", "run", "print lib_calls"])
+        assert agrees(session, prog, RunRequest(frame), 2) > 300
+        check = trace_and_check(session, prog, frame)  # 6.1 logs lib_fletcher first
+        assert check.report.findings == [] and check.report.steps == 55
+    finally:
+        session.unload(prog)
+
