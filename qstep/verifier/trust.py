@@ -179,7 +179,10 @@ class Trust:
                regs: Sequence[int | None]) -> None:
         atomic = insn.cls == STX and insn.mode == MODE_ATOMIC
         if atomic and insn.imm & 0x01:  # fetch: the old value into src (cmpxchg: r0)
-            self._set(0 if insn.imm == 0xF1 else insn.src, False)
+            # From memory the verifier does not track (a map value): an unknown scalar.
+            off_stack = claims.get(insn.dst, _NONE).type not in ("fp", "")
+            self._set(0 if insn.imm == 0xF1 else insn.src,
+                      off_stack and self.trusted(insn.dst))
         if atomic and insn.imm == 0x100:  # load-acquire into dst
             self._set(insn.dst, False)
             return
@@ -202,9 +205,9 @@ class Trust:
                                          if r in CALLEE_SAVED}))
         for reg in (0, *CALLEE_SAVED):
             self._set(reg, False)
-        for reg in range(1, 6):
-            if reg in self.pending:
-                self._set(reg, False)  # whether the callee's read counts: not judged
+        # Pending arguments stay pending: the callee's registers r1-r5 are the caller's,
+        # and a read of one in the callee marks the caller's older state's register read
+        # (6.x liveness chains; 7.x counts a call's r1-r5 as used).
 
     def _return(self) -> None:
         result = self.trusted(0) and 0 not in self.pending
