@@ -12,7 +12,7 @@ KERNEL ?= 6.1
 EXAMPLE := $(BUILD)/examples/l4lb.bpf.o
 PACKETS := examples/l4lb/packets
 
-.PHONY: deps demo test test-kernels test-kernel-build test-unit test-reliability lint bench examples progs debug clean-build vsix
+.PHONY: deps demo test test-kernels test-kernel-build test-recorded test-unit test-reliability lint bench examples progs debug clean-build vsix
 
 deps:
 	@scripts/install-deps.sh
@@ -60,6 +60,10 @@ test-kernel-build: deps examples progs
 	@test -n "$(KSRC)" || { echo "usage: make test-kernel-build KSRC=/path/to/linux"; exit 2; }
 	img=$$($(QSTEP) images build $(KSRC)) && QSTEP_TEST_KERNELS=$$img $(PY) -m pytest -q \
 	  $(KERNEL_TESTS)
+
+# Opt-in: inspect from recordings against in-guest probes, every case on 6.1 and 6.12.
+test-recorded: deps examples progs
+	QSTEP_TEST_RECORDED_ALL=1 $(PY) -m pytest -q tests/vm/test_inspect_recorded.py
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit

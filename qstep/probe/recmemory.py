@@ -30,10 +30,11 @@ PURE_HELPERS = frozenset({
     Helper.REDIRECT, Helper.PERF_EVENT_OUTPUT, Helper.CSUM_DIFF, Helper.REDIRECT_MAP,
     Helper.JIFFIES64, Helper.KTIME_GET_BOOT_NS, Helper.RINGBUF_OUTPUT,
     Helper.KTIME_GET_COARSE_NS, Helper.TRACE_VPRINTK})
-# Helpers that write through none of their pointer arguments (they may write the packet).
+# Helpers that write through none of their pointer arguments (they may write the packet;
+# bpf_loop's callback is program code: what it writes is recorded).
 READS_ITS_POINTERS = PURE_HELPERS | {
     Helper.SKB_STORE_BYTES, Helper.L3_CSUM_REPLACE, Helper.L4_CSUM_REPLACE,
-    Helper.SKB_SET_TUNNEL_KEY, Helper.SKB_SET_TUNNEL_OPT}
+    Helper.SKB_SET_TUNNEL_KEY, Helper.SKB_SET_TUNNEL_OPT, Helper.LOOP}
 STACK_MAX = 512 * 8  # below the lowest frame pointer: the deepest frames' stacks
 MODELLED_MAPS = frozenset({MapType.HASH, MapType.ARRAY, MapType.LRU_HASH})
 MAP_HELPERS = frozenset({Helper.MAP_LOOKUP_ELEM, Helper.MAP_UPDATE_ELEM, Helper.MAP_DELETE_ELEM})

@@ -1,5 +1,8 @@
 """``inspect`` from recordings gives what the in-guest probes give, exactly.
 
+On the example and on flowsum (tests/progs: a bpf_loop callback, a struct filled
+through a pointer, bpf_map_update_elem of a struct, a per-class counter).
+
 The same specs run as in-guest hardware-breakpoint probes (at most 4 locations) and
 from a recording of each run (``--from-recording``; and, past 4 locations, the
 automatic choice), over many packets: every hit (probe, hit number, run, location,
@@ -10,10 +13,12 @@ program's own atomic adds change it, looked up and printed whole).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_flowsum import PACKETS as FLOWSUM_PACKETS
 
 from qstep.bpf.elf import BpfObject
 from qstep.commands.inspect import c_scope
@@ -41,10 +46,20 @@ MORE = [
     "l4lb.bpf.c:148 print slot, vip_num",
 ]
 REPEAT = 3
+# make test: the example both ways on 6.1 and 6.12, the rest on one kernel each;
+# make test-recorded (QSTEP_TEST_RECORDED_ALL=1): everything on both.
+BOTH = ("6.1", "6.12")
+ALL = bool(os.environ.get("QSTEP_TEST_RECORDED_ALL"))
+
+
+def kernels(default: str) -> tuple[str, ...]:
+    return BOTH if ALL else (default,)
 
 
 @pytest.fixture
-def l4lb(guest: Session, l4lb_obj: Path) -> Iterator[tuple[Session, LoadedProgram, BpfObject]]:
+def l4lb(request: pytest.FixtureRequest, guests: Callable[[str], Session],
+         l4lb_obj: Path) -> Iterator[tuple[Session, LoadedProgram, BpfObject]]:
+    guest = guests(request.param)
     obj = BpfObject.open(l4lb_obj)
     prog = guest.load(obj, "l4lb_ingress")
     for entry in read_map_file(EXAMPLE / "maps.txt"):
@@ -81,6 +96,7 @@ def counters(ins: Inspector, numbers: range) -> list[dict[str, int]]:
     return [p.counters.as_dict() for p in ins.probes if p.number in numbers]
 
 
+@pytest.mark.parametrize("l4lb", BOTH, indirect=True)
 def test_recorded_specs_equal_in_guest_probes(
         l4lb: tuple[Session, LoadedProgram, BpfObject]) -> None:
     vm, prog, obj = l4lb
@@ -96,6 +112,7 @@ def test_recorded_specs_equal_in_guest_probes(
     assert [c["printed"] for c in counters(guest, everything)] == [6, 15, 17, 15]
 
 
+@pytest.mark.parametrize("l4lb", kernels("6.1"), indirect=True)
 def test_locations_past_the_debug_registers_come_from_the_recording(
         l4lb: tuple[Session, LoadedProgram, BpfObject]) -> None:
     vm, prog, obj = l4lb
@@ -108,3 +125,45 @@ def test_locations_past_the_debug_registers_come_from_the_recording(
     shifted = [(int(str(h[0])) - 4, *h[1:]) for h in hits(mixed, range(5, 7))]
     assert shifted == hits(alone, range(1, 3))
     assert counters(mixed, range(5, 7)) == counters(alone, range(1, 3))
+
+
+FLOWSUM_SPECS = [
+    "flowsum.bpf.c:118 print index, s->sum, *p if index < 8",
+    "class_of print f->dport, f->proto, f->saddr, per_class",
+    "flowsum.bpf.c:138 print last[0], res.sum, res.class, zero",
+    "flowsum.bpf.c:140 skip 2 print per_class[3], per_class[1], *count if count != 0",
+]
+
+
+@pytest.mark.parametrize("kernel", kernels("6.12"))
+def test_flowsum_recorded_equals_in_guest(guests: Callable[[str], Session], kernel: str,
+                                          bpf_obj: Callable[[str], Path]) -> None:
+    guest = guests(kernel)
+    obj = BpfObject.open(bpf_obj("tests/progs/flowsum.bpf.c"))
+    prog = guest.load(obj, "flowsum_main")
+    packets = [*FLOWSUM_PACKETS.values(), *FLOWSUM_PACKETS.values()]
+    try:
+        ways = []
+        for recording in ("off", "all"):
+            for name in ("last", "per_class"):
+                info = prog.maps[name]
+                for i in range(info.max_entries):
+                    guest.update_map(prog, name, i.to_bytes(4, "little"), bytes(info.value_size))
+            inspector = Inspector(guest, prog, parse_specs(FLOWSUM_SPECS), c_scope(obj, prog),
+                                  recording=recording)
+            inspector.attach()
+            try:
+                inspector.run(packets, 2)
+            finally:
+                inspector.detach()
+            ways.append(inspector)
+    finally:
+        guest.unload(prog)
+    in_guest, recorded = ways
+    assert [p.attached for p in recorded.probes] == ["recording"] * 4
+    everything = range(1, 5)
+    assert hits(recorded, everything) == hits(in_guest, everything)
+    assert counters(recorded, everything) == counters(in_guest, everything)
+    assert [p.undecided for p in recorded.probes] == [0] * 4
+    # 16 runs: 8 loop iterations each, one class_of, line 138 once, line 140 past skip 2
+    assert [c["printed"] for c in counters(in_guest, everything)] == [128, 16, 16, 14]
