@@ -70,9 +70,10 @@ def l4lb(request: pytest.FixtureRequest, guests: Callable[[str], Session],
 
 
 def run(vm: Session, prog: LoadedProgram, obj: BpfObject, specs: list[str],
-        recording: str, packets: list[bytes] = PACKETS, repeat: int = REPEAT) -> Inspector:
-    """Fresh counters in the program's maps for each way (stats, drops)."""
-    for name in ("stats", "drops"):
+        recording: str, packets: list[bytes] = PACKETS, repeat: int = REPEAT,
+        zeroed: tuple[str, ...] = ("stats", "drops")) -> Inspector:
+    """Fresh counters in the program's maps for each way (``zeroed``)."""
+    for name in zeroed:
         info = prog.maps[name]
         for i in range(info.max_entries):
             vm.update_map(prog, name, i.to_bytes(4, "little"), bytes(info.value_size))
@@ -143,23 +144,10 @@ def test_flowsum_recorded_equals_in_guest(guests: Callable[[str], Session], kern
     prog = guest.load(obj, "flowsum_main")
     packets = [*FLOWSUM_PACKETS.values(), *FLOWSUM_PACKETS.values()]
     try:
-        ways = []
-        for recording in ("off", "all"):
-            for name in ("last", "per_class"):
-                info = prog.maps[name]
-                for i in range(info.max_entries):
-                    guest.update_map(prog, name, i.to_bytes(4, "little"), bytes(info.value_size))
-            inspector = Inspector(guest, prog, parse_specs(FLOWSUM_SPECS), c_scope(obj, prog),
-                                  recording=recording)
-            inspector.attach()
-            try:
-                inspector.run(packets, 2)
-            finally:
-                inspector.detach()
-            ways.append(inspector)
+        in_guest, recorded = (run(guest, prog, obj, FLOWSUM_SPECS, recording, packets, 2,
+                                  ("last", "per_class")) for recording in ("off", "all"))
     finally:
         guest.unload(prog)
-    in_guest, recorded = ways
     assert [p.attached for p in recorded.probes] == ["recording"] * 4
     everything = range(1, 5)
     assert hits(recorded, everything) == hits(in_guest, everything)
