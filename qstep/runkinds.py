@@ -92,13 +92,22 @@ def run_extras(prog_type: int, result: RunResult) -> dict[str, Any]:
     return {}
 
 
+DURATION_LIMIT_NS = 0xFFFFFFFF  # BPF_PROG_TEST_RUN's duration is a u32: it saturates there
+
+
+def duration_text(ns: int) -> str:
+    """A run's duration as the kernel reported it (its u32 saturates after ~4.29 s)."""
+    return (f"at least {ns} ns (the kernel's 32-bit limit)" if ns >= DURATION_LIMIT_NS
+            else f"{ns} ns")
+
+
 def outcome_text(prog_type: int, packet: bytes, result: RunResult,
                  repeat: int | None = None) -> list[str]:
     """What the run gave back besides its return value, as the program type has it
     (``repeat``: a duration line; the debugger's runs have none)."""
     if prog_type in CTX_PROG_TYPES:  # no duration: the kernel measures none
         return ["context out: " + "\n  ".join(packet_diff(packet, result.ctx_out))]
-    lines = ([f"duration  {result.duration_ns} ns per run (repeat {repeat})"]
+    lines = ([f"duration  {duration_text(result.duration_ns)} per run (repeat {repeat})"]
              if repeat is not None else [])
     if prog_type == ProgType.FLOW_DISSECTOR:
         return [*lines, f"flow keys {flow_keys_text(result.data_out)}"]

@@ -24,7 +24,7 @@ from qstep.expr.evaluate import evaluate
 from qstep.expr.parser import parse_expression
 from qstep.listing import bpf_text, build_listing, format_listing
 from qstep.loaded import InsnSite
-from qstep.runkinds import outcome_text
+from qstep.runkinds import duration_text, outcome_text
 from qstep.verifier.check import union_at
 from qstep.verifier.log import VerifierLog, parse_known
 
@@ -180,7 +180,8 @@ class CommandSet:
             label = f"{event.retval}" + (f" ({name})" if name else "")
             result = RunResult(event.retval, event.duration_ns or 0, event.data_out,
                                event.ctx_out)
-            text = "\n".join([f"[program exited: retval {label}, {event.duration_ns} ns]",
+            text = "\n".join([f"[program exited: retval {label}, "
+                                 f"{duration_text(event.duration_ns or 0)}]",
                               *outcome_text(self.dbg.prog.prog_type,
                                             self.dbg.request.ctx or self.dbg.request.data,
                                             result),

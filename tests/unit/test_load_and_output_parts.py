@@ -187,3 +187,9 @@ def test_record_types_name_a_ring_buffer_and_a_btf_type(bpf_obj: Callable[[str],
                            ("events=struct nope", "no type 'struct nope' in the object's BTF")):
         with pytest.raises(UsageError, match=re.escape(message)):
             with_record_types(maps, obj.btf, [given])
+
+
+def test_a_saturated_run_duration_says_so() -> None:
+    from qstep.runkinds import duration_text
+    assert duration_text(3296506) == "3296506 ns"
+    assert duration_text(0xFFFFFFFF) == "at least 4294967295 ns (the kernel's 32-bit limit)"
