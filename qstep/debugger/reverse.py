@@ -7,10 +7,10 @@ registers, memory, frames and the C variables built on them come from the
 recording. Forward movements replay the recording until the live point, then go
 on live through the gdbstub, while the recorder keeps recording.
 
-Memory at a past position is what the recording saw (``qstep.recorder.replay``);
-a byte it never saw is read from the live guest only when nothing can have
-changed it since: no recorded store to it and no helper call from that position
-to the live point.
+Memory at a past position is what the recording saw, across the helper calls that
+provably left it alone (``qstep.recorder.pastmemory``); a byte it never saw is read
+from the live guest only when nothing can have changed it since: no recorded store
+to it and no call that may write it from that position to the live point.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from qstep.loaded import InsnSite, LoadedProgram
 from qstep.recorder.control import DEFAULT_LIMIT
 from qstep.recorder.live import LiveRecorder
 from qstep.recorder.log import REG_NAMES
+from qstep.recorder.pastmemory import PastMemory
 from qstep.recorder.recording import RecordedStep, Recording
 from qstep.recorder.replay import Replay, Stop
 from qstep.session import Session
@@ -56,6 +57,7 @@ class ReversibleDebugger(Debugger):
         self._bp_keys: dict[int, tuple[Breakpoint, int]] = {}
         self.last_replay_stop: Stop | None = None
         self._live_inside = False  # the live point is inside an instruction
+        self._memory: PastMemory | None = None
 
     # -- the recording ---------------------------------------------------
     @property
@@ -99,8 +101,10 @@ class ReversibleDebugger(Debugger):
         if rec is None:
             raise UsageError(f"no reverse execution for this run: {self.recorder.problem}")
         live = self._live_step()
-        self.history = Replay(Recording(rec.prog, [*rec.steps, live], 0))
+        recording = Recording(rec.prog, [*rec.steps, live], 0)
+        self.history = Replay(recording)
         self.history.pos = len(rec.steps)
+        self._memory = PastMemory(recording)
         self._history_key = self._live_key()
         return self.history
 
@@ -161,27 +165,9 @@ class ReversibleDebugger(Debugger):
     def read_memory(self, addr: int, size: int) -> bytes:
         if not self.replaying:
             return super().read_memory(addr, size)
-        assert self.history is not None
-        try:
-            return self.history.read_memory(addr, size)
-        except UsageError:
-            if self._unchanged_since(addr, size):
-                return super().read_memory(addr, size)
-            raise
-
-    def _unchanged_since(self, addr: int, size: int) -> bool:
-        """No recorded store to these bytes and no helper call from here to the live point."""
-        assert self.history is not None
-        xlated = {ins.index: ins for ins in self.prog.xlated}
-        for step in self.history.rec.steps[self.history.pos:]:
-            ins = xlated.get(step.site.xlated_index if step.site.xlated_index is not None
-                             else -1)
-            if ins is not None and (ins.is_helper_call or ins.is_kfunc_call):
-                return False
-            if any(a.store and a.addr < addr + size and addr < a.addr + a.size
-                   for a in step.accesses + step.frame_accesses):
-                return False
-        return True
+        assert self.history is not None and self._memory is not None
+        return self._memory.read(addr, size, self.history.pos, self._live_pos(),
+                                 super().read_memory)
 
     def frames(self) -> list[Frame]:
         if not self.replaying:

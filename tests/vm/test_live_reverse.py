@@ -22,9 +22,11 @@ import pytest
 from conftest import load_program
 
 from qstep.bpf.elf import BpfObject
+from qstep.debugger.commands import CommandSet
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.source import SourceView
 from qstep.debugger.tailcall import TailCalled
 from qstep.errors import UsageError
 from qstep.listing import bpf_text
@@ -379,3 +381,43 @@ def test_reverse_finish_and_reverse_nexti_around_a_bpf_to_bpf_call(
         assert state(dbg) == forward[call]
         assert dbg.replaying
         assert dbg.cont().kind == "exited"
+
+
+def test_c_variables_in_the_past_are_the_live_runs(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """l4lb stepped live to its end, 'info locals' and 'info args' at every instruction
+    (the gdbstub's view), then gone back through: the same lines at every instruction,
+    except values the recording cannot vouch for, which say so (never another value)."""
+    source, name, packet, maps = L4LB
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps) as dbg:
+        cmds = CommandSet(dbg, SourceView(BpfObject.open(obj), dbg))
+
+        def variables() -> list[str]:
+            return [line for what in ("locals", "args")
+                    for line in cmds.execute(f"info {what}").text.splitlines()]
+        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        dbg.run()
+        forward = [variables()]
+        while not (dbg.prog.sites[state(dbg)[0]].insn.is_exit and len(dbg.frames()) == 1):
+            dbg.stepi()
+            forward.append(variables())
+        backward = [variables()]
+        while dbg.reverse_stepi().reason != "history-start":
+            backward.append(variables())
+        backward.reverse()
+        assert len(backward) == len(forward)
+        shown = unknown = 0
+        for live, past in zip(forward, backward, strict=True):
+            assert len(live) == len(past)
+            for a, b in zip(live, past, strict=True):
+                if "unavailable" in b and "unavailable" not in a:
+                    unknown += 1
+                else:
+                    assert a == b
+                    shown += 1
+        assert shown > 20 * unknown  # nearly everything is known
+        tkey = [n for n, lines in enumerate(backward) if any(
+            line.startswith("tkey = {tunnel_id = 2,") for line in lines)]
+        assert tkey and all("tkey = <unavailable" not in line for lines in backward[tkey[0]:]
+                            for line in lines)
