@@ -10,7 +10,7 @@ from typing import Any
 from qstep.agent.replies import RunResult
 from qstep.bpf.progtypes import retval_name
 from qstep.debugger.agentmaps import AgentMaps, MapDumper
-from qstep.debugger.engine import Breakpoint, Debugger, Event
+from qstep.debugger.engine import BpLocation, Breakpoint, Debugger, Event
 from qstep.debugger.env import StoppedEnv
 from qstep.debugger.guestmaps import GuestMaps
 from qstep.debugger.locations import resolve
@@ -428,14 +428,14 @@ class CommandSet:
             enb = "y" if bp.enabled else "n"
             if len(bp.locations) == 1:
                 rows.append(f"{bp.number:<4} {enb:<4} {bp.hits:<5} {bp.addr:#018x}  "
-                            f"{site_text(bp.site)}{temp}")
+                            f"{site_text(bp.site)}{_path_text(bp.locations[0])}{temp}")
                 continue
             rows.append(f"{bp.number:<4} {enb:<4} {bp.hits:<5} {'<MULTIPLE>':<18}  "
                         f"{bp.location}{temp}")
             for n, loc in enumerate(bp.locations, start=1):
                 number = f"{bp.number}.{n}"
                 rows.append(f"{number:<4} {'y' if loc.enabled else 'n':<4} {loc.hits:<5} "
-                            f"{loc.addr:#018x}  {site_text(loc.site)}")
+                            f"{loc.addr:#018x}  {site_text(loc.site)}{_path_text(loc)}")
         data = [self._bp_data(b) for b in self.dbg.breakpoints.values()]
         return Output("\n".join(rows) if data else "No breakpoints.", {"breakpoints": data})
 
@@ -566,6 +566,13 @@ class CommandSet:
 # Arguments checked before a command runs (and, for -ex lines, before the guest boots).
 COUNTED = {"stepi", "nexti", "step", "next", "backtrace"}
 NO_ARGUMENT = {"run", "continue", "finish", "kill"}
+def _path_text(loc: BpLocation) -> str:
+    """A merged-away line's location: the path it stops on."""
+    if loc.path is None:
+        return ""
+    return f"  (on its path: {'; '.join(e.describe() for e in loc.path.edges)})"
+
+
 TAKES_LOCATION = {"break", "tbreak", "until", "advance", "list", "disassemble"}
 
 

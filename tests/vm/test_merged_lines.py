@@ -10,6 +10,7 @@ the path goes.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,6 +111,9 @@ def test_a_breakpoint_on_a_merged_return_stops_only_on_its_path(
             event = dbg.cont()
         assert event.retval == ret
     assert stops == ([path] if path else [])
+    table = commands.execute("info breakpoints").text.splitlines()
+    assert all(re.search(r"\(on its path: insn \d+ when it (jumps|falls through) to insn "
+                         r"\d+\)$", row) for row in table[1:]), table
     hits = {which: bp.hits for bp in dbg.breakpoints.values() for which in [numbers[bp.number]]}
     assert hits == {which: int(which == path) for which in RETURNS}
 
