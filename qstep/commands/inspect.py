@@ -229,6 +229,8 @@ def hit_json(hit: Hit, prog: LoadedProgram) -> dict[str, Any]:
             values.append({"bytes": v.hex(), "text": value_text(hit, i, prog)})
         else:
             values.append({"int": v, "text": value_text(hit, i, prog)})
+        if i in hit.unrecorded:
+            values[-1]["unrecorded"] = True  # the recording does not hold it: no value
     data: dict[str, Any] = {"probe": hit.probe.number, "hit": hit.hit, "run": hit.run,
                             "insn": hit.site.index, "values": values}
     if hit.old or hit.new:

@@ -182,7 +182,11 @@ def assign_modes(probes: list[Probe], recording: str = "off") -> None:
     stops need the live VM: with one of them, nothing is evaluated from a recording.
     """
     guest_addrs: set[int] = set()
-    live = any(isinstance(p.spec.condition, Watch) or p.spec.action.stop for p in probes)
+    live = [p.number for p in probes if isinstance(p.spec.condition, Watch)
+            or p.spec.action.stop]
+    if live and recording == "all":
+        raise UsageError(f"inspect --from-recording: spec {live[0]} stops or watches, which "
+                         "needs the live VM; leave --from-recording out")
     for probe in probes:
         if isinstance(probe.spec.condition, Watch):
             probe.mode, probe.attached = "host", "host watchpoint"

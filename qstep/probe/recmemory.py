@@ -75,7 +75,10 @@ class RecordedMaps:
             info = prog.maps[name]
             m = _Map(name, info.type, info.key_size, info.value_size, info.max_entries,
                      {k: bytearray(v) for k, v in entries or []})
-            if entries is None or info.type not in MODELLED_MAPS:
+            if info.type not in MODELLED_MAPS:
+                m.broken = ("recordings follow hash, LRU hash and array maps only (per-CPU "
+                            "values and other kinds are not followed)")
+            elif entries is None:
                 m.broken = "its contents could not be dumped before the run"
             self.maps[name] = m
 
