@@ -418,7 +418,8 @@ class Debugger:
 
     def _path_not_taken(self, event: Event, temp: tuple[int, ...]) -> bool:
         """A stop only at locations whose path (``BpLocation.path``) is not taken here."""
-        if event.kind != "stopped" or event.breakpoint is not None or self.pc() in temp:
+        if (event.kind != "stopped" or event.breakpoint is not None or event.reason != "breakpoint"
+                or event.watch_addr is not None or self.pc() in temp):
             return False
         return any(loc.path is not None and loc.enabled and loc.addr == self.pc()
                    for bp in self.breakpoints.values() if bp.enabled for loc in bp.locations)
