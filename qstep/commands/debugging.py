@@ -132,6 +132,9 @@ def debug_main(args: argparse.Namespace) -> int:
     check_batch(batch, source)
     if args.verifier_log and str(args.object) in SELECTORS:
         print(f"qstep: note: {no_verifier_log(args, '--verifier-log')}", file=sys.stderr)
+    if args.reverse and recorder_unavailable_reason():
+        print(f"qstep: note: no reverse execution: {recorder_unavailable_reason()}",
+              file=sys.stderr)
     start = args.start if args.start is not None else interactive
     with debugger_for(args, source) as (dbg, view):
         live = CommandSet(dbg, view)

@@ -185,6 +185,9 @@ class ReverseCommands:
 
     def info_record(self) -> Output:
         info = self.dbg.record_info()
+        if self.dbg.recorder is None:
+            return Output(f"No recording: {info.problem}", {"recording": False,
+                                                           "problem": info.problem})
         if not info.recording and info.problem is None:
             return Output("No recording is currently active.", {"recording": False})
         lines = [f"Recording: {'on' if info.recording else 'off'} (the recorder plugin)",
