@@ -68,11 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "kernel under QEMU.")
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
     add_global_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (images, run, disasm, debugging, inspect, scenario_test, bisect,
                    verify_jit, verify_verifier, why, dap, mcp):
         module.add_parser(sub)
     add_to_commands(parser)
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, with an unknown option reported by the command it was given to
+    (its usage is the one that helps)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def innermost(parser: argparse.ArgumentParser,
+              args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that ``args`` went to."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return innermost(chosen, args)
     return parser
 
 
@@ -106,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
     with interrupts.deferred():  # a Ctrl-C during the imports is taken after them
         parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except QstepError as err:  # an option's own check (--prog-type, --attach-type, ...)
         print(f"qstep: error: {err}", file=sys.stderr)
         return err.exit_code

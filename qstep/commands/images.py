@@ -14,7 +14,7 @@ from qstep.recorder.plugin import find_plugin
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("images", help="test kernels and the guest image")
-    isub = p.add_subparsers(dest="images_cmd", required=True)
+    isub = p.add_subparsers(dest="images_cmd", required=True, metavar="{list,fetch,build,qemu}")
     isub.add_parser("list", help="kernels cached and fetchable").set_defaults(func=list_main)
     f = isub.add_parser("fetch", help="fetch a kernel into the cache")
     f.add_argument("kernel", nargs="?",

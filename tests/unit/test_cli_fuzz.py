@@ -212,6 +212,11 @@ BAD_INPUTS = [  # issue 12's list: each refused on the host with exactly this me
     (["run", "{obj}", "--packet", PACKET, "--map", "ch_rings", "-1=1"], NO_KERNEL,
      "--map takes NAME KEY=VALUE; a KEY=VALUE that starts with '-' reads as an option: put a "
      "space in front (--map NAME ' -1=1') (see: qstep run --help)"),
+    (["run", "{obj}", "--packet", PACKET, "--bogus"], NO_KERNEL,
+     "unrecognized arguments: --bogus (see: qstep run --help)"),
+    (["images", "fetch", "6.1"], NO_KERNEL,
+     "unrecognized arguments: --kernel /nonexistent/qstep-fuzz/bzImage "
+     "(see: qstep images fetch --help)"),
     (["trace", "{obj}", "--packet", PACKET, "--mem", "--stepping"], NO_KERNEL,
      "--mem comes from the recording: drop --stepping to see loads and stores"),
     (["debug", "{obj}", "--packet", PACKET, "-x", "/nonexistent/cmds"], NO_KERNEL,
