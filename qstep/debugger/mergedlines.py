@@ -201,12 +201,20 @@ def merged_line(prog: LoadedProgram, file: str, line: int,
     cond, nxt = before[-1], after[0]
     path = next((s.source.file for s in in_file if s.source), file)
     text = source_lines(prog, path)
+    if not _same_source(text, in_file, (cond, nxt)):
+        return None  # the file on disk is not the one compiled
     kind = _shape(text, cond, line)
     if kind is None:
         return None
     edges = _out_edges(prog, in_file, cond)
     chosen = _after_if(prog, edges, nxt) if kind == "if" else _after_statement(edges)
     return MergedLine(path, line, cond, nxt, tuple(chosen))
+
+
+def _same_source(text: dict[int, str], in_file: list[InsnSite], lines: tuple[int, ...]) -> bool:
+    """Whether ``text`` has, on ``lines``, the text the object's line info carries."""
+    carried = {s.source.line: s.source.text for s in in_file if s.source and s.source.text}
+    return all(text.get(n, "").strip() == carried[n].strip() for n in lines if n in carried)
 
 
 def _code(line: str) -> str:

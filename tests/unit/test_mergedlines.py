@@ -179,3 +179,24 @@ def test_tc_act_shot_returns_and_tc_act_ok_after_a_store(obj: BpfObject) -> None
     insns, tests, note = resolved(prog, store + 1)
     assert tests == ["-"] and prog.sites[insns[0] + 1].insn.is_exit
     assert "merged it into line" in note and "'s exit" in note
+
+
+def test_a_source_file_edited_since_the_build_gives_no_path(obj: BpfObject,
+                                                            tmp_path: Path) -> None:
+    """The text on disk must be the compiled one (the line info carries the lines with
+    code): an edited condition line means the shape cannot be trusted."""
+    cond = line_of("ip->ttl <= 1")
+    edited = SOURCE.read_text().splitlines()
+    edited[cond - 1] = edited[cond - 1].replace("<= 1", "<= 2")
+    copy = tmp_path / "merged.bpf.c"
+    copy.write_text("\n".join(edited) + "\n")
+    prog = offline(obj, "merged")
+    for index, site in prog.sites.items():
+        if site.source is not None:
+            prog.sites[index] = dataclasses.replace(
+                site, source=dataclasses.replace(site.source, file=str(copy)))
+    with pytest.raises(UsageError, match=f"line {cond + 1} of merged.bpf.c has no code after "
+                                         "optimisation"):
+        resolve(prog, f"merged.bpf.c:{cond + 1}")
+    other = line_of("ip->protocol != IPPROTO_UDP")
+    assert resolved(prog, other + 1)[1] == ["$r1 != 17"]  # unedited lines still resolve
