@@ -14,11 +14,12 @@ checked is counted (``unchecked``), never guessed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qstep.bpf.insn import Insn
-from qstep.verifier.log import Path, VerifierLog, Visit
+from qstep.verifier.log import EXIT_CODE, Path, VerifierLog, Visit
 from qstep.verifier.states import RegState
 from qstep.verifier.trust import Trust
 
@@ -30,6 +31,12 @@ Step = tuple[int, Regs] | tuple[int, Regs, Shown]
 # pointer types that may stand for it.
 _POINTER_CLASSES = (("pkt_end", {"pkt_end"}), ("pkt_meta", {"pkt_meta"}), ("pkt", {"pkt"}),
                     ("ctx", {"ctx"}), ("fp", {"fp"}))
+_MAP_TYPES = ("map_ptr", "map_value", "map_value_or_null")
+# The verifier's pointer types whose traced counterpart is known. Others (mem,
+# rdonly_mem, mem_or_null, BTF pointers, sockets...) point into memory a trace does
+# not classify: never judged.
+KNOWN_POINTER_TYPES = frozenset(t for _p, types in _POINTER_CLASSES for t in types) | set(
+    _MAP_TYPES)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class _Follower:
     trust: Trust
     pruned_at: int | None = None
     visit: Visit | None = None
+    # Where calls of global functions return: the caller's path, next index, trust and
+    # pruning point.
+    returns: tuple[tuple[Path, int, Trust, int | None], ...] = ()
 
 
 @dataclass
@@ -87,6 +97,7 @@ class _Seen:
 
 
 MAX_FOLLOWERS = 64
+_PSEUDO_CALL = re.compile(r"^\(85\) call pc([+-]\d+)$")
 _LEFT = "the run left the paths the verifier logged"
 _PRUNED = "the verifier pruned this path: an earlier state there covers it"
 _UNSHOWN = "the verifier pruned this path against a state its log does not show"
@@ -127,23 +138,65 @@ def _advance(log: VerifierLog, followers: list[_Follower], insn: int, report: Ch
     moved: dict[tuple[object, ...], _Follower] = {}
     why = _LEFT
     pruned = False
-    for follower, (visit, path, index) in ((f, place) for f in followers
-                                           for place in _follow(log, f.path, f.index, insn)):
+    for step in (s for f in followers for s in _next_places(log, f, insn)):
+        visit = step.visit
+        assert visit is not None
         if not visit.pruned:
-            moved.setdefault((path.number, index, follower.pruned_at, follower.trust.key()),
-                             _Follower(path, index, follower.trust, follower.pruned_at, visit))
+            moved.setdefault((step.path.number, step.index, step.pruned_at, step.trust.key(),
+                              len(step.returns)), step)
             continue
         pruned = True
         older = [v for v in log.by_insn.get(insn, []) if not v.pruned and v.seq < visit.seq]
         why = _PRUNED if not go_on else _UNSHOWN if not older else why
         for old in older if go_on else []:
             trust = Trust.after_pruning(old.regs)
-            moved.setdefault((old.path, old.index, insn, trust.key()),
-                             _Follower(log.paths[old.path], old.index, trust, insn, old))
+            moved.setdefault((old.path, old.index, insn, trust.key(), len(step.returns)),
+                             _Follower(log.paths[old.path], old.index, trust, insn, old,
+                                       step.returns))
     report.prunes += pruned and bool(moved)
+    if not moved and why == _LEFT:
+        why = _left_why(followers)
     if len(moved) > MAX_FOLLOWERS:
         return [], f"the run may be on any of {len(moved)} older states: not followed"
     return list(moved.values()), why
+
+
+def _left_why(followers: list[_Follower]) -> str:
+    """Why the run left the logged paths; after pruning, the verifier's own reason."""
+    points = sorted({f.pruned_at for f in followers if f.pruned_at is not None})
+    if not points or any(f.pruned_at is None for f in followers):
+        return _LEFT
+    return (f"the run went where the older paths it followed after pruning at insn "
+            f"{', '.join(map(str, points))} never went: that depends on values the "
+            "verifier did not compare there")
+
+
+def _next_places(log: VerifierLog, follower: _Follower, insn: int) -> list[_Follower]:
+    """Where ``follower`` may be at ``insn``: along its path or a branch of it, into a
+    global function the verifier checked on its own, or back from one to its caller."""
+    places = [(v, p, i, follower.returns) for v, p, i in
+              _follow(log, follower.path, follower.index, insn)]
+    last = follower.visit.text if follower.visit is not None else ""
+    entry = next((p for p in log.paths if p.parent is None and p.visits
+                  and p.visits[0].insn == insn), None)
+    called = _PSEUDO_CALL.match(last)
+    if not places and called and entry is not None and (
+            follower.visit is not None
+            and follower.visit.insn + 1 + int(called.group(1)) == insn):
+        # Verified for any arguments its prototype allows, which the verifier checked
+        # at the call: what the caller trusted among them is trusted there.
+        callee = Trust(regs={r for r in range(1, 6) if follower.trust.trusted(r)} | {10})
+        return [_Follower(entry, 0, callee, None, entry.visits[0],
+                          follower.returns + ((follower.path, follower.index, follower.trust,
+                                               follower.pruned_at),))]
+    if not places and last.startswith(f"({EXIT_CODE})") and follower.returns:
+        path, index, caller, pruned_at = follower.returns[-1]
+        places = [(v, p, i, follower.returns[:-1]) for v, p, i in _follow(log, path, index, insn)]
+        return [_Follower(p, i, caller.copy().returned_from_global(), pruned_at, v, r)
+                for v, p, i, r in places]
+    copy = len(places) > 1  # an iterator's two states at one instruction: own trusts
+    return [_Follower(p, i, follower.trust.copy() if copy else follower.trust,
+                      follower.pruned_at, v, r) for v, p, i, r in places]
 
 
 def _follow(log: VerifierLog, path: Path, index: int, insn: int
@@ -191,7 +244,8 @@ def _check_follower(follower: _Follower, step: int, regs: Regs, shown: Shown,
         value = regs[reg] if reg < len(regs) else None
         target = shown[reg] if reg < len(shown) else None
         kind = ("scalar" if claim.type == "scalar" else
-                "pointer" if value is not None and pointer_class(target) is not None else None)
+                "pointer" if (claim.type in KNOWN_POINTER_TYPES and value is not None
+                              and pointer_class(target) is not None) else None)
         if value is None or kind is None:
             continue
         seen.checkable += 1
@@ -221,9 +275,9 @@ def pointer_class(shown: object) -> set[str] | None:
     if not isinstance(shown, str):
         return None
     if shown.startswith("map:"):
-        # a map value after a lookup, or the map itself / a global's value from ld_imm64
-        return ({"map_value", "map_value_or_null"} if "[" in shown
-                else {"map_ptr", "map_value"})
+        # a map value after a lookup, the map itself or a global's value from ld_imm64,
+        # an inner map from a map of maps: not told apart
+        return set(_MAP_TYPES)
     for prefix, types in _POINTER_CLASSES:
         if shown == prefix or shown.startswith((prefix + "+", prefix + "-")):
             return types

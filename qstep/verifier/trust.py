@@ -95,6 +95,19 @@ class Trust:
                    if r != FP and (s.type != "scalar" or s.precise)}
         return cls(regs={FP}, pending=pending, stack=StackTrust(good=set()))
 
+    def copy(self) -> Trust:
+        """An independent copy (a follower that splits in two)."""
+        return Trust(None if self.regs is None else set(self.regs), dict(self.pending),
+                     StackTrust(None if self.stack.good is None else set(self.stack.good),
+                                set(self.stack.bad)), list(self.frames))
+
+    def returned_from_global(self) -> Trust:
+        """Back from a global function (the call's frame pushed): r0 is the unknown
+        scalar the verifier assumes, the caller's registers as they were."""
+        self._set(0, True)
+        self._return()
+        return self
+
     def trusted(self, reg: int) -> bool:
         return self.regs is None or reg in self.regs
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from qstep.bpf.insn import Insn
+from qstep.verifier.check import check_run
+from qstep.verifier.log import parse_known
 from qstep.verifier.states import parse_reg_state
 from qstep.verifier.trust import Trust
 
@@ -43,3 +45,44 @@ def test_a_jump_on_an_untrusted_value_untrusts_what_it_narrows() -> None:
     trust.read_pending(insn(0x2D, 2, 1))
     trust.apply(insn(0x2D, 2, 1), CLAIMS, REGS)  # if r2 > r1: r1 is not trusted
     assert not trust.trusted(2) and not trust.trusted(1) and not trust.trusted(3)
+
+
+GLOBAL_LOG = """\
+func#0 @0
+func#1 @3
+0: R1=ctx() R10=fp0
+0: (85) call pc+2
+Func#1 is global and valid. Skipping.
+1: (b7) r0 = 2                        ; R0_w=2
+2: (95) exit
+Validating g() func#1...
+3: R1=mem_or_null(id=2,sz=16) R10=fp0
+3: (b7) r0 = 0                        ; R0_w=0
+4: (95) exit
+Func#1 is safe for any args that match its prototype
+processed 5 insns
+"""
+PROGRAM = {0: Insn(0, 0x85, 0, 1, 0, 2), 1: Insn(1, 0xB7, 0, 0, 0, 2), 2: Insn(2, 0x95, 0, 0, 0, 0),
+           3: Insn(3, 0xB7, 0, 0, 0, 0), 4: Insn(4, 0x95, 0, 0, 0, 0)}
+
+
+def test_a_global_function_is_followed_into_and_back() -> None:
+    """The verifier checks a global function on its own (its prototype's arguments) and
+    skips the call: the run is followed into that path and back after the call."""
+    log = parse_known(GLOBAL_LOG)
+    fp, callee_fp, buf = 0xFFFFC90000010000, 0xFFFFC9000000FF00, 0xFFFFC9000000FFF0
+    run = [(0, (None, 1) + (None,) * 8 + (fp,), (None, "ctx") + (None,) * 8 + ("fp",)),
+           (3, (None, buf) + (None,) * 8 + (callee_fp,), (None, "fp-0x10") + (None,) * 9),
+           (4, (0, buf) + (None,) * 8 + (callee_fp,), (0,) + (None,) * 10),
+           (1, (0,) + (None,) * 9 + (fp,), (0,) + (None,) * 10),
+           (2, (2,) + (None,) * 9 + (fp,), (2,) + (None,) * 10)]
+    report = check_run(log, run, PROGRAM)
+    # The stack pointer passed as mem_or_null is not judged: memory of any kind.
+    assert (report.findings, report.stopped, report.steps, report.paths) == ([], "", 5, [0, 1, 0])
+    # A wrong value inside it is reported there; back in the caller, too.
+    bad = run[:2] + [(4, (5, buf) + (None,) * 8 + (callee_fp,), run[2][2])] + run[3:]
+    assert [(f.step, f.insn, f.reg) for f in check_run(log, bad, PROGRAM).findings] == [
+        (3, 4, 0)]
+    bad = run[:4] + [(2, (3,) + (None,) * 9 + (fp,), run[4][2])]
+    assert [(f.step, f.insn, f.reg) for f in check_run(log, bad, PROGRAM).findings] == [
+        (5, 2, 0)]
