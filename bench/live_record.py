@@ -46,6 +46,24 @@ def per_run(dbg: Debugger, runs: int, stop: bool) -> float:
     return (time.perf_counter() - start) / runs
 
 
+def stepping(dbg: Debugger, runs: int) -> float:
+    """Mean seconds per live stepi (gdbstub single steps) over the run's first 100."""
+    dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+    total = 0.0
+    for _ in range(max(1, runs // 5)):
+        assert dbg.run().reason == "breakpoint"
+        start = time.perf_counter()
+        for _ in range(100):
+            dbg.stepi()
+        total += time.perf_counter() - start
+        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        while dbg.cont().kind != "exited":
+            pass
+    for number in list(dbg.breakpoints):
+        dbg.delete_breakpoint(number)
+    return total / (100 * max(1, runs // 5))
+
+
 def first_reverse_step(dbg: ReversibleDebugger, runs: int) -> float:
     """Mean seconds of the first reverse-stepi at a live stop (sync, read, group)."""
     dbg.add_breakpoint(STOP)
@@ -66,6 +84,7 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
     other work: the median round of each)."""
     times: dict[tuple[bool, bool | None], list[float]] = {}
     backs = []
+    steps: dict[bool, list[float]] = {}
     for _ in range(rounds):
         for reverse in (False, True):
             with session.debugger(prog, RunRequest(packet), "rsp", reverse=reverse) as dbg:
@@ -76,6 +95,7 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
                 times.setdefault((reverse, None), []).append(time.perf_counter() - start)
                 for stop in (True, False):
                     times.setdefault((reverse, stop), []).append(per_run(dbg, runs, stop))
+                steps.setdefault(reverse, []).append(stepping(dbg, runs))
                 if isinstance(dbg, ReversibleDebugger):
                     backs.append(first_reverse_step(dbg, runs))
     back = median(backs)
@@ -87,6 +107,9 @@ def measure(session: Session, prog: LoadedProgram, packet: bytes, runs: int,
         plain, rec = median(times[(False, kind)]), median(times[(True, kind)])
         lines.append(f"{what}: {plain * 1e3:.1f} ms plain, {rec * 1e3:.1f} ms recorded "
                      f"(x{rec / plain:.2f}, {(rec - plain) * 1e3:+.1f} ms per run)")
+    plain, rec = median(steps[False]), median(steps[True])
+    lines.append(f"live stepi (gdbstub): {plain * 1e3:.2f} ms plain, {rec * 1e3:.2f} ms "
+                 f"recorded (x{rec / plain:.2f})")
     lines.append(f"first reverse-stepi at the stop (sync + read + group 137 instructions): "
                  f"{back * 1e3:.1f} ms")
     return lines
