@@ -22,6 +22,7 @@ from qstep.debugger.jitframe import layout_of
 from qstep.debugger.locations import resolve
 from qstep.debugger.mergedlines import PathCheck, on_path
 from qstep.debugger.regs import BpfRegs, bpf_regs
+from qstep.debugger.tailcall import is_tail_call
 from qstep.dwarf.types import CType
 from qstep.errors import UsageError, VerifierError
 from qstep.expr.ast import Binary, Expr, Index, IPv4, IPv6, Name, Node, Str
@@ -390,7 +391,7 @@ class Inspector:
         """
         done, batch, retval, outputs = 0, 1, 0, []
         if not self._locations("guest"):  # nothing in the ring: as many as a recording takes
-            batch = RECORDED_BATCH
+            batch = self._recorded_batch()
         worst = sum(RING_HEADER + pad8(loc.compiled.layout.size)
                     for loc, _ in self._locations("guest") if loc.compiled is not None) or 1
         per_run = 0.0
@@ -405,7 +406,7 @@ class Inspector:
             done += count
             fits = int(RING_BUDGET // (per_run or worst))
             if self._locations("recording"):
-                fits = min(fits, RECORDED_BATCH)
+                fits = min(fits, self._recorded_batch())
             batch = max(1, min(2 * count, fits))
             dropped = self._dropped_so_far()  # one counters read per batch
             if dropped > dropped_before:
@@ -467,6 +468,11 @@ class Inspector:
         for loc, probe in attached:
             probe.executed = (probe.executed or 0) + counts[loc.addr]
         return result
+
+    def _recorded_batch(self) -> int:
+        """Runs per recording: one where a tail call leaves the recorded code (what the
+        tail-called program writes to maps is known again from the next dump)."""
+        return 1 if any(is_tail_call(s) for s in self.prog.sites.values()) else RECORDED_BATCH
 
     def _map_states(self) -> RecordedMaps:
         """The maps the recording-mode specs name, as the agent dumps them now."""

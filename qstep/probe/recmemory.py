@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from qstep.bpf.uapi import Helper, MapType
 from qstep.debugger.provenance import PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, Provenance
+from qstep.debugger.tailcall import is_tail_call
 from qstep.errors import QstepError
 from qstep.loaded import LoadedProgram
 from qstep.recorder.log import MemAccess
@@ -255,6 +256,10 @@ class RecordedMemory:
         step = self.rec.steps[k]
         self.pos = k
         ins = step.site.insn
+        if is_tail_call(step.site):
+            for m in self.maps.maps.values():  # the tail-called program's writes: unrecorded
+                self.maps.poison(m, f"the program tail-called another program at insn "
+                                 f"{step.site.index}, which is not recorded")
         if k + 1 < len(self.rec.steps):
             after = self.regs[k + 1]
             if ins.is_helper_call or ins.is_kfunc_call:
@@ -356,6 +361,9 @@ def run_starts(rec: Recording) -> list[int]:
         ins = step.site.insn
         if ins.is_pseudo_call:
             depth += 1
+        elif is_tail_call(step.site) and rec.steps[k + 1].site.index == entry:
+            starts.append(k + 1)  # the run went on in another program, not recorded
+            depth = 0
         elif ins.is_exit:
             if depth == 0 and rec.steps[k + 1].site.index == entry:
                 starts.append(k + 1)

@@ -22,6 +22,9 @@ from qstep.loaded import LoadedProgram
 from qstep.oracle.lockstep import lockstep
 from qstep.oracle.recorded import lockstep_recording
 from qstep.paths import REPO_ROOT
+from qstep.probe.inspector import Inspector
+from qstep.probe.records import MapValue
+from qstep.probe.spec import parse_specs
 from qstep.recorder.run import record_run
 from qstep.recorder.trace import trace_records
 from qstep.session import Session
@@ -110,3 +113,28 @@ def test_the_lockstep_oracle_stops_at_the_tail_call_both_ways(
         assert report.unsupported == (f"step {len(rec.steps)}, insn {TAIL_CALL_OFFSET}: the "
                                       "program tail-called another program, which qstep does "
                                       "not follow")
+
+
+def test_inspect_from_the_recording_equals_the_probes_up_to_the_tail_call(
+        tail: tuple[Session, LoadedProgram]) -> None:
+    """The tail-called programs change ``seen`` outside the recording: each run is
+    recorded on its own, after a fresh dump of the maps."""
+    vm, prog = tail
+    specs = parse_specs([f"tail_main:{TAIL_CALL_OFFSET} print seen, seen[1], $r3",
+                         "tail_main print seen[0]"])
+    ways = []
+    for recording in ("off", "all"):
+        for slot in range(3):
+            vm.update_map(prog, "seen", slot.to_bytes(4, "little"), bytes(8))
+        inspector = Inspector(vm, prog, specs, recording=recording)
+        inspector.attach()
+        try:
+            assert inspector.run([IPV4, IPV6, ARP], 2) == [3, 1, 2]
+        finally:
+            inspector.detach()
+        ways.append(sorted((h.probe.number, h.run, h.hit, repr(h.values), sorted(h.unrecorded))
+                           for h in inspector.hits))
+    assert ways[0] == ways[1]
+    assert len(ways[0]) == 12
+    five = MapValue("seen", True, ((5).to_bytes(8, "little"),))
+    assert ways[0][-1] == (2, 3, 6, repr([five]), [])  # seen[0] before the 6th run: 5 frames
