@@ -24,6 +24,8 @@ REVERSE_WORDS = frozenset({"reverse-stepi", "rsi", "reverse-nexti", "rni", "reve
                            "rs", "reverse-next", "rn", "reverse-finish", "reverse-continue",
                            "rc", "record", "rec"})
 NO_HISTORY = "No more reverse-execution history."
+READS_NOT_REPLAYED = ("(read watchpoints are not replayed: going back stops at writes and "
+                      "breakpoints)")
 Action = Callable[["ReverseCommands", str], Output]
 
 
@@ -97,7 +99,11 @@ class ReverseCommands:
             return Output(out.text + "\n" + "\n".join(
                 f"{c.name:<17} {('(' + ', '.join(c.aliases) + ')') if c.aliases else '':<9}"
                 f" {c.help}" for c in self.own))
+        reads_skipped = self.dbg.replaying and command.name == "continue" and any(
+            kind == "read" for _, _, kind in self.dbg.watchpoints)
         out = self.live.execute(line)
+        if reads_skipped:
+            out.text = f"{READS_NOT_REPLAYED}\n{out.text}"
         return self._marked(out) if command.name in MOVES else out
 
     # -- reverse movements ---------------------------------------------------
@@ -162,7 +168,10 @@ class ReverseCommands:
         return self._stop_output(self.dbg.reverse_finish())
 
     def cmd_rcontinue(self, arg: str) -> Output:
-        return self._stop_output(self.dbg.reverse_continue())
+        out = self._stop_output(self.dbg.reverse_continue())
+        if any(kind == "read" for _, _, kind in self.dbg.watchpoints):
+            out.text = f"{READS_NOT_REPLAYED}\n{out.text}"
+        return out
 
     # -- the recorder --------------------------------------------------------
     def cmd_record(self, arg: str) -> Output:
