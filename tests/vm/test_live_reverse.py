@@ -421,3 +421,26 @@ def test_c_variables_in_the_past_are_the_live_runs(
             line.startswith("tkey = {tunnel_id = 2,") for line in lines)]
         assert tkey and all("tkey = <unavailable" not in line for lines in backward[tkey[0]:]
                             for line in lines)
+
+
+def test_cli_json(l4lb_obj: Path) -> None:
+    """--json: each reverse stop says whether it is in the past and where."""
+    argv = [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--maps",
+            str(EXAMPLE / "maps.txt"), "--packet", str(EXAMPLE / "packets/ipv6_to_v6real.hex"),
+            "--reverse", "--json"]
+    for command in ("break l4lb.bpf.c:178", "run", "rsi 2", "info record", "rc", "continue",
+                    "continue"):
+        argv += ["-ex", command]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o.get("reason") or o.get("event") for o in out[1:]] == [
+        "breakpoint", "step", None, "history-start", "breakpoint", "exited"]
+    live, back, info, start, again, end = out[1:]
+    assert live["replaying"] is False and live["where"]["insn"] == 200
+    assert back["replaying"] is True and (back["replay_position"], back["recorded"]) == (136, 137)
+    assert info == {"recording": True, "instructions": 137, "position": 136,
+                    "limit": 256 << 20, "problem": None}
+    assert start["where"]["insn"] == 0 and start["replay_position"] == 1
+    assert again["replaying"] is False and again["regs"] == live["regs"]
+    assert (end["event"], end["retval"]) == ("exited", 7)
