@@ -49,7 +49,7 @@ def add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
                         "console of a VM failure")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(parser_class: type[Parser] = Parser) -> argparse.ArgumentParser:
     from qstep.commands import (
         bisect,
         dap,
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         verify_verifier,
         why,
     )
-    parser = Parser(prog="qstep", description="Debug eBPF programs on a real "
+    parser = parser_class(prog="qstep", description="Debug eBPF programs on a real "
                     "kernel under QEMU.")
     parser.add_argument("--version", action="version", version=f"qstep {__version__}")
     add_global_options(parser, top=True)

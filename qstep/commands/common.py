@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from qstep.agent.replies import MapInfo
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import packet_size_problem, section_prog_type
 from qstep.commands.options import KERNEL_HELP, add_accel_option
-from qstep.errors import UsageError
+from qstep.errors import MachineError, UsageError
 from qstep.loaded import LoadedProgram
 from qstep.loadopts import LoadOptions, parse_attach_type, parse_prog_type
 from qstep.session import SELECTORS, FromObject, InGuest, ProgramSource, Session
@@ -114,6 +116,11 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
 def make_session(args: argparse.Namespace) -> Session:
     """An unstarted session for --kernel and --accel."""
     return Session(kernel=args.kernel, accel=args.accel)
+
+
+# Where a command's guest comes from: ``make_session`` (the command line: booted for the
+# command, shut down after it) or a long-lived one the caller keeps (``qstep mcp``).
+SessionScope = Callable[[argparse.Namespace], AbstractContextManager[Session]]
 
 
 def print_cmd(args: argparse.Namespace) -> int:
@@ -225,6 +232,31 @@ def guest_file(spec: str) -> tuple[str, bytes]:
 def open_in_session(session: Session, source: ProgramSource, setup: Setup,
                     quiet: bool = False) -> LoadedProgram:
     """Copy files, run guest commands, open the program, fill its maps."""
+    prog = open_program(session, source, setup, quiet)
+    fill_maps(session, prog, setup.entries)
+    return prog
+
+
+@contextmanager
+def program_in_session(session: Session, source: ProgramSource, setup: Setup,
+                       quiet: bool = False) -> Iterator[LoadedProgram]:
+    """``open_in_session``, the program unloaded again when the block ends (unless the
+    guest failed), so a session that lives on (``qstep mcp``) starts each command from
+    fresh maps."""
+    prog = open_program(session, source, setup, quiet)
+    try:
+        fill_maps(session, prog, setup.entries)
+        yield prog
+    except Exception as err:
+        if not isinstance(err, MachineError):
+            session.unload(prog)
+        raise
+    session.unload(prog)
+
+
+def open_program(session: Session, source: ProgramSource, setup: Setup,
+                 quiet: bool) -> LoadedProgram:
+    """Copy files, run guest commands, open the program (its maps as they are)."""
     for guest_path, data in setup.files:
         session.put_file(guest_path, data)
     for command in setup.commands:
@@ -242,7 +274,6 @@ def open_in_session(session: Session, source: ProgramSource, setup: Setup,
         print(f"note: {prog.name} (id {prog.prog_id}) was loaded outside qstep: JIT "
               f"addresses are known only at its own line-info records ({exact} of "
               f"{len(prog.sites)} instructions)", file=sys.stderr)
-    fill_maps(session, prog, setup.entries)
     return prog
 
 

@@ -10,16 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qstep.commands.common import (
+    SessionScope,
     add_input_options,
     add_program_options,
     add_vm_options,
     check_function_name,
     check_inputs,
     make_session,
-    open_in_session,
+    program_in_session,
     program_source,
     read_setup,
 )
+from qstep.commands.lines import PRINTED, Lines
 from qstep.commands.options import (
     add_backend_option,
     add_commands_option,
@@ -85,9 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 @contextmanager
-def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
+def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None,
+                 sessions: SessionScope = make_session
                  ) -> Iterator[tuple[Debugger, SourceView | None]]:
-    """Boot, open the program, fill maps, attach the target; tear all of it down afterwards.
+    """Take a guest from ``sessions`` (boot one), open the program, fill maps, attach
+    the target; tear all of it down afterwards.
 
     The source view (C variables) needs the object's DWARF: None for a program
     loaded outside qstep.
@@ -96,14 +100,12 @@ def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None
     setup = read_setup(args)
     source = source or program_source(args)
     check_inputs(source, [(args.packet, packet)], setup.entries)
-    session = make_session(args)
-    with session:
-        prog = open_in_session(session, source, setup, quiet=args.json)
-        with session.debugger(prog, RunRequest(packet), args.backend,
-                              reverse=getattr(args, "reverse", False),
-                              record_limit=getattr(args, "record_limit", None)) as dbg:
-            view = SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
-            yield dbg, view
+    with (sessions(args) as session,
+          program_in_session(session, source, setup, quiet=args.json) as prog,
+          session.debugger(prog, RunRequest(packet), args.backend,
+                           reverse=getattr(args, "reverse", False),
+                           record_limit=getattr(args, "record_limit", None)) as dbg):
+        yield dbg, SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
 
 
 def emit(out: Output, as_json: bool) -> None:
@@ -182,7 +184,9 @@ def run_batch(commands: Commands, lines: list[str], as_json: bool) -> int:
     return status
 
 
-def trace_main(args: argparse.Namespace) -> int:
+def trace_main(args: argparse.Namespace, sessions: SessionScope = make_session,
+               out: Lines = PRINTED) -> int:
+    """``qstep trace``: recorded (QEMU 10's recorder) or stepped; the lines go to ``out``."""
     if args.check_verifier:
         check_verifier_source(args)
         args.verifier_log = True
@@ -197,21 +201,23 @@ def trace_main(args: argparse.Namespace) -> int:
             "recording needs a program qstep loads itself" if str(args.object) in SELECTORS
             else "")
         if not reason:
-            return recorded_trace_main(args)
+            return recorded_trace_main(args, sessions, out)
         if args.mem:
             raise UsageError(f"--mem needs the recorder: {reason}")
         print(f"qstep: note: {reason}; tracing by stepping", file=sys.stderr)
     items: list[object] = []
-    with debugger_for(args) as (dbg, _view):
+    with debugger_for(args, sessions=sessions) as (dbg, _view):
         for item in trace_run(dbg, args.max_steps):
             items.append(item)
             if isinstance(item, TraceRecord):
-                print(json.dumps(item.as_json(args.raw)) if args.json
-                      else format_record(item, args.raw))
+                if args.json:
+                    out.data(item.as_json(args.raw))
+                else:
+                    out.text(format_record(item, args.raw))
             elif isinstance(item, Event) and item.kind == "exited":
-                emit_exit(item.retval, item.output, args.json)
+                emit_exit(item.retval, item.output, args.json, out)
         if args.check_verifier:
-            return emit_verifier_check(dbg.prog, items, "stepping", args.json)
+            return emit_verifier_check(dbg.prog, items, "stepping", args.json, out)
     return 0
 
 

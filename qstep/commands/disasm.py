@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from qstep.commands.common import (
+    SessionScope,
     Setup,
     add_program_options,
     add_vm_options,
     make_session,
-    open_in_session,
+    program_in_session,
     program_source,
     read_setup,
 )
 from qstep.commands.options import add_json_option
 from qstep.dwarf.placement import annotate
 from qstep.errors import UsageError
-from qstep.listing import build_listing, format_listing, listing_json
+from qstep.listing import FunctionListing, build_listing, format_listing, listing_json
 from qstep.loaded import LoadedProgram
-from qstep.session import FromObject, ProgramSource
+from qstep.session import FromObject, ProgramSource, Session
 
 FOREIGN_NOTE = (
     "Instructions are numbered as the kernel holds them (after the verifier's rewrites);\n"
@@ -38,19 +41,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclass
+class DisasmOutcome:
+    """The loaded program and its three-way listing."""
+
+    session: Session
+    prog: LoadedProgram
+    listing: list[FunctionListing]
+
+    def as_json(self) -> dict[str, Any]:
+        """``qstep disasm --json``'s object (docs/json.md)."""
+        return {"program": self.prog.name, "id": self.prog.prog_id,
+                "kernel": self.session.release, "functions": listing_json(self.listing)}
+
+
+def disasm_program(args: argparse.Namespace,
+                   sessions: SessionScope = make_session) -> DisasmOutcome:
+    """Load the program in a guest from ``sessions`` and build its listing."""
     setup: Setup = read_setup(args)
     source = program_source(args)
     if args.vars and not isinstance(source, FromObject):
         raise UsageError("--vars needs the object file (DWARF); a program loaded in the "
                          "guest has only BTF")
-    session = make_session(args)
-    with session:
-        prog = open_in_session(session, source, setup, quiet=args.json)
-    listing = build_listing(prog, variables(args, source, prog))
+    with sessions(args) as session, \
+            program_in_session(session, source, setup, quiet=args.json) as prog:
+        pass
+    return DisasmOutcome(session, prog, build_listing(prog, variables(args, source, prog)))
+
+
+def main(args: argparse.Namespace) -> int:
+    out = disasm_program(args)
+    session, prog, listing = out.session, out.prog, out.listing
     if args.json:
-        print(json.dumps({"program": prog.name, "id": prog.prog_id, "kernel": session.release,
-                          "functions": listing_json(listing)}, indent=1))
+        print(json.dumps(out.as_json(), indent=1))
         return 0
     removed = sum(1 for s in prog.sites.values() if s.removed)
     print(f"{prog.name} ({prog.type_name}, tag {prog.tag}) on {session.release}: "

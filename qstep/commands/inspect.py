@@ -6,18 +6,20 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
+    SessionScope,
     add_input_options,
     add_program_options,
     add_vm_options,
     check_function_name,
     check_inputs,
     make_session,
-    open_in_session,
+    program_in_session,
     program_source,
     read_setup,
 )
@@ -36,7 +38,7 @@ from qstep.errors import UsageError
 from qstep.expr.ast import Expr, Member, Name, Str
 from qstep.expr.evaluate import format_value
 from qstep.loaded import InsnSite, LoadedProgram
-from qstep.probe.inspector import Hit, Inspector, Probe, literal_hint
+from qstep.probe.inspector import Hit, Inspector, Probe, StopHandler, literal_hint
 from qstep.probe.records import MapValue
 from qstep.probe.spec import parse_specs
 from qstep.render import format_map_value
@@ -67,7 +69,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=main)
 
 
+@dataclass
+class InspectOutcome:
+    """What ``inspect`` shows: the probes' hits and counters, each run's retval."""
+
+    inspector: Inspector
+    prog: LoadedProgram
+    retvals: list[int]
+
+    def as_json(self) -> list[dict[str, Any]]:
+        """``qstep inspect --json``'s lines: one per hit, then the summary (docs/json.md)."""
+        return [*(hit_json(hit, self.prog) for hit in self.inspector.hits),
+                summary_json(self.inspector, self.prog, self.retvals)]
+
+
 def main(args: argparse.Namespace) -> int:
+    out = inspect_program(args)
+    emit(out, args.json)
+    return 0
+
+
+def inspect_program(args: argparse.Namespace, sessions: SessionScope = make_session,
+                    stop: StopHandler | None = None) -> InspectOutcome:
+    """Check the specs and inputs, then in a guest from ``sessions``: load, attach the
+    probes, run each packet, detach. ``stop`` handles a 'stop' probe (default: show the
+    state and hand the program to the debugger, as the command line does)."""
     source = program_source(args, args.specs)
     if not args.specs:
         raise UsageError("inspect: give at least one SPEC after the program")
@@ -83,14 +109,14 @@ def main(args: argparse.Namespace) -> int:
     packets = [read_packet(p) for p in args.packet]
     setup = read_setup(args)
     check_inputs(source, list(zip(args.packet, packets, strict=True)), setup.entries)
-    session = make_session(args)
-    with session:
-        prog = open_in_session(session, source, setup, quiet=args.json)
+    with sessions(args) as session, \
+            program_in_session(session, source, setup, quiet=args.json) as prog:
         scope = (c_scope(source.obj, prog, lambda: session.kernel_btf)
                  if isinstance(source, FromObject) else None)
         inspector = Inspector(session, prog, specs, scope,
                               recording="all" if args.from_recording else "auto")
-        inspector.on_stop = lambda dbg, probe, before: on_stop(dbg, probe, before, args)
+        inspector.on_stop = stop or (lambda dbg, probe, before: on_stop(dbg, probe, before,
+                                                                        args))
         for probe in inspector.probes:
             if probe.note and not args.json:
                 print(f"note: probe {probe.number}: {probe.note}")
@@ -99,8 +125,7 @@ def main(args: argparse.Namespace) -> int:
             retvals = inspector.run(packets, args.repeat, sample=args.sample)
         finally:
             inspector.detach()
-    emit(inspector, prog, retvals, args.json)
-    return 0
+    return InspectOutcome(inspector, prog, retvals)
 
 
 def c_scope(obj: BpfObject, prog: LoadedProgram,
@@ -120,9 +145,7 @@ def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,
     here = commands.event_output(dbg.last_event) if dbg.last_event else None
     site = dbg.site() or probe.site
     if args.json:
-        print(json.dumps({"stop": probe.number, "insn": site.index,
-                          "regs_before": before.as_dict(),
-                          "now": here.data if here else None}), flush=True)
+        print(json.dumps(stop_json(dbg, probe, before)), flush=True)
     else:
         print(f"probe {probe.number} stopped the program at {where(site)}\n"
               f"  registers before it (from the probe): {regs}\n"
@@ -136,12 +159,20 @@ def on_stop(dbg: Debugger, probe: Probe, before: BpfRegs,
     return None
 
 
-def emit(inspector: Inspector, prog: LoadedProgram, retvals: list[int], as_json: bool) -> None:
-    for hit in inspector.hits:
-        print(json.dumps(hit_json(hit, prog)) if as_json else hit_text(hit, prog))
+def stop_json(dbg: Debugger, probe: Probe, before: BpfRegs) -> dict[str, Any]:
+    """``inspect --json``'s line for a 'stop' probe that stopped the program."""
+    here = CommandSet(dbg).event_output(dbg.last_event) if dbg.last_event else None
+    return {"stop": probe.number, "insn": (dbg.site() or probe.site).index,
+            "regs_before": before.as_dict(), "now": here.data if here else None}
+
+
+def emit(out: InspectOutcome, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary_json(inspector, prog, retvals)))
+        print("\n".join(json.dumps(line) for line in out.as_json()))
         return
+    inspector, prog, retvals = out.inspector, out.prog, out.retvals
+    for hit in inspector.hits:
+        print(hit_text(hit, prog))
     for run, retval in enumerate(retvals, start=1):
         name = retval_name(prog.prog_type, retval)
         print(f"run {run}: retval {retval}" + (f" ({name})" if name else ""))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qstep.agent.replies import MapDump, MapInfo
 from qstep.bpf.progtypes import RUNNABLE_PROG_TYPES, retval_name
 from qstep.commands.common import (
+    SessionScope,
     add_input_options,
     add_program_options,
     add_vm_options,
     check_inputs,
     make_session,
-    open_in_session,
+    program_in_session,
     program_source,
     read_setup,
 )
@@ -61,14 +62,40 @@ def in_stable_order(info: MapInfo, entries: list[tuple[bytes, bytes]]
     return entries if info.type in ARRAY_TYPES | QUEUE_TYPES else sorted(entries)
 
 
+@dataclass
+class RunOutcome:
+    """What ``run`` shows: the runs of each packet and the maps afterwards."""
+
+    session: Session
+    prog: LoadedProgram
+    packets: list[tuple[str, bytes]]
+    results: list[RunResult]
+    maps: dict[str, MapDump]
+
+    def as_json(self) -> dict[str, Any]:
+        """``qstep run --json``'s object (docs/json.md)."""
+        return run_json(self.session, self.prog, self.packets, self.results, self.maps)
+
+
 def main(args: argparse.Namespace) -> int:
+    out = run_program(args)
+    if args.json:
+        print(json.dumps(out.as_json(), indent=2))
+    else:
+        print("\n".join(run_text(out.session, out.prog, args.repeat, out.packets,
+                                  out.results, out.maps)))
+    return 0
+
+
+def run_program(args: argparse.Namespace, sessions: SessionScope = make_session) -> RunOutcome:
+    """Check the inputs, then in a guest from ``sessions``: load, fill maps, run each
+    packet, dump the maps."""
     packets = [(arg, read_packet(arg)) for arg in args.packet]
     setup = read_setup(args)
     source = program_source(args)
     check_inputs(source, packets, setup.entries)
-    session = make_session(args)
-    with session:
-        prog = open_in_session(session, source, setup, quiet=args.json)
+    with sessions(args) as session, \
+            program_in_session(session, source, setup, quiet=args.json) as prog:
         prog.maps = with_record_types(prog.maps, prog.btf, args.record_type)
         if prog.prog_type not in RUNNABLE_PROG_TYPES:
             raise UsageError(f"{prog.name} is a {prog.type_name} program; run takes packet "
@@ -76,12 +103,7 @@ def main(args: argparse.Namespace) -> int:
                              "flow dissector) and, with the context as --packet, "
                              "raw_tracepoint and syscall programs")
         results = [session.test_run(prog, data, repeat=args.repeat) for _, data in packets]
-        maps = dump_maps(session, prog)
-    if args.json:
-        print(json.dumps(run_json(session, prog, packets, results, maps), indent=2))
-    else:
-        print("\n".join(run_text(session, prog, args.repeat, packets, results, maps)))
-    return 0
+        return RunOutcome(session, prog, packets, results, dump_maps(session, prog))
 
 
 def run_text(session: Session, prog: LoadedProgram, repeat: int,

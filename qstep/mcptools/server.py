@@ -1,32 +1,55 @@
 """``qstep mcp``: qstep's verbs as Model Context Protocol tools (the MCP Python SDK).
 
-One-shot verbs (``disasm``, ``run``, ``inspect``, ``trace``) run the ``qstep`` command
-with ``--json`` in a child process and return its JSON, so they answer exactly as
-the command line does; progress is reported as the child's output arrives. The
-stepping session keeps one guest and one debugger alive between calls
-(``debug_start`` ... ``debug_stop``) and runs the debugger's own commands.
+Every tool runs the command's own code (``run_program``, ``inspect_program``,
+``trace_main``, ``disasm_program``, the debugger) with its options parsed by the
+command line's parser, so it answers exactly as ``qstep CMD --json`` does; but on
+the server's guests: one per kernel, booted on first use and kept for every later
+call (``status`` shows them), shut down when the server ends (the client
+disconnects, or SIGTERM/SIGINT). A bad call is a tool error of one line and leaves
+the guest as it was; a guest that died is booted again at the next call.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import argparse
+import os
+import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
-from qstep.mcptools.stepping import SteppingSession
+from qstep.cli import Parser, build_parser
+from qstep.commands.debugging import trace_main
+from qstep.commands.disasm import disasm_program
+from qstep.commands.inspect import inspect_program, stop_json
+from qstep.commands.lines import Lines
+from qstep.commands.run import run_program
+from qstep.errors import QstepError, UsageError
+from qstep.mcptools.worker import GuestWorker
+
+T = TypeVar("T")
 
 server: MCPServer = MCPServer("qstep", instructions=(
     "qstep runs eBPF programs on a real Linux kernel under QEMU. Objects are BPF ELF "
-    "files compiled with clang -g -target bpf; packets are files of hex or hex strings."))
-# Guest work for the stepping session runs on this one long-lived thread: QEMU dies
-# with the thread that started it, so the thread must outlive the session.
-GUEST_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qstep-guest")
-STEPPING = SteppingSession()
+    "files compiled with clang -g -target bpf; packets are files of hex or hex strings. "
+    "One guest per kernel is booted on first use and kept for later calls."))
+WORKER = GuestWorker()
+
+
+class ToolParser(Parser):
+    """The command line's parser, its errors raised (not printed and exited)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Options for a command, as ``qstep ARGV --json`` would take them."""
+    return build_parser(ToolParser).parse_args([*argv, "--json"])
 
 
 def _program_args(obj: str, prog: str | None, kernel: str | None) -> list[str]:
@@ -34,113 +57,118 @@ def _program_args(obj: str, prog: str | None, kernel: str | None) -> list[str]:
 
 
 def _input_args(packets: list[str], maps: str | None, map_entries: list[str] | None) -> list[str]:
-    out = [a for p in packets for a in ("--packet", p)]
+    out = [f"--packet={p}" for p in packets]
     out += ["--maps", maps] if maps else []
     for entry in map_entries or []:
         name, _, value = entry.strip().partition(" ")
-        out += ["--map", name, value.strip()]
+        out += ["--map", name, f" {value.strip()}"]  # a leading space: never an option
     return out
 
 
-async def _qstep(ctx: Context, argv: list[str], steps: int) -> Any:
-    """Run ``qstep ARGV --json``; its JSON output (an object, or a list of JSON lines)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qstep.cli", *argv, "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    await ctx.report_progress(0, steps, "booting the guest")
-    assert proc.stdout is not None
-    lines: list[bytes] = []
-    while line := await proc.stdout.readline():
-        lines.append(line)
-        await ctx.report_progress(min(len(lines), steps - 1), steps, "running")
-    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
-    status = await proc.wait()
-    await ctx.report_progress(steps, steps, "done")
-    text = b"".join(lines).decode()
-    if status != 0:
-        raise ValueError(stderr.strip().splitlines()[-1] if stderr.strip() else
-                         f"qstep exited with status {status}")
+async def _on_guest(ctx: Context | None, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` on the guest thread; a qstep error becomes a one-line tool error."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        return await WORKER.call(ctx, fn, *args)
+    except QstepError as err:
+        raise ToolError(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+    except Exception as err:
+        raise ToolError(f"internal error (a qstep bug): {type(err).__name__}: "
+                        f"{(str(err).splitlines() or [''])[0]}") from err
 
 
 @server.tool()
 async def disasm(ctx: Context, object: str, prog: str | None = None,
                  kernel: str | None = None) -> dict[str, Any]:
-    """Load a BPF object in the guest and list its instructions: BPF, source line, x86."""
-    return {"listing": await _qstep(ctx, ["disasm", *_program_args(object, prog, kernel)], 3)}
+    """Load a BPF object in the guest and list its instructions: BPF, source line, x86
+    (as ``qstep disasm --json``)."""
+    args = parse(["disasm", *_program_args(object, prog, kernel)])
+    out = await _on_guest(ctx, disasm_program, args, WORKER.pool.scope)
+    return out.as_json()
 
 
 @server.tool()
 async def run(ctx: Context, object: str, packets: list[str], prog: str | None = None,
               maps: str | None = None, map_entries: list[str] | None = None,
               kernel: str | None = None) -> dict[str, Any]:
-    """Run the program on each packet (BPF_PROG_TEST_RUN): retvals, packets out, maps.
-
-    ``maps``: a file of 'NAME KEY=VALUE' lines; ``map_entries``: such lines inline.
-    """
-    argv = ["run", *_program_args(object, prog, kernel), *_input_args(packets, maps,
-                                                                      map_entries)]
-    result: dict[str, Any] = await _qstep(ctx, argv, 3)
-    return result
+    """Run the program on each packet (BPF_PROG_TEST_RUN): retvals, packets out, maps
+    (as ``qstep run --json``). ``maps``: a file of 'NAME KEY=VALUE' lines;
+    ``map_entries``: such lines inline."""
+    args = parse(["run", *_program_args(object, prog, kernel),
+                  *_input_args(packets, maps, map_entries)])
+    return (await _on_guest(ctx, run_program, args, WORKER.pool.scope)).as_json()
 
 
 @server.tool()
 async def inspect(ctx: Context, object: str, specs: list[str], packets: list[str],
                   prog: str | None = None, maps: str | None = None,
                   kernel: str | None = None) -> dict[str, Any]:
-    """In-guest probes: each spec is 'LOC print ITEMS [if COND]' (see qstep inspect)."""
-    argv = ["inspect", *_program_args(object, prog, kernel), *specs,
-            *_input_args(packets, maps, None)]
-    lines = await _qstep(ctx, argv, 3)
-    return {"records": lines if isinstance(lines, list) else [lines]}
+    """In-guest probes: each spec is 'LOC print ITEMS [if COND]' (see qstep inspect);
+    records as ``qstep inspect --json``'s lines."""
+    args = parse(["inspect", *_program_args(object, prog, kernel), *specs,
+                  *_input_args(packets, maps, None)])
+    stops: list[dict[str, Any]] = []
+    out = await _on_guest(ctx, inspect_program, args, WORKER.pool.scope,
+                          lambda dbg, probe, before: stops.append(
+                              stop_json(dbg, probe, before)))
+    return {"records": [*stops, *out.as_json()]}
 
 
 @server.tool()
 async def trace(ctx: Context, object: str, packet: str, prog: str | None = None,
                 maps: str | None = None, kernel: str | None = None) -> dict[str, Any]:
-    """Every BPF instruction of one run: index, source line, registers after it."""
-    argv = ["trace", *_program_args(object, prog, kernel), *_input_args([packet], maps, None)]
-    lines = await _qstep(ctx, argv, 3)
-    return {"records": lines if isinstance(lines, list) else [lines]}
+    """Every BPF instruction of one run: index, source line, registers after it
+    (records as ``qstep trace --json``'s lines)."""
+    args = parse(["trace", *_program_args(object, prog, kernel),
+                  *_input_args([packet], maps, None)])
+    lines = Lines(keep=True)
+    await _on_guest(ctx, trace_main, args, WORKER.pool.scope, lines)
+    return {"records": lines.kept}
 
 
-async def _on_guest(fn: Any, *args: Any) -> Any:
-    return await asyncio.wrap_future(GUEST_THREAD.submit(fn, *args))
+@server.tool()
+async def status() -> dict[str, Any]:
+    """The guests this server keeps (kernel, QEMU pid, calls, who holds it) and how
+    many it has booted."""
+    return await _on_guest(None, WORKER.pool.status)
 
 
 @server.tool()
 async def debug_start(ctx: Context, object: str, packet: str, prog: str | None = None,
                       maps: str | None = None, kernel: str | None = None) -> dict[str, Any]:
-    """Start a stepping session: boot, load, stop at the program's entry."""
-    await ctx.report_progress(0, 2, "booting the guest")
-    result: dict[str, Any] = await _on_guest(STEPPING.start, Path(object), packet, prog,
-                                             maps, kernel)
-    await ctx.report_progress(2, 2, "stopped at the entry")
-    return result
+    """Start a stepping session on the kernel's guest: load, stop at the program's entry.
+    The guest is held by the session until debug_stop."""
+    args = parse(["debug", *_program_args(object, prog, kernel),
+                  *_input_args([packet], maps, None)])
+    return await _on_guest(ctx, WORKER.stepping.start, args)
 
 
 @server.tool()
 async def debug_command(command: str) -> dict[str, Any]:
     """One debugger command in the stepping session: break LOC, continue, step, next,
     stepi, finish, print EXPR, info locals, backtrace, x/4gx ADDR... (gdb names)."""
-    result: dict[str, Any] = await _on_guest(STEPPING.execute, command)
-    return result
+    return await _on_guest(None, WORKER.stepping.execute, command)
 
 
 @server.tool()
 async def debug_stop() -> dict[str, Any]:
-    """End the stepping session and shut its guest down."""
-    result: dict[str, Any] = await _on_guest(STEPPING.stop)
-    return result
+    """End the stepping session (its guest stays for later calls)."""
+    return await _on_guest(None, WORKER.stepping.stop)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT: shut the guests down, then leave at once (the transport's reader
+    thread waits on stdin and would hold a normal exit)."""
+    WORKER.close()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def serve() -> None:
-    """Serve MCP on stdin/stdout."""
+    """Serve MCP on stdin/stdout until the client disconnects or a signal comes."""
+    previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run("stdio")
     finally:
-        GUEST_THREAD.submit(STEPPING.stop).result()
-        GUEST_THREAD.shutdown()
+        WORKER.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

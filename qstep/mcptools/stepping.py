@@ -1,52 +1,61 @@
-"""The MCP stepping session: one guest and one debugger kept between tool calls.
+"""The MCP stepping session: one debugger kept between tool calls, on a kept guest.
 
-It is set up exactly as ``qstep debug`` sets up (same options, same loading) and
-runs the debugger's own commands; results are the commands' JSON data.
+It is set up exactly as ``qstep debug`` sets up (same options, same loading), on the
+server's guest for its kernel, which it holds until ``stop``; it runs the debugger's
+own commands, and results are the commands' JSON data.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from pathlib import Path
+import argparse
+from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Any
 
 from qstep.commands.debugging import debugger_for
 from qstep.debugger.commands import CommandSet
-from qstep.errors import UsageError
+from qstep.errors import MachineError, UsageError
+from qstep.mcptools.guests import GuestPool
+from qstep.session import Session
 
 
 class SteppingSession:
     """At most one debugged program at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: GuestPool) -> None:
+        self.pool = pool
         self.stack = ExitStack()
         self.commands: CommandSet | None = None
 
-    def start(self, obj: Path, packet: str, prog: str | None, maps: str | None,
-              kernel: str | None) -> dict[str, Any]:
-        from qstep.cli import build_parser  # the debug command's own options
+    def held_guest(self, args: argparse.Namespace) -> AbstractContextManager[Session]:
+        return self.pool.scope(args, "the stepping session")
 
+    def start(self, args: argparse.Namespace) -> dict[str, Any]:
+        """``args``: parsed ``qstep debug`` options. Stops at the program's entry."""
         self.stop()
-        argv = ["debug", str(obj), "--packet", packet, *(["--prog", prog] if prog else []),
-                *(["--maps", maps] if maps else []), *(["--kernel", kernel] if kernel else []),
-                "--json"]
         try:
-            args = build_parser().parse_args(argv)
-        except SystemExit:
-            raise UsageError(f"bad debug options: {' '.join(argv[1:])}") from None
-        dbg, view = self.stack.enter_context(debugger_for(args))
-        self.commands = CommandSet(dbg, view)
-        self.commands.execute(f"tbreak #{dbg.prog.functions[0].start_insn}")
-        return {"program": dbg.prog.name, **self.commands.execute("run").data}
+            dbg, view = self.stack.enter_context(debugger_for(args, sessions=self.held_guest))
+            self.commands = CommandSet(dbg, view)
+            self.commands.execute(f"tbreak #{dbg.prog.functions[0].start_insn}")
+            return {"program": dbg.prog.name, **self.commands.execute("run").data}
+        except BaseException:
+            with suppress(Exception):
+                self.stop()
+            raise
 
     def execute(self, command: str) -> dict[str, Any]:
         if self.commands is None:
             raise UsageError("no stepping session: call debug_start first")
-        out = self.commands.execute(command)
+        try:
+            out = self.commands.execute(command)
+        except MachineError:
+            with suppress(Exception):
+                self.stop()  # the guest is gone; the next call boots a new one
+            raise
         return {"text": out.text, "data": out.data}
 
     def stop(self) -> dict[str, Any]:
         was = self.commands is not None
         self.commands = None
-        self.stack.close()
+        stack, self.stack = self.stack, ExitStack()
+        stack.close()
         return {"stopped": was}

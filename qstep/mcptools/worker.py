@@ -1,0 +1,104 @@
+"""The one long-lived thread that owns the MCP server's guests and runs every call on them.
+
+QEMU is started with PR_SET_PDEATHSIG, which fires when the thread that started it
+exits: a thread per call would kill the guest at the call's end, so one thread
+outlives all calls. A call reports progress and messages to its MCP request from
+here; they are sent by the event loop and awaited before the call's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mcp.server.mcpserver import Context
+
+from qstep.mcptools.guests import GuestPool, to_stderr
+from qstep.mcptools.stepping import SteppingSession
+
+T = TypeVar("T")
+CLOSE_GRACE = 2.0  # seconds a running call may take before a shutdown kills the guests
+
+
+class Reporter:
+    """A call's progress messages, sent from the guest thread."""
+
+    def __init__(self, ctx: Context | None, loop: asyncio.AbstractEventLoop,
+                 total: int) -> None:
+        self.ctx, self.loop, self.total = ctx, loop, total
+        self.done = 0
+        self.sent: list[concurrent.futures.Future[None]] = []
+
+    def progress(self, message: str) -> None:
+        """One step done (``message`` says which)."""
+        self.done = min(self.done + 1, self.total)
+        if self.ctx is not None:
+            self.sent.append(asyncio.run_coroutine_threadsafe(
+                self.ctx.report_progress(self.done, self.total, message), self.loop))
+
+    def warn(self, message: str) -> None:
+        """A message the client should see (e.g. a guest that died and was rebooted):
+        a progress message (MCP's logging is deprecated), and on stderr."""
+        to_stderr(message)
+        self.progress(message)
+
+    async def flush(self) -> None:
+        """Wait until everything reported has been sent."""
+        for fut in self.sent:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(fut)
+
+
+class GuestWorker:
+    """The guest thread, its guests and the stepping session."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="qstep-guest")
+        self.pool = GuestPool()
+        self.stepping = SteppingSession(self.pool)
+        self.closed = False
+
+    async def call(self, ctx: Context | None, fn: Callable[..., T], *args: Any,
+                   steps: int = 3) -> T:
+        """Run ``fn(*args)`` on the guest thread; progress goes to ``ctx``'s request."""
+        reporter = Reporter(ctx, asyncio.get_running_loop(), steps)
+
+        def job() -> T:
+            self.pool.progress, self.pool.warn = reporter.progress, reporter.warn
+            try:
+                result = fn(*args)
+            finally:
+                self.pool.progress = self.pool.warn = to_stderr
+            reporter.progress("done")
+            return result
+        try:
+            return await asyncio.wrap_future(self.executor.submit(job))
+        finally:
+            await reporter.flush()
+
+    def close(self) -> None:
+        """End the stepping session and shut every guest down; when the guest thread is
+        busy for longer than ``CLOSE_GRACE``, kill the guests so its call ends first."""
+        if self.closed:
+            return
+        self.closed = True
+        done = self.executor.submit(self._close_all)
+        try:
+            done.result(CLOSE_GRACE)
+        except concurrent.futures.TimeoutError:
+            self.pool.kill()
+            with contextlib.suppress(Exception):
+                done.result(10.0)
+        except Exception:  # noqa: S110 - shutting down: nothing is left to report it to
+            pass
+        self.executor.shutdown(wait=False)
+
+    def _close_all(self) -> None:
+        try:
+            self.stepping.stop()
+        finally:
+            self.pool.close()
