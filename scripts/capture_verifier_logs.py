@@ -40,6 +40,8 @@ PROGRAMS = {  # fixture name: (source, program)
     "maps": ("tests/progs/maps.bpf.c", "maps_main"),
     "alu_v4": ("tests/progs/alu_v4.bpf.c", "alu_v4_main"),
     "reject": ("tests/progs/reject.bpf.c", "reject_main"),
+    "deadsub": ("tests/progs/deadsub.bpf.c", "lb_main"),  # a callee's exit pruned at return
+    "flowsum": ("tests/progs/flowsum.bpf.c", "flowsum_main"),
 }
 OUT = REPO_ROOT / "tests" / "fixtures" / "verifier_logs"
 

@@ -67,6 +67,11 @@ def site_data(site: InsnSite | None) -> dict[str, Any] | None:
             "jit_addr": site.jit_start}
 
 
+OUTSIDE_NOTE = ("note: a soundness violation only if this run came through no pruning point: "
+                "where the verifier pruned it compared only live precise values (qstep trace "
+                "--check-verifier follows the run and judges exactly that)")
+
+
 class CommandSet:
     """Parses one command line and runs it against a ``Debugger``."""
 
@@ -405,6 +410,8 @@ class CommandSet:
             lines.append(f"r{n:<3} {regs[n]:#018x}   verifier: "
                          f"{' | '.join(claims) if claims else 'not initialized'}{mark}")
             data[f"r{n}"] = {"value": regs[n], "verifier": claims, "inside": inside}
+        if any(r["inside"] is False for r in data.values()):
+            lines.append(OUTSIDE_NOTE)
         return Output("\n".join(lines), {"insn": site.index, "regs": data})
 
     def info_registers(self, which: str) -> Output:

@@ -97,6 +97,7 @@ class _Seen:
 
 
 MAX_FOLLOWERS = 64
+_JUMP = re.compile(r"^\((?:[0-9a-f][56de])\) (?:if |goto)")
 _PSEUDO_CALL = re.compile(r"^\(85\) call pc([+-]\d+)$")
 _LEFT = "the run left the paths the verifier logged"
 _PRUNED = "the verifier pruned this path: an earlier state there covers it"
@@ -207,6 +208,11 @@ def _follow(log: VerifierLog, path: Path, index: int, insn: int
     found = []
     if index < len(path.visits) and path.visits[index].insn == insn:
         found.append((path.visits[index], path, index))
+    elif (index + 1 < len(path.visits) and _JUMP.match(path.visits[index].text)
+          and path.visits[index + 1].insn == insn):
+        # A jump whose outcome the verifier knew: it removed it (dead-code elimination),
+        # so the run goes straight on where the path does.
+        found.append((path.visits[index + 1], path, index + 1))
     for child in log.paths:
         if (child.parent == path.number and child.branch_index == index - 1
                 and child.visits and child.visits[0].insn == insn):

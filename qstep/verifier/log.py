@@ -109,6 +109,8 @@ def parse_log(text: str) -> VerifierLog:
         elif (found := _FROM.match(line)) is not None and last_exit == int(found.group(1)):
             current = parse_regs(found.group(3))  # back in the caller, same path
             last_exit = None
+            if found.group(3) == "safe":  # ...and pruned right there
+                _add(log, Visit(int(found.group(2)), len(log.paths) - 1, {}, pruned=True))
         elif (found := _FROM.match(line)) is not None:
             parent = _pop_branch(jumps, int(found.group(1)))
             log.paths.append(Path(len(log.paths), parent[0], parent[1]) if parent

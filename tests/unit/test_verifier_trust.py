@@ -86,3 +86,28 @@ def test_a_global_function_is_followed_into_and_back() -> None:
     bad = run[:4] + [(2, (3,) + (None,) * 9 + (fp,), run[4][2])]
     assert [(f.step, f.insn, f.reg) for f in check_run(log, bad, PROGRAM).findings] == [
         (5, 2, 0)]
+
+
+DECIDED_LOG = """\
+0: R1=ctx() R10=fp0
+0: (b7) r2 = 0                        ; R2_w=0
+1: (b7) r6 = 2                        ; R6_w=2
+2: (6d) if r6 s> r2 goto pc+2
+5: (b7) r0 = 2                        ; R0_w=2
+6: (95) exit
+processed 5 insns
+"""
+
+
+def test_a_jump_the_verifier_removed_is_stepped_over() -> None:
+    """6 s> 0 is known: the verifier hard-wires the jump and removes it with the dead
+    code, so the run goes from insn 1 straight to insn 5."""
+    log = parse_known(DECIDED_LOG)
+    fp = 0xFFFFC90000010000
+    run = [(0, (None,) * 10 + (fp,)), (1, (None, 1, 0) + (None,) * 7 + (fp,)),
+           (5, (None, 1, 0, None, None, None, 2) + (None,) * 3 + (fp,)),
+           (6, (2, 1, 0, None, None, None, 2) + (None,) * 3 + (fp,))]
+    report = check_run(log, run)
+    assert (report.findings, report.stopped, report.steps) == ([], "", 4)
+    wrong = run[:3] + [(6, (3,) + run[3][1][1:])]
+    assert [(f.step, f.insn, f.reg) for f in check_run(log, wrong).findings] == [(4, 6, 0)]
