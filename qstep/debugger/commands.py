@@ -325,8 +325,10 @@ class CommandSet:
         return {"number": bp.number, "location": bp.location, "enabled": bp.enabled,
                 "hits": bp.hits, "temporary": bp.temporary, "where": site_data(bp.site),
                 "locations": [{"number": f"{bp.number}.{n}", "enabled": loc.enabled,
-                               "hits": loc.hits, "where": site_data(loc.site)}
-                              for n, loc in enumerate(bp.locations, start=1)]}
+                               "hits": loc.hits, "where": site_data(loc.site),
+                               "path": _path(loc)}
+                              for n, loc in enumerate(bp.locations, start=1)],
+                "note": bp.note or None}
 
     def _numbers(self, arg: str) -> list[int]:
         try:
@@ -573,11 +575,14 @@ class CommandSet:
 # Arguments checked before a command runs (and, for -ex lines, before the guest boots).
 COUNTED = {"stepi", "nexti", "step", "next", "backtrace"}
 NO_ARGUMENT = {"run", "continue", "finish", "kill"}
-def _path_text(loc: BpLocation) -> str:
+def _path(loc: BpLocation) -> str | None:
     """A merged-away line's location: the path it stops on."""
-    if loc.path is None:
-        return ""
-    return f"  (on its path: {'; '.join(e.describe() for e in loc.path.edges)})"
+    return "; ".join(e.describe() for e in loc.path.edges) if loc.path else None
+
+
+def _path_text(loc: BpLocation) -> str:
+    path = _path(loc)
+    return f"  (on its path: {path})" if path else ""
 
 
 TAKES_LOCATION = {"break", "tbreak", "until", "advance", "list", "disassemble"}
