@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from qstep.commands.common import (
     add_input_options,
@@ -12,18 +11,27 @@ from qstep.commands.common import (
     add_vm_options,
     make_session,
 )
+from qstep.commands.debugging import debugger_for
 from qstep.commands.options import add_json_option, add_record_limit_option
 from qstep.commands.recorded_trace import record
+from qstep.debugger.commands import CommandSet
+from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.reverse_why import why_here
+from qstep.errors import UsageError
+from qstep.expr.parser import parse_expression
+from qstep.expr.typed import uses_c
 from qstep.recorder.plugin import require_recorder
-from qstep.recorder.why import WhyAnswer, Write, why
+from qstep.recorder.why import WhyAnswer, split_question, why
+from qstep.recorder.why_report import answer_json, answer_text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("why", help="who wrote these bytes before LOC (from a recording)")
     add_program_options(p, value=False)
     p.add_argument("question", metavar="QUESTION",
-                   help="'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC' (8 bytes); ADDR uses "
-                   "$r0..$r10 as they were when LOC was first reached")
+                   help="'EXPR at LOC': a C object (tkey.remote_ipv6, as 'watch' takes it), "
+                   "'mem(ADDR, SIZE)' or ADDR (8 bytes), evaluated when LOC was first "
+                   "reached ($r0..$r10 as they were then)")
     add_input_options(p, several_packets=False)
     add_record_limit_option(p)
     add_json_option(p, "one object")
@@ -33,51 +41,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def why_main(args: argparse.Namespace) -> int:
     require_recorder()
-    with make_session(args) as session:
-        rec = record(args, session)[1]
-    answer = why(rec, args.question)
+    target, loc = split_question(args.question)
+    if names_c_objects(target):
+        answer = why_in_debugger(args, target, loc)
+    else:
+        with make_session(args) as session:
+            rec = record(args, session)[1]
+        answer = why(rec, args.question)
     print(json.dumps(answer_json(answer)) if args.json else "\n".join(answer_text(answer)))
     return 0
 
 
-def _where(step: int, w: Write | WhyAnswer) -> str:
-    s = w.site
-    line = f"{s.source.short()}  {s.source.text.strip()}" if s.source else "?"
-    return f"step {step}, insn {s.index} ({s.function.name}:{s.index - s.function.start_insn})" \
-           f"  {line}"
+def names_c_objects(target: str) -> bool:
+    """Whether the question's target needs the object's DWARF (C names, casts, ...)."""
+    try:
+        return uses_c(parse_expression(target))
+    except UsageError:  # e.g. a cast to a type only DWARF knows
+        return True
 
 
-def _hex(data: bytes | None) -> str:
-    return "unknown (not readable before the store)" if data is None else "0x" + data.hex()
+def why_in_debugger(args: argparse.Namespace, target: str, loc: str) -> WhyAnswer:
+    """A C object's history: run to LOC's first stop with the run recorded, evaluate
+    the object there with DWARF, and go through the recording's stores."""
+    args.backend, args.reverse = None, True
+    with debugger_for(args) as (dbg, view):
+        if view is None:
+            raise UsageError(f"{target}: C objects need the object's DWARF; ask about "
+                             "'mem(ADDR, SIZE) at LOC'")
+        assert isinstance(dbg, ReversibleDebugger)
+        commands = CommandSet(dbg, view)
+        commands.execute(f"tbreak {loc}")
+        if commands.execute("run").data.get("event") != "stopped":
+            raise UsageError(f"{loc} was not reached in this run")
+        return why_here(dbg, commands.source, target)
 
 
-def answer_text(a: WhyAnswer) -> list[str]:
-    """Lines for people: the bytes, the point asked about, then each write, oldest first."""
-    value = "not seen by the recording" if a.value is None else "0x" + a.value.hex()
-    lines = [f"{a.size} bytes at {a.addr:#x}, when {_where(a.step, a)} was first reached:",
-             f"  value {value} (bytes in memory order)"]
-    if not a.writes:
-        lines.append(f"  never written on this path before that point ({a.step - 1} BPF "
-                     "instructions ran)")
-    for w in a.writes:
-        frame = " [JIT frame: push/call]" if w.jit_frame else ""
-        lines.append(f"  written at {_where(w.step, w)}{frame}")
-        lines.append(f"    {len(w.new)} bytes at {w.addr:#x}: {_hex(w.old)} -> {_hex(w.new)}")
-    if a.helper_calls:
-        names = ", ".join(f"{name} (step {step})" for step, _site, name in a.helper_calls)
-        lines.append(f"  helpers ran before that point and their stores are not recorded: "
-                     f"{names}")
-    return lines
-
-
-def answer_json(a: WhyAnswer) -> dict[str, Any]:
-    def site(step: int, s: Write | WhyAnswer) -> dict[str, Any]:
-        return {"step": step, "insn": s.site.index, "function": s.site.function.name,
-                "line": s.site.source.line if s.site.source else None}
-    return {"addr": a.addr, "size": a.size, "at": site(a.step, a),
-            "value": a.value.hex() if a.value is not None else None,
-            "writes": [{**site(w.step, w), "addr": w.addr, "jit_frame": w.jit_frame,
-                        "old": w.old.hex() if w.old is not None else None,
-                        "new": w.new.hex()} for w in a.writes],
-            "helper_calls": [{"step": step, "insn": s.index, "helper": name}
-                             for step, s, name in a.helper_calls]}

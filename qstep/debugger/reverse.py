@@ -79,6 +79,12 @@ class ReversibleDebugger(Debugger):
         return (self.history is not None and self._history_key == self._live_key()
                 and self.history.pos < self._live_pos())
 
+    def position(self) -> tuple[Recording, int]:
+        """The recording up to the live point (its last step) and the index of the
+        current step in it: the instruction about to run, in the past or live."""
+        history = self._require_history()
+        return history.rec, history.pos if self.replaying else self._live_pos()
+
     def _live_key(self) -> tuple[int, int]:
         return (self.x86_steps, self.vm_stops)
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from qstep.debugger.commands import Command, CommandSet, Output, site_text
 from qstep.debugger.engine import Event
 from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.reverse_why import why_here
 from qstep.errors import UsageError
+from qstep.recorder.why_report import answer_json, answer_text
 
 MOVES = {"run", "continue", "stepi", "nexti", "step", "next", "finish", "until", "advance",
          "kill"}
 REVERSE_WORDS = frozenset({"reverse-stepi", "rsi", "reverse-nexti", "rni", "reverse-step",
                            "rs", "reverse-next", "rn", "reverse-finish", "reverse-continue",
-                           "rc", "record", "rec"})
+                           "rc", "record", "rec", "why"})
 NO_HISTORY = "No more reverse-execution history."
 READS_NOT_REPLAYED = ("(read watchpoints are not replayed: going back stops at writes and "
                       "breakpoints)")
@@ -52,6 +54,8 @@ class ReverseCommands:
             _Reverse("reverse-finish", (), r.cmd_rfinish, "back to the call of this function"),
             _Reverse("reverse-continue", ("rc",), r.cmd_rcontinue,
                      "back to the previous breakpoint or watched write"),
+            _Reverse("why", (), r.cmd_why,
+                     "EXPR: every recorded write to EXPR's bytes before this point"),
             _Reverse("record", ("rec",), r.cmd_record,
                      "[full|stop]: record the next runs (reverse-*), or stop recording"),
         ]
@@ -105,6 +109,11 @@ class ReverseCommands:
         if reads_skipped:
             out.text = f"{READS_NOT_REPLAYED}\n{out.text}"
         return self._marked(out) if command.name in MOVES else out
+
+    def cmd_why(self, arg: str) -> Output:
+        """``why EXPR``: who wrote EXPR's bytes before this point (the recording)."""
+        answer = why_here(self.dbg, self.live.source, arg)
+        return Output("\n".join(answer_text(answer)), answer_json(answer))
 
     # -- reverse movements ---------------------------------------------------
     def _moves(self, arg: str, move: Callable[[], Event]) -> Output:

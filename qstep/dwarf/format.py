@@ -134,7 +134,8 @@ def _pointer(v: Value, fmt: str) -> str:
     return f"({v.type.c_name()}) {value:#x}" if value else f"({v.type.c_name()}) 0x0"
 
 
-def _member_value(v: Value, m: Member) -> Value:
+def member_value(v: Value, m: Member) -> Value:
+    """The value of member ``m`` of struct/union value ``v`` (a bitfield extracted)."""
     if not m.bit_size:
         size = m.type.byte_size
         return v.part(m.offset, size, m.type)
@@ -152,7 +153,7 @@ def _member_value(v: Value, m: Member) -> Value:
 
 def members(v: Value) -> list[tuple[str, Value]]:
     """(name, value) of each member of a struct/union value (bitfields extracted)."""
-    return [(m.name, _member_value(v, m)) for m in v.type.strip().members]
+    return [(m.name, member_value(v, m)) for m in v.type.strip().members]
 
 
 def elements(v: Value) -> list[Value]:

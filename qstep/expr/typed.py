@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from qstep.dwarf.format import members
+from qstep.dwarf.format import member_value
 from qstep.dwarf.types import (
     ARRAY,
     ATE_BOOLEAN,
@@ -221,12 +221,23 @@ def _member(expr: Expr, env: TypedEnv) -> Value:
     if t.kind not in (STRUCT, UNION):
         hint = " (use ->)" if t.kind == POINTER else ""
         raise _fail(f"{value.type.c_name()} is not a struct or union{hint}", expr)
-    found = dict(members(value))
-    if expr.name not in found:
-        names = ", ".join(m.name for m in t.members)
+    m = t.member(expr.name)  # C11: members of anonymous structs/unions too
+    if m is None:
+        names = ", ".join(n for n, _ in _named_members(t))
         raise _fail(f"{value.type.c_name()} has no member '{expr.name}' (members: {names})",
                     expr)
-    return found[expr.name]
+    return member_value(value, m)
+
+
+def _named_members(t: CType) -> list[tuple[str, CType]]:
+    """The members reachable by name, anonymous structs/unions looked into."""
+    out: list[tuple[str, CType]] = []
+    for m in t.strip().members:
+        if m.name:
+            out.append((m.name, m.type))
+        elif m.type.strip().kind in (STRUCT, UNION):
+            out.extend(_named_members(m.type))
+    return out
 
 
 def _element(value: Value, index: int, node: Node) -> Value:

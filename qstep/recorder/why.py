@@ -19,6 +19,7 @@ from qstep.expr import Expr, evaluate, parse_expression
 from qstep.expr.ast import Mem
 from qstep.loaded import InsnSite
 from qstep.recorder.log import MemAccess
+from qstep.recorder.pastmemory import NO_WRITES
 from qstep.recorder.recording import RecordedStep, Recording
 from qstep.recorder.replay import Replay
 
@@ -46,6 +47,43 @@ class WhyAnswer:
     value: bytes | None  # the bytes at that moment, if the recording saw all of them
     writes: list[Write]
     helper_calls: list[tuple[int, InsnSite, str]]
+    name: str = ""  # the C object asked about (``tkey.remote_ipv6``), if one was
+    shown: str = ""  # its value then, typed
+
+
+@dataclass(frozen=True)
+class History:
+    """What the first ``end`` steps of a recording did: every store, every helper call."""
+
+    writes: list[Write]
+    helper_calls: list[tuple[int, InsnSite, str]]
+
+    def answer(self, rec: Recording, end: int, addr: int, size: int,
+               value: bytes | None) -> WhyAnswer:
+        """The answer for [addr, addr+size) at step ``end`` (0-based) of ``rec``."""
+        return WhyAnswer(addr, size, end + 1, rec.steps[end].site, value,
+                         _clip(self.writes, addr, size), self.helper_calls)
+
+
+def history(rec: Recording, end: int) -> History:
+    """The stores and helper calls of steps [0, end) of ``rec``."""
+    out = History([], [])
+    xlated = {ins.index: ins for ins in rec.prog.xlated}
+    for k, step in enumerate(rec.steps[:end]):
+        for a in step.frame_accesses + step.accesses:
+            if a.store:
+                out.writes.append(_write(k + 1, step, a, a in step.frame_accesses))
+        ins = xlated.get(step.site.xlated_index if step.site.xlated_index is not None else -1)
+        if ins is not None and ins.is_kfunc_call:
+            out.helper_calls.append((k + 1, step.site, "a kfunc"))
+        if ins is None or not ins.is_helper_call:  # (or inlined by the verifier)
+            continue
+        # the object's instruction names the helper (the xlated imm is an address offset)
+        helper = step.site.insn.imm if step.site.insn.is_helper_call else ins.imm
+        if helper not in NO_WRITES:  # a lookup, a clock, ... cannot have written them
+            out.helper_calls.append((k + 1, step.site,
+                                     HELPER_NAMES.get(helper, f"helper {helper}")))
+    return out
 
 
 class ReplayEnv:
@@ -65,13 +103,19 @@ class ReplayEnv:
         raise UsageError(f"'{name}': use registers $r0..$r10 and mem(ADDR, SIZE) here")
 
 
-def parse_question(text: str) -> tuple[Expr, int, str]:
-    """``TARGET at LOC`` → (address expression, size, location text)."""
+def split_question(text: str) -> tuple[str, str]:
+    """``TARGET at LOC`` → (TARGET, LOC)."""
     target, sep, loc = text.rpartition(" at ")
     if not sep or not target.strip() or not loc.strip():
-        raise UsageError(f"'{text}': ask 'mem(ADDR, SIZE) at LOC' or 'ADDR at LOC'")
+        raise UsageError(f"'{text}': ask 'EXPR at LOC' (a C object, mem(ADDR, SIZE) or ADDR)")
+    return target.strip(), loc.strip()
+
+
+def parse_question(text: str) -> tuple[Expr, int, str]:
+    """``TARGET at LOC`` → (address expression, size, location text)."""
+    target, loc = split_question(text)
     expr, size = address_and_size(target)
-    return expr, size, loc.strip()
+    return expr, size, loc
 
 
 def address_and_size(text: str) -> tuple[Expr, int]:
@@ -87,27 +131,18 @@ def why(rec: Recording, text: str) -> WhyAnswer:
     expr, size, loc = parse_question(text)
     resolved = resolve(rec.prog, loc)
     sites = {s.index for s in resolved.sites}
-    replay = Replay(rec)
-    writes: list[Write] = []
-    calls: list[tuple[int, InsnSite, str]] = []
-    xlated = {ins.index: ins for ins in rec.prog.xlated}
     for k, step in enumerate(rec.steps):
         path = resolved.paths.get(step.site.index)  # a merged-away line: its path only
         if step.site.index in sites and (path is None or path.holds(step.regs().values)):
+            replay = Replay(rec)
             replay.pos = k
-            addr = _address(evaluate(expr, ReplayEnv(replay)))
-            return WhyAnswer(addr, size, k + 1, step.site, _known(replay, addr, size),
-                             _clip(writes, addr, size), calls)
-        for a in step.frame_accesses + step.accesses:
-            if a.store:
-                writes.append(_write(k + 1, step, a, a in step.frame_accesses))
-        ins = xlated.get(step.site.xlated_index if step.site.xlated_index is not None else -1)
-        if ins is not None and ins.is_helper_call:  # not inlined by the verifier
-            calls.append((k + 1, step.site, HELPER_NAMES.get(ins.imm, f"helper {ins.imm}")))
+            addr = address_value(evaluate(expr, ReplayEnv(replay)))
+            return history(rec, k).answer(rec, k, addr, size, _known(replay, addr, size))
     raise UsageError(f"{loc} was not reached in this run ({len(rec.steps)} instructions)")
 
 
-def _address(value: int | bytes) -> int:
+def address_value(value: int | bytes) -> int:
+    """An evaluated address expression as an unsigned 64-bit address."""
     if isinstance(value, bytes):
         return int.from_bytes(value, "little")
     return value & ((1 << 64) - 1)

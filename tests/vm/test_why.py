@@ -8,11 +8,13 @@ incremented on every run, so its old value is the previous run's count.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import load_program
@@ -95,3 +97,66 @@ def test_without_the_recorder_one_clear_error(args: list[str], bpf_obj: Callable
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("qstep: error: ") and "recorder" in proc.stderr
     assert "QSTEP_QEMU" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_PACKETS = ROOT / "examples/l4lb/packets"
+TUNNEL_KEY = "l4lb.bpf.c:178"  # bpf_skb_set_tunnel_key(skb, &tkey, ...)
+
+
+def _why_cli(obj: Path, packet: str, question: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "qstep.cli", "why", str(obj), question,
+                           "--prog", "l4lb_ingress", "--maps", str(ROOT / "examples/l4lb/maps.txt"),
+                           "--packet", str(EXAMPLE_PACKETS / packet), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def _final_bytes(answer: dict[str, Any]) -> bytes:
+    """The bytes the recorded stores left, applied in order over unknown (zero) bytes."""
+    data = bytearray(answer["size"])
+    for w in answer["writes"]:
+        start = w["addr"] - answer["addr"]
+        new = bytes.fromhex(w["new"])
+        data[start:start + len(new)] = new
+    return bytes(data)
+
+
+def test_a_c_object_is_asked_about_by_name(l4lb_obj: Path) -> None:
+    """The design's 'tunnel remote IPv6 not set up' question, in C: on the IPv6 path the
+    memcpy of line 158 wrote it; on the IPv4 path only the zeroing (132) and the IPv4
+    address (160, sharing the union's first bytes) did."""
+    v6 = _why_cli(l4lb_obj, "ipv6_to_v6real.hex", f"tkey.remote_ipv6 at {TUNNEL_KEY}")
+    assert (v6["expr"], v6["shown"], v6["size"]) == ("tkey.remote_ipv6", "2001:db8:ff::2", 16)
+    assert v6["value"] == ipaddress.IPv6Address("2001:db8:ff::2").packed.hex()
+    assert sorted({w["line"] for w in v6["writes"]}) == [132, 158, 160]
+    assert _final_bytes(v6).hex() == v6["value"]  # every byte's last store is recorded
+    v4 = _why_cli(l4lb_obj, "ipv4_to_v4real.hex", f"tkey.remote_ipv6 at {TUNNEL_KEY}")
+    assert sorted({w["line"] for w in v4["writes"]}) == [132, 160]
+    assert v4["value"] == "010010ac" + "00" * 12  # 172.16.0.1 in host order; rest never set
+    assert _final_bytes(v4).hex() == v4["value"]
+    assert v4["helper_calls"] == []  # only lookups ran: nothing else can have written it
+
+
+def test_why_in_a_reverse_session_at_the_current_position(l4lb_obj: Path) -> None:
+    """``why`` in ``qstep debug --reverse``: from the live point and from the past."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "qstep.cli", "debug", str(l4lb_obj), "--prog", "l4lb_ingress",
+         "--maps", str(ROOT / "examples/l4lb/maps.txt"), "--packet",
+         str(EXAMPLE_PACKETS / "ipv6_to_v6real.hex"), "--reverse", "--json",
+         "-ex", "break l4lb.bpf.c:165", "-ex", "run", "-ex", "why tkey.tunnel_id",
+         "-ex", "watch tkey.tunnel_id", "-ex", "reverse-continue", "-ex", "why tkey.tunnel_id",
+         "-ex", "why $r10 - 48"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    live, past, addr = [o for o in map(json.loads, proc.stdout.splitlines()) if "writes" in o]
+    assert (live["expr"], live["shown"], live["at"]["line"]) == ("tkey.tunnel_id", "2", 165)
+    assert [(w["line"], w["new"]) for w in live["writes"]] == [
+        (132, "00000000"), (161, "02000000")]  # tkey = {} (over stack garbage); = vip_num
+    assert live["writes"][1]["old"] == "00000000"
+    # back at the store of line 161 (not yet done): only the zeroing
+    assert (past["shown"], past["at"]["line"], past["at"]["insn"]) == ("0", 161, 167)
+    assert [(w["line"], w["new"]) for w in past["writes"]] == [(132, "00000000")]
+    assert (addr["addr"], addr["size"]) == (past["addr"], 8) and "expr" not in addr
