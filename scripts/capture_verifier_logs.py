@@ -42,6 +42,7 @@ PROGRAMS = {  # fixture name: (source, program)
     "reject": ("tests/progs/reject.bpf.c", "reject_main"),
     "deadsub": ("tests/progs/deadsub.bpf.c", "lb_main"),  # a callee's exit pruned at return
     "flowsum": ("tests/progs/flowsum.bpf.c", "flowsum_main"),
+    "vars": ("tests/progs/vars.bpf.c", "vars_main"),
 }
 OUT = REPO_ROOT / "tests" / "fixtures" / "verifier_logs"
 

@@ -27,9 +27,13 @@ _SAFE = re.compile(r"^(\d+): safe$")
 _PROCESSED = re.compile(r"^processed (\d+) insns")
 _REG = re.compile(r"^R(\d+)(?:_[rwD]+)?$")
 CALL_CODE, EXIT_CODE = "85", "95"
+_Push = tuple[int, int, int, bool]  # (insn, path, visit index, an iterator's next call)
 # An open-coded iterator's next kfunc: the verifier goes on with the drained state
 # (r0 = 0) and pushes the active one, continued later "from N to N+1".
 _ITER_NEXT = re.compile(r"call bpf_iter_\w+_next#")
+# Helpers that call back into the program: 7.x pushes the callback's state at the call.
+_CALLBACK_CALL = re.compile(r"call (bpf_loop|bpf_for_each_map_elem|bpf_find_vma|"
+                            r"bpf_user_ringbuf_drain|bpf_timer_set_callback)#")
 # Where a global function's own verification starts, and ends (the main program or
 # the next function follows).
 _GLOBAL_FUNC = re.compile(r"^(Validating \S+\(\) func#\d+\.\.\.|Func#\d+ is safe for any args"
@@ -90,7 +94,7 @@ def parse_log(text: str) -> VerifierLog:
     """Reconstruct the explored paths and the register state before every instruction."""
     log = VerifierLog(paths=[Path(0, None, -1)])
     current: dict[int, RegState] = {}
-    jumps: list[tuple[int, int, int]] = []  # (insn, path, visit index): pushes, LIFO
+    jumps: list[_Push] = []  # conditional jumps (and iterator next calls), newest last
     last_exit: int | None = None  # a subprogram's exit: "from EXIT to CALLER" continues
     started = False  # 7.x prints its analysis passes' listings before the walk
     for raw in text.splitlines():
@@ -112,7 +116,7 @@ def parse_log(text: str) -> VerifierLog:
             if found.group(3) == "safe":  # ...and pruned right there
                 _add(log, Visit(int(found.group(2)), len(log.paths) - 1, {}, pruned=True))
         elif (found := _FROM.match(line)) is not None:
-            parent = _pop_branch(jumps, int(found.group(1)))
+            parent = _pop_branch(log, jumps, int(found.group(1)), int(found.group(2)))
             log.paths.append(Path(len(log.paths), parent[0], parent[1]) if parent
                              else Path(len(log.paths), None, -1))
             safe = found.group(3) == "safe"
@@ -125,8 +129,10 @@ def parse_log(text: str) -> VerifierLog:
             visit = _add(log, Visit(int(found.group(1)), len(log.paths) - 1, dict(current),
                                     text=f"({found.group(2)}) {found.group(3)}"))
             last_exit = visit.insn if found.group(2) == EXIT_CODE else None
-            if is_conditional_jump(found.group(2)) or _ITER_NEXT.match(found.group(3)):
-                jumps.append((visit.insn, visit.path, len(log.paths[visit.path].visits) - 1))
+            iterator = (_ITER_NEXT.match(found.group(3)) or _CALLBACK_CALL.match(
+                found.group(3))) is not None
+            if is_conditional_jump(found.group(2)) or iterator:
+                jumps.append((visit.insn, visit.path, visit.index, iterator))
             if found.group(2) == CALL_CODE:
                 for reg in range(6):  # helpers clobber r1-r5; r0 is in the tail if set
                     current.pop(reg, None)
@@ -169,12 +175,19 @@ def is_conditional_jump(code: str) -> bool:
     return value & 0x07 in (0x05, 0x06) and value & 0xF0 not in (0x00, 0x80, 0x90)
 
 
-def _pop_branch(jumps: list[tuple[int, int, int]], insn: int) -> tuple[int, int] | None:
-    """The pushed branch at ``insn``: the newest jump there (newer ones pushed nothing)."""
-    while jumps:
-        at, path, index = jumps.pop()
-        if at == insn:
-            return path, index
+def _pop_branch(log: VerifierLog, jumps: list[_Push], insn: int, target: int
+                ) -> tuple[int, int] | None:
+    """The pushed branch ``insn`` → ``target``: the newest jump at ``insn`` whose path
+    did not itself go on to ``target`` (a jump whose outcome the verifier knew pushed
+    nothing). Others stay: their branches come later."""
+    for k in range(len(jumps) - 1, -1, -1):
+        at, path, index, iterator = jumps[k]
+        visits = log.paths[path].visits
+        if at != insn or (not iterator and index + 1 < len(visits)
+                          and visits[index + 1].insn == target):
+            continue
+        del jumps[k]
+        return path, index
     return None
 
 
