@@ -60,8 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    "not fit (faster; drops are counted and shown)")
     p.add_argument("--from-recording", action="store_true",
                    help="evaluate every spec from a recording of each run (QEMU 10's "
-                   "recorder) instead of in-guest probes; without it, only the locations "
-                   "beyond the 4 hardware breakpoints are")
+                   "recorder) instead of in-guest probes; without it, so are all of them when "
+                   "there are more locations than the 4 hardware breakpoints")
     add_json_option(p, "JSON lines, one per hit, then a summary")
     add_commands_option(p, " when a 'stop' probe stops the program",
                         "without -ex a terminal gets the interactive debugger")

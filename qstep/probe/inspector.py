@@ -175,19 +175,32 @@ def resolve_probes(prog: LoadedProgram, specs: list[Spec]) -> list[Probe]:
 
 
 def assign_modes(probes: list[Probe], recording: str = "off") -> None:
-    """In-guest probes while the distinct addresses fit the debug registers; the rest
-    from the recording (``recording`` "auto"; "all": every spec that can) or the host.
+    """In-guest probes while the distinct addresses fit the debug registers. Past them,
+    with ``recording`` "auto", every spec is evaluated from a recording of the runs
+    (one method for all: in-guest probes would make the recorded runs go in small
+    batches, measured 3x slower than host breakpoints, bench/inspect_recorded.py);
+    "all" does so always; "mixed" only the specs that do not fit; else those go to
+    host breakpoints.
 
     A spec whose locations do not all fit goes elsewhere as a whole, so its
     hit numbers and ``skip`` count over all its locations in one place. Watches and
     stops need the live VM: with one of them, nothing is evaluated from a recording.
     """
-    guest_addrs: set[int] = set()
     live = [p.number for p in probes if isinstance(p.spec.condition, Watch)
             or p.spec.action.stop]
     if live and recording == "all":
         raise UsageError(f"inspect --from-recording: spec {live[0]} stops or watches, which "
                          "needs the live VM; leave --from-recording out")
+    overflow = len({a for p in probes for a in p.addrs}) > HW_SLOTS
+    if not live and (recording == "all" or (recording == "auto" and overflow)):
+        for probe in probes:
+            probe.mode, probe.attached = "recording", "recording"
+            if recording == "auto":
+                probe.note = (f"more locations than hardware breakpoints (x86 has "
+                              f"{HW_SLOTS}): every spec is evaluated from a recording of "
+                              "each run (same results)")
+        return
+    guest_addrs: set[int] = set()
     for probe in probes:
         if isinstance(probe.spec.condition, Watch):
             probe.mode, probe.attached = "host", "host watchpoint"
@@ -195,17 +208,11 @@ def assign_modes(probes: list[Probe], recording: str = "off") -> None:
                           "is reached (its address can depend on registers there)")
             continue
         wanted = guest_addrs | set(probe.addrs)
-        if recording == "all" and not live:
-            probe.mode, probe.attached = "recording", "recording"
-            continue
         if len(wanted) <= HW_SLOTS:
             guest_addrs = wanted
             continue
-        if recording != "off" and not live:
+        if recording == "mixed" and not live:  # bench/inspect_recorded.py compares it
             probe.mode, probe.attached = "recording", "recording"
-            probe.note = (f"more locations than free hardware breakpoints (x86 has {HW_SLOTS});"
-                          " evaluated from a recording of each run (same results; "
-                          "--from-recording evaluates every spec so, faster)")
             continue
         probe.mode = "host"
         probe.attached = "host breakpoint"
@@ -244,8 +251,9 @@ class Inspector:
                  recording: str = "auto") -> None:
         """``scope`` gives the C names at an instruction (DWARF); with it, conditions and
         print items may use C variables, compiled to registers and memory there.
-        ``recording``: "auto" (locations beyond the debug registers from a recording,
-        when QEMU runs the recorder), "all" (every spec that can), "off" (host)."""
+        ``recording``: "auto" (past the debug registers, every spec from a recording
+        when QEMU runs the recorder), "all" (always), "mixed" (only the specs past the
+        debug registers), "off" (host breakpoints past them)."""
         if len(specs) > MAX_PROBES:
             raise UsageError(f"inspect: at most {MAX_PROBES} specs")
         self.session = session

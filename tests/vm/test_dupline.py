@@ -191,13 +191,17 @@ def test_until_and_tbreak_take_every_copy(guest: Session, dupline: LoadedProgram
         assert dbg.cont().retval == retval(TCP)
 
 
+@pytest.mark.parametrize("recording, mode", [("off", "host"), ("auto", "recording")])
 def test_probe_on_the_hot_line_fires_at_every_copy(guest: Session, dupline: LoadedProgram,
-                                                   dupline_obj: Path) -> None:
-    """Five locations: more than the four debug registers, so the host evaluates them all."""
+                                                   dupline_obj: Path, recording: str,
+                                                   mode: str) -> None:
+    """Five locations: more than the four debug registers, so the host evaluates them all
+    at breakpoints, or (with the recorder) they are evaluated from a recording."""
     starts = objdump_line_starts(dupline_obj, HOT)
-    inspector = Inspector(guest, dupline, parse_specs([f"dupline.bpf.c:{HOT} print $r2, $r3"]))
+    inspector = Inspector(guest, dupline, parse_specs([f"dupline.bpf.c:{HOT} print $r2, $r3"]),
+                          recording=recording)
     [probe] = inspector.probes
-    assert [s.index for s in probe.sites] == starts and probe.mode == "host"
+    assert [s.index for s in probe.sites] == starts and probe.mode == mode
     inspector.attach()
     try:
         assert inspector.run([TCP, UDP], 1) == [retval(TCP), retval(UDP)]

@@ -462,10 +462,11 @@ def test_batch_cli_reports_failures_and_runs_the_rest(bpf_obj: Callable[[str], P
 
 
 def inspect_vars(vm: Session, obj: BpfObject, prog: LoadedProgram,
-                 specs: list[str]) -> Inspector:
+                 specs: list[str], recording: str = "auto") -> Inspector:
     value = struct.pack("<QQI4I", MAP_PACKETS, MAP_BYTES, 0, 0, 0, 0, 0) + bytes(4)
     vm.update_map(prog, "counters", struct.pack("<I", 0), value)
-    inspector = Inspector(vm, prog, parse_specs(specs), c_scope(obj, prog))
+    inspector = Inspector(vm, prog, parse_specs(specs), c_scope(obj, prog),
+                          recording=recording)
     inspector.attach()
     try:
         assert inspector.run([PKT], 1) == [2]
@@ -494,8 +495,9 @@ def test_inspect_conditions_and_prints_over_c_variables(
 
 def test_in_guest_and_host_verdicts_agree_on_c_conditions(
         vm: Session, vars_prog: tuple[BpfObject, LoadedProgram]) -> None:
-    """The same C condition in an in-guest probe and at a host breakpoint (the fifth
-    location, past x86's four debug registers) selects the same hits and values."""
+    """The same C condition in an in-guest probe, at a host breakpoint and from a
+    recording (the fifth location, past x86's four debug registers) selects the same
+    hits and values."""
     obj, prog = vars_prog
     spec = "vars.bpf.c:121 print i, acc, bytes[i] if i == 3 || acc > 1000000"
     expected = [[i, ACCS[i], KEY_BYTES[i]] for i in range(16) if i == 3 or ACCS[i] > 1000000]
@@ -503,9 +505,11 @@ def test_in_guest_and_host_verdicts_agree_on_c_conditions(
     guest = inspect_vars(vm, obj, prog, [spec])
     assert guest.probes[0].mode == "guest"
     fillers = [f"vars_main:{n} print $r1" for n in (1, 2, 3, 4)]
-    host = inspect_vars(vm, obj, prog, [*fillers, spec])
+    host = inspect_vars(vm, obj, prog, [*fillers, spec], recording="off")
     assert host.probes[4].mode == "host"
-    for inspector in (guest, host):
+    recorded = inspect_vars(vm, obj, prog, [*fillers, spec])  # past 4: from a recording
+    assert recorded.probes[4].mode == "recording"
+    for inspector in (guest, host, recorded):
         assert [h.values for h in inspector.hits if h.probe.spec.loc.to_text().startswith(
             "vars.bpf.c")] == expected
 
