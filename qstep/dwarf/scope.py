@@ -5,9 +5,12 @@ with the location valid at that instruction, and globals at their guest addresse
 from __future__ import annotations
 
 from qstep.bpf.elf import BpfObject
+from qstep.dwarf.copies import places_like
+from qstep.dwarf.location import FRAME_REG, MASK64
 from qstep.dwarf.model import DwarfModel, Variable
 from qstep.dwarf.placement import Placement
 from qstep.dwarf.types import CType
+from qstep.expr.ast import Binary, Expr, Mem, Num, Reg
 from qstep.expr.lower import VarRef
 from qstep.loaded import InsnSite, LoadedProgram
 
@@ -76,6 +79,16 @@ class InsnScope:
 
     def find_type(self, name: str) -> CType | None:
         return self.model.find_type(name)
+
+    def entry_place(self, n: int) -> Expr | None:
+        places = places_like(self.prog, self.site.function, self.site.index, ("entry", n))
+        regs = sorted(k for kind, k in places if kind == "r")
+        if regs:
+            return Reg(regs[0])
+        slots = sorted(off for kind, off in places if kind == "fp")
+        if slots:
+            return Mem(Binary("+", Reg(FRAME_REG), Num(slots[0] & MASK64)), 8)
+        return None
 
     def map_value_type(self, name: str) -> CType | None:
         info = self.prog.maps.get(name)

@@ -72,6 +72,11 @@ class LowerEnv(Protocol):
         """The C type of map ``name``'s values (None: no such map, or no DWARF type)."""
         ...
 
+    def entry_place(self, n: int) -> Expr | None:
+        """Where rN's value at the function's entry still is here (a register or a stack
+        slot, as an expression), None when nowhere."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Val:
@@ -173,15 +178,16 @@ def _name(expr: Expr, env: LowerEnv) -> _Val:
     if var is not None:
         if var.location is None:
             raise _fail(var.why_unavailable or f"{expr.name} is optimized out here", expr)
-        return _from_location(var, env.stack_size, expr)
+        return _from_location(var, env, expr)
     glob = env.global_address(expr.name)
     if glob is not None:
         return _Val(_num(glob[0]), glob[1], place=True)
     return _Val(expr, _UNTYPED)  # not a C name: a map, resolved by the caller
 
 
-def _from_location(var: VarRef, stack_size: int, node: Node) -> _Val:
+def _from_location(var: VarRef, env: LowerEnv, node: Node) -> _Val:
     assert var.location is not None
+    stack_size = env.stack_size
     pieces = var.location.pieces
     contiguous = _contiguous_stack(pieces, stack_size)
     if contiguous is not None:
@@ -193,10 +199,10 @@ def _from_location(var: VarRef, stack_size: int, node: Node) -> _Val:
     if len(ops) == 1 and ops[0].name in ("reg", "regx"):
         return _Val(_fit(Reg(ops[0].args[0]), var.type), var.type)
     if ops and ops[-1].name == "stack_value":
-        return _Val(_fit(_stack_expr(ops[:-1], stack_size, var.name, node), var.type), var.type)
+        return _Val(_fit(_stack_expr(ops[:-1], env, var.name, node), var.type), var.type)
     if ops and ops[0].name == "implicit_value":
         return _Val(_num(int.from_bytes(ops[0].args[1][:8], "little")), var.type)
-    return _Val(_stack_expr(ops, stack_size, var.name, node), var.type, place=True)
+    return _Val(_stack_expr(ops, env, var.name, node), var.type, place=True)
 
 
 def _stack_offset(ops: tuple[Op, ...], stack_size: int) -> int | None:
@@ -230,9 +236,10 @@ _BINOPS = {"plus": "+", "minus": "-", "mul": "*", "and": "&", "or": "|", "xor": 
            "shl": "<<", "shr": ">>"}
 
 
-def _stack_expr(ops: tuple[Op, ...], stack_size: int, name: str, node: Node) -> Expr:
+def _stack_expr(ops: tuple[Op, ...], env: LowerEnv, name: str, node: Node) -> Expr:
     """A DWARF stack program as one expression (its top of stack)."""
     stack: list[Expr] = []
+    stack_size = env.stack_size
     for op in ops:
         if op.name in ("lit", "const"):
             stack.append(_num(op.args[0]))
@@ -247,6 +254,8 @@ def _stack_expr(ops: tuple[Op, ...], stack_size: int, name: str, node: Node) -> 
         elif op.name in _BINOPS and len(stack) >= 2:
             right, left = stack.pop(), stack.pop()
             stack.append(Binary(_BINOPS[op.name], left, right))
+        elif op.name == "entry_value":
+            stack.append(_entry_value(op, env, name, node))
         elif op.name == "convert" and stack:
             bits, signed = op.args
             stack.append(_fit(stack.pop(), CType(BASE, "", bits // 8 or 8,
@@ -257,6 +266,19 @@ def _stack_expr(ops: tuple[Op, ...], stack_size: int, name: str, node: Node) -> 
     if len(stack) != 1:
         raise _fail(f"{name}'s location here is malformed", node)
     return stack[0]
+
+
+def _entry_value(op: Op, env: LowerEnv, name: str, node: Node) -> Expr:
+    """``DW_OP_entry_value(DW_OP_regN)``: where the probed function still keeps rN."""
+    inner = op.args[0]
+    if len(inner) != 1 or inner[0].name not in ("reg", "regx"):
+        raise _fail(f"{name}'s location here (DW_OP_entry_value of an expression) cannot be "
+                    "read by a probe", node)
+    place = env.entry_place(inner[0].args[0])
+    if place is None:
+        raise _fail(f"{name} needs r{inner[0].args[0]} at its function's entry "
+                    "(DW_OP_entry_value), which no register or stack slot keeps here", node)
+    return place
 
 
 # -- objects --------------------------------------------------------------------------------

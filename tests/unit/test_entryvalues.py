@@ -6,7 +6,7 @@ from __future__ import annotations
 from qstep.bpf.asm import alu64, assemble, call, exit_, jmp, ldx, st, stx
 from qstep.bpf.btf import Btf
 from qstep.bpf.insn import Insn
-from qstep.debugger.entryvalues import places_like
+from qstep.dwarf.copies import places_like
 from qstep.loaded import JitFunction, LoadedProgram
 
 MOV, ADD, JEQ, JA = 0xB0, 0x00, 0x10, 0x00

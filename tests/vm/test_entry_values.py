@@ -21,7 +21,12 @@ from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.source import SourceView
 from qstep.debugger.unwind import saved_registers
-from qstep.dwarf.location import Op, Unavailable, evaluate_piece
+from qstep.dwarf.location import Location, Op, Piece, Unavailable, evaluate_piece
+from qstep.dwarf.scope import InsnScope
+from qstep.dwarf.types import CType
+from qstep.errors import UsageError
+from qstep.expr.ast import Expr, Name, Reg
+from qstep.expr.lower import VarRef, lower
 from qstep.paths import REPO_ROOT
 from qstep.session import Session
 
@@ -119,3 +124,44 @@ def test_info_args_shows_what_the_caller_passed_where_a_parameter_is_gone(
     assert commands.execute("info args").text.splitlines() == [
         "a = <optimized out>", f"a@entry = {Q}", f"b = {KEEP}", "c = <optimized out>",
         f"c@entry = {SUM}"]
+
+
+class WithEntryVar:
+    """The probe's C names at an instruction, plus one variable located by
+    ``DW_OP_entry_value(DW_OP_regN), DW_OP_stack_value`` (clang-19 emits none)."""
+
+    def __init__(self, scope: InsnScope, n: int) -> None:
+        self.scope, self.n, self.stack_size = scope, n, scope.stack_size
+
+    def variable(self, name: str) -> VarRef | None:
+        if name != "passed":
+            return self.scope.variable(name)
+        ctype = self.scope.find_type("__u64")
+        assert ctype is not None
+        return VarRef(name, ctype, Location((Piece(None, entry_value(self.n)),)))
+
+    def global_address(self, name: str) -> tuple[int, CType] | None:
+        return self.scope.global_address(name)
+
+    def find_type(self, name: str) -> CType | None:
+        return self.scope.find_type(name)
+
+    def map_value_type(self, name: str) -> CType | None:
+        return self.scope.map_value_type(name)
+
+    def entry_place(self, n: int) -> Expr | None:
+        return self.scope.entry_place(n)
+
+
+def test_probes_read_an_entry_value_where_the_function_keeps_it(
+        stopped: tuple[Debugger, SourceView]) -> None:
+    dbg, view = stopped
+    site = dbg.site()
+    assert site is not None
+    scope = InsnScope(view.obj, view.model, dbg.prog, site)
+    lowered = lower(Name("passed"), WithEntryVar(scope, 2))  # b: mix's copy in a register
+    assert isinstance(lowered, Reg) and dbg.regs()[lowered.n] == Q
+    with pytest.raises(UsageError, match=r"passed needs r1 at its function's entry "
+                                         r"\(DW_OP_entry_value\), which no register or stack "
+                                         r"slot keeps here \(column 1\)"):
+        lower(Name("passed"), WithEntryVar(scope, 1))  # only the caller kept a
