@@ -48,7 +48,7 @@ class Guest:
         try:
             machine.check_alive()
         except MachineError as err:
-            return str(err).splitlines()[0] if str(err) else type(err).__name__
+            return str(err).split(";")[0].splitlines()[0] if str(err) else type(err).__name__
         return None
 
 
@@ -122,8 +122,11 @@ class GuestPool:
 
     def close(self) -> None:
         """Shut every guest down (the server is ending)."""
+        start, count = time.monotonic(), len(self.guests)
         for key in list(self.guests):
             self.discard(key)
+        if count:
+            to_stderr(f"{count} guest(s) shut down in {time.monotonic() - start:.2f} s")
 
     def kill(self) -> None:
         """From another thread, while the guest thread is busy: kill every QEMU at once,

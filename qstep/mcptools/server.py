@@ -157,7 +157,10 @@ async def debug_stop() -> dict[str, Any]:
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM/SIGINT: shut the guests down, then leave at once (the transport's reader
-    thread waits on stdin and would hold a normal exit)."""
+    thread waits on stdin and would hold a normal exit). During the shutdown that a
+    disconnect began, the signal waits for it to end."""
+    if WORKER.closing:
+        return
     WORKER.close()
     sys.stderr.flush()
     os._exit(128 + signum)

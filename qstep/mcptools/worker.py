@@ -60,7 +60,7 @@ class GuestWorker:
             max_workers=1, thread_name_prefix="qstep-guest")
         self.pool = GuestPool()
         self.stepping = SteppingSession(self.pool)
-        self.closed = False
+        self.closing = False
 
     async def call(self, ctx: Context | None, fn: Callable[..., T], *args: Any,
                    steps: int = 3) -> T:
@@ -83,9 +83,9 @@ class GuestWorker:
     def close(self) -> None:
         """End the stepping session and shut every guest down; when the guest thread is
         busy for longer than ``CLOSE_GRACE``, kill the guests so its call ends first."""
-        if self.closed:
+        if self.closing:
             return
-        self.closed = True
+        self.closing = True
         done = self.executor.submit(self._close_all)
         try:
             done.result(CLOSE_GRACE)

@@ -112,6 +112,8 @@ async def _session(obj: str) -> dict[str, Any]:
         got["run3"] = await client.call("run", object=obj, packets=[PKT], maps=MAPS)
         got["reboot_progress"] = list(client.progress)
         got["status2"] = await client.call("status")
+        # The client leaves while a stepping session holds the guest stopped in the program.
+        got["start2"] = await client.call("debug_start", object=obj, packet=PKT, maps=MAPS)
     return got
 
 
@@ -158,10 +160,12 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
     # The killed guest was replaced, and the call said so.
     assert [r["retval"] for r in got["run3"]["runs"]] == [7]
     died = [m for m in got["reboot_progress"] if m and "guest died" in m]
-    assert died and died[0].startswith("the default guest died (QEMU exited (status -9)")
+    assert died == ["the default guest died (QEMU exited (status -9)); booting a new one"]
     assert got["reboot_progress"][:2] == [died[0], "booting the guest (kernel default)"]
     assert got["status2"]["boots"] == 2
-    # The client closed: the server shut its guest down and removed its directories.
+    # The client closed (a stepping session open): the server shut its guest down and
+    # removed its directories.
+    assert got["start2"]["where"]["line"] == 190
     server_pid = got["status2"]["server_pid"]
     assert wait_gone(server_pid)
     assert not process_exists(got["status2"]["guests"][0]["qemu_pid"])
@@ -174,7 +178,8 @@ async def _terminated(obj: str) -> dict[str, Any]:
         await session.initialize()
         got: dict[str, Any] = {"run": await client.call("run", object=obj, packets=[PKT],
                                                         maps=MAPS)}
-        got["status"] = await client.call("status")
+        got["start"] = await client.call("debug_start", object=obj, packet=PKT, maps=MAPS)
+        got["status"] = await client.call("status")  # the guest stopped in the program
         os.kill(got["status"]["server_pid"], signal.SIGTERM)
         got["server_gone"] = await anyio.to_thread.run_sync(wait_gone,
                                                             got["status"]["server_pid"])
@@ -184,6 +189,7 @@ async def _terminated(obj: str) -> dict[str, Any]:
 def test_mcp_sigterm_leaves_nothing(l4lb_obj: Path) -> None:
     got = anyio.run(_terminated, str(l4lb_obj))
     assert [r["retval"] for r in got["run"]["runs"]] == [7]
+    assert got["status"]["guests"][0]["held_by"] == "the stepping session"
     assert got["server_gone"]
     guest = got["status"]["guests"][0]
     assert not process_exists(guest["qemu_pid"])
