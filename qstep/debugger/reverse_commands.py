@@ -208,13 +208,16 @@ class ReverseCommands:
                                                            "problem": info.problem})
         if not info.recording and info.problem is None:
             return Output("No recording is currently active.", {"recording": False})
-        lines = [f"Recording: {'on' if info.recording else 'off'} (the recorder plugin)",
-                 f"Recorded {info.instructions} BPF instructions in this run "
-                 f"(size limit {info.limit} bytes)"]
-        if info.position is not None:
-            lines.append(f"Replay mode: at instruction {info.position}")
+        lines = [f"Recording: {'on' if info.recording else 'off'} (the recorder plugin, size "
+                 f"limit {info.limit} bytes)"]
         if info.problem:
             lines.append(f"No reverse execution for this run: {info.problem}")
+        elif self.dbg.running_program:
+            lines.append(f"Recorded {info.instructions} BPF instructions in this run")
+        else:
+            lines.append("No run now: the next 'run' is recorded from its start")
+        if info.position is not None:
+            lines.append(f"Replay mode: at instruction {info.position}")
         return Output("\n".join(lines), {"recording": info.recording,
                                          "instructions": info.instructions,
                                          "position": info.position, "limit": info.limit,

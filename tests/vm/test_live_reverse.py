@@ -286,8 +286,8 @@ def test_cli_watch_a_stack_slot_backwards_and_forwards(l4lb_obj: Path) -> None:
                       "watch tkey.tunnel_id", "reverse-continue", "print vip_num",
                       "x/1wx $r10 - 48", "rc", "rc", "info record", "continue",
                       "continue", "continue", "kill").values())
-    assert out[2].startswith("Recording: on (the recorder plugin)\nRecorded 137 BPF "
-                             "instructions in this run")
+    assert out[2] == ("Recording: on (the recorder plugin, size limit 268435456 bytes)\n"
+                      "Recorded 137 BPF instructions in this run\n")
     assert out[4].startswith("Going back: process_packet:92 (insn 167) at l4lb.bpf.c:161 wrote "
                              "02000000 over 00000000 (4 bytes at 0x")
     assert "161\t\ttkey.tunnel_id = vip_num;" in out[4]
