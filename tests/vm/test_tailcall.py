@@ -115,6 +115,7 @@ def test_the_lockstep_oracle_stops_at_the_tail_call_both_ways(
                                       "not follow")
 
 
+@pytest.mark.parametrize("guest", ["6.1"], indirect=True)
 def test_inspect_from_the_recording_equals_the_probes_up_to_the_tail_call(
         tail: tuple[Session, LoadedProgram]) -> None:
     """The tail-called programs change ``seen`` outside the recording: each run is
