@@ -76,6 +76,7 @@ class GuestPool:
             raise UsageError(f"the {key[0]} guest is held by {guest.held_by}; end it first "
                              "(debug_stop)")
         guest.held_by, guest.calls = holder, guest.calls + 1
+        self.progress(f"running on the guest (kernel {key[0]})")
         try:
             yield guest.session
         except QstepError as err:

@@ -32,9 +32,9 @@ class Reporter:
         self.done = 0
         self.sent: list[concurrent.futures.Future[None]] = []
 
-    def progress(self, message: str) -> None:
-        """One step done (``message`` says which)."""
-        self.done = min(self.done + 1, self.total)
+    def progress(self, message: str, last: bool = False) -> None:
+        """One step done (``message`` says which); ``last``: all of them."""
+        self.done = self.total if last else min(self.done + 1, self.total - 1)
         if self.ctx is not None:
             self.sent.append(asyncio.run_coroutine_threadsafe(
                 self.ctx.report_progress(self.done, self.total, message), self.loop))
@@ -63,7 +63,7 @@ class GuestWorker:
         self.closing = False
 
     async def call(self, ctx: Context | None, fn: Callable[..., T], *args: Any,
-                   steps: int = 3) -> T:
+                   steps: int = 4) -> T:
         """Run ``fn(*args)`` on the guest thread; progress goes to ``ctx``'s request."""
         reporter = Reporter(ctx, asyncio.get_running_loop(), steps)
 
@@ -73,7 +73,7 @@ class GuestWorker:
                 result = fn(*args)
             finally:
                 self.pool.progress = self.pool.warn = to_stderr
-            reporter.progress("done")
+            reporter.progress("done", last=True)
             return result
         try:
             return await asyncio.wrap_future(self.executor.submit(job))

@@ -96,6 +96,7 @@ async def _session(obj: str) -> dict[str, Any]:
         got["inspect"] = await client.call("inspect", object=obj, packets=[PKT], maps=MAPS,
                                            specs=["l4lb.bpf.c:171 print vip_num, slot"])
         got["trace"] = await client.call("trace", object=obj, packet=NOVIP, maps=MAPS)
+        got["disasm"] = await client.call("disasm", object=obj)
         got["start"] = await client.call("debug_start", object=obj, packet=PKT, maps=MAPS)
         got["held"] = await client.error("run", object=obj, packets=[PKT], maps=MAPS)
         got["break"] = await client.call("debug_command", command="break l4lb.bpf.c:144")
@@ -153,15 +154,20 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
     # One guest for all of the above, booted by the first call.
     status = got["status"]
     assert status["boots"] == 1 and len(status["guests"]) == 1
-    assert (status["guests"][0]["calls"], status["guests"][0]["held_by"]) == (7, None)
-    assert got["first_progress"][0] == "booting the guest (kernel default)"
+    assert (status["guests"][0]["calls"], status["guests"][0]["held_by"]) == (8, None)
+    assert got["first_progress"] == ["booting the guest (kernel default)",
+                                     "running on the guest (kernel default)", "done"]
+    assert got["disasm"]["kernel"] == status["guests"][0]["release"]
+    functions = [f["function"]["name"] for f in got["disasm"]["functions"]]
+    assert functions[0] == "l4lb_ingress" and "process_packet" in functions
     print(f"\nmcp: first run call {got['first_s']:.2f} s (boot), second "
           f"{got['second_s']:.2f} s: {got['first_s'] / got['second_s']:.1f}x")
     # The killed guest was replaced, and the call said so.
     assert [r["retval"] for r in got["run3"]["runs"]] == [7]
     died = [m for m in got["reboot_progress"] if m and "guest died" in m]
     assert died == ["the default guest died (QEMU exited (status -9)); booting a new one"]
-    assert got["reboot_progress"][:2] == [died[0], "booting the guest (kernel default)"]
+    assert got["reboot_progress"] == [died[0], "booting the guest (kernel default)",
+                                      "running on the guest (kernel default)", "done"]
     assert got["status2"]["boots"] == 2
     # The client closed (a stepping session open): the server shut its guest down and
     # removed its directories.
