@@ -11,6 +11,10 @@
  *   disarm
  *       -> "disarmed BYTES OVERFLOW"   the log is complete (BYTES long);
  *                        OVERFLOW 1: the limit was reached and recording stopped
+ *   pause | resume
+ *       -> "paused" | "resumed"   stop or restart logging while staying armed (the
+ *                        ranges stay instrumented: no flush, so it works while the VM
+ *                        is stopped; a debugger's 'record stop' and 'record')
  *   sync
  *       -> "synced BYTES OVERFLOW"   what was recorded so far is in FILE (BYTES
  *                        long); recording goes on (a debugger reads it at a stop)
@@ -95,6 +99,7 @@ static uint64_t limit;
 
 /* The log, written by the vCPU thread; `sync` flushes it from the control thread. */
 static pthread_mutex_t buf_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile int paused; /* armed, but logging nothing (set by `pause`/`resume`) */
 static int log_fd = -1;
 static unsigned char *buf;
 static size_t buf_len;
@@ -150,6 +155,8 @@ static uint64_t read_reg(size_t i)
 /* Before a decoded store: log the bytes it is about to replace. */
 static void on_store(unsigned int vcpu, void *udata)
 {
+    if (paused)
+        return;
     struct store_site *site = udata;
     const struct x86_store *st = &site->st;
     uint64_t addr = (uint64_t)st->disp;
@@ -185,6 +192,8 @@ static struct store_site *store_site_at(struct qemu_plugin_insn *insn, uint64_t 
 
 static void on_boundary(unsigned int vcpu, void *pc)
 {
+    if (paused)
+        return;
     uint64_t rec[2 + NREGS];
     rec[0] = 'B';
     rec[1] = (uint64_t)(uintptr_t)pc;
@@ -195,6 +204,8 @@ static void on_boundary(unsigned int vcpu, void *pc)
 
 static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *pc)
 {
+    if (paused)
+        return;
     qemu_plugin_mem_value v = qemu_plugin_mem_get_value(info);
     uint64_t shift = qemu_plugin_mem_size_shift(info);
     uint64_t store = qemu_plugin_mem_is_store(info) ? 1 : 0;
@@ -414,6 +425,7 @@ static void command(int fd, char *line)
         buf_len = 0;
         log_bytes = 0;
         overflow = 0;
+        paused = 0;
         request(WANT_ARM);
         reply(fd, "armed\n");
     } else if (strncmp(line, "disarm", 6) == 0) {
@@ -421,6 +433,11 @@ static void command(int fd, char *line)
             request(WANT_DISARM);
         snprintf(out, sizeof(out), "disarmed %" PRIu64 " %d\n", log_bytes, overflow);
         reply(fd, out);
+    } else if (strncmp(line, "pause", 5) == 0 || strncmp(line, "resume", 6) == 0) {
+        pthread_mutex_lock(&buf_lock);
+        paused = line[0] == 'p';
+        pthread_mutex_unlock(&buf_lock);
+        reply(fd, paused ? "paused\n" : "resumed\n");
     } else if (strncmp(line, "clear", 5) == 0) {
         pthread_mutex_lock(&buf_lock);
         buf_len = 0;

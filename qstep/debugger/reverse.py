@@ -15,7 +15,7 @@ to it and no call that may write it from that position to the live point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qstep.debugger.engine import Breakpoint, Debugger, Event, ProgramRunner, RunRequest
 from qstep.debugger.frames import Frame
@@ -58,6 +58,7 @@ class ReversibleDebugger(Debugger):
         self.last_replay_stop: Stop | None = None
         self._live_inside = False  # the live point is inside an instruction
         self._memory: PastMemory | None = None
+        self._record_frames: list[Frame] | None = None  # where 'record' began mid-run
 
     # -- the recording ---------------------------------------------------
     @property
@@ -101,8 +102,10 @@ class ReversibleDebugger(Debugger):
         if not self.running_program or not self.stopped:
             raise UsageError("reverse execution needs a run stopped in the program "
                              "('run' to a breakpoint first)")
-        if not self.recorder.armed and self.recorder.problem is None:
-            raise UsageError("this run is not being recorded ('record' records the next run)")
+        if self.recorder.problem is not None:
+            raise UsageError(f"no reverse execution for this run: {self.recorder.problem}")
+        if not self.recorder.enabled or not self.recorder.armed:
+            raise UsageError("this run is not being recorded ('record' records from here on)")
         rec = self.recorder.recording()
         if rec is None:
             raise UsageError(f"no reverse execution for this run: {self.recorder.problem}")
@@ -110,7 +113,10 @@ class ReversibleDebugger(Debugger):
         recording = Recording(rec.prog, [*rec.steps, live], 0)
         self.history = Replay(recording)
         self.history.pos = len(rec.steps)
-        self._memory = PastMemory(recording)
+        outer = self._record_frames
+        if outer:
+            self.history.depth = call_depths(recording, len(outer) - 1)
+        self._memory = PastMemory(recording, outer[-1].cfa if outer else None)
         self._history_key = self._live_key()
         return self.history
 
@@ -127,6 +133,22 @@ class ReversibleDebugger(Debugger):
         self._live_inside = site.jit_start != x86.rip
         regs = x86.as_dict()
         return RecordedStep(site, {name: regs[name] for name in REG_NAMES})
+
+    def record_here(self) -> bool:
+        """``record`` at a stop in a run: record from this instruction on (False: the
+        recorder is armed when a run starts, so from the next run)."""
+        if not (self.running_program and self.stopped) or self.recorder is None:
+            if self.recorder is not None:
+                self.recorder.enabled = True
+            return False
+        site = super().site()
+        if site is None or site.jit_start != super().pc():
+            raise UsageError("record starts at a BPF instruction: 'stepi' first")
+        frames = super().frames()
+        if not self.recorder.record_here():
+            return False
+        self._record_frames, self.history = frames, None
+        return True
 
     def record_info(self) -> RecordInfo:
         """What the recorder holds for this run."""
@@ -179,7 +201,7 @@ class ReversibleDebugger(Debugger):
         if not self.replaying:
             return super().frames()
         assert self.history is not None
-        return recorded_frames(self.history)
+        return recorded_frames(self.history, self._record_frames)
 
     def accessing_site(self) -> InsnSite | None:
         if self.replaying and self.last_replay_stop is not None:
@@ -312,7 +334,7 @@ class ReversibleDebugger(Debugger):
                 self.target.resume()
                 self.stopped = False
             self.recorder.start()
-        self.history = None
+        self.history, self._record_frames = None, None
         return super().run()
 
     def detach(self) -> None:
@@ -321,11 +343,13 @@ class ReversibleDebugger(Debugger):
             self.recorder.close()
 
 
-def recorded_frames(history: Replay) -> list[Frame]:
+def recorded_frames(history: Replay, outer: list[Frame] | None = None) -> list[Frame]:
     """The call stack at the replay position, from the recording's calls.
 
     A caller's frame is at its call instruction, with the r10 it had then and the
-    return address its ``call`` pushed (a recorded store).
+    return address its ``call`` pushed (a recorded store). ``outer``: the live frames
+    where a recording made mid-run ('record' at a stop) began, for the callers that
+    were already there (innermost first; frame k has depth len(outer) - 1 - k).
     """
     steps, pos = history.rec.steps, history.pos
     here = steps[pos]
@@ -346,9 +370,23 @@ def recorded_frames(history: Replay) -> list[Frame]:
         frames.append(Frame(len(frames), site.function, site, r10, pc, ret, cfa))
         site, r10, pc = steps[q].site, steps[q].regs()[10], steps[q].site.jit_start
     assert pc is not None
-    entry_rsp = steps[0].x86["rsp"]
-    frames.append(Frame(len(frames), site.function, site, r10, pc, None, entry_rsp + 8))
-    return frames
+    if not outer:
+        entry_rsp = steps[0].x86["rsp"]
+        frames.append(Frame(len(frames), site.function, site, r10, pc, None, entry_rsp + 8))
+        return frames
+    same = outer[len(outer) - 1 - depth]  # the activation the outermost recorded frame is
+    frames.append(Frame(len(frames), site.function, site, r10, pc, same.return_addr, same.cfa))
+    return frames + [replace(f, level=len(frames) + n)
+                     for n, f in enumerate(outer[len(outer) - depth:])]
+
+
+def call_depths(rec: Recording, base: int) -> list[int]:
+    """bpf-to-bpf call depth before each step (and after the last), from ``base``."""
+    depths = [base]
+    for step in rec.steps:
+        ins, d = step.site.insn, depths[-1]
+        depths.append(d + 1 if ins.is_pseudo_call else d - 1 if ins.is_exit and d > 0 else d)
+    return depths
 
 
 def reversible_debugger(session: Session, prog: LoadedProgram, target: Target,

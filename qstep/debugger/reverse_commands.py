@@ -195,11 +195,13 @@ class ReverseCommands:
             self.dbg.history = None
             return Output("Process record is stopped and the recording of this run is "
                           "deleted.", {"recording": False})
-        recorder.enabled = True
-        if self.dbg.running_program and not recorder.armed:
+        if self.dbg.record_here():
+            return Output("recording from here on", {"recording": True, "from_here": True})
+        if self.dbg.running_program:
             return Output("recording starts with the next 'run' (the recorder is armed "
-                          "when a run starts)", {"recording": True})
-        return Output("recording every run from its start", {"recording": True})
+                          "when a run starts)", {"recording": True, "from_here": False})
+        return Output("recording every run from its start", {"recording": True,
+                                                            "from_here": False})
 
     def info_record(self) -> Output:
         info = self.dbg.record_info()

@@ -73,6 +73,12 @@ class RecorderControl:
         words = self._expect("synced", wake=False).split()
         return int(words[1]), words[2] == "1"
 
+    def pause(self, paused: bool) -> None:
+        """Stop (or restart) logging, staying armed: no flush, works while the VM is
+        stopped (the plugin's own thread)."""
+        self._send("pause\n" if paused else "resume\n")
+        self._expect("paused" if paused else "resumed", wake=False)
+
     def clear(self) -> None:
         """Empty the log and start it again, staying armed (the plugin's own thread)."""
         self._send("clear\n")

@@ -39,19 +39,18 @@ class LiveRecorder:
 
     @property
     def needs_running_vcpu(self) -> bool:
-        """``start`` arms or disarms the plugin, which needs the vCPU running."""
-        return self.armed != self.enabled
+        """``start`` arms the plugin, which needs the vCPU running."""
+        return self.enabled and not self.armed
 
     def start(self) -> None:
         """Start recording a run about to start: the plugin stays armed from one run to
-        the next (the program's code does not change) and only its log starts again;
-        arming (the first run) and disarming need the vCPU running."""
+        the next (the program's code does not change) and only its log starts again
+        (paused after 'record stop'); arming, at the first run, needs the vCPU running."""
         self.problem, self._size, self._recording = None, -1, None
-        if self.armed and self.enabled and self._control is not None:
+        if self.armed and self._control is not None:
             self._control.clear()
+            self._control.pause(not self.enabled)
             return
-        if self.armed:
-            self.stop()
         if not self.enabled:
             return
         self._control = RecorderControl(self._socket, self.session.hello)
@@ -61,6 +60,17 @@ class LiveRecorder:
             self.close()
             raise
         self.armed = True
+
+    def record_here(self) -> bool:
+        """``record`` at a stop: record from this point of the run (an empty log, logging
+        on); False when the plugin is not armed (recording starts with the next run)."""
+        self.enabled = True
+        if not self.armed or self._control is None:
+            return False
+        self._control.clear()
+        self._control.pause(False)
+        self.problem, self._size, self._recording = None, -1, None
+        return True
 
     def stop(self) -> None:
         """Disarm (the vCPU must be running) and close the channel, so other users of
@@ -76,10 +86,13 @@ class LiveRecorder:
             self.close()
 
     def discard(self) -> None:
-        """``record stop``: no history for this run; record no later run."""
+        """``record stop``: no history for this run, nothing logged from now on, no later
+        run recorded (the plugin stays armed, paused, for a later 'record')."""
         self.enabled = False
         self._recording = None
-        self.problem = "recording was stopped ('record stop'); 'record' records the next run"
+        if self.armed and self._control is not None:
+            self._control.pause(True)
+        self.problem = "recording was stopped ('record stop'); 'record' records from there on"
 
     def too_large(self) -> str:
         return (f"the recording reached its size limit ({self.limit} bytes) and stopped, so "

@@ -50,9 +50,11 @@ class _Seen:
 class PastMemory:
     """Bytes of memory as they were before a recorded step."""
 
-    def __init__(self, rec: Recording) -> None:
+    def __init__(self, rec: Recording, top: int | None = None) -> None:
+        """``top``: the end of the program's stack when the recording does not start at
+        the program's entry (from the live frames where it began)."""
         self.rec = rec
-        self.calls = _calls(rec)
+        self.calls = _calls(rec, top)
         self._call_steps = [c.step for c in self.calls]
         self._seen: dict[int, list[_Seen]] = {}
         for k, step in enumerate(rec.steps):
@@ -111,13 +113,15 @@ def _may_write(call: _Call, addr: int) -> bool:
     return not in_stack or any(p <= addr for p in call.stack_args)
 
 
-def _calls(rec: Recording) -> list[_Call]:
+def _calls(rec: Recording, top: int | None) -> list[_Call]:
     """Every helper or kfunc call the run made (not those the verifier inlined)."""
     xlated = {ins.index: ins for ins in rec.prog.xlated}
     first = rec.steps[0] if rec.steps else None
     main = rec.prog.functions[0]
     # Known only when the recording starts at the program's entry (rsp: its return address).
-    top = first.x86["rsp"] + 8 if first is not None and first.site.jit_start == main.addr else 0
+    if top is None:
+        top = first.x86["rsp"] + 8 if first is not None and first.site.jit_start == main.addr \
+            else 0
     out = []
     for k, step in enumerate(rec.steps):
         site = step.site

@@ -26,6 +26,7 @@ from qstep.debugger.commands import CommandSet
 from qstep.debugger.defined import DefinedRegs
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.reverse import ReversibleDebugger
+from qstep.debugger.reverse_commands import ReverseCommands
 from qstep.debugger.source import SourceView
 from qstep.debugger.tailcall import TailCalled
 from qstep.errors import UsageError
@@ -444,3 +445,38 @@ def test_cli_json(l4lb_obj: Path) -> None:
     assert start["where"]["insn"] == 0 and start["replay_position"] == 1
     assert again["replaying"] is False and again["regs"] == live["regs"]
     assert (end["event"], end["retval"]) == ("exited", 7)
+
+
+def test_record_at_a_stop_records_from_there_on(
+        guest: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """'record stop' at the entry, stepped live into a subprogram, then 'record' (gdb's
+    record full at a stop): stepped on, out of the subprogram; going back ends exactly
+    at the 'record' point, with the live-stepped state (frames included: the callers
+    from before the recording) at every instruction."""
+    source, name, packet, maps = CALLS_CASE
+    obj, data = bpf_obj(source), read_packet(packet)
+    with reversible(guest, obj, name, data, maps) as dbg:
+        cmds = ReverseCommands(CommandSet(dbg), dbg)
+        dbg.add_breakpoint(f"#{dbg.prog.functions[0].start_insn}", temporary=True)
+        dbg.run()
+        assert cmds.execute("record stop").data == {"recording": False}
+        while len(dbg.frames()) < 2:
+            dbg.stepi()
+        for _ in range(2):
+            dbg.stepi()
+        with pytest.raises(UsageError, match=r"recording was stopped \(.record stop.\)"):
+            dbg.reverse_stepi()
+        assert cmds.execute("record").text == "recording from here on"
+        forward = [state(dbg)]
+        while len(forward[-1][2]) >= 2:  # deeper calls too, until back in main
+            dbg.stepi()
+            forward.append(state(dbg))
+        for _ in range(3):
+            dbg.stepi()
+            forward.append(state(dbg))
+        assert len(forward[-1][2]) == 1  # back in the main function
+        assert back_to_the_start(dbg) == forward
+        assert dbg.reverse_stepi().reason == "history-start" and state(dbg) == forward[0]
+        assert cmds.execute("info record").data["instructions"] == len(forward) - 1
+        exited = dbg.cont()
+        assert exited.kind == "exited" and exited.retval == CALLS["cases"][0]["retval"]
