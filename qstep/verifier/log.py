@@ -27,6 +27,8 @@ _SAFE = re.compile(r"^(\d+): safe$")
 _PROCESSED = re.compile(r"^processed (\d+) insns")
 _REG = re.compile(r"^R(\d+)(?:_[rwD]+)?$")
 CALL_CODE, EXIT_CODE = "85", "95"
+# An instruction that writes a register: "r2 = ...", "w3 += 1", "r0 = atomic_..."
+_WRITES = re.compile(r"^[rw](\d+) (?:[-+*/%&|^]|<<|s?>>)?= ")
 _Push = tuple[int, int, int, bool]  # (insn, path, visit index, an iterator's next call)
 # An open-coded iterator's next kfunc: the verifier goes on with the drained state
 # (r0 = 0) and pushes the active one, continued later "from N to N+1".
@@ -133,10 +135,7 @@ def parse_log(text: str) -> VerifierLog:
                 found.group(3))) is not None
             if is_conditional_jump(found.group(2)) or iterator:
                 jumps.append((visit.insn, visit.path, visit.index, iterator))
-            if found.group(2) == CALL_CODE:
-                for reg in range(6):  # helpers clobber r1-r5; r0 is in the tail if set
-                    current.pop(reg, None)
-            current.update(parse_regs(found.group(4) or ""))
+            _after(current, found.group(2), found.group(3), parse_regs(found.group(4) or ""))
         elif (found := _FULL.match(line)) is not None:
             current.update(parse_regs(found.group(2)))  # the registers it scratched
         elif line.startswith("frame") or (line.startswith("R") and "=" in line):
@@ -157,6 +156,19 @@ def parse_known(text: str) -> VerifierLog:
                          f"instructions, but {len(log.visits)} read as such: its format is "
                          "not one this qstep knows, so its states are not shown")
     return log
+
+
+def _after(current: dict[int, RegState], code: str, text: str,
+           tail: dict[int, RegState]) -> None:
+    """The registers after an instruction: those its tail lists; a register it wrote
+    that the tail leaves out has no known state (7.x prints only live registers)."""
+    written = _WRITES.match(text)
+    if code == CALL_CODE:
+        for reg in range(6):  # helpers clobber r1-r5 and set r0
+            current.pop(reg, None)
+    elif written is not None:
+        current.pop(int(written.group(1)), None)
+    current.update(tail)
 
 
 def path_to(log: VerifierLog, path: Path) -> list[Visit]:

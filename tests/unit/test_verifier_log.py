@@ -107,3 +107,20 @@ def test_a_log_in_an_unknown_format_is_refused_clearly() -> None:
     assert str(err.value) == ("the verifier's log says it processed 328 instructions, but "
                               "327 read as such: its format is not one this qstep knows, so "
                               "its states are not shown")
+
+
+def test_a_written_register_7x_leaves_out_has_no_state() -> None:
+    """7.x prints only live registers: ``r2 = *(u16 *)(r1 +0)`` with nothing after the
+    ';' wrote r2 all the same, so the older r2=6 is no longer what the verifier knew
+    (a run with r2 = 0 there was reported as a violation)."""
+    log = parse_known("""\
+0: R1=ctx() R10=fp0
+0: (b7) r2 = 6                        ; R2=6
+1: (18) r1 = 0xffffc90000702000      ; R1=map_value(map=qstep.rodata,ks=4,vs=43)
+3: (69) r2 = *(u16 *)(r1 +0)         ;
+4: (05) goto pc+0
+5: (95) exit
+processed 5 insns
+""")
+    assert [sorted(v.regs) for v in log.visits] == [[1, 10], [1, 2, 10], [1, 2, 10], [1, 10],
+                                                    [1, 10]]
