@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -10,8 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=mcp_main)
 
 
-def mcp_main(args: argparse.Namespace) -> int:
+def mcp_main(args: argparse.Namespace) -> NoReturn:
     from qstep.mcptools.server import serve
 
     serve()
-    return 0

@@ -12,6 +12,8 @@ the guest as it was; a guest that died is booted again at the next call.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import signal
 import sys
@@ -29,6 +31,7 @@ from qstep.commands.inspect import inspect_program, stop_json
 from qstep.commands.lines import Lines
 from qstep.commands.run import run_program
 from qstep.errors import QstepError, UsageError
+from qstep.mcptools.guests import to_stderr
 from qstep.mcptools.worker import GuestWorker
 
 T = TypeVar("T")
@@ -89,23 +92,23 @@ async def disasm(ctx: Context, object: str, prog: str | None = None,
 @server.tool()
 async def run(ctx: Context, object: str, packets: list[str], prog: str | None = None,
               maps: str | None = None, map_entries: list[str] | None = None,
-              kernel: str | None = None) -> dict[str, Any]:
+              repeat: int = 1, kernel: str | None = None) -> dict[str, Any]:
     """Run the program on each packet (BPF_PROG_TEST_RUN): retvals, packets out, maps
     (as ``qstep run --json``). ``maps``: a file of 'NAME KEY=VALUE' lines;
-    ``map_entries``: such lines inline."""
+    ``map_entries``: such lines inline; ``repeat``: runs per packet (mean duration)."""
     args = parse(["run", *_program_args(object, prog, kernel),
-                  *_input_args(packets, maps, map_entries)])
+                  *_input_args(packets, maps, map_entries), f"--repeat={repeat}"])
     return (await _on_guest(ctx, run_program, args, WORKER.pool.scope)).as_json()
 
 
 @server.tool()
 async def inspect(ctx: Context, object: str, specs: list[str], packets: list[str],
-                  prog: str | None = None, maps: str | None = None,
+                  prog: str | None = None, maps: str | None = None, repeat: int = 1,
                   kernel: str | None = None) -> dict[str, Any]:
     """In-guest probes: each spec is 'LOC print ITEMS [if COND]' (see qstep inspect);
-    records as ``qstep inspect --json``'s lines."""
+    records as ``qstep inspect --json``'s lines. ``repeat``: runs per packet."""
     args = parse(["inspect", *_program_args(object, prog, kernel), *specs,
-                  *_input_args(packets, maps, None)])
+                  *_input_args(packets, maps, None), f"--repeat={repeat}"])
     stops: list[dict[str, Any]] = []
     out = await _on_guest(ctx, inspect_program, args, WORKER.pool.scope,
                           lambda dbg, probe, before: stops.append(
@@ -155,23 +158,35 @@ async def debug_stop() -> dict[str, Any]:
     return await _on_guest(None, WORKER.stepping.stop)
 
 
+def _leave(status: int) -> NoReturn:
+    """End the process now that the guests are down: flush, skip the interpreter's
+    teardown (over a second of CPU for the SDK's modules, past the client's grace)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM/SIGINT: shut the guests down, then leave at once (the transport's reader
     thread waits on stdin and would hold a normal exit). During the shutdown that a
     disconnect began, the signal waits for it to end."""
     if WORKER.closing:
         return
+    to_stderr(f"{signal.Signals(signum).name}: shutting down")
     WORKER.close()
-    sys.stderr.flush()
-    os._exit(128 + signum)
+    _leave(128 + signum)
 
 
-def serve() -> None:
-    """Serve MCP on stdin/stdout until the client disconnects or a signal comes."""
-    previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGINT)}
+def serve() -> NoReturn:
+    """Serve MCP on stdin/stdout until the client disconnects or a signal comes; then
+    shut the guests down and end the process."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _terminate)
     try:
         server.run("stdio")
+        to_stderr("the client left: shutting down")
     finally:
         WORKER.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    _leave(0)

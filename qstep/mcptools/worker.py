@@ -20,7 +20,7 @@ from qstep.mcptools.guests import GuestPool, to_stderr
 from qstep.mcptools.stepping import SteppingSession
 
 T = TypeVar("T")
-CLOSE_GRACE = 2.0  # seconds a running call may take before a shutdown kills the guests
+CLOSE_GRACE = 1.0  # seconds a running call may take before a shutdown kills the guests
 
 
 class Reporter:
@@ -90,6 +90,7 @@ class GuestWorker:
         try:
             done.result(CLOSE_GRACE)
         except concurrent.futures.TimeoutError:
+            to_stderr(f"a call still runs after {CLOSE_GRACE} s: killing the guests")
             self.pool.kill()
             with contextlib.suppress(Exception):
                 done.result(10.0)

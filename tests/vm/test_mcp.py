@@ -200,3 +200,42 @@ def test_mcp_sigterm_leaves_nothing(l4lb_obj: Path) -> None:
     guest = got["status"]["guests"][0]
     assert not process_exists(guest["qemu_pid"])
     assert leftovers(got["status"]["server_pid"]) == []
+
+
+async def _left_mid_call(obj: str) -> dict[str, Any]:
+    got: dict[str, Any] = {}
+    async with stdio_client(SERVER) as (read, write), ClientSession(read, write) as session:
+        client = Client(session)
+        await session.initialize()
+        got["run"] = await client.call("run", object=obj, packets=[PKT], maps=MAPS)
+        got["status"] = await client.call("status")
+        running = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None,
+                              message: str | None) -> None:
+            if message and message.startswith("running"):
+                running.set()
+
+        async def long_call() -> None:  # ~20 s of probe hits: still running at the exit
+            got["long"] = await session.call_tool(
+                "inspect", {"object": obj, "packets": [PKT], "maps": MAPS, "repeat": 20000,
+                            "specs": ["l4lb.bpf.c:171 print vip_num"]},
+                progress_callback=on_progress)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(long_call)
+            await running.wait()
+            await anyio.sleep(1.0)
+            tasks.cancel_scope.cancel()
+        got["left_at"] = time.monotonic()
+    got["closed_s"] = time.monotonic() - got["left_at"]
+    return got
+
+
+def test_mcp_client_leaves_mid_call(l4lb_obj: Path) -> None:
+    got = anyio.run(_left_mid_call, str(l4lb_obj))
+    assert "long" not in got  # the call was still running when the client left
+    server_pid = got["status"]["server_pid"]
+    assert wait_gone(server_pid)
+    assert not process_exists(got["status"]["guests"][0]["qemu_pid"])
+    assert leftovers(server_pid) == []
+    print(f"\nmcp: client left mid-call; its stdio_client returned {got['closed_s']:.2f} s later")
