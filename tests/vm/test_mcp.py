@@ -6,6 +6,7 @@ the client disconnects or the server gets SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
+from qstep.paths import REPO_ROOT
 from qstep.vm.machine import process_exists
 
 pytestmark = pytest.mark.vm
@@ -49,6 +52,11 @@ class Client:
         result = await self.session.call_tool(name, args)
         assert result.is_error
         return "".join(getattr(c, "text", "") for c in result.content)
+
+
+def validator(command: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((REPO_ROOT / "docs" / "schemas" / f"{command}.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
 
 
 def leftovers(server_pid: int) -> list[str]:
@@ -134,6 +142,13 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
                           "'no_such_map'; maps: ch_rings, ctl_array, drops, reals, stats, "
                           "vip_map")
     assert "\n" not in got["bad_inspect"] and "nosuchvar" in got["bad_inspect"]
+    # Each result is what `qstep CMD --json` prints: its schema in docs/schemas.
+    for command, docs in [("run", [got["run"], got["run2"], got["run3"]]),
+                          ("disasm", [got["disasm"]]),
+                          ("inspect", got["inspect"]["records"]),
+                          ("trace", got["trace"]["records"])]:
+        for doc in docs:
+            validator(command).validate(doc)
     hit, summary = got["inspect"]["records"]
     assert [v["text"] for v in hit["values"]] == ["vip_num = 1", "slot = 6"]  # expected.json
     assert (summary["summary"][0]["reached"], summary["retvals"]) == (1, [7])
