@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
 
+from qstep import interrupts
 from qstep.agent import replies
 from qstep.agent.client import AgentClient, AgentError
 from qstep.agent.protocol import Reply, Token
@@ -429,11 +430,13 @@ class Session:
     @contextmanager
     def debugger(self, prog: LoadedProgram, request: RunRequest,
                  backend: str | None = None, reverse: bool = False,
-                 record_limit: int | None = None) -> Iterator[Debugger]:
+                 record_limit: int | None = None, detach: bool = True) -> Iterator[Debugger]:
         """A debugger for ``prog`` that runs it on ``request``; detached on exit.
 
         ``reverse``: a ``ReversibleDebugger`` that records each run as it goes (when
-        this QEMU has the recorder; ``can_reverse`` says whether it can go back)."""
+        this QEMU has the recorder; ``can_reverse`` says whether it can go back).
+        ``detach=False`` when the session ends right after: a run in progress is not
+        first let finish (``quit`` in a long run leaves at once)."""
         kernel_btf = self.kernel_btf  # read before any stop: the agent cannot answer then
         with self.target(backend) as target:
             dbg: Debugger
@@ -445,7 +448,14 @@ class Session:
             dbg.kernel_btf = kernel_btf
             try:
                 yield dbg
-            finally:
+            except (KeyboardInterrupt, interrupts.Terminated):
+                # The session goes down next: letting the run finish first (detach)
+                # would keep a Ctrl-C waiting for the whole program.
+                raise
+            except BaseException:
+                dbg.detach()
+                raise
+            if detach:
                 dbg.detach()
 
     # -- probes ----------------------------------------------------------

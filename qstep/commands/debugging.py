@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from qstep.commands.common import (
@@ -17,6 +17,7 @@ from qstep.commands.common import (
     check_function_name,
     check_inputs,
     make_session,
+    open_in_session,
     program_in_session,
     program_source,
     read_setup,
@@ -100,12 +101,16 @@ def debugger_for(args: argparse.Namespace, source: ProgramSource | None = None,
     setup = read_setup(args)
     source = source or program_source(args)
     check_inputs(source, [(args.packet, packet)], setup.entries)
-    with (sessions(args) as session,
-          program_in_session(session, source, setup, quiet=args.json) as prog,
-          session.debugger(prog, RunRequest(packet), args.backend,
-                           reverse=getattr(args, "reverse", False),
-                           record_limit=getattr(args, "record_limit", None)) as dbg):
-        yield dbg, SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
+    # A guest booted here goes down right after: a run in progress need not finish first
+    # (quit or Ctrl-C in a long run leaves at once), nor the program be unloaded.
+    own = sessions is make_session
+    with sessions(args) as session:
+        opened = (nullcontext(open_in_session(session, source, setup, quiet=args.json))
+                  if own else program_in_session(session, source, setup, quiet=args.json))
+        with opened as prog, session.debugger(
+                prog, RunRequest(packet), args.backend, reverse=getattr(args, "reverse", False),
+                record_limit=getattr(args, "record_limit", None), detach=not own) as dbg:
+            yield dbg, SourceView(source.obj, dbg) if isinstance(source, FromObject) else None
 
 
 def emit(out: Output, as_json: bool) -> None:

@@ -343,7 +343,6 @@ class Debugger:
             self.stopped = True
             self._regs_cache = None
             self.last_event = Event("stopped", "interrupt", self.prog.site_at(stop.pc))
-            self.settle()
 
     @interrupts.deferred()
     def settle(self) -> None:
