@@ -103,6 +103,8 @@ async def _session(obj: str) -> dict[str, Any]:
         got["second_s"] = time.monotonic() - start
         got["inspect"] = await client.call("inspect", object=obj, packets=[PKT], maps=MAPS,
                                            specs=["l4lb.bpf.c:171 print vip_num, slot"])
+        got["stopping"] = await client.call("inspect", object=obj, packets=[PKT], maps=MAPS,
+                                            specs=["l4lb.bpf.c:171 print vip_num, stop"])
         got["trace"] = await client.call("trace", object=obj, packet=NOVIP, maps=MAPS)
         got["disasm"] = await client.call("disasm", object=obj)
         got["start"] = await client.call("debug_start", object=obj, packet=PKT, maps=MAPS)
@@ -145,13 +147,18 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
     # Each result is what `qstep CMD --json` prints: its schema in docs/schemas.
     for command, docs in [("run", [got["run"], got["run2"], got["run3"]]),
                           ("disasm", [got["disasm"]]),
-                          ("inspect", got["inspect"]["records"]),
+                          ("inspect", got["inspect"]["records"] + got["stopping"]["records"]),
                           ("trace", got["trace"]["records"])]:
         for doc in docs:
             validator(command).validate(doc)
     hit, summary = got["inspect"]["records"]
     assert [v["text"] for v in hit["values"]] == ["vip_num = 1", "slot = 6"]  # expected.json
     assert (summary["summary"][0]["reached"], summary["retvals"]) == (1, [7])
+    # A 'stop' probe: the stop's record (the program goes on: no debugger commands).
+    stop, hit, summary = got["stopping"]["records"]
+    assert (stop["stop"], stop["insn"], stop["now"]["event"]) == (1, 189, "stopped")
+    assert [v["text"] for v in hit["values"]] == ["vip_num = 1"]
+    assert summary["retvals"] == [7]
     trace = got["trace"]["records"]
     # The packet for no VIP: process_packet's lookup misses and returns TC_ACT_OK (line 142).
     assert trace[-1] == {"step": len(trace), "insn": 74, "function": "l4lb_ingress",
@@ -169,7 +176,7 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
     # One guest for all of the above, booted by the first call.
     status = got["status"]
     assert status["boots"] == 1 and len(status["guests"]) == 1
-    assert (status["guests"][0]["calls"], status["guests"][0]["held_by"]) == (8, None)
+    assert (status["guests"][0]["calls"], status["guests"][0]["held_by"]) == (9, None)
     assert got["first_progress"] == ["booting the guest (kernel default)",
                                      "running on the guest (kernel default)", "done"]
     assert got["disasm"]["kernel"] == status["guests"][0]["release"]
