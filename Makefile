@@ -94,6 +94,7 @@ bench: examples
 	$(PY) bench/live_record.py
 	$(PY) bench/transfer_rate.py
 	$(PY) bench/snapshot_restore.py
+	$(PY) bench/mcp_reuse.py
 
 # The VS Code extension (editors/vscode) as a .vsix, built with @vscode/vsce from the cache.
 VSIX := $(BUILD)/qstep.vsix
