@@ -26,6 +26,12 @@ def to_stderr(message: str) -> None:
     print(f"qstep mcp: {message}", file=sys.stderr, flush=True)
 
 
+def first_line(err: BaseException) -> str:
+    """An error's message up to its first line break or ';' (QEMU's stderr follows)."""
+    text = str(err).split(";")[0].strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 @dataclass
 class Guest:
     """One booted guest and who is using it (a call, the stepping session, nobody)."""
@@ -48,7 +54,7 @@ class Guest:
         try:
             machine.check_alive()
         except MachineError as err:
-            return str(err).split(";")[0].splitlines()[0] if str(err) else type(err).__name__
+            return first_line(err)
         return None
 
 
@@ -57,6 +63,7 @@ class GuestPool:
     """Guests by (kernel, accelerator); ``scope`` is a ``SessionScope`` for the commands."""
 
     guests: dict[tuple[str, str], Guest] = field(default_factory=dict)
+    lost: dict[tuple[str, str], str] = field(default_factory=dict)  # why a guest went
     boots: int = 0
     # What a call is told (replaced for each call by the server): progress, warnings.
     progress: Notify = to_stderr
@@ -81,10 +88,11 @@ class GuestPool:
             yield guest.session
         except QstepError as err:
             if isinstance(err, MachineError):
-                self.discard(key)
+                self.drop(key, guest, f"died ({first_line(err)})")
             raise
-        except BaseException:
-            self.discard(key)
+        except BaseException as err:
+            self.drop(key, guest, f"was shut down after an internal error "
+                      f"({type(err).__name__})")
             raise
         finally:
             guest.held_by = None
@@ -97,9 +105,18 @@ class GuestPool:
             reason = guest.dead_reason()
             if reason is None:
                 return guest
-            self.warn(f"the {key[0]} guest died ({reason}); booting a new one")
-            self.discard(key)
+            self.drop(key, guest, f"died ({reason})")
+        if key in self.lost:
+            self.warn(f"the {key[0]} guest {self.lost.pop(key)}; booting a new one")
         return self.boot(args)
+
+    def drop(self, key: tuple[str, str], guest: Guest, why: str) -> None:
+        """Discard a failed guest; the next call that needs one says why (QEMU's end
+        when it is gone, else ``why``)."""
+        if self.guests.get(key) is guest:
+            dead = guest.dead_reason()
+            self.lost[key] = f"died ({dead})" if dead else why
+            self.discard(key)
 
     def boot(self, args: argparse.Namespace) -> Guest:
         key = self.key(args)
@@ -116,7 +133,7 @@ class GuestPool:
         return guest
 
     def discard(self, key: tuple[str, str]) -> None:
-        """Shut a guest down and forget it."""
+        """Shut the guest for ``key`` down and forget it."""
         guest = self.guests.pop(key, None)
         if guest is not None:
             guest.session.__exit__(None, None, None)

@@ -8,13 +8,13 @@ own commands, and results are the commands' JSON data.
 from __future__ import annotations
 
 import argparse
-from contextlib import AbstractContextManager, ExitStack, suppress
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 from qstep.commands.debugging import debugger_for
 from qstep.debugger.commands import CommandSet
 from qstep.errors import MachineError, UsageError
-from qstep.mcptools.guests import GuestPool
+from qstep.mcptools.guests import GuestPool, to_stderr
 from qstep.session import Session
 
 
@@ -38,8 +38,7 @@ class SteppingSession:
             self.commands.execute(f"tbreak #{dbg.prog.functions[0].start_insn}")
             return {"program": dbg.prog.name, **self.commands.execute("run").data}
         except BaseException:
-            with suppress(Exception):
-                self.stop()
+            self.stop()
             raise
 
     def execute(self, command: str) -> dict[str, Any]:
@@ -48,8 +47,7 @@ class SteppingSession:
         try:
             out = self.commands.execute(command)
         except MachineError:
-            with suppress(Exception):
-                self.stop()  # the guest is gone; the next call boots a new one
+            self.stop()  # the guest is gone; the next call boots a new one
             raise
         return {"text": out.text, "data": out.data}
 
@@ -57,5 +55,8 @@ class SteppingSession:
         was = self.commands is not None
         self.commands = None
         stack, self.stack = self.stack, ExitStack()
-        stack.close()
+        try:
+            stack.close()
+        except Exception as err:  # the guest failed under the debugger: it was discarded
+            to_stderr(f"the stepping session ended with an error: {err}")
         return {"stopped": was}

@@ -115,10 +115,14 @@ async def _session(obj: str) -> dict[str, Any]:
         got["bt"] = await client.call("debug_command", command="backtrace")
         got["stop"] = await client.call("debug_stop")
         got["status"] = await client.call("status")
-        # The guest dies under the server: the next call boots another and says so.
+        # The guest dies under a stepping session: that session's next command fails,
+        # the next call boots another guest and says so.
+        await client.call("debug_start", object=obj, packet=PKT, maps=MAPS)
         qemu = got["status"]["guests"][0]["qemu_pid"]
         os.kill(qemu, signal.SIGKILL)
         assert wait_gone(qemu, zombie_ok=True)
+        got["dead_next"] = await client.error("debug_command", command="next")
+        got["dead_stop"] = await client.call("debug_stop")
         client.progress.clear()
         got["run3"] = await client.call("run", object=obj, packets=[PKT], maps=MAPS)
         got["reboot_progress"] = list(client.progress)
@@ -185,6 +189,9 @@ def test_mcp_client_session(l4lb_obj: Path) -> None:
     print(f"\nmcp: first run call {got['first_s']:.2f} s (boot), second "
           f"{got['second_s']:.2f} s: {got['first_s'] / got['second_s']:.1f}x")
     # The killed guest was replaced, and the call said so.
+    assert got["dead_next"].startswith("Error executing tool debug_command: "), got["dead_next"]
+    assert "\n" not in got["dead_next"]
+    assert got["dead_stop"] == {"stopped": False}  # the failed command ended it
     assert [r["retval"] for r in got["run3"]["runs"]] == [7]
     died = [m for m in got["reboot_progress"] if m and "guest died" in m]
     assert died == ["the default guest died (QEMU exited (status -9)); booting a new one"]
