@@ -40,7 +40,7 @@ from qstep.expr.evaluate import format_value
 from qstep.loaded import InsnSite, LoadedProgram
 from qstep.probe.inspector import Hit, Inspector, Probe, StopHandler, literal_hint
 from qstep.probe.records import MapValue
-from qstep.probe.spec import parse_specs
+from qstep.probe.spec import Watch, parse_specs
 from qstep.render import format_map_value
 from qstep.session import FromObject
 from qstep.userinput import read_packet
@@ -303,6 +303,9 @@ def summary_text(inspector: Inspector) -> list[str]:
                          f"{p.executed} times, the hardware breakpoint reported "
                          f"{p.counters.reached}"
                          f": {p.missed} hit(s) missed{missed_cause(p)}")
+            if not (isinstance(p.spec.condition, Watch) or p.spec.action.stop):
+                lines.append("  inspect --from-recording evaluates every execution in the "
+                             "emulator, with no breakpoint to miss (slower: ~10x)")
     return lines
 
 

@@ -1,5 +1,8 @@
 import struct
 
+from qstep.commands.inspect import summary_text
+from qstep.probe.inspector import Inspector, Probe
+from qstep.probe.spec import parse_specs
 from qstep.recorder.hits import classify
 from qstep.recorder.log import REG_NAMES, Boundary, Vector, parse_log, parse_with_vectors
 
@@ -47,3 +50,28 @@ def test_what_is_delivered_at_one_address_says_nothing_about_another() -> None:
     assert counts == {PC: 2, OTHER: 1}
     assert counts.after_interrupt == {OTHER: 1}  # RF=0 pushed at PC: not this bug
     assert counts.after_debug == {PC: 1}
+
+
+def missed_probe(spec: str, interrupted: int | None) -> Inspector:
+    inspector = Inspector.__new__(Inspector)
+    probe = Probe(1, parse_specs([spec])[0], [], attached="hw_breakpoint",
+                  executed=100000, interrupted=interrupted)
+    probe.counters.reached = 99998
+    inspector.probes, inspector.lost = [probe], 0
+    return inspector
+
+
+def test_a_miss_is_reported_with_its_cause_and_the_way_around_it() -> None:
+    lines = summary_text(missed_probe("f:3 print $r0", 2))[2:]
+    assert lines == [
+        "WARNING: probe 1: the emulator ran its instruction 100000 times, the hardware "
+        "breakpoint reported 99998: 2 hit(s) missed (each right after an interrupt that "
+        "QEMU returned with the resume flag set, a QEMU >= 9.1 TCG bug; see "
+        "qstep/recorder/hits.py)",
+        "  inspect --from-recording evaluates every execution in the emulator, with no "
+        "breakpoint to miss (slower: ~10x)"]
+    assert "(1 right after an interrupt that QEMU returned with the resume flag set; the "\
+        "others unexplained)" in summary_text(missed_probe("f:3 print $r0", 1))[2]
+    assert "(a TCG breakpoint quirk)" in summary_text(missed_probe("f:3 print $r0", None))[2]
+    stops = summary_text(missed_probe("f:3 stop", 2))
+    assert len(stops) == 3  # a stop needs the live VM: no --from-recording hint
