@@ -37,6 +37,18 @@ class Expected:
     next_insn: int | None = None
     call_target: int | None = None
     exits: bool = False
+    returned: bool = False  # an inlined helper's callback returned (its frame ends here)
+
+
+@dataclass
+class _Resume:
+    """Where an inlined helper (bpf_loop) goes on after its callback returns."""
+
+    site: InsnSite  # the helper call, whose xlated span holds the loop
+    pc: int  # the xlated instruction after the callback call
+    regs: list[int]  # registers at the call
+    depth: int  # call depth inside the callback
+    callee: int  # the callback's first instruction
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,21 @@ class Oracle:
         self.percpu_offset = percpu_offset
         self.orig_of_xlated = {s.xlated_index: i for i, s in prog.sites.items()
                                if s.xlated_index is not None}
+        self._depth = 0  # bpf-to-bpf and callback calls, along the run (one expect per step)
+        self._resumes: list[_Resume] = []
 
     def expect(self, site: InsnSite, regs: Sequence[int]) -> Expected:
-        """BPF semantics of ``site`` from registers ``regs`` before it."""
-        exp = self._span(site, regs)
+        """BPF semantics of ``site`` from registers ``regs`` before it (called for every
+        executed instruction in order: it follows calls and inlined helpers' callbacks)."""
+        if site.insn.is_exit and self._resumes and self._resumes[-1].depth == self._depth:
+            self._depth -= 1
+            exp = self._resume(self._resumes.pop(), regs)
+        else:
+            exp = self._span(site, regs)
+            if exp.exits and self._depth:
+                self._depth -= 1
+        if exp.call_target is not None:
+            self._depth += 1
         if site.index == site.function.start_insn and exp.regs[0] == regs[0]:
             # r0 is no input of a function: its prologue may set it (6.1 zeroes the tail
             # call count in eax), so unless the first instruction writes it, it is unknown.
@@ -101,6 +124,23 @@ class Oracle:
         # Verifier patches may use BPF_REG_AX (r11 in 6.x, r12 in 7.2+; x86 r10 in the
         # JIT) as a scratch register inside the span; it is written before it is read.
         exp = Expected([*regs, 0, 0], set())
+        return self._run(site, by_index, span[0].index, exp,
+                         lambda: self._function_at(regs[2], site))
+
+    def _resume(self, at: _Resume, regs: Sequence[int]) -> Expected:
+        """After a callback's exit (``regs`` before it): the rest of the inlined helper,
+        with the callback's r0-r5 and the caller's r6-r10 (its epilogue restores them)."""
+        by_index = {x.index: x for x in xlated_span(self.prog, at.site)}
+        exp = Expected([*regs[:6], *at.regs[6:]], set(), returned=True)
+        exp = self._run(at.site, by_index, at.pc, exp, lambda: at.callee)
+        if exp.call_target is None:
+            exp.unknown |= {1, 2, 3, 4, 5}  # a helper call's argument registers
+        return exp
+
+    def _run(self, site: InsnSite, by_index: dict[int, Insn], pc: int, exp: Expected,
+             callback: Callable[[], int]) -> Expected:
+        """Execute xlated code from ``pc`` until it leaves ``site``'s span, calls or exits
+        (``callback``: the function an inlined helper calls, for a call in the span)."""
         overlay: dict[int, int] = {}
         imms = iter(imm_loads(self.prog, site))
 
@@ -114,7 +154,6 @@ class Oracle:
         def ldimm64(_insn: Insn) -> int:
             return next(imms)
 
-        pc = span[0].index
         while pc in by_index:
             eff = step(by_index[pc], exp.regs, read, ldimm64, self.percpu_offset)
             exp.regs = list(eff.regs)
@@ -123,9 +162,13 @@ class Oracle:
                 exp.writes.append(w)
                 overlay.update({w.addr + i: b for i, b in enumerate(w.value)})
             if eff.kind == "call_bpf" and not site.insn.is_pseudo_call:
-                raise OracleError(f"insn {site.index}: a helper the verifier inlined (bpf_loop) "
-                                  "calls back into the program, which the oracle does not "
-                                  "follow")
+                # bpf_loop inlined: a loop calling the callback, whose address the
+                # program passed in r2 (the original call's argument)
+                callee = callback()
+                self._resumes.append(_Resume(site, pc + by_index[pc].size, list(exp.regs),
+                                             self._depth + 1, callee))
+                exp.call_target = callee
+                return exp
             if eff.kind == "call_bpf":
                 # The kernel rewrites a JIT-ed pseudo call's imm (6.1: the subprogram
                 # number), so the target comes from the original relative offset.
@@ -143,6 +186,14 @@ class Oracle:
                     self.prog, self.prog.sites[self.orig_of_xlated[pc]])})
         exp.next_insn = self.orig_of_xlated[pc]
         return exp
+
+    def _function_at(self, addr: int, site: InsnSite) -> int:
+        """The first instruction of the function whose JIT code starts at ``addr``."""
+        func = next((f for f in self.prog.functions if f.addr == addr), None)
+        if func is None:
+            raise OracleError(f"insn {site.index}: a helper the verifier inlined calls back "
+                              f"into the program, but r2 ({addr:#x}) is no function's start")
+        return func.start_insn
 
     def _codeless(self, xlated: int) -> bool:
         """Whether the original instruction starting at this xlated one has no JIT code."""
@@ -210,9 +261,11 @@ def compare_step(read_after: MemReader, exp: Expected, frames: list[tuple[int, .
     """What disagrees after one instruction, or None (``read_after``: memory after it;
     ``frames``: caller registers at each bpf-to-bpf call, kept up to date)."""
     want_next: int | None
+    if exp.returned:  # an inlined helper's callback returned into it
+        frames.pop()
     if exp.call_target is not None:
         frames.append(before)
-        unknown, want_next = {10}, exp.call_target
+        unknown, want_next = {10} | exp.unknown, exp.call_target
     elif exp.exits:
         caller = frames.pop()
         exp.regs = [exp.regs[0], *caller[1:]]

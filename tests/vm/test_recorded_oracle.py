@@ -81,10 +81,8 @@ PROGRAMS = [
 # calls bpf_fentry_test1, and nothing of it is recorded yet; spin.bpf.c runs 16M
 # instructions on purpose (recording it hits the agent's run timeout); linked.bpf.o
 # (linkmain + linklib, bpftool gen object) is built only by test_prog_shapes.
-BPF_LOOP = "a helper the verifier inlined (bpf_loop) calls back into the program"
 TAIL_CALL = "the program tail-called another program, which qstep does not follow"
-UNSUPPORTED = {("6.1", "flowsum_main"): BPF_LOOP, ("6.12", "flowsum_main"): BPF_LOOP,
-               ("6.1", "tail_main"): TAIL_CALL, ("6.12", "tail_main"): TAIL_CALL}
+UNSUPPORTED = {("6.1", "tail_main"): TAIL_CALL, ("6.12", "tail_main"): TAIL_CALL}
 NEWER = ("alu_v4_main", "iter_sum")  # ISA v4 (6.6+), open-coded iterators (6.4+)
 CASES = [(k, *p) for k in ("6.1", "6.12") for p in PROGRAMS
          if not (k == "6.1" and p[1] in NEWER)]
@@ -164,3 +162,25 @@ def _with_step(rec: Recording, k: int, step: object) -> Recording:
     steps = list(rec.steps)
     steps[k] = step  # type: ignore[call-overload]
     return dataclasses.replace(rec, steps=steps)
+
+
+def test_a_fault_after_an_inlined_bpf_loop_is_reported_at_the_callbacks_exit(
+        vm: Session, bpf_obj: Callable[[str], Path]) -> None:
+    """flowsum's bpf_loop is inlined: a loop in the call's own xlated code calls the
+    callback, then restores r6-r8. A wrong r6 after the last callback returns is
+    reported at that callback's exit instruction."""
+    rec = _record(vm, bpf_obj("tests/progs/flowsum.bpf.c"), "flowsum_main", IPV4, b"",
+                  None, False)[0]
+    assert lockstep_recording(rec).divergence is None
+    loop = next(k for k, s in enumerate(rec.steps) if s.site.insn.is_helper_call
+                and s.site.insn.imm == 181)
+    after = next(k for k in range(loop + 1, len(rec.steps))
+                 if rec.steps[k].site.index == rec.steps[loop].site.index + 1)
+    assert rec.steps[after - 1].site.insn.is_exit  # the callback's last exit
+    regs = dict(rec.steps[after].x86)
+    regs["rbx"] ^= 0x10
+    bad = _with_step(rec, after, dataclasses.replace(rec.steps[after], x86=regs))
+    div = lockstep_recording(bad).divergence
+    assert div is not None and (div.step, div.site) == (after, rec.steps[after - 1].site)
+    good = rec.steps[after].regs()[6]
+    assert div.what == f"r6 is {good ^ 0x10:#x}, BPF semantics give {good:#x}"
