@@ -55,11 +55,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return build_parser(ToolParser).parse_args([*argv, "--json"])
 
 
-def _program_args(obj: str, prog: str | None, kernel: str | None) -> list[str]:
+def program_args(obj: str, prog: str | None, kernel: str | None) -> list[str]:
+    """PROG, --prog, --kernel as the command line takes them."""
     return [obj, *(["--prog", prog] if prog else []), *(["--kernel", kernel] if kernel else [])]
 
 
-def _input_args(packets: list[str], maps: str | None, map_entries: list[str] | None) -> list[str]:
+def input_args(packets: list[str], maps: str | None, map_entries: list[str] | None) -> list[str]:
+    """--packet, --maps, --map as the command line takes them ('NAME KEY=VALUE' entries;
+    values that start with '-' are never read as options)."""
     out = [f"--packet={p}" for p in packets]
     out += ["--maps", maps] if maps else []
     for entry in map_entries or []:
@@ -84,7 +87,7 @@ async def disasm(ctx: Context, object: str, prog: str | None = None,
                  kernel: str | None = None) -> dict[str, Any]:
     """Load a BPF object in the guest and list its instructions: BPF, source line, x86
     (as ``qstep disasm --json``)."""
-    args = parse(["disasm", *_program_args(object, prog, kernel)])
+    args = parse(["disasm", *program_args(object, prog, kernel)])
     out = await _on_guest(ctx, disasm_program, args, WORKER.pool.scope)
     return out.as_json()
 
@@ -96,8 +99,8 @@ async def run(ctx: Context, object: str, packets: list[str], prog: str | None = 
     """Run the program on each packet (BPF_PROG_TEST_RUN): retvals, packets out, maps
     (as ``qstep run --json``). ``maps``: a file of 'NAME KEY=VALUE' lines;
     ``map_entries``: such lines inline; ``repeat``: runs per packet (mean duration)."""
-    args = parse(["run", *_program_args(object, prog, kernel),
-                  *_input_args(packets, maps, map_entries), f"--repeat={repeat}"])
+    args = parse(["run", *program_args(object, prog, kernel),
+                  *input_args(packets, maps, map_entries), f"--repeat={repeat}"])
     return (await _on_guest(ctx, run_program, args, WORKER.pool.scope)).as_json()
 
 
@@ -107,8 +110,8 @@ async def inspect(ctx: Context, object: str, specs: list[str], packets: list[str
                   kernel: str | None = None) -> dict[str, Any]:
     """In-guest probes: each spec is 'LOC print ITEMS [if COND]' (see qstep inspect);
     records as ``qstep inspect --json``'s lines. ``repeat``: runs per packet."""
-    args = parse(["inspect", *_program_args(object, prog, kernel), *specs,
-                  *_input_args(packets, maps, None), f"--repeat={repeat}"])
+    args = parse(["inspect", *program_args(object, prog, kernel), *specs,
+                  *input_args(packets, maps, None), f"--repeat={repeat}"])
     stops: list[dict[str, Any]] = []
     out = await _on_guest(ctx, inspect_program, args, WORKER.pool.scope,
                           lambda dbg, probe, before: stops.append(
@@ -121,8 +124,8 @@ async def trace(ctx: Context, object: str, packet: str, prog: str | None = None,
                 maps: str | None = None, kernel: str | None = None) -> dict[str, Any]:
     """Every BPF instruction of one run: index, source line, registers after it
     (records as ``qstep trace --json``'s lines)."""
-    args = parse(["trace", *_program_args(object, prog, kernel),
-                  *_input_args([packet], maps, None)])
+    args = parse(["trace", *program_args(object, prog, kernel),
+                  *input_args([packet], maps, None)])
     lines = Lines(keep=True)
     await _on_guest(ctx, trace_main, args, WORKER.pool.scope, lines)
     return {"records": lines.kept}
@@ -140,8 +143,8 @@ async def debug_start(ctx: Context, object: str, packet: str, prog: str | None =
                       maps: str | None = None, kernel: str | None = None) -> dict[str, Any]:
     """Start a stepping session on the kernel's guest: load, stop at the program's entry.
     The guest is held by the session until debug_stop."""
-    args = parse(["debug", *_program_args(object, prog, kernel),
-                  *_input_args([packet], maps, None)])
+    args = parse(["debug", *program_args(object, prog, kernel),
+                  *input_args([packet], maps, None)])
     return await _on_guest(ctx, WORKER.stepping.start, args)
 
 
