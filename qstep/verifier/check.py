@@ -96,7 +96,7 @@ class _Seen:
     checkable: int = 0
 
 
-MAX_FOLLOWERS = 64
+MAX_FOLLOWERS = 1024  # older states followed at once (a rolled loop of 64 rounds: ~400)
 _JUMP = re.compile(r"^\((?:[0-9a-f][56de])\) (?:if |goto)")
 _PSEUDO_CALL = re.compile(r"^\(85\) call pc([+-]\d+)$")
 _LEFT = "the run left the paths the verifier logged"
@@ -150,10 +150,10 @@ def _advance(log: VerifierLog, followers: list[_Follower], insn: int, report: Ch
         older = [v for v in log.by_insn.get(insn, []) if not v.pruned and v.seq < visit.seq]
         why = _PRUNED if not go_on else _UNSHOWN if not older else why
         for old in older if go_on else []:
-            trust = Trust.after_pruning(old.regs)
-            moved.setdefault((old.path, old.index, insn, trust.key(), len(step.returns)),
-                             _Follower(log.paths[old.path], old.index, trust, insn, old,
-                                       step.returns))
+            key = (old.path, old.index, insn, "older", len(step.returns))
+            if key not in moved:  # one follower per older state (many pruned here)
+                moved[key] = _Follower(log.paths[old.path], old.index,
+                                       Trust.after_pruning(old.regs), insn, old, step.returns)
     report.prunes += pruned and bool(moved)
     if not moved and why == _LEFT:
         why = _left_why(followers)
@@ -178,10 +178,10 @@ def _next_places(log: VerifierLog, follower: _Follower, insn: int) -> list[_Foll
     places = [(v, p, i, follower.returns) for v, p, i in
               _follow(log, follower.path, follower.index, insn)]
     last = follower.visit.text if follower.visit is not None else ""
+    called = _PSEUDO_CALL.match(last) if not places else None
     entry = next((p for p in log.paths if p.parent is None and p.visits
-                  and p.visits[0].insn == insn), None)
-    called = _PSEUDO_CALL.match(last)
-    if not places and called and entry is not None and (
+                  and p.visits[0].insn == insn), None) if called else None
+    if called and entry is not None and (
             follower.visit is not None
             and follower.visit.insn + 1 + int(called.group(1)) == insn):
         # Verified for any arguments its prototype allows, which the verifier checked
@@ -213,9 +213,8 @@ def _follow(log: VerifierLog, path: Path, index: int, insn: int
         # A jump whose outcome the verifier knew: it removed it (dead-code elimination),
         # so the run goes straight on where the path does.
         found.append((path.visits[index + 1], path, index + 1))
-    for child in log.paths:
-        if (child.parent == path.number and child.branch_index == index - 1
-                and child.visits and child.visits[0].insn == insn):
+    for child in log.branches(path.number, index - 1):
+        if child.visits and child.visits[0].insn == insn:
             found.append((child.visits[0], child, 0))
     return found
 
@@ -245,8 +244,8 @@ def _check_follower(follower: _Follower, step: int, regs: Regs, shown: Shown,
     assert visit is not None
     seen = _Seen()
     pending = trust.read_pending(insn) if insn is not None else []
-    for reg, claim in pending + [(r, c) for r, c in visit.regs.items()
-                                 if r not in dict(pending)]:
+    read = {reg for reg, _claim in pending}
+    for reg, claim in pending + [(r, c) for r, c in visit.regs.items() if r not in read]:
         value = regs[reg] if reg < len(regs) else None
         target = shown[reg] if reg < len(shown) else None
         kind = ("scalar" if claim.type == "scalar" else

@@ -76,6 +76,17 @@ class VerifierLog:
     by_insn: dict[int, list[Visit]] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
     processed: int | None = None  # "processed N insns"
+    _branches: dict[tuple[int, int], list[Path]] = field(default_factory=dict, repr=False)
+    _indexed: int = field(default=0, repr=False)
+
+    def branches(self, path: int, index: int) -> list[Path]:
+        """The paths that branched off ``path`` at its visit ``index``."""
+        if self._indexed != len(self.paths):  # built once the log is parsed
+            self._indexed, self._branches = len(self.paths), {}
+            for p in self.paths:
+                if p.parent is not None:
+                    self._branches.setdefault((p.parent, p.branch_index), []).append(p)
+        return self._branches.get((path, index), [])
 
     def states_at(self, insn: int) -> list[dict[int, RegState]]:
         return [v.regs for v in self.by_insn.get(insn, [])]
