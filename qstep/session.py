@@ -37,7 +37,7 @@ from qstep.agent.replies import (
 )
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.insn import is_percpu_mov
-from qstep.bpf.progtypes import CTX_PROG_TYPES, packet_size_problem
+from qstep.bpf.progtypes import CTX_PROG_TYPES, packet_size_problem, run_refusal
 from qstep.debugger.engine import Debugger, RunRequest
 from qstep.debugger.guestmaps import fetch_kernel_btf, has_percpu_maps
 from qstep.debugger.jitframe import needs_percpu_offset
@@ -398,6 +398,9 @@ class Session:
     def _run_args(prog: LoadedProgram, request: RunRequest,
                   out_size: int) -> tuple[str, int, int, bytes, bytes, int]:
         verb, target = ("run_id", prog.prog_id) if prog.foreign else ("run", prog.handle)
+        refusal = run_refusal(prog.name, prog.prog_type)
+        if refusal is not None:
+            raise UsageError(refusal)
         if prog.prog_type in CTX_PROG_TYPES:  # the input is the context; no repeat
             return verb, target, 0, b"", request.ctx or request.data, 0
         ctx = request.ctx or xdp_md_in(prog.prog_type, request.data)

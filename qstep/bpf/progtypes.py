@@ -25,6 +25,19 @@ CTX_PROG_TYPES = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
 RUNNABLE_PROG_TYPES = PACKET_PROG_TYPES | CTX_PROG_TYPES
 
 
+
+def run_refusal(name: str, prog_type: int) -> str | None:
+    """Why qstep does not test-run ``name`` (None when it does): BPF_PROG_TEST_RUN either
+    refuses its type or, for tracing programs, calls the traced kernel function and
+    runs the program only if attached, so a run would show nothing of the program."""
+    if prog_type in RUNNABLE_PROG_TYPES:
+        return None
+    return (f"{name} is a {prog_type_name(prog_type)} program; qstep runs packet programs "
+            "(xdp, tc/sched_cls, socket filter, cgroup_skb, lwt, flow dissector) and, with "
+            "the context as --packet, raw_tracepoint and syscall programs (disasm shows "
+            "this one)")
+
+
 # BPF_PROG_TEST_RUN's packet sizes: at least an Ethernet header; skb-based types
 # build the skb in one 4096-byte page less 64 bytes of headroom and 320 of
 # skb_shared_info (measured on x86-64 6.1 and 6.12: 3712 runs, 3713 is EINVAL).

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from qstep.agent.replies import MapDump, MapInfo
-from qstep.bpf.progtypes import RUNNABLE_PROG_TYPES, retval_name
+from qstep.bpf.progtypes import retval_name
 from qstep.commands.common import (
     SessionScope,
     add_input_options,
@@ -21,7 +21,6 @@ from qstep.commands.common import (
     read_setup,
 )
 from qstep.commands.options import add_json_option, add_repeat_option
-from qstep.errors import UsageError
 from qstep.loaded import LoadedProgram
 from qstep.mapdump import (
     QUEUE_TYPES,
@@ -97,11 +96,6 @@ def run_program(args: argparse.Namespace, sessions: SessionScope = make_session)
     with sessions(args) as session, \
             program_in_session(session, source, setup, quiet=args.json) as prog:
         prog.maps = with_record_types(prog.maps, prog.btf, args.record_type)
-        if prog.prog_type not in RUNNABLE_PROG_TYPES:
-            raise UsageError(f"{prog.name} is a {prog.type_name} program; run takes packet "
-                             "programs (xdp, tc/sched_cls, socket filter, cgroup_skb, lwt, "
-                             "flow dissector) and, with the context as --packet, "
-                             "raw_tracepoint and syscall programs")
         results = [session.test_run(prog, data, repeat=args.repeat) for _, data in packets]
         return RunOutcome(session, prog, packets, results, dump_maps(session, prog))
 

@@ -15,6 +15,7 @@ than shown wrong.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from qstep.bpf.btf import KIND_STRUCT, KIND_UNION, Btf
 from qstep.bpf.elf import BpfObject
@@ -90,5 +91,11 @@ def model_for(obj: BpfObject, kernel_btf: Callable[[], bytes | None]) -> DwarfMo
     roots = relocated_roots(obj)
     if roots:
         data = kernel_btf()
-        model.types.on_built = CoreRelocator(roots, Btf.parse(data) if data else Btf([], b"\0"))
+        model.types.on_built = CoreRelocator(roots, parsed_btf(data) if data else Btf([], b"\0"))
     return model
+
+
+@lru_cache(maxsize=2)
+def parsed_btf(data: bytes) -> Btf:
+    """The kernel's BTF parsed once per session (4 MB: about a second)."""
+    return Btf.parse(data)

@@ -18,7 +18,9 @@
  *   nonzero    = 64                                        (rolled loop)
  *   chain      = level1(&head) = bytes 0..15 + 2 * bytes 16..31 + 3 * bytes 32..47
  *              = 136 + 2 * 392 + 3 * 648 = 2864
- *   mix        = mix5(1, 2, 3, 4, 5) = 1 + 2*2 + 3*3 + 4*4 + 5*5 = 55
+ *   mix        = mix5(len, nonzero, head_sum, byte 0, byte 1) = mix5(64, 64, 36, 1, 2)
+ *              = 64 + 2*64 + 3*36 + 4*1 + 5*2 = 314 (values from the packet: constant
+ *              arguments would let clang fold the call away)
  *   timer_rc   = 0 on a first run (bpf_timer_init)
  */
 #include <linux/types.h>
@@ -157,7 +159,7 @@ int scratch_main(struct __sk_buff *skb)
 	ev->head_sum = sum;
 	ev->nonzero = nonzero;
 	ev->chain = level1((const __u8 *)&head);
-	mix = mix5(1, 2, 3, 4, 5);
+	mix = mix5(ev->len, nonzero, sum, ev->data[0], ev->data[1]);
 
 	tot = bpf_map_lookup_elem(&totals, &zero);
 	if (tot) {

@@ -28,6 +28,7 @@ from qstep.commands.inspect import c_scope
 from qstep.debugger.commands import CommandSet
 from qstep.debugger.engine import RunRequest
 from qstep.debugger.source import SourceView
+from qstep.dwarf.placement import annotate
 from qstep.errors import LoadError, UsageError
 from qstep.loadopts import LoadOptions
 from qstep.oracle.lockstep import lockstep
@@ -153,8 +154,10 @@ def test_scratch(guests: Callable[[str], Session], bpf_obj: Build, kernel: str) 
     session = guests(kernel)
     obj = BpfObject.open(bpf_obj("tests/progs/scratch.bpf.c"))
     frame = bytes(range(1, 65))
-    prog = session.load(obj, "scratch_main")
+    prog = session.load(obj, "scratch_main", LoadOptions(verifier_log_size=64 << 20))
     try:
+        mix5 = next(f for f in prog.functions if f.name == "mix5")
+        assert annotate(obj, prog)[mix5.start_insn] == "a@r1 b@r2 c@r3 d@r4 e@r5"  # --vars
         # 6.10+ inlines the per-CPU array lookup with the per-CPU address mov
         assert any(is_percpu_mov(i) for i in prog.xlated) == (kernel != "6.1")
         assert session.test_run(prog, frame).retval == 0
@@ -162,7 +165,7 @@ def test_scratch(guests: Callable[[str], Session], bpf_obj: Build, kernel: str) 
         assert struct.unpack_from("<QIIII", event) == (1, 64, 64, 36, 2864)
         assert event[24:88] == frame and event[88:] == bytes(192)
         assert session.dump_map(prog, "totals") == [(bytes(4), struct.pack("<IIQ", 0, 1, 64))]
-        assert session.dump_map(prog, ".bss") == [(bytes(4), struct.pack("<I", 55))]
+        assert session.dump_map(prog, ".bss") == [(bytes(4), struct.pack("<I", 314))]
         assert session.dump_map(prog, ".data") == [(bytes(4), struct.pack("<q", 0))]
         body = line_of("scratch.bpf.c", "acc += local[i] * 3;")
         out = commands(session, obj, prog, RunRequest(frame), [
@@ -175,7 +178,13 @@ def test_scratch(guests: Callable[[str], Session], bpf_obj: Build, kernel: str) 
         assert out[6:8] == ["0x807060504030201", "224"]
         assert [o.splitlines()[0] for o in out[10:13]] == [
             f"Run till exit; value returned: r0 = {v:#x} ({v})" for v in (1944, 2728, 2864)]
+        args = commands(session, obj, prog, RunRequest(frame), [
+            "break mix5", "run", "info args", "finish"])
+        assert args[2].splitlines() == ["a = 64", "b = 64", "c = 36", "d = 1", "e = 2"]
+        assert args[3].startswith("Run till exit; value returned: r0 = 0x13a (314)")
         assert agrees(session, prog, RunRequest(frame), 0) > 1000
+        check = trace_and_check(session, prog, frame)
+        assert check.report.findings == [] and check.report.steps > 100
     finally:
         session.unload(prog)
 
@@ -270,8 +279,14 @@ def test_progtypes(guests: Callable[[str], Session], bpf_obj: Build, kernel: str
     finally:
         session.unload(sys_sum)
     fentry = session.load(obj, "on_test1")
-    assert fentry.prog_type == 26  # tracing: loads and disassembles; run says why not
-    session.unload(fentry)
+    try:  # tracing: loads and disassembles; no command runs it (the kernel would not)
+        assert fentry.prog_type == 26 and fentry.sites[0].jit_start is not None
+        with pytest.raises(UsageError, match=r"^on_test1 is a tracing program; qstep runs "):
+            session.test_run(fentry, frame)
+        with pytest.raises(UsageError, match=r"^on_test1 is a tracing program; qstep runs "):
+            commands(session, obj, fentry, RunRequest(frame), ["run"])
+    finally:
+        session.unload(fentry)
 
 
 def test_cli_runs_a_context_program(bpf_obj: Build) -> None:
