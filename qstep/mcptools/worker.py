@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,23 +23,27 @@ from qstep.mcptools.stepping import SteppingSession
 
 T = TypeVar("T")
 CLOSE_GRACE = 1.0  # seconds a running call may take before a shutdown kills the guests
+HEARTBEAT = 2.0  # seconds between progress messages of a call that runs on
 
 
 class Reporter:
-    """A call's progress messages, sent from the guest thread."""
+    """A call's progress messages, from the guest thread and the heartbeat: numbered
+    1, 2, 3... (the total is not known in advance)."""
 
-    def __init__(self, ctx: Context | None, loop: asyncio.AbstractEventLoop,
-                 total: int) -> None:
-        self.ctx, self.loop, self.total = ctx, loop, total
+    def __init__(self, ctx: Context | None, loop: asyncio.AbstractEventLoop) -> None:
+        self.ctx, self.loop = ctx, loop
         self.done = 0
+        self.lock = threading.Lock()
         self.sent: list[concurrent.futures.Future[None]] = []
 
-    def progress(self, message: str, last: bool = False) -> None:
-        """One step done (``message`` says which); ``last``: all of them."""
-        self.done = self.total if last else min(self.done + 1, self.total - 1)
-        if self.ctx is not None:
+    def progress(self, message: str) -> None:
+        """One more step (``message`` says which)."""
+        if self.ctx is None:
+            return
+        with self.lock:
+            self.done += 1
             self.sent.append(asyncio.run_coroutine_threadsafe(
-                self.ctx.report_progress(self.done, self.total, message), self.loop))
+                self.ctx.report_progress(self.done, None, message), self.loop))
 
     def warn(self, message: str) -> None:
         """A message the client should see (e.g. a guest that died and was rebooted):
@@ -62,10 +68,10 @@ class GuestWorker:
         self.stepping = SteppingSession(self.pool)
         self.closing = False
 
-    async def call(self, ctx: Context | None, fn: Callable[..., T], *args: Any,
-                   steps: int = 4) -> T:
-        """Run ``fn(*args)`` on the guest thread; progress goes to ``ctx``'s request."""
-        reporter = Reporter(ctx, asyncio.get_running_loop(), steps)
+    async def call(self, ctx: Context | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the guest thread; progress goes to ``ctx``'s request,
+        and every ``HEARTBEAT`` seconds while the call runs."""
+        reporter = Reporter(ctx, asyncio.get_running_loop())
 
         def job() -> T:
             self.pool.progress, self.pool.warn = reporter.progress, reporter.warn
@@ -73,10 +79,16 @@ class GuestWorker:
                 result = fn(*args)
             finally:
                 self.pool.progress = self.pool.warn = to_stderr
-            reporter.progress("done", last=True)
+            reporter.progress("done")
             return result
+        future = asyncio.wrap_future(self.executor.submit(job))
+        start = time.monotonic()
         try:
-            return await asyncio.wrap_future(self.executor.submit(job))
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=HEARTBEAT)
+                if done:
+                    return future.result()
+                reporter.progress(f"still running ({time.monotonic() - start:.0f} s)")
         finally:
             await reporter.flush()
 
