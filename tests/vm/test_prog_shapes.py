@@ -1,5 +1,5 @@
-"""More shapes of real projects' programs through every command's core, on 6.1 and 6.12:
-tests/progs/pktwalk.bpf.c (XDP metadata, VLAN tags, an IPv6 extension header walk
+"""More shapes of real projects' programs through every command's core, on the test
+kernels (6.1, 6.12, 7.3 in make test): tests/progs/pktwalk.bpf.c (XDP metadata, VLAN tags, an IPv6 extension header walk
 with variable packet offsets, adjust_head/tail, tc change_head, global functions),
 scratch.bpf.c (per-CPU scratch event, 224-byte stack struct, a three-deep call chain
 near the 512-byte stack limit, a five-argument subprogram, spin lock, timer),
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from conftest import matrix_kernels, require_tool
 
 from qstep.bpf.elf import BpfObject
 from qstep.bpf.insn import is_percpu_mov
@@ -40,7 +40,7 @@ from qstep.session import Session
 from qstep.verifier.runcheck import trace_and_check
 
 pytestmark = pytest.mark.vm
-KERNELS = ("6.1", "6.12")
+KERNELS = matrix_kernels("6.1", "6.12", "7.2", "7.3")
 Build = Callable[[str], Path]
 
 
@@ -301,7 +301,7 @@ def test_cli_runs_a_context_program(bpf_obj: Build) -> None:
     assert lines[3:5] == ["retval    31", "context out: offset 0x0028: 00 -> 1f"]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "7.3"])
+@pytest.mark.parametrize("kernel", matrix_kernels("6.12", "7.2", "7.3"))
 def test_open_coded_iterators(guests: Callable[[str], Session], bpf_obj: Build,
                               kernel: str) -> None:
     """bpf_iter_num loops (6.4+) and an __arg_ctx global function (6.8+): run, debug,
