@@ -1,6 +1,7 @@
 """More shapes of real projects' programs through every command's core, on the test
-kernels (6.1, 6.12, 7.3 in make test): tests/progs/pktwalk.bpf.c (XDP metadata, VLAN tags, an IPv6 extension header walk
-with variable packet offsets, adjust_head/tail, tc change_head, global functions),
+kernels (6.1, 6.12, 7.3 in make test): tests/progs/pktwalk.bpf.c (XDP metadata, VLAN
+tags, an IPv6 extension header walk with variable packet offsets, adjust_head/tail, tc
+change_head, global functions),
 scratch.bpf.c (per-CPU scratch event, 224-byte stack struct, a three-deep call chain
 near the 512-byte stack limit, a five-argument subprogram, spin lock, timer),
 core.bpf.c (CO-RE against a vmlinux.h-style header, a raw tracepoint run on its
