@@ -48,7 +48,8 @@ test: deps examples progs
 # The kernel-dependent VM tests on chosen kernels of the matrix (make test runs them on
 # all of 6.1, 6.12, 7.2, 7.3):   make test-kernels KERNELS=7.3
 KERNEL_TESTS := tests/vm/test_jit_map.py tests/vm/test_trace_oracle.py tests/vm/test_l4lb_run.py \
-	tests/vm/test_debugger.py tests/vm/test_inspect.py tests/vm/test_private_stack.py
+	tests/vm/test_debugger.py tests/vm/test_inspect.py tests/vm/test_private_stack.py \
+	tests/vm/test_prog_shapes.py
 KERNELS ?= 6.1,6.12,7.2,7.3
 test-kernels: deps examples progs
 	QSTEP_TEST_KERNELS=$(KERNELS) $(PY) -m pytest -q $(KERNEL_TESTS)
