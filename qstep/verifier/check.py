@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from qstep.bpf.insn import Insn
 from qstep.verifier.log import EXIT_CODE, Path, VerifierLog, Visit
 from qstep.verifier.states import RegState
-from qstep.verifier.trust import Trust
+from qstep.verifier.trust import StackTrust, Trust
 
 Regs = Sequence[int | None]  # r0..r10 before an instruction; None: not defined
 Shown = Sequence[object]  # the same registers as a trace shows them ("pkt+14", "ctx", 5)
@@ -98,6 +98,8 @@ class _Seen:
 
 MAX_FOLLOWERS = 1024  # older states followed at once (a rolled loop of 64 rounds: ~400)
 _JUMP = re.compile(r"^\((?:[0-9a-f][56de])\) (?:if |goto)")
+_CALLBACK_HELPER = re.compile(r"^\(85\) call (bpf_loop|bpf_for_each_map_elem|bpf_find_vma|"
+                              r"bpf_user_ringbuf_drain)#")
 _PSEUDO_CALL = re.compile(r"^\(85\) call pc([+-]\d+)$")
 _LEFT = "the run left the paths the verifier logged"
 _PRUNED = "the verifier pruned this path: an earlier state there covers it"
@@ -195,9 +197,49 @@ def _next_places(log: VerifierLog, follower: _Follower, insn: int) -> list[_Foll
         places = [(v, p, i, follower.returns[:-1]) for v, p, i in _follow(log, path, index, insn)]
         return [_Follower(p, i, caller.copy().returned_from_global(), pruned_at, v, r)
                 for v, p, i, r in places]
+    if not places and last.startswith(f"({EXIT_CODE})"):
+        again = _callback_entry(follower.path, follower.index, insn)
+        if again is not None:  # the helper calls the callback once more
+            return [_Follower(follower.path, again.index, _fresh(), follower.pruned_at,
+                              again, follower.returns)]
+        return _callback_round(log, follower, insn)
     copy = len(places) > 1  # an iterator's two states at one instruction: own trusts
     return [_Follower(p, i, follower.trust.copy() if copy else follower.trust,
                       follower.pruned_at, v, r) for v, p, i, r in places]
+
+
+def _fresh() -> Trust:
+    """Only the frame pointer: where the registers' values came from is not followed."""
+    return Trust(regs={10}, stack=StackTrust(good=set()))
+
+
+def _callback_round(log: VerifierLog, follower: _Follower, insn: int) -> list[_Follower]:
+    """7.x goes back from a callback's exit to its helper's call (``from EXIT to
+    CALL``) for the next round; the run goes on in the callback or after the call."""
+    path, index = follower.path, follower.index
+    if index >= len(path.visits):
+        return []
+    call = path.visits[index]  # a pruned visit has no text: another visit there has
+    if not any(_CALLBACK_HELPER.match(v.text) for v in log.by_insn.get(call.insn, [])):
+        return []
+    starts = ([(path, index)] if not call.pruned else
+              [(log.paths[v.path], v.index) for v in log.by_insn.get(call.insn, [])
+               if not v.pruned and v.seq < call.seq])
+    return [_Follower(p, i, _fresh(), call.insn if call.pruned else follower.pruned_at, v,
+                      follower.returns)
+            for start, at in starts for v, p, i in _follow(log, start, at + 1, insn)]
+
+
+def _callback_entry(path: Path, index: int, insn: int) -> Visit | None:
+    """The visit on ``path`` before ``index`` where a callback starting at ``insn`` was
+    entered from its helper's call (6.1 checks a bpf_loop callback once, for any
+    round: each round of the run starts there again)."""
+    for k in range(min(index, len(path.visits)) - 1, 0, -1):
+        visit = path.visits[k]
+        if visit.insn == insn and _CALLBACK_HELPER.match(path.visits[k - 1].text) and not (
+                path.visits[k - 1].pruned):
+            return visit
+    return None
 
 
 def _follow(log: VerifierLog, path: Path, index: int, insn: int
