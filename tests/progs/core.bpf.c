@@ -65,6 +65,17 @@ int core_task(struct bpf_raw_tracepoint_args *ctx)
 	return facts.pid == (__s32)(id >> 32);
 }
 
+/* The Tracee/Falco shape: a kprobe reading the current task through CO-RE. Loads and
+ * disassembles; BPF_PROG_TEST_RUN cannot run kprobes, and qstep says so. */
+SEC("kprobe/do_nanosleep")
+int core_kprobe(void *regs)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	facts.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	return 0;
+}
+
 SEC("tc")
 int core_skb(struct __sk_buff *skb)
 {

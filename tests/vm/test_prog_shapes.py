@@ -234,6 +234,14 @@ def test_core(guests: Callable[[str], Session], bpf_obj: Build, kernel: str) -> 
         assert agrees(session, prog, RunRequest(ctx), 1) > 30
     finally:
         session.unload(prog)
+    kprobe = session.load(obj, "core_kprobe")
+    try:
+        reads = [s for s in kprobe.sites.values() if s.insn.is_call and s.insn.imm == 113]
+        assert kprobe.prog_type == 2 and len(reads) == 2  # bpf_probe_read_kernel, twice
+        with pytest.raises(UsageError, match=r"^core_kprobe is a kprobe program; qstep runs"):
+            session.test_run(kprobe, ctx)
+    finally:
+        session.unload(kprobe)
     skb = session.load(obj, "core_skb")
     try:
         assert session.test_run(skb, ipv4_udp()).retval == 1060  # len 60 + 1000 (IPv4)
