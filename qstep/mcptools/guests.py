@@ -1,7 +1,8 @@
 """The MCP server's guests: one long-lived session per kernel, booted on first use.
 
 Every method runs on the server's one guest thread (``GuestWorker``), except
-``kill``, the emergency stop a shutdown uses while that thread is busy.
+``kill``, the emergency stop a shutdown uses while that thread is busy, and
+``status``, which only reads.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from qstep.errors import MachineError, QstepError, UsageError
 from qstep.session import Session
 
 Notify = Callable[[str], None]
+DYING_GRACE = 1.0  # seconds a failed guest's QEMU gets to end before it is judged alive
 
 
 def to_stderr(message: str) -> None:
@@ -46,11 +49,15 @@ class Guest:
         machine = self.session.machine
         return machine.pid if machine is not None else None
 
-    def dead_reason(self) -> str | None:
-        """Why the guest cannot be used any more (QEMU gone, kernel crashed), or None."""
+    def dead_reason(self, grace: float = 0.0) -> str | None:
+        """Why the guest cannot be used any more (QEMU gone, kernel crashed), or None;
+        ``grace``: seconds to let a dying QEMU end (its threads exit one by one)."""
         machine = self.session.machine
         if machine is None:
             return "it was shut down"
+        if grace and machine.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                machine.process.wait(grace)
         try:
             machine.check_alive()
         except MachineError as err:
@@ -114,7 +121,7 @@ class GuestPool:
         """Discard a failed guest; the next call that needs one says why (QEMU's end
         when it is gone, else ``why``)."""
         if self.guests.get(key) is guest:
-            dead = guest.dead_reason()
+            dead = guest.dead_reason(grace=DYING_GRACE)
             self.lost[key] = f"died ({dead})" if dead else why
             self.discard(key)
 
@@ -161,4 +168,4 @@ class GuestPool:
             {"kernel": g.kernel, "accel": key[1], "release": g.session.release,
              "qemu_pid": g.pid(), "boot_seconds": round(g.boot_seconds, 3),
              "restored": g.session.restored, "calls": g.calls, "held_by": g.held_by}
-            for key, g in self.guests.items()]}
+            for key, g in list(self.guests.items())]}  # list(): one step under the GIL

@@ -255,6 +255,7 @@ async def _left_mid_call(obj: str) -> dict[str, Any]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(long_call)
             await running.wait()
+            got["busy"] = await client.call("status")  # answered while the call runs
             tasks.cancel_scope.cancel()
         got["left_at"] = time.monotonic()
     got["closed_s"] = time.monotonic() - got["left_at"]
@@ -264,6 +265,7 @@ async def _left_mid_call(obj: str) -> dict[str, Any]:
 def test_mcp_client_leaves_mid_call(l4lb_obj: Path) -> None:
     got = anyio.run(_left_mid_call, str(l4lb_obj))
     assert "long" not in got  # the call was still running when the client left
+    assert got["busy"]["guests"][0]["held_by"] == "a call"
     assert got["progress"][0] == "running on the guest (kernel default)"
     assert got["progress"][1].startswith("still running (")
     server_pid = got["status"]["server_pid"]
