@@ -247,9 +247,9 @@ async def _left_mid_call(obj: str) -> dict[str, Any]:
             if message and message.startswith("still running"):
                 running.set()
 
-        async def long_call() -> None:  # ~20 s of probe hits: still running at the exit
+        async def long_call() -> None:  # 20 s or more of probe hits: still running at the exit
             got["long"] = await session.call_tool(
-                "inspect", {"object": obj, "packets": [PKT], "maps": MAPS, "repeat": 20000,
+                "inspect", {"object": obj, "packets": [PKT], "maps": MAPS, "repeat": 200000,
                             "specs": ["l4lb.bpf.c:171 print vip_num"]},
                 progress_callback=on_progress)
         async with anyio.create_task_group() as tasks:
